@@ -1,0 +1,59 @@
+"""Command-line entry point `mtpjax`: a thin dispatcher over sub-command modules.
+
+Each sub-command lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``. Modules are imported lazily so that `mtpjax --help` is fast and a
+missing optional extra (quippy, dask) only affects the command that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "new": ("mtpjax.commands.new", "write an untrained .mtp potential of a given level"),
+    "calc-efs": ("mtpjax.commands.calc_efs", "energies, forces, stresses of a .cfg (like mlp)"),
+    "calc-errors": ("mtpjax.commands.calc_errors", "errors of a potential on a .cfg (like mlp)"),
+    "train": ("mtpjax.fit.cli", "fit an MTP (mlp train compatible flags)"),
+    "label": ("distill.label_cli", "label structures with a teacher into a dataset store"),
+    "md": ("md.cli", "run molecular dynamics from a TOML config"),
+    "analyze": ("md.analysis.cli", "structural analysis of trajectories"),
+    "distill": ("distill.pipeline_cli", "the indirect-learning pipeline"),
+}
+
+
+def _load(name: str):
+    module_name = COMMANDS[name][0]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise SystemExit(f"mtpjax {name}: not available in this build ({module_name})") from exc
+        raise
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtpjax", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            _load(name).add_arguments(sp)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return int(_load(args.command).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
