@@ -1,0 +1,220 @@
+"""Executors: run `label_chunk` tasks in-process, on local worker processes, or on Dask.
+
+Every executor is a generator over a shared queue (a `collections.deque` of `Task`): it takes
+tasks from the left, yields ``(task, outcome)`` as they finish, and keeps going until the queue
+is empty and nothing is running. The caller may append tasks while iterating (retries). An
+outcome is the list of (key, Label) from `label_chunk`, or a `WorkerLost` when the process
+running the task died (the local pool knows exactly which task a dead worker held).
+
+The local pool spawns (never forks) one process per worker with ``OMP_NUM_THREADS=1`` (also
+OpenBLAS/MKL), gives each worker one task at a time through a pipe, and replaces a worker after
+`recycle` tasks to contain memory growth (quippy). Workers exit when the parent dies (their pipe
+closes), so a killed run leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing as mp
+import multiprocessing.connection
+import os
+import signal
+import traceback
+from collections import deque
+from collections.abc import Iterator
+
+from distill.compute import TeacherBuildError, label_chunk
+from distill.teachers import TeacherSpec
+
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@dataclasses.dataclass
+class Task:
+    """A chunk of (store key, Atoms) pairs and how many times a worker died running it."""
+
+    items: list
+    attempts: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerLost:
+    """The worker running a task died. retry: whether running it again may help."""
+
+    reason: str
+    retry: bool = True
+
+
+Outcome = list | WorkerLost
+
+
+def run_serial(queue: deque, spec: TeacherSpec, teacher_id: str) -> Iterator[tuple[Task, Outcome]]:
+    """Run every task in this process (the reference for bitwise comparisons)."""
+    while queue:
+        task = queue.popleft()
+        yield task, label_chunk(spec, teacher_id, task.items)
+
+
+def _worker_main(conn, spec: TeacherSpec, teacher_id: str) -> None:
+    """Worker loop: receive a chunk, send back ("ok", labels); None or a closed pipe ends it."""
+    os.environ.update(SINGLE_THREAD_ENV)
+    while True:
+        try:
+            items = conn.recv()
+        except (EOFError, OSError):
+            return
+        if items is None:
+            return
+        try:
+            reply = ("ok", label_chunk(spec, teacher_id, items))
+        except TeacherBuildError as exc:
+            reply = ("error", f"{exc}\n{traceback.format_exc()}")
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, OSError):
+            return
+
+
+@contextlib.contextmanager
+def _environ(update: dict):
+    old = {k: os.environ.get(k) for k in update}
+    os.environ.update(update)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@dataclasses.dataclass(eq=False)
+class _Worker:
+    process: mp.process.BaseProcess
+    conn: multiprocessing.connection.Connection
+    task: Task | None = None
+    done: int = 0
+
+
+def _spawn(ctx, spec: TeacherSpec, teacher_id: str) -> _Worker:
+    parent_end, child_end = ctx.Pipe()
+    process = ctx.Process(target=_worker_main, args=(child_end, spec, teacher_id), daemon=True)
+    with _environ(SINGLE_THREAD_ENV):  # inherited from the first instruction of the child
+        process.start()
+    child_end.close()  # the child holds the only other end: EOF for it when we die
+    return _Worker(process, parent_end)
+
+
+def _stop(worker: _Worker, kill: bool = False) -> None:
+    with contextlib.suppress(OSError, BrokenPipeError):
+        if kill:
+            worker.process.kill()
+        else:
+            worker.conn.send(None)
+    worker.process.join(timeout=10)
+    if worker.process.is_alive():
+        worker.process.kill()
+        worker.process.join()
+    worker.conn.close()
+
+
+def _death_reason(process) -> str:
+    process.join(timeout=5)
+    code = process.exitcode
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"worker process killed by {signal.Signals(-code).name}"
+    return f"worker process died (exit code {code})"
+
+
+def run_local(
+    queue: deque,
+    spec: TeacherSpec,
+    teacher_id: str,
+    workers: int | None = None,
+    recycle: int = 100,
+) -> Iterator[tuple[Task, Outcome]]:
+    """Run tasks on `workers` spawned processes (default: one per core), `recycle` tasks each.
+
+    Raises TeacherBuildError when a worker cannot build the teacher.
+    """
+    n = workers or os.cpu_count() or 1
+    if n < 1 or recycle < 1:
+        raise ValueError(f"workers ({n}) and recycle ({recycle}) must be at least 1")
+    ctx = mp.get_context("spawn")
+    idle: list[_Worker] = []
+    busy: list[_Worker] = []
+    try:
+        while queue or busy:
+            while queue and len(busy) < n:
+                worker = idle.pop() if idle else _spawn(ctx, spec, teacher_id)
+                worker.task = queue.popleft()
+                worker.conn.send(worker.task.items)
+                busy.append(worker)
+            ready = multiprocessing.connection.wait(
+                [w.conn for w in busy] + [w.process.sentinel for w in busy]
+            )
+            for worker in [w for w in busy if w.conn in ready or w.process.sentinel in ready]:
+                busy.remove(worker)
+                task, worker.task = worker.task, None
+                try:
+                    status, payload = worker.conn.recv()
+                except (EOFError, OSError):
+                    reason = _death_reason(worker.process)
+                    _stop(worker, kill=True)
+                    yield task, WorkerLost(reason)
+                    continue
+                if status == "error":
+                    raise TeacherBuildError(payload)
+                worker.done += 1
+                if worker.done >= recycle:
+                    _stop(worker)
+                else:
+                    idle.append(worker)
+                yield task, payload
+    finally:
+        for worker in busy + idle:
+            _stop(worker, kill=worker in busy)
+
+
+def run_dask(
+    queue: deque,
+    spec: TeacherSpec,
+    teacher_id: str,
+    client,
+    in_flight: int | None = None,
+) -> Iterator[tuple[Task, Outcome]]:
+    """Run tasks on a Dask cluster through `client` (a `distributed.Client`).
+
+    At most `in_flight` tasks are submitted at once (default 2 per worker thread). Dask itself
+    re-runs a task whose worker died; after `distributed.scheduler.allowed-failures` deaths it
+    gives up (KilledWorker), which is reported as a WorkerLost that is not retried again.
+    """
+    from distributed import KilledWorker, as_completed
+
+    limit = in_flight or max(2, 2 * sum(client.nthreads().values()))
+    pending = as_completed()
+    tasks = {}
+
+    def submit() -> None:
+        task = queue.popleft()
+        future = client.submit(label_chunk, spec, teacher_id, task.items, pure=False)
+        tasks[future.key] = task
+        pending.add(future)
+
+    while queue and len(tasks) < limit:
+        submit()
+    while tasks:
+        future = next(pending)
+        task = tasks.pop(future.key)
+        try:
+            outcome = future.result()
+        except KilledWorker as exc:
+            outcome = WorkerLost(f"dask worker died running this task: {exc}", retry=False)
+        finally:
+            future.release()
+        yield task, outcome
+        while queue and len(tasks) < limit:
+            submit()

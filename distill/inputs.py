@@ -1,0 +1,48 @@
+"""Reading structures to label, with errors that name the file (and line, for (ext)xyz)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import ase.io
+from ase import Atoms
+
+
+class StructureFileError(ValueError):
+    """A structure file is missing, empty or cannot be parsed."""
+
+
+def iter_structures(path: Path | str, index: str = ":") -> Iterator[Atoms]:
+    """The structures of one file (any ASE-readable format); `index` as in `ase.io.read`.
+
+    Raises StructureFileError naming the file, and for (ext)xyz the line and frame where
+    parsing failed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StructureFileError(f"{path}: structure file not found")
+    xyz = path.suffix in (".xyz", ".extxyz")
+    line, n = 1, 0
+    try:
+        for atoms in ase.io.iread(path, index=index):
+            yield atoms
+            n += 1
+            line += len(atoms) + 2
+    except StructureFileError:
+        raise
+    except Exception as exc:
+        where = f"{path}:{line} (frame {n}, 0-based)" if xyz else f"{path} (frame {n}, 0-based)"
+        raise StructureFileError(f"{where}: cannot read structure: {exc}") from exc
+    if n == 0:
+        raise StructureFileError(f"{path}: no structures found")
+
+
+def read_structures(paths: list[Path | str], index: str = ":") -> list[Atoms]:
+    """All structures of `paths`, in order; `atoms.info["source_file"]` names their file."""
+    out = []
+    for path in paths:
+        for atoms in iter_structures(path, index):
+            atoms.info["source_file"] = str(path)
+            out.append(atoms)
+    return out
