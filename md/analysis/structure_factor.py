@@ -12,7 +12,8 @@ Three routes (all for a single species, Q in Å⁻¹, r in Å):
 * :func:`debye_structure_factor` — the same integral done exactly as a Debye pair sum over all
   pairs (periodic images included) with r < R, without histogram binning:
 
-      S(Q) = 1 + (1/N) Σ_{i≠j, r_ij<R} W(r_ij) sin(Q r_ij)/(Q r_ij) − 4πρ ∫₀^R r² W(r) sin(Qr)/(Qr) dr.
+      S(Q) = 1 + (1/N) Σ_{i≠j, r_ij<R} W(r_ij) sin(Q r_ij)/(Q r_ij)
+             − 4πρ ∫₀^R r² W(r) sin(Qr)/(Qr) dr.
 
   A cross-check of the binning for small cells (cost ∝ pairs × Q points).
 * :func:`direct_structure_factor` — the exact periodic S(q) = |Σ_j exp(−i q·r_j)|² / N on the
@@ -169,7 +170,8 @@ def direct_structure_factor(atoms: Atoms, q_max: float = 6.0, dq: float = 0.02,
     if n_total > max_vectors:
         raise ValueError(f"direct S(Q) would need {n_total} reciprocal vectors (> {max_vectors}); "
                          "lower q_max or use the g(r) route for large cells")
-    hkl = np.stack(np.meshgrid(*[np.arange(-m, m + 1) for m in n], indexing="ij"), -1).reshape(-1, 3)
+    axes = [np.arange(-m, m + 1) for m in n]
+    hkl = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
     qv = hkl @ recip
     qn = np.linalg.norm(qv, axis=1)
     # half space: q and −q give the same |ρ_q|²

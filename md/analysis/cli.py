@@ -1,0 +1,205 @@
+"""``mtpjax analyze``: structural analysis of MD trajectories, and a Table-I comparison.
+
+One trajectory: writes ``OUT/analysis.json`` and figures (S(Q), bond angles, P–V,
+similarity–pressure). Several trajectories (or ``analysis.json`` files from earlier runs): each
+run is analysed into ``OUT/<label>/`` and a Table-I-style table (N3, N5, H⁻¹, θ̄, Δθ, ΔE) is
+printed and written to ``OUT/table.md`` and ``OUT/table.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import plots
+from .bonds import SI_BOND_CUTOFF
+from .calculators import load_calculator
+from .crystals import canonical_name, crystal_names
+from .energetics import diamond_energy_per_atom, energy_per_atom
+from .references import fixed_references, pressure_adjusted_references, pressure_grid
+from .soap import SoapSettings
+from .structure_factor import WINDOWS
+from .summary import (
+    AnalysisOptions,
+    format_table,
+    frame_series,
+    json_ready,
+    options_dict,
+    similarity_series,
+    structure_metrics,
+)
+from .thermo import pressures_for_frames, read_thermo
+from .trajectory import read_trajectory
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``analyze`` options on ``parser``."""
+    parser.add_argument("runs", nargs="+", metavar="TRAJ",
+                        help="trajectory (extxyz, .traj, ...) or analysis.json; several = compare")
+    parser.add_argument("--labels", nargs="+", help="model names for the runs (default: stems)")
+    parser.add_argument("--out", default="analysis", help="output directory (default: analysis)")
+    parser.add_argument("--every", type=int, default=1, help="use every N-th frame for series")
+    parser.add_argument("--thermo", nargs="+",
+                        help="MD thermo log(s) (CSV/JSONL: step,time,T,P[GPa],V,E), one per run")
+    parser.add_argument("--reference-calc", metavar="SPEC",
+                        help="ASE calculator for ΔE above relaxed diamond: 'mtp:PATH', 'PATH.mtp', "
+                             "'sw' or 'module:factory'")
+    parser.add_argument("--relax-with", metavar="SPEC",
+                        help="calculator that relaxes the pressure-adjusted reference crystals "
+                             "(default: --reference-calc; none: fixed literature cells)")
+    parser.add_argument("--species", nargs="+", default=["Si"], help="species order of an MTP")
+    parser.add_argument("--cutoff", type=float, default=SI_BOND_CUTOFF,
+                        help=f"bond cutoff in Å (default {SI_BOND_CUTOFF})")
+    parser.add_argument("--r-max", type=float, default=12.0, help="g(r) range in Å (default 12)")
+    parser.add_argument("--q-max", type=float, default=12.0, help="S(Q) range in 1/Å")
+    parser.add_argument("--window", choices=WINDOWS, default="lorch",
+                        help="window of the g(r) → S(Q) transform (default lorch)")
+    parser.add_argument("--debye-max-atoms", type=int, default=1000,
+                        help="also compute the Debye-sum S(Q) up to this many atoms")
+    parser.add_argument("--crystals", default=",".join(crystal_names()),
+                        help="reference crystals for SOAP similarity, comma separated")
+    parser.add_argument("--no-soap", action="store_true", help="skip SOAP similarities")
+    parser.add_argument("--p-step", type=float, default=1.0,
+                        help="pressure grid step of the adjusted references in GPa (default 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point; returns 0 on success, 2 on bad input (message on stderr)."""
+    try:
+        return _run(args)
+    except ValueError as exc:
+        print(f"mtpjax analyze: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    runs = [Path(r) for r in args.runs]
+    labels = args.labels or [_default_label(r) for r in runs]
+    if len(labels) != len(runs):
+        raise ValueError(f"{len(labels)} labels for {len(runs)} runs")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels must be unique, got {labels}")
+    thermos = args.thermo or []
+    if thermos and len(thermos) != len(runs):
+        raise ValueError(f"{len(thermos)} thermo logs for {len(runs)} runs")
+    crystals = [canonical_name(c) for c in args.crystals.split(",") if c.strip()]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    context = _Context(args)
+    results = {}
+    for k, (path, label) in enumerate(zip(runs, labels, strict=True)):
+        run_dir = out if len(runs) == 1 else out / label
+        thermo = thermos[k] if thermos else None
+        if path.suffix == ".json":
+            results[label] = _load_result(path)
+        else:
+            results[label] = analyse_run(path, label, thermo, crystals, context, run_dir)
+    if len(runs) > 1:
+        _write_comparison(results, out)
+    else:
+        print(format_table({labels[0]: results[labels[0]]["metrics"]}))
+    return 0
+
+
+class _Context:
+    """Options and lazily built, shared calculators/references of one CLI call."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.options = AnalysisOptions(cutoff=args.cutoff, r_max=args.r_max, q_max=args.q_max,
+                                       window=args.window, debye_max_atoms=args.debye_max_atoms)
+        self._calcs: dict[str, object] = {}
+        self._diamond: dict[str, float] = {}
+
+    def calc(self, spec: str):
+        if spec not in self._calcs:
+            self._calcs[spec] = load_calculator(spec, self.args.species)
+        return self._calcs[spec]
+
+    def diamond_energy(self, spec: str) -> float:
+        if spec not in self._diamond:
+            self._diamond[spec] = diamond_energy_per_atom(self.calc(spec), self.args.species[0])
+        return self._diamond[spec]
+
+
+def analyse_run(path: Path, label: str, thermo_path: str | None, crystals: list[str],
+                context: _Context, out: Path) -> dict:
+    """Analyse one trajectory; write ``out/analysis.json`` and figures; return the result."""
+    args = context.args
+    traj = read_trajectory(path, args.every)
+    thermo = read_thermo(thermo_path) if thermo_path else None
+    pressures = pressures_for_frames(traj.frames, traj.indices, traj.n_total, thermo)
+    final = traj.frames[-1]
+    analysis = structure_metrics(final, context.options)
+    metrics = analysis["metrics"]
+    metrics["frame"] = int(traj.indices[-1])
+    if args.reference_calc:
+        e_dia = context.diamond_energy(args.reference_calc)
+        metrics["energy_per_atom_eV"] = energy_per_atom(final, context.calc(args.reference_calc))
+        metrics["diamond_energy_per_atom_eV"] = e_dia
+        metrics["delta_E_eV_per_atom"] = metrics["energy_per_atom_eV"] - e_dia
+    series = frame_series(traj.frames, traj.indices, pressures, args.cutoff)
+    relax_spec = args.relax_with or args.reference_calc
+    if not args.no_soap and crystals:
+        known = pressures[~np.isnan(pressures)]
+        if relax_spec and known.size:
+            grid = pressure_grid(max(float(known.max()), 0.0), step=args.p_step)
+            refs = pressure_adjusted_references(crystals, context.calc(relax_spec), grid)
+            series["reference_mode"] = f"pressure-adjusted ({relax_spec}, step {args.p_step} GPa)"
+        else:
+            refs = fixed_references(crystals)
+            series["reference_mode"] = "fixed (literature cells)"
+        series["similarity"] = similarity_series(traj.frames, pressures, refs, SoapSettings())
+    result = {
+        "label": label, "source": str(path), "n_frames_in_file": traj.n_total,
+        "thermo": thermo_path, "options": options_dict(context.options),
+        "metrics": metrics, "series": series, "curves": analysis["curves"],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    result = json_ready(result)
+    (out / "analysis.json").write_text(json.dumps(result, indent=1))
+    _figures({label: result}, out)
+    print(f"{label}: wrote {out / 'analysis.json'}")
+    return result
+
+
+def _figures(results: dict, out: Path) -> None:
+    curves = {k: r["curves"] for k, r in results.items()}
+    plots.plot_structure_factor(curves, out / "sq.png")
+    plots.plot_bond_angles(curves, out / "bond_angles.png")
+    series = {k: r["series"] for k, r in results.items()
+              if any(p is not None for p in r["series"]["pressure_GPa"])}
+    if series:
+        plots.plot_pressure_volume(series, out / "pv.png")
+        with_similarity = {k: s for k, s in series.items() if "similarity" in s}
+        if with_similarity:
+            plots.plot_similarity_pressure(with_similarity, out / "similarity_pressure.png")
+
+
+def _write_comparison(results: dict, out: Path) -> None:
+    rows = {label: r["metrics"] for label, r in results.items()}
+    text, markdown = format_table(rows), format_table(rows, markdown=True)
+    print(text)
+    (out / "table.md").write_text(markdown + "\n")
+    (out / "table.json").write_text(json.dumps(json_ready(rows), indent=1))
+    _figures(results, out)
+
+
+def _load_result(path: Path) -> dict:
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read analysis JSON ({exc})") from exc
+    if not isinstance(result, dict) or "metrics" not in result or "curves" not in result:
+        raise ValueError(f"{path}: not an analysis.json written by mtpjax analyze")
+    return result
+
+
+def _default_label(path: Path) -> str:
+    if path.name == "analysis.json":
+        return path.parent.name or "run"
+    return path.stem

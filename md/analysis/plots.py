@@ -1,0 +1,82 @@
+"""Matplotlib figures of the analysis (object-oriented API: no pyplot, no global backend change).
+
+Each function takes plain dictionaries as written to ``analysis.json`` and a file path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def plot_structure_factor(curves: Mapping[str, Mapping], path: Path) -> Path:
+    """S(Q) of one or several runs (``{label: curves}``); Q in Å⁻¹."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for label, c in curves.items():
+        ax.plot(c["q_invA"], c["S"], label=label)
+        if "S_debye" in c:
+            ax.plot(c["q_invA"], c["S_debye"], "--", lw=0.8, label=f"{label} (Debye sum)")
+    ax.axhline(1.0, color="0.7", lw=0.5)
+    ax.set_xlabel(r"$Q$ (Å$^{-1}$)")
+    ax.set_ylabel(r"$S(Q)$")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_bond_angles(curves: Mapping[str, Mapping], path: Path, classes=(5,)) -> Path:
+    """Bond-angle distributions (all centres, and per coordination class) of one or more runs."""
+    panels = [("angle_density", "all atoms")] + [(f"angle_density_N{k}", f"N = {k} atoms")
+                                                  for k in classes]
+    fig = Figure(figsize=(6, 3 * len(panels)))
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for label, c in curves.items():
+            if key in c:
+                ax.plot(c["angle_deg"], c[key], lw=0.8, label=label)
+        ax.axvline(109.47, color="0.7", lw=0.5)
+        ax.set_xlim(40, 180)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(r"$\theta$ (deg)")
+        ax.set_ylabel("probability density (1/deg)")
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_similarity_pressure(series: Mapping[str, Mapping], path: Path) -> Path:
+    """Average SOAP similarity to each reference crystal versus pressure (GPa)."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for label, s in series.items():
+        p = np.array([np.nan if v is None else v for v in s["pressure_GPa"]], dtype=float)
+        for name, values in s["similarity"].items():
+            tag = name if len(series) == 1 else f"{label}: {name}"
+            ax.plot(p, values, ".-", ms=3, lw=0.8, label=tag)
+    ax.set_xlabel("pressure (GPa)")
+    ax.set_ylabel("SOAP similarity")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def plot_pressure_volume(series: Mapping[str, Mapping], path: Path) -> Path:
+    """Volume per atom (Å³) versus pressure (GPa) of one or several runs."""
+    fig = Figure(figsize=(5, 4))
+    ax = fig.add_subplot()
+    for label, s in series.items():
+        p = np.array([np.nan if v is None else v for v in s["pressure_GPa"]], dtype=float)
+        ax.plot(p, s["volume_per_atom_A3"], ".-", ms=3, lw=0.8, label=label)
+    ax.set_xlabel("pressure (GPa)")
+    ax.set_ylabel("volume per atom (Å$^3$)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
