@@ -1,0 +1,362 @@
+"""Generate the MTP moment-tensor basis of a given level (MLIP-2's templates, from the formula).
+
+A scalar basis function is a full contraction of a product of moment tensors
+M_{μ,ν} = Σ_j f_μ(r_j) û_j^{⊗ν}, i.e. a multigraph whose nodes are tensors (degree ν) and whose
+edges are contracted index pairs, without self-loops (traces are redundant: û·û = 1). Its level
+is Σ (2 + 4μ + ν). MLIP-2's templates (levels 2…28) hold exactly the graphs with
+
+- level ≤ L,
+- at most 4 tensors in total (also across the factors of a product of scalars),
+- μ ≤ 5 and ν ≤ 10 for every tensor,
+
+connected graphs and products of connected graphs alike, cycles included (e.g. tr M₀₂³).
+The counts of scalars and basic moments agree with every template; see docs/basis.md.
+
+Evaluation order (the flattened form). A connected graph is contracted as a chain: its nodes are
+ordered by (ν, μ) descending, the two largest are contracted first, then one basic tensor after
+another is contracted into the intermediate. An intermediate is a tensor whose free indices
+form *blocks*, one per graph node that still has uncontracted legs; each block is symmetric, so
+a component is a tuple of exponent triples, one per block (stored like MLIP: every component is
+one moment). A product of scalars is (one connected factor) × (the product of the others).
+Moments with the same set of product rows are merged, so every intermediate is stored once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import cache, lru_cache
+from math import factorial
+
+import numpy as np
+
+from mtpjax.basis import BasisSpec
+
+MAX_LEVEL = 28
+MAX_TENSORS = 4
+MAX_MU = 5
+MAX_NU = 10
+
+Type = tuple[int, int]  # (μ, ν)
+
+
+def tensor_level(mu: int, nu: int) -> int:
+    """Level of M_{μ,ν}: 2 + 4μ + ν."""
+    return 2 + 4 * mu + nu
+
+
+@cache
+def sym_exponents(n: int) -> tuple[tuple[int, int, int], ...]:
+    """Exponents (a, b, c), a+b+c = n, in MLIP's order (a descending, then b descending)."""
+    return tuple((a, b, n - a - b) for a in range(n, -1, -1) for b in range(n - a, -1, -1))
+
+
+@cache
+def _multinomial(e: tuple[int, int, int]) -> int:
+    return factorial(sum(e)) // (factorial(e[0]) * factorial(e[1]) * factorial(e[2]))
+
+
+def _add(x: tuple[int, int, int], y: tuple[int, int, int]) -> tuple[int, int, int]:
+    return (x[0] + y[0], x[1] + y[1], x[2] + y[2])
+
+
+# ---------------------------------------------------------------------------- graphs
+# A connected graph: (types, edges); types sorted, edges ((i, j, multiplicity), ...) with i < j,
+# in the canonical (lexicographically smallest) labelling among permutations of equal types.
+Graph = tuple[tuple[Type, ...], tuple[tuple[int, int, int], ...]]
+
+
+def _type_multisets(level: int) -> list[tuple[Type, ...]]:
+    types = sorted(
+        (mu, nu)
+        for mu in range(MAX_MU + 1)
+        for nu in range(MAX_NU + 1)
+        if tensor_level(mu, nu) <= level
+    )
+    out = []
+
+    def rec(start: int, current: list[Type], total: int) -> None:
+        if current and sum(nu for _, nu in current) % 2 == 0:
+            out.append(tuple(current))
+        if len(current) == MAX_TENSORS:
+            return
+        for i in range(start, len(types)):
+            t = types[i]
+            if total + tensor_level(*t) <= level:
+                current.append(t)
+                rec(i, current, total + tensor_level(*t))
+                current.pop()
+
+    rec(0, [], 0)
+    return out
+
+
+def _graphs_of(types: tuple[Type, ...]) -> list[Graph]:
+    """All connected multigraphs without self-loops whose node i has degree types[i][1]."""
+    n = len(types)
+    if n == 1:
+        return [(types, ())] if types[0][1] == 0 else []
+    degree = [nu for _, nu in types]
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    groups: dict[Type, list[int]] = {}
+    for i, t in enumerate(types):
+        groups.setdefault(t, []).append(i)
+    perms = []
+    for combo in itertools.product(*(itertools.permutations(g) for g in groups.values())):
+        perm = [0] * n
+        for g, image in zip(groups.values(), combo, strict=True):
+            for src, dst in zip(g, image, strict=True):
+                perm[src] = dst
+        perms.append(perm)
+    found: set[tuple] = set()
+    remaining = degree[:]
+    mult = [0] * len(pairs)
+
+    def connected() -> bool:
+        seen, stack = {0}, [0]
+        while stack:
+            v = stack.pop()
+            for (i, j), m in zip(pairs, mult, strict=True):
+                if m and v in (i, j):
+                    w = j if v == i else i
+                    if w not in seen:
+                        seen.add(w)
+                        stack.append(w)
+        return len(seen) == n
+
+    def rec(k: int) -> None:
+        if k == len(pairs):
+            if not any(remaining) and connected():
+                edges = [(i, j, m) for (i, j), m in zip(pairs, mult, strict=True) if m]
+                found.add(
+                    min(
+                        tuple(sorted((min(p[i], p[j]), max(p[i], p[j]), m) for i, j, m in edges))
+                        for p in perms
+                    )
+                )
+            return
+        i, j = pairs[k]
+        for m in range(min(remaining[i], remaining[j]) + 1):
+            remaining[i] -= m
+            remaining[j] -= m
+            mult[k] = m
+            # the last pair of node i: its degree must be used up
+            if j < n - 1 or remaining[i] == 0:
+                rec(k + 1)
+            remaining[i] += m
+            remaining[j] += m
+        mult[k] = 0
+
+    rec(0)
+    return [(types, edges) for edges in sorted(found)]
+
+
+def graph_level(graph: Graph) -> int:
+    return sum(tensor_level(*t) for t in graph[0])
+
+
+@cache
+def connected_contractions(level: int) -> tuple[Graph, ...]:
+    """Connected scalar contractions (≤ 4 tensors, μ ≤ 5, ν ≤ 10) of level ≤ ``level``."""
+    graphs = []
+    for types in _type_multisets(level):
+        graphs.extend(_graphs_of(types))
+    return tuple(graphs)
+
+
+@cache
+def scalar_contractions(level: int) -> tuple[tuple[Graph, ...], ...]:
+    """All scalar basis functions: multisets of connected graphs (sorted tuples).
+
+    Total level ≤ ``level`` and at most 4 tensors in total.
+    """
+    conn = sorted(connected_contractions(level), key=lambda g: (graph_level(g), g))
+    out = []
+
+    def rec(start: int, current: list[Graph], lev: int, n_nodes: int) -> None:
+        if current:
+            out.append(tuple(current))
+        for i in range(start, len(conn)):
+            g = conn[i]
+            gl, gn = graph_level(g), len(g[0])
+            if lev + gl <= level and n_nodes + gn <= MAX_TENSORS:
+                current.append(g)
+                rec(i, current, lev + gl, n_nodes + gn)
+                current.pop()
+
+    rec(0, [], 0, 0)
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------- builder
+class _Tensor:
+    """An intermediate: block sizes and a map component (tuple of exponents) → moment."""
+
+    __slots__ = ("blocks", "comp")
+
+    def __init__(self, blocks: tuple[int, ...], comp: dict):
+        self.blocks = blocks
+        self.comp = comp
+
+
+class _Builder:
+    def __init__(self, basic_types: list[Type]):
+        self.basic: list[tuple[int, int, int, int]] = []
+        self.tensors: dict = {}
+        for mu, nu in sorted(basic_types):
+            comp = {}
+            for e in sym_exponents(nu):
+                comp[(e,)] = len(self.basic)
+                self.basic.append((mu, *e))
+            self.tensors[("B", mu, nu)] = _Tensor((nu,), comp)
+        self.n_moments = len(self.basic)
+        self.times: list[tuple[int, int, int, int]] = []
+        self.by_rows: dict[tuple, int] = {}
+
+    def _moment(self, rows: dict[tuple[int, int], int]) -> int:
+        key = tuple(sorted((min(p, q), max(p, q), w) for (p, q), w in rows.items()))
+        k = self.by_rows.get(key)
+        if k is None:
+            k = self.n_moments
+            self.n_moments += 1
+            self.by_rows[key] = k
+            self.times.extend((p, q, w, k) for (p, q), w in rows.items())
+        return k
+
+    def contract(self, node: Type, q_key, pairing: tuple[int, ...]):
+        """Contract basic M_node with tensor q_key: pairing[b] indices with its block b."""
+        key = ("C", node, q_key, pairing)
+        if key in self.tensors:
+            return key
+        q = self.tensors[q_key]
+        n_tensor = self.tensors[("B", *node)]
+        free_n = node[1] - sum(pairing)
+        free_q = [s - n for s, n in zip(q.blocks, pairing, strict=True)]
+        blocks = tuple(s for s in free_q if s) + ((free_n,) if free_n else ())
+        contracted = [b for b, n in enumerate(pairing) if n]
+        choices = list(
+            itertools.product(*(sym_exponents(pairing[b]) for b in contracted))
+        )
+        weights = [int(np.prod([_multinomial(e) for e in es])) for es in choices]
+        zero = (0, 0, 0)
+        comp = {}
+        for res in itertools.product(*(sym_exponents(s) for s in blocks)):
+            # result exponents per q block (zero where fully contracted) and for the node
+            it = iter(res)
+            fq = [next(it) if s else zero for s in free_q]
+            fn = next(it) if free_n else zero
+            rows: dict[tuple[int, int], int] = {}
+            for es, w in zip(choices, weights, strict=True):
+                qe = list(fq)
+                ne = fn
+                for b, e in zip(contracted, es, strict=True):
+                    qe[b] = _add(qe[b], e)
+                    ne = _add(ne, e)
+                pq = (n_tensor.comp[(ne,)], q.comp[tuple(qe)])
+                rows[pq] = rows.get(pq, 0) + w
+            comp[res] = self._moment(rows)
+        self.tensors[key] = _Tensor(blocks, comp)
+        return key
+
+    def product(self, p: int, q: int) -> int:
+        return self._moment({(p, q): 1})
+
+
+def _chains(graph: Graph):
+    """Candidate contraction chains of a connected graph (≥ 2 nodes).
+
+    Yields lists of steps (node type, pairing); the first step contracts the second node with
+    the first node as a one-block tensor.
+    """
+    types, edges = graph
+    n = len(types)
+    mult = np.zeros((n, n), dtype=np.int64)
+    for i, j, m in edges:
+        mult[i, j] = mult[j, i] = m
+    key = [(t[1], t[0]) for t in types]
+    for order in itertools.permutations(range(n)):
+        if any(key[order[i]] < key[order[i + 1]] for i in range(n - 1)):
+            continue
+        first = order[0]
+        block_nodes = [first]
+        block_sizes = [types[first][1]]
+        steps = []
+        for v in order[1:]:
+            pairing = tuple(int(mult[v, u]) for u in block_nodes)
+            steps.append((types[v], pairing))
+            new_nodes, new_sizes = [], []
+            for u, s, c in zip(block_nodes, block_sizes, pairing, strict=True):
+                if s - c:
+                    new_nodes.append(u)
+                    new_sizes.append(s - c)
+            free_v = types[v][1] - sum(pairing)
+            if free_v:
+                new_nodes.append(v)
+                new_sizes.append(free_v)
+            block_nodes, block_sizes = new_nodes, new_sizes
+        yield types[first], steps
+
+
+def _chain_keys(first: Type, steps) -> list:
+    key = ("B", *first)
+    keys = []
+    for node, pairing in steps:
+        key = ("C", node, key, pairing)
+        keys.append(key)
+    return keys
+
+
+@lru_cache(maxsize=32)
+def generate_basis(level: int) -> BasisSpec:
+    """The MTP basis of ``level`` (even, 2…28) in MLIP's flattened form.
+
+    Returns a :class:`BasisSpec` with ``alpha_index_basic`` [B, 4], ``alpha_index_times``
+    [P, 4] and ``alpha_moment_mapping`` [S]; the scalars are sorted by level.
+    """
+    if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
+        raise ValueError(f"level must be an even integer in 2..{MAX_LEVEL}, got {level!r}")
+    level = int(level)
+    if level < 2 or level > MAX_LEVEL or level % 2:
+        raise ValueError(f"level must be an even integer in 2..{MAX_LEVEL}, got {level}")
+    scalars = scalar_contractions(level)
+    conn = sorted(connected_contractions(level), key=lambda g: (len(g[0]), graph_level(g), g))
+    basic_types = sorted({t for g in conn for t in g[0]})
+    b = _Builder(basic_types)
+
+    # connected scalars: fewest tensors first, so chains reuse earlier intermediates
+    value: dict[Graph, int] = {}
+    for g in conn:
+        types, _ = g
+        if len(types) == 1:
+            value[g] = b.tensors[("B", *types[0])].comp[((0, 0, 0),)]
+            continue
+        best = None
+        for first, steps in _chains(g):
+            keys = _chain_keys(first, steps)
+            new = sum(k not in b.tensors for k in keys)
+            cand = (new, repr(keys), first, steps)
+            if best is None or cand[:2] < best[:2]:
+                best = cand
+        _, _, first, steps = best
+        key = ("B", *first)
+        for node, pairing in steps:
+            key = b.contract(node, key, pairing)
+        value[g] = b.tensors[key].comp[()]
+
+    # products: (first factor) × (product of the others), shorter products first
+    prod_value: dict[tuple[Graph, ...], int] = {}
+    for s in sorted(scalars, key=len):
+        if len(s) == 1:
+            prod_value[s] = value[s[0]]
+        else:
+            prod_value[s] = b.product(value[s[0]], prod_value[s[1:]])
+
+    order = sorted(scalars, key=lambda s: (sum(graph_level(g) for g in s), len(s),
+                                           sum(len(g[0]) for g in s), s))
+    mapping = [prod_value[s] for s in order]
+    return BasisSpec(
+        alpha_index_basic=np.asarray(b.basic, dtype=np.int64).reshape(-1, 4),
+        alpha_index_times=np.asarray(b.times, dtype=np.int64).reshape(-1, 4),
+        alpha_moment_mapping=np.asarray(mapping, dtype=np.int64),
+        alpha_moments_count=b.n_moments,
+        level=level,
+    )
