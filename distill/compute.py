@@ -45,8 +45,14 @@ def bare(atoms: Atoms) -> Atoms:
 
 
 def label_atoms(atoms: Atoms, calc) -> Label:
-    """Energy, forces and (periodic cells) stress of `atoms` from `calc`, or a failed Label."""
+    """Energy, forces and (periodic cells) stress of `atoms` from `calc`, or a failed Label.
+
+    The calculator is reset first, so a label depends on the structure alone and not on what
+    the worker labelled before (EMT, for one, keeps a neighbour list with a skin).
+    """
     atoms = bare(atoms)
+    if hasattr(calc, "reset"):
+        calc.reset()
     atoms.calc = calc
     periodic = bool(atoms.pbc.all())
     try:

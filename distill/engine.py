@@ -65,7 +65,9 @@ def _runner(executor, workers, recycle):
         return run_on_address
     if hasattr(executor, "submit") and hasattr(executor, "nthreads"):
         return lambda q, s, t: executors.run_dask(q, s, t, executor)
-    raise TypeError(f"executor must be None, 'serial', a scheduler address or a Client: {executor!r}")
+    raise TypeError(
+        f"executor must be None, 'serial', a scheduler address or a Client: {executor!r}"
+    )
 
 
 def _progress(total: int, enabled: bool):

@@ -33,8 +33,9 @@ def _labelled_atoms(row) -> Atoms:
     return atoms
 
 
-def export_extxyz(db, path: Path | str, teacher_id: str | None = None,
-                  split: str | None = None) -> int:
+def export_extxyz(
+    db, path: Path | str, teacher_id: str | None = None, split: str | None = None
+) -> int:
     """Write the labelled rows (optionally one teacher / split) to `path`; return the count."""
     frames = [_labelled_atoms(row) for row in select_labelled(db, teacher_id, split)]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -42,8 +43,13 @@ def export_extxyz(db, path: Path | str, teacher_id: str | None = None,
     return len(frames)
 
 
-def export_cfg(db, path: Path | str, species: list[str], teacher_id: str | None = None,
-               split: str | None = None) -> int:
+def export_cfg(
+    db,
+    path: Path | str,
+    species: list[str],
+    teacher_id: str | None = None,
+    split: str | None = None,
+) -> int:
     """Write the labelled rows to an MLIP `.cfg` with types indexing `species`; return count."""
     from mtpjax.io.cfg import Configuration, write_cfg
 
@@ -59,16 +65,18 @@ def export_cfg(db, path: Path | str, species: list[str], teacher_id: str | None 
         plus = None
         if stress is not None and pbc.all():
             plus = -np.asarray(stress, dtype=np.float64) * atoms.get_volume()
-        configs.append(Configuration(
-            positions=atoms.positions.copy(),
-            types=np.array([index[s] for s in atoms.get_chemical_symbols()]),
-            cell=atoms.cell.array.copy() if pbc.any() else None,
-            pbc=pbc,
-            energy=float(row.energy),
-            forces=np.array(row.forces, dtype=np.float64),
-            plus_stress=plus,
-            features={"uid": row.uid, "teacher": row.teacher},
-        ))
+        configs.append(
+            Configuration(
+                positions=atoms.positions.copy(),
+                types=np.array([index[s] for s in atoms.get_chemical_symbols()]),
+                cell=atoms.cell.array.copy() if pbc.any() else None,
+                pbc=pbc,
+                energy=float(row.energy),
+                forces=np.array(row.forces, dtype=np.float64),
+                plus_stress=plus,
+                features={"uid": row.uid, "teacher": row.teacher},
+            )
+        )
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_cfg(path, configs)
     return len(configs)

@@ -19,31 +19,55 @@ from distill.inputs import StructureFileError, read_structures
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the `label` options on `parser`."""
-    parser.add_argument("--teacher", help="gap:MODEL.xml | ase:MODULE:FACTORY[:JSON] | "
-                        "mtp:POT.mtp:Si[,O] | FILE.toml/.json (required with --in)")
-    parser.add_argument("--in", dest="inputs", nargs="+", type=Path, default=[],
-                        metavar="FILE", help="structure files (any ASE format)")
+    parser.add_argument(
+        "--teacher",
+        help="gap:MODEL.xml | ase:MODULE:FACTORY[:JSON] | "
+        "mtp:POT.mtp:Si[,O] | FILE.toml/.json (required with --in)",
+    )
+    parser.add_argument(
+        "--in",
+        dest="inputs",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="structure files (any ASE format)",
+    )
     parser.add_argument("--index", default=":", help="frames of each file, ase.io syntax")
     parser.add_argument("--db", type=Path, required=True, help="dataset store (.db, SQLite)")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=None,
-                       help="local worker processes (default: one per core; 0: in-process)")
+    where.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local worker processes (default: one per core; 0: in-process)",
+    )
     where.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://...)")
     parser.add_argument("--chunk-size", type=int, default=4, help="structures per task")
-    parser.add_argument("--recycle", type=int, default=100,
-                        help="replace a local worker after this many tasks")
+    parser.add_argument(
+        "--recycle", type=int, default=100, help="replace a local worker after this many tasks"
+    )
     parser.add_argument("--source", default="", help="provenance: protocol that made them")
     parser.add_argument("--parent", default="", help="provenance: dataset they come from")
-    parser.add_argument("--retry-failed", action="store_true",
-                        help="label again structures stored as failed for this teacher")
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="label again structures stored as failed for this teacher",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--splits", default=None,
-                        help="assign splits, e.g. 0.8,0.1,0.1 or train=0.8,validation=0.1,test=0.1")
+    parser.add_argument(
+        "--splits",
+        default=None,
+        help="assign splits, e.g. 0.8,0.1,0.1 or train=0.8,validation=0.1,test=0.1",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of --splits")
     parser.add_argument("--export-xyz", type=Path, default=None, help="write labelled extxyz")
     parser.add_argument("--export-cfg", type=Path, default=None, help="write labelled MLIP .cfg")
-    parser.add_argument("--species", default=None,
-                        help="type order of --export-cfg, e.g. Si,O (default: sorted symbols)")
+    parser.add_argument(
+        "--species",
+        default=None,
+        help="type order of --export-cfg, e.g. Si,O (default: sorted symbols)",
+    )
     parser.add_argument("--split", default=None, help="export only this split")
 
 
@@ -72,9 +96,17 @@ def _run(args: argparse.Namespace) -> int:
         structures = read_structures(args.inputs, args.index)
         executor = args.scheduler or ("serial" if args.workers == 0 else None)
         summary = label(
-            structures, spec, db, executor, workers=args.workers or None,
-            chunk_size=args.chunk_size, recycle=args.recycle, source=args.source,
-            parent=args.parent, retry_failed=args.retry_failed, progress=not args.no_progress,
+            structures,
+            spec,
+            db,
+            executor,
+            workers=args.workers or None,
+            chunk_size=args.chunk_size,
+            recycle=args.recycle,
+            source=args.source,
+            parent=args.parent,
+            retry_failed=args.retry_failed,
+            progress=not args.no_progress,
         )
         print(
             f"teacher {summary.teacher_id}: {summary.n_labelled} labelled, {summary.n_failed} "

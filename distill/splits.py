@@ -39,8 +39,10 @@ def assign_splits(
             for uid in order[start:stop]:
                 db.update(rows[uid], split=name)
             counts[name], start = stop - start, stop
-    db.metadata = {**db.metadata, "splits": {"seed": seed, "fractions": fractions,
-                                             "teacher": teacher_id, "counts": counts}}
+    db.metadata = {
+        **db.metadata,
+        "splits": {"seed": seed, "fractions": fractions, "teacher": teacher_id, "counts": counts},
+    }
     return counts
 
 
@@ -52,7 +54,8 @@ def parse_fractions(text: str) -> dict[str, float]:
             return {k.strip(): float(v) for k, v in (p.split("=", 1) for p in parts)}
         values = [float(p) for p in parts]
     except ValueError:
-        raise ValueError(f"bad split fractions {text!r}: expected train=0.8,validation=0.1,...")
+        msg = f"bad split fractions {text!r}: expected train=0.8,validation=0.1,..."
+        raise ValueError(msg) from None
     if len(values) != 3:
         raise ValueError(f"bad split fractions {text!r}: give three numbers or name=value pairs")
     return dict(zip(DEFAULT_FRACTIONS, values, strict=True))

@@ -68,7 +68,9 @@ def write_records(db, records: list[Record], identity: dict) -> None:
             lab = rec.label
             if lab.ok:
                 atoms.calc = SinglePointCalculator(
-                    atoms, energy=lab.energy, forces=lab.forces,
+                    atoms,
+                    energy=lab.energy,
+                    forces=lab.forces,
                     **({"stress": lab.stress} if lab.stress is not None else {}),
                 )
             kvp = {
@@ -79,8 +81,17 @@ def write_records(db, records: list[Record], identity: dict) -> None:
                 "status": OK if lab.ok else FAILED,
                 "labelled_at": stamp,
             }
-            kvp.update({k: v for k, v in (("reason", lab.reason), ("source", rec.source),
-                                          ("parent", rec.parent)) if v})
+            kvp.update(
+                {
+                    k: v
+                    for k, v in (
+                        ("reason", lab.reason),
+                        ("source", rec.source),
+                        ("parent", rec.parent),
+                    )
+                    if v
+                }
+            )
             db.write(atoms, key_value_pairs=kvp, data={"teacher": identity})
 
 

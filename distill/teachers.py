@@ -141,17 +141,23 @@ def parse_teacher(text: str) -> TeacherSpec:
         try:
             parsed = json.loads(kwargs) if kwargs else {}
         except json.JSONDecodeError as exc:
-            raise ValueError(f"teacher spec {text!r}: keyword arguments are not JSON: {exc}") from None
+            raise ValueError(
+                f"teacher spec {text!r}: keyword arguments are not JSON: {exc}"
+            ) from None
         return TeacherSpec("ase", f"{module}:{function}", (), parsed)
-    raise ValueError(f"unknown teacher kind {kind!r} in {text!r}; expected one of {', '.join(KINDS)}")
+    raise ValueError(
+        f"unknown teacher kind {kind!r} in {text!r}; expected one of {', '.join(KINDS)}"
+    )
 
 
 def _from_file(path: Path) -> TeacherSpec:
     if not path.is_file():
         raise FileNotFoundError(f"teacher spec file not found: {path}")
     try:
-        raw = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(
-            path.read_text()
+        raw = (
+            tomllib.loads(path.read_text())
+            if path.suffix == ".toml"
+            else json.loads(path.read_text())
         )
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: cannot parse teacher spec: {exc}") from None
@@ -164,7 +170,9 @@ def _from_file(path: Path) -> TeacherSpec:
     model = str(raw["model"])
     if raw["kind"] in ("gap", "mtp") and not Path(model).is_absolute():
         model = str(path.parent / model)
-    return TeacherSpec(raw["kind"], model, tuple(raw.get("species", ())), dict(raw.get("kwargs", {})))
+    return TeacherSpec(
+        raw["kind"], model, tuple(raw.get("species", ())), dict(raw.get("kwargs", {}))
+    )
 
 
 def _factory(name: str):
