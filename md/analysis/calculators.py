@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def stillinger_weber_si():
@@ -37,8 +38,13 @@ def load_calculator(spec: str, species: Sequence[str] = ("Si",)):
         return stillinger_weber_si()
     if spec.startswith("mtp:") or spec.endswith(".mtp"):
         path = spec[4:] if spec.startswith("mtp:") else spec
-        from mtpjax.calculator import MTPCalculator  # lazy: optional at analysis time
-
+        if not Path(path).is_file():
+            raise ValueError(f"calculator spec {spec!r}: no such potential file {path}")
+        try:
+            from mtpjax.calculator import MTPCalculator  # lazy: optional at analysis time
+        except ImportError as exc:
+            raise ValueError(f"calculator spec {spec!r}: the MTP calculator is not available "
+                             f"({exc})") from exc
         return MTPCalculator(path, species=list(species))
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:

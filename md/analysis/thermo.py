@@ -11,7 +11,7 @@ T          T, temp, temperature                                   K
 P          P, press, pressure                                     GPa (``bar``/``kbar``
                                                                   in the name converted)
 V          V, vol, volume                                         Å³ (whole cell)
-E          E, pe, epot, energy, potential_energy, etotal, toteng  eV
+E          E, pe, poteng, epot, energy, potential_energy, etotal  eV
 N          N, natoms, atoms, n_atoms                              —
 =========  =====================================================  ======================
 """
@@ -35,7 +35,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
           "pbar", "p_bar", "press_bar", "pressbar", "pkbar", "p_kbar", "pressure_bar"),
     "V": ("v", "vol", "volume", "v_a3", "vol_a3", "volume_a3"),
     "E": ("e", "pe", "epot", "energy", "potential_energy", "potentialenergy", "etotal",
-          "toteng", "e_ev", "pe_ev", "energy_ev"),
+          "toteng", "poteng", "e_ev", "pe_ev", "energy_ev"),
     "N": ("n", "natoms", "atoms", "n_atoms"),
 }
 
