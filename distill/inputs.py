@@ -22,6 +22,8 @@ def iter_structures(path: Path | str, index: str = ":") -> Iterator[Atoms]:
     path = Path(path)
     if not path.is_file():
         raise StructureFileError(f"{path}: structure file not found")
+    if path.stat().st_size == 0:
+        raise StructureFileError(f"{path}: no structures found (empty file)")
     xyz = path.suffix in (".xyz", ".extxyz")
     line, n = 1, 0
     try:
@@ -32,8 +34,12 @@ def iter_structures(path: Path | str, index: str = ":") -> Iterator[Atoms]:
     except StructureFileError:
         raise
     except Exception as exc:
-        where = f"{path}:{line} (frame {n}, 0-based)" if xyz else f"{path} (frame {n}, 0-based)"
-        raise StructureFileError(f"{where}: cannot read structure: {exc}") from exc
+        where = (
+            f"{path}:{line}: structure {n} (0-based, starting on this line)"
+            if xyz
+            else (f"{path}: structure {n} (0-based)")
+        )
+        raise StructureFileError(f"{where}: cannot read it: {exc}") from exc
     if n == 0:
         raise StructureFileError(f"{path}: no structures found")
 
