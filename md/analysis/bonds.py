@@ -62,6 +62,11 @@ def bond_list(atoms: Atoms, cutoff: float = SI_BOND_CUTOFF) -> Bonds:
     check_frame(atoms, what="bond list")
     if cutoff <= 0:
         raise ValueError(f"bond cutoff must be positive, got {cutoff} Å")
+    if not any(atoms.pbc) and abs(atoms.cell.volume) < 1e-9:  # cluster without a cell
+        atoms = atoms.copy()
+        span = np.ptp(atoms.positions, axis=0) + 2.0 * cutoff
+        atoms.set_cell(np.diag(span))
+        atoms.positions -= atoms.positions.min(axis=0) - cutoff
     i, j, vec, dist = neighbour_list("ijDd", atoms, float(cutoff))
     if i.size and np.any(np.diff(i) < 0):  # matscipy sorts by i; keep the contract explicit
         order = np.argsort(i, kind="stable")

@@ -63,6 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crystals", default=",".join(crystal_names()),
                         help="reference crystals for SOAP similarity, comma separated")
     parser.add_argument("--no-soap", action="store_true", help="skip SOAP similarities")
+    parser.add_argument("--cell-filter", choices=("frechet", "unit"), default="frechet",
+                        help="ASE cell filter for relaxations (default frechet)")
     parser.add_argument("--p-step", type=float, default=1.0,
                         help="pressure grid step of the adjusted references in GPa (default 1)")
 
@@ -97,7 +99,11 @@ def _run(args: argparse.Namespace) -> int:
         if path.suffix == ".json":
             results[label] = _load_result(path)
         else:
-            results[label] = analyse_run(path, label, thermo, crystals, context, run_dir)
+            try:
+                results[label] = analyse_run(path, label, thermo, crystals, context, run_dir)
+            except ValueError as exc:
+                message = str(exc)
+                raise ValueError(message if str(path) in message else f"{path}: {message}") from exc
     if len(runs) > 1:
         _write_comparison(results, out)
     else:
@@ -122,7 +128,8 @@ class _Context:
 
     def diamond_energy(self, spec: str) -> float:
         if spec not in self._diamond:
-            self._diamond[spec] = diamond_energy_per_atom(self.calc(spec), self.args.species[0])
+            self._diamond[spec] = diamond_energy_per_atom(
+                self.calc(spec), self.args.species[0], cell_filter=self.args.cell_filter)
         return self._diamond[spec]
 
 
@@ -148,7 +155,8 @@ def analyse_run(path: Path, label: str, thermo_path: str | None, crystals: list[
         known = pressures[~np.isnan(pressures)]
         if relax_spec and known.size:
             grid = pressure_grid(max(float(known.max()), 0.0), step=args.p_step)
-            refs = pressure_adjusted_references(crystals, context.calc(relax_spec), grid)
+            refs = pressure_adjusted_references(crystals, context.calc(relax_spec), grid,
+                                                cell_filter=args.cell_filter)
             series["reference_mode"] = f"pressure-adjusted ({relax_spec}, step {args.p_step} GPa)"
         else:
             refs = fixed_references(crystals)

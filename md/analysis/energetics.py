@@ -8,9 +8,11 @@ from .crystals import build_crystal
 from .references import relax_at_pressure
 
 
-def diamond_energy_per_atom(calc, symbol: str = "Si", fmax: float = 1e-4) -> float:
+def diamond_energy_per_atom(calc, symbol: str = "Si", fmax: float = 1e-4,
+                            cell_filter: str = "frechet") -> float:
     """Energy per atom (eV/atom) of diamond relaxed at 0 GPa (cell and positions) with ``calc``."""
-    relaxed = relax_at_pressure(build_crystal("diamond", symbol), calc, 0.0, fmax=fmax)
+    relaxed = relax_at_pressure(build_crystal("diamond", symbol), calc, 0.0, fmax=fmax,
+                                cell_filter=cell_filter)
     return relaxed.info["energy_eV"] / len(relaxed)
 
 

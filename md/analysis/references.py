@@ -13,18 +13,24 @@ from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
-from ase.filters import FrechetCellFilter
+from ase.filters import FrechetCellFilter, UnitCellFilter
 from ase.optimize import BFGS
 from ase.units import GPa
 
 from .crystals import build_crystal, canonical_name
 
+CELL_FILTERS = {"frechet": FrechetCellFilter, "unit": UnitCellFilter}
+
 
 def relax_at_pressure(atoms: Atoms, calc, pressure_gpa: float = 0.0, fmax: float = 1e-3,
-                      steps: int = 500) -> Atoms:
+                      steps: int = 500, cell_filter: str = "frechet") -> Atoms:
     """Copy of ``atoms`` with cell and positions relaxed at hydrostatic ``pressure_gpa`` (GPa).
 
-    Uses :class:`ase.filters.FrechetCellFilter` with ``scalar_pressure`` and BFGS.
+    Uses an ASE cell filter with ``scalar_pressure`` and BFGS. ``"frechet"``
+    (:class:`ase.filters.FrechetCellFilter`, the default) and ``"unit"``
+    (:class:`ase.filters.UnitCellFilter`) reach the same minimum; the latter avoids matrix
+    exponentials, which are slow for tiny cells when OpenBLAS runs multi-threaded (or set
+    ``OPENBLAS_NUM_THREADS=1``).
 
     Args:
         atoms: starting structure (not modified).
@@ -32,10 +38,13 @@ def relax_at_pressure(atoms: Atoms, calc, pressure_gpa: float = 0.0, fmax: float
         pressure_gpa: external pressure in GPa.
         fmax: force convergence in eV/Å (the filter applies it to the stress too).
         steps: maximum optimiser steps.
+        cell_filter: ``"frechet"`` or ``"unit"``.
     """
+    if cell_filter not in CELL_FILTERS:
+        raise ValueError(f"unknown cell filter {cell_filter!r}; choose one of {list(CELL_FILTERS)}")
     relaxed = atoms.copy()
     relaxed.calc = calc
-    filtered = FrechetCellFilter(relaxed, scalar_pressure=pressure_gpa * GPa)
+    filtered = CELL_FILTERS[cell_filter](relaxed, scalar_pressure=pressure_gpa * GPa)
     BFGS(filtered, logfile=None).run(fmax=fmax, steps=steps)
     relaxed.info["pressure_GPa"] = float(pressure_gpa)
     relaxed.info["energy_eV"] = float(relaxed.get_potential_energy())
@@ -85,7 +94,8 @@ def interpolate_structures(pressures: np.ndarray, structures: tuple[Atoms, ...],
 
 
 def pressure_adjusted_references(names: Iterable[str], calc, pressures: np.ndarray,
-                                 fmax: float = 1e-3, steps: int = 500) -> dict[str, ReferenceGrid]:
+                                 fmax: float = 1e-3, steps: int = 500,
+                                 cell_filter: str = "frechet") -> dict[str, ReferenceGrid]:
     """Relax every crystal in ``names`` at every pressure (GPa) of ``pressures``.
 
     Each grid point starts from the previous relaxed structure (continuation in pressure).
@@ -96,7 +106,8 @@ def pressure_adjusted_references(names: Iterable[str], calc, pressures: np.ndarr
         current = build_crystal(canonical_name(name))
         relaxed = []
         for p in pressures:
-            current = relax_at_pressure(current, calc, float(p), fmax=fmax, steps=steps)
+            current = relax_at_pressure(current, calc, float(p), fmax=fmax, steps=steps,
+                                        cell_filter=cell_filter)
             relaxed.append(current)
         grids[canonical_name(name)] = ReferenceGrid(canonical_name(name), pressures,
                                                     tuple(relaxed))

@@ -96,3 +96,10 @@ def test_bad_input_raises_clear_errors():
         bond_list(build_crystal("diamond"), 0.0)
     with pytest.raises(ValueError, match="empty frame"):
         coordination_fractions(np.array([], dtype=int))
+
+
+def test_cluster_without_cell_has_bonds():
+    dimer_chain = Atoms("Si3", positions=[[0, 0, 0], [2.3, 0, 0], [4.6, 0, 0]])
+    cn = coordination_numbers(bond_list(dimer_chain))
+    assert cn.tolist() == [1, 2, 1]
+    assert np.allclose(bond_angles(bond_list(dimer_chain)), [180.0])
