@@ -1,0 +1,232 @@
+"""Padded neighbour lists for triclinic cells of any size and mixed periodicity.
+
+Two steps, as in jax-md: :func:`allocate` runs on the host (numpy, exact for any cell: cells
+smaller than the cutoff, several images of one atom and images of the atom itself are all
+found), sizes a padded ``[N, J]`` buffer and records reference positions and cell;
+:func:`needs_rebuild` is jit-able and tells when the skin is used up, and :func:`update`
+rebuilds on the host, reallocating when the capacity is exceeded, so that no neighbour is
+ever dropped. Rows hold every neighbour within ``cutoff + skin``; the energy applies the
+exact cutoff.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+from ase.neighborlist import primitive_neighbor_list
+
+from mtpjax.potential import Neighbors
+
+
+class NeighborOverflowError(RuntimeError):
+    """A neighbour buffer is too small and may not be reallocated."""
+
+
+def validate_geometry(positions, cell, pbc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Check and normalise positions [N, 3] (Å), cell [3, 3] (rows = lattice vectors), pbc [3]."""
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.ndim != 2 or positions.shape[1] != 3:
+        raise ValueError(f"positions must have shape [N, 3], got {positions.shape}")
+    if not np.all(np.isfinite(positions)):
+        bad = np.argwhere(~np.isfinite(positions))[0][0]
+        raise ValueError(f"positions contain NaN or infinite values (atom {bad})")
+    cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
+    if cell.shape != (3, 3):
+        raise ValueError(f"cell must have shape [3, 3], got {cell.shape}")
+    if not np.all(np.isfinite(cell)):
+        raise ValueError("cell contains NaN or infinite values")
+    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
+    if pbc.any():
+        periodic = cell[pbc]
+        # the periodic lattice vectors must be linearly independent and non-degenerate
+        if np.linalg.matrix_rank(periodic, tol=1e-8 * max(1.0, np.abs(periodic).max())) < len(
+            periodic
+        ) or np.any(np.linalg.norm(periodic, axis=1) < 1e-8):
+            raise ValueError(f"singular cell for periodic directions {pbc.tolist()}: {cell.tolist()}")
+        if pbc.all() and abs(np.linalg.det(cell)) < 1e-8:
+            raise ValueError(f"singular cell (volume {np.linalg.det(cell):.3g} Å^3)")
+    return positions, cell, pbc
+
+
+def _bounding_cell(positions, cell, pbc, cutoff):
+    """Replace non-periodic zero lattice vectors by a box enclosing all atoms (for binning)."""
+    cell = cell.copy()
+    span = positions.max(axis=0) - positions.min(axis=0) if len(positions) else np.zeros(3)
+    extent = float(span.max()) + 2.0 * cutoff + 1.0
+    for d in range(3):
+        if not pbc[d] and np.linalg.norm(cell[d]) < 1e-8:
+            cell[d] = 0.0
+            cell[d, d] = extent
+    if abs(np.linalg.det(cell)) < 1e-8:  # non-periodic axes parallel to periodic ones
+        q, _ = np.linalg.qr(cell[pbc].T if pbc.any() else np.eye(3))
+        for d in range(3):
+            if not pbc[d]:
+                cell[d] = 0.0
+                cell[d, d] = extent
+    return cell
+
+
+def pair_list(positions, cell, pbc, cutoff: float):
+    """All ordered pairs (i, j, S) with |x_j + S·cell − x_i| < cutoff (i≠j or S≠0).
+
+    Returns int arrays i [P], j [P], S [P, 3], sorted by i.
+    """
+    positions, cell, pbc = validate_geometry(positions, cell, pbc)
+    if len(positions) == 0:
+        return np.zeros(0, int), np.zeros(0, int), np.zeros((0, 3), int)
+    box = _bounding_cell(positions, cell, pbc, cutoff)
+    i, j, S = primitive_neighbor_list(
+        "ijS", pbc, box, positions, cutoff, self_interaction=False, use_scaled_positions=False
+    )
+    order = np.lexsort((j, i))
+    return i[order], j[order], S[order]
+
+
+@dataclass(frozen=True)
+class NeighborList:
+    """A padded neighbour list with its build state (host object).
+
+    Attributes:
+        neighbors: :class:`Neighbors` (JAX arrays) with capacity J per atom.
+        cutoff: interaction cutoff (Å); skin: extra distance (Å) listed for reuse.
+        reference_positions: float [N, 3] positions at build time (Å).
+        reference_cell: float [3, 3] cell at build time.
+        pbc: bool [3].
+        max_count: largest number of entries any atom had at build time.
+    """
+
+    neighbors: Neighbors
+    cutoff: float
+    skin: float
+    reference_positions: np.ndarray
+    reference_cell: np.ndarray
+    pbc: np.ndarray
+    max_count: int
+    shift_bound: float
+
+    @property
+    def capacity(self) -> int:
+        return int(self.neighbors.idx.shape[1])
+
+
+def pack(i, j, S, n_atoms: int, capacity: int | None = None, dtype=np.float64):
+    """Pack sorted pair arrays into padded ``[N, J]`` arrays.
+
+    Raises :class:`NeighborOverflowError` if some atom has more than ``capacity`` entries.
+    Returns (Neighbors as numpy arrays, max_count).
+    """
+    counts = np.bincount(i, minlength=n_atoms)
+    max_count = int(counts.max()) if n_atoms and len(i) else 0
+    if capacity is None:
+        capacity = max(max_count, 1)
+    if max_count > capacity:
+        raise NeighborOverflowError(
+            f"an atom has {max_count} neighbours but the buffer holds {capacity}"
+        )
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.arange(len(i)) - starts[i]
+    idx = np.zeros((n_atoms, capacity), dtype=np.int32)
+    idx[:] = np.arange(n_atoms, dtype=np.int32)[:, None]
+    shifts = np.zeros((n_atoms, capacity, 3), dtype=dtype)
+    mask = np.zeros((n_atoms, capacity), dtype=bool)
+    idx[i, slot] = j
+    shifts[i, slot] = S
+    mask[i, slot] = True
+    return Neighbors(idx=idx, shifts=shifts, mask=mask), max_count
+
+
+def allocate(positions, cell, pbc, cutoff: float, skin: float = 0.0,
+             capacity: int | None = None, capacity_multiplier: float = 1.0) -> NeighborList:
+    """Build a neighbour list on the host.
+
+    Args:
+        positions: float [N, 3] (Å). cell: float [3, 3] or None. pbc: bool or bool [3].
+        cutoff: interaction cutoff (Å). skin: extra listed distance (Å) for reuse.
+        capacity: entries per atom; default: the largest count × ``capacity_multiplier``.
+    """
+    if cutoff <= 0 or skin < 0:
+        raise ValueError(f"need cutoff > 0 and skin ≥ 0, got {cutoff}, {skin}")
+    positions, cell, pbc = validate_geometry(positions, cell, pbc)
+    i, j, S = pair_list(positions, cell, pbc, cutoff + skin)
+    counts = np.bincount(i, minlength=len(positions))
+    max_count = int(counts.max()) if len(i) else 0
+    if capacity is None:
+        capacity = max(1, int(np.ceil(max_count * capacity_multiplier)))
+    nbrs, max_count = pack(i, j, S, len(positions), capacity)
+    return NeighborList(
+        neighbors=Neighbors(jnp.asarray(nbrs.idx), jnp.asarray(nbrs.shifts),
+                            jnp.asarray(nbrs.mask)),
+        cutoff=float(cutoff),
+        skin=float(skin),
+        reference_positions=positions,
+        reference_cell=cell,
+        pbc=pbc,
+        max_count=max_count,
+        shift_bound=image_bound(cell, pbc, cutoff + skin),
+    )
+
+
+def image_bound(cell, pbc, reach: float) -> float:
+    """Upper bound of |S| (Euclidean norm of integer image shifts) for pairs within ``reach``."""
+    cell = np.asarray(cell, dtype=np.float64)
+    bound = np.zeros(3)
+    if np.any(pbc):
+        inv = np.linalg.pinv(cell)
+        # width of the cell perpendicular to the other two vectors = 1 / |column of inverse|
+        heights = 1.0 / np.maximum(np.linalg.norm(inv, axis=0), 1e-300)
+        bound = np.where(pbc, np.ceil(reach / heights) + 1.0, 0.0)
+    return float(np.linalg.norm(bound))
+
+
+def needs_rebuild(reference_positions, reference_cell, positions, cell, skin: float,
+                  shift_bound: float):
+    """Jit-able test: True when a pair may have crossed the listed range ``cutoff + skin``.
+
+    A pair vector changes by at most 2·max|Δx| + |S|·‖Δcell‖₂, with |S| ≤ ``shift_bound``
+    (see :func:`image_bound`); the list stays exact while that is ≤ ``skin``.
+    """
+    disp = jnp.linalg.norm(jnp.asarray(positions) - jnp.asarray(reference_positions), axis=-1)
+    dcell = jnp.linalg.norm(jnp.asarray(cell) - jnp.asarray(reference_cell), ord=2)
+    return 2.0 * jnp.max(disp, initial=0.0) + shift_bound * dcell > skin
+
+
+def update(nl: NeighborList, positions, cell=None, *, force: bool = False,
+           allow_grow: bool = True, growth: float = 1.25) -> NeighborList:
+    """Return ``nl`` if still valid for ``positions``/``cell``, otherwise a rebuilt list.
+
+    A rebuild keeps the capacity (so jit-compiled functions are not recompiled) unless an atom
+    now has more neighbours: then the buffer grows by ``growth`` (or
+    :class:`NeighborOverflowError` is raised when ``allow_grow`` is False).
+    """
+    cell = nl.reference_cell if cell is None else np.asarray(cell, dtype=np.float64)
+    stale = force or bool(
+        needs_rebuild(nl.reference_positions, nl.reference_cell, positions, cell, nl.skin,
+                      nl.shift_bound)
+    )
+    if not stale:
+        return nl
+    positions, cell, pbc = validate_geometry(positions, cell, nl.pbc)
+    i, j, S = pair_list(positions, cell, pbc, nl.cutoff + nl.skin)
+    counts = np.bincount(i, minlength=len(positions))
+    needed = int(counts.max()) if len(i) else 0
+    capacity = nl.capacity
+    if needed > capacity:
+        if not allow_grow:
+            raise NeighborOverflowError(
+                f"an atom has {needed} neighbours but the buffer holds {capacity}"
+            )
+        capacity = max(needed, int(np.ceil(capacity * growth)))
+    nbrs, max_count = pack(i, j, S, len(positions), capacity)
+    return NeighborList(
+        neighbors=Neighbors(jnp.asarray(nbrs.idx), jnp.asarray(nbrs.shifts),
+                            jnp.asarray(nbrs.mask)),
+        cutoff=nl.cutoff,
+        skin=nl.skin,
+        reference_positions=positions,
+        reference_cell=cell,
+        pbc=pbc,
+        max_count=max_count,
+        shift_bound=image_bound(cell, pbc, nl.cutoff + nl.skin),
+    )
