@@ -7,12 +7,17 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-PROJECT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+PARITY = DATA / "parity"
+TEMPLATES = DATA / "mlip_templates"
+PARITY_CASES = ("si_L08", "si_L16", "si_L20", "species2_L16")
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.exists():
-        pytest.skip(f"shared reference folder {SHARED} not present")
-    return SHARED
+def parity_dir() -> Path:
+    return PARITY
+
+
+@pytest.fixture(scope="session")
+def templates_dir() -> Path:
+    return TEMPLATES
