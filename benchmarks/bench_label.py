@@ -1,0 +1,141 @@
+"""Labelling throughput of the demo GAP teacher with 1 and 2 local workers.
+
+    .venv/bin/python scripts/fit_teacher_gap.py            # once: the demo teacher
+    .venv/bin/python benchmarks/bench_label.py             # -> benchmarks/results/bench_label.*
+
+Labels the 239 Si cells of data/si_mlearn (train + test; energy, forces, stress) into a fresh
+store for each worker count and reports labels/s, atom-labels/s and the scaling efficiency
+rate(N) / (N · rate(1)). Times include spawning the workers, building the GAP in each and
+writing every label to SQLite; the best of `--repeats` runs is kept and the machine's load
+average recorded (other jobs on a shared machine slow the 2-worker run first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from distill.engine import label  # noqa: E402
+from distill.inputs import read_structures  # noqa: E402
+from distill.teachers import TeacherSpec, teacher_identity  # noqa: E402
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def bench(teacher: TeacherSpec, structures, workers: int, chunk_size: int) -> dict:
+    """One labelling run into a fresh store; returns the timing row."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        summary = label(
+            structures,
+            teacher,
+            Path(tmp) / "bench.db",
+            workers=workers,
+            chunk_size=chunk_size,
+            progress=False,
+        )
+        seconds = time.perf_counter() - start
+    assert summary.n_failed == 0 and summary.n_labelled == len(structures)
+    return {
+        "workers": workers,
+        "seconds": round(seconds, 2),
+        "labels_per_s": round(summary.n_labelled / seconds, 3),
+        "atom_labels_per_s": round(summary.n_atoms / seconds, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, default=ROOT / "runs/teacher_gap/gap.xml")
+    p.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        default=[ROOT / "data/si_mlearn/train.xyz", ROOT / "data/si_mlearn/test.xyz"],
+    )
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--chunk-size", type=int, default=2)
+    p.add_argument("--limit", type=int, default=None, help="label only the first N cells")
+    p.add_argument("--repeats", type=int, default=2, help="runs per worker count; best kept")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/bench_label")
+    args = p.parse_args(argv)
+    if not args.model.is_file():
+        p.error(f"{args.model} not found: run scripts/fit_teacher_gap.py first")
+
+    teacher = TeacherSpec("gap", str(args.model))
+    structures = read_structures(args.data)[: args.limit]
+    n_atoms = sum(len(a) for a in structures)
+    rows = []
+    load_before = os.getloadavg()
+    for workers in args.workers:
+        runs = [bench(teacher, structures, workers, args.chunk_size) for _ in range(args.repeats)]
+        rows.append(
+            {**min(runs, key=lambda r: r["seconds"]), "all_seconds": [r["seconds"] for r in runs]}
+        )
+        print(
+            f"{workers} worker(s): {rows[-1]['labels_per_s']:.2f} labels/s, "
+            f"{rows[-1]['atom_labels_per_s']:.0f} atom-labels/s ({rows[-1]['seconds']} s)"
+        )
+    base = rows[0]["atom_labels_per_s"] / rows[0]["workers"]
+    for row in rows:
+        row["scaling_efficiency"] = round(row["atom_labels_per_s"] / (row["workers"] * base), 3)
+    identity = teacher_identity(teacher)
+    result = {
+        "command": " ".join(
+            ["python", "benchmarks/bench_label.py", *map(shlex.quote, argv or sys.argv[1:])]
+        ),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": sys.version.split()[0]},
+        "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()},
+        "teacher": {
+            "model": os.path.relpath(args.model, ROOT),
+            "teacher_id": identity["teacher_id"],
+            "quippy": identity["version"],
+        },
+        "structures": len(structures),
+        "atoms": n_atoms,
+        "chunk_size": args.chunk_size,
+        "labels": "energy, forces, stress (all cells periodic)",
+        "results": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    table = "\n".join(
+        f"| {r['workers']} | {r['seconds']} | {r['labels_per_s']} | {r['atom_labels_per_s']} "
+        f"| {r['scaling_efficiency']} |"
+        for r in rows
+    )
+    args.out.with_suffix(".md").write_text(
+        f"# Labelling throughput, demo GAP ({result['teacher']['model']})\n\n"
+        f"`{result['command']}` — {result['date']}, {result['machine']['cpu']}, "
+        f"{result['machine']['cores']} cores (load average before "
+        f"{load_before[0]:.2f}); {len(structures)} Si cells, {n_atoms} atoms, "
+        f"energy + forces + stress, chunk size {args.chunk_size}, best of {args.repeats}; times "
+        "include worker start-up and SQLite writes.\n\n"
+        "| workers | seconds | labels/s | atom-labels/s | scaling efficiency |\n"
+        "|---|---|---|---|---|\n" + table + "\n"
+    )
+    print(f"wrote {args.out.with_suffix('.json')} and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
