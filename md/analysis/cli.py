@@ -150,6 +150,10 @@ def analyse_run(path: Path, label: str, thermo_path: str | None, crystals: list[
         metrics["diamond_energy_per_atom_eV"] = e_dia
         metrics["delta_E_eV_per_atom"] = metrics["energy_per_atom_eV"] - e_dia
     series = frame_series(traj.frames, traj.indices, pressures, args.cutoff)
+    if thermo is not None and "P" in thermo and "V" in thermo:
+        n_atoms = thermo["N"] if "N" in thermo else len(final)
+        series["thermo_pressure_GPa"] = thermo["P"].tolist()
+        series["thermo_volume_per_atom_A3"] = (thermo["V"] / n_atoms).tolist()
     relax_spec = args.relax_with or args.reference_calc
     if not args.no_soap and crystals:
         known = pressures[~np.isnan(pressures)]
@@ -180,7 +184,8 @@ def _figures(results: dict, out: Path) -> None:
     plots.plot_structure_factor(curves, out / "sq.png")
     plots.plot_bond_angles(curves, out / "bond_angles.png")
     series = {k: r["series"] for k, r in results.items()
-              if any(p is not None for p in r["series"]["pressure_GPa"])}
+              if any(p is not None for p in r["series"]["pressure_GPa"])
+              or "thermo_pressure_GPa" in r["series"]}
     if series:
         plots.plot_pressure_volume(series, out / "pv.png")
         with_similarity = {k: s for k, s in series.items() if "similarity" in s}

@@ -42,15 +42,20 @@ def plot_bond_angles(curves: Mapping[str, Mapping], path: Path, classes=(5,)) ->
     fig = Figure(figsize=(6, 3 * len(panels)))
     axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
     for ax, (key, title) in zip(axes, panels, strict=True):
+        drawn = False
         for label, c in curves.items():
-            if key in c:
+            if key in c and np.any(c[key]):
                 ax.plot(c["angle_deg"], c[key], lw=0.8, label=label)
+                drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, f"no angles ({title})", transform=ax.transAxes, ha="center")
         ax.axvline(109.47, color="0.7", lw=0.5)
         ax.set_xlim(40, 180)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(r"$\theta$ (deg)")
         ax.set_ylabel("probability density (1/deg)")
-        ax.legend(fontsize=8)
+        if drawn:
+            ax.legend(fontsize=8)
     return _save(fig, path)
 
 
@@ -70,12 +75,16 @@ def plot_similarity_pressure(series: Mapping[str, Mapping], path: Path) -> Path:
 
 
 def plot_pressure_volume(series: Mapping[str, Mapping], path: Path) -> Path:
-    """Volume per atom (Å³) versus pressure (GPa) of one or several runs."""
+    """Volume per atom (Å³) versus pressure (GPa): thermo log (line) and frames (points)."""
     fig = Figure(figsize=(5, 4))
     ax = fig.add_subplot()
     for label, s in series.items():
+        if "thermo_pressure_GPa" in s:
+            ax.plot(s["thermo_pressure_GPa"], s["thermo_volume_per_atom_A3"], lw=0.8,
+                    label=f"{label} (thermo log)")
         p = np.array([np.nan if v is None else v for v in s["pressure_GPa"]], dtype=float)
-        ax.plot(p, s["volume_per_atom_A3"], ".-", ms=3, lw=0.8, label=label)
+        if np.isfinite(p).any():
+            ax.plot(p, s["volume_per_atom_A3"], "o", ms=3, label=f"{label} (frames)")
     ax.set_xlabel("pressure (GPa)")
     ax.set_ylabel("volume per atom (Å$^3$)")
     ax.legend(fontsize=8)

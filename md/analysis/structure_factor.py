@@ -195,10 +195,15 @@ def direct_structure_factor(atoms: Atoms, q_max: float = 6.0, dq: float = 0.02,
 
 @dataclass(frozen=True)
 class Peak:
-    """A peak of S(Q): position ``q`` (Å⁻¹), ``height`` H, and ``inverse_height`` H⁻¹."""
+    """A peak of S(Q): position ``q`` (Å⁻¹), ``height`` H, and ``inverse_height`` H⁻¹.
+
+    ``at_window_edge`` is true when the maximum lies on the boundary of the search window,
+    i.e. S(Q) has no interior maximum there (no FSDP found, e.g. a liquid or a tiny cell).
+    """
 
     q: float
     height: float
+    at_window_edge: bool = False
 
     @property
     def inverse_height(self) -> float:
@@ -209,19 +214,20 @@ def first_sharp_diffraction_peak(q: np.ndarray, s: np.ndarray,
                                  q_window: tuple[float, float] = (1.5, 2.6)) -> Peak:
     """Position and height of the FSDP: the maximum of S(Q) within ``q_window`` (Å⁻¹).
 
-    The default window brackets the FSDP of amorphous and liquid Si (≈ 2.0 Å⁻¹). The maximum
-    is refined by a parabola through the highest sample and its two neighbours.
+    The default window brackets the FSDP of amorphous Si (≈ 2.0 Å⁻¹). An interior maximum is
+    refined by a parabola through the highest sample and its two neighbours.
     """
     q, s = np.asarray(q, dtype=float), np.asarray(s, dtype=float)
     inside = np.flatnonzero((q >= q_window[0]) & (q <= q_window[1]))
     if inside.size < 3:
         raise ValueError(f"fewer than 3 Q points in the FSDP window {q_window} Å⁻¹")
     k = inside[np.argmax(s[inside])]
-    if 0 < k < q.size - 1:
-        y0, y1, y2 = s[k - 1], s[k], s[k + 1]
-        curvature = y0 - 2.0 * y1 + y2
-        if curvature < 0:
-            shift = 0.5 * (y0 - y2) / curvature
-            step = 0.5 * (q[k + 1] - q[k - 1])
-            return Peak(float(q[k] + shift * step), float(y1 - 0.25 * (y0 - y2) * shift))
-    return Peak(float(q[k]), float(s[k]))
+    if k in (inside[0], inside[-1]):
+        return Peak(float(q[k]), float(s[k]), at_window_edge=True)
+    y0, y1, y2 = s[k - 1], s[k], s[k + 1]
+    curvature = y0 - 2.0 * y1 + y2
+    if curvature >= 0:
+        return Peak(float(q[k]), float(y1))
+    shift = float(np.clip(0.5 * (y0 - y2) / curvature, -1.0, 1.0))
+    step = 0.5 * (q[k + 1] - q[k - 1])
+    return Peak(float(q[k] + shift * step), float(y1 - 0.25 * (y0 - y2) * shift))

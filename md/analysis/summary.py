@@ -86,6 +86,7 @@ def structure_metrics(atoms: Atoms, options: AnalysisOptions = AnalysisOptions()
         "fsdp_q_invA": peak.q,
         "fsdp_height": peak.height,
         "fsdp_inverse_height": peak.inverse_height,
+        "fsdp_at_window_edge": peak.at_window_edge,
         "gr_r_max_A": rdf.r_max,
         "sq_window": options.window,
     }

@@ -47,6 +47,8 @@ def test_analyze_single_run_writes_json_and_figures(tmp_path, capsys):
     assert m["fsdp_inverse_height"] == pytest.approx(1 / m["fsdp_height"])
     series = result["series"]
     assert series["pressure_GPa"][0] < series["pressure_GPa"][-1]
+    assert len(series["thermo_volume_per_atom_A3"]) == 3
+    assert series["thermo_volume_per_atom_A3"][0] == pytest.approx(series["volume_per_atom_A3"][0])
     assert series["reference_mode"].startswith("pressure-adjusted")
     assert min(series["similarity"]["diamond"]) > 0.99 > max(series["similarity"]["sh"])
     for name in ("sq.png", "bond_angles.png", "pv.png", "similarity_pressure.png"):

@@ -98,3 +98,11 @@ def test_frame_without_cell_is_rejected():
 def test_fsdp_window_without_points():
     with pytest.raises(ValueError, match="FSDP window"):
         first_sharp_diffraction_peak(np.array([5.0, 6.0]), np.array([1.0, 1.0]))
+
+
+def test_fsdp_flags_a_maximum_on_the_window_edge():
+    q = np.arange(0.01, 6.0, 0.01)
+    s = 1.0 + np.exp(-0.5 * ((q - 2.8) / 0.2) ** 2)  # liquid-like: first peak above the window
+    peak = first_sharp_diffraction_peak(q, s)
+    assert peak.at_window_edge and peak.q == pytest.approx(2.6, abs=0.011)
+    assert not first_sharp_diffraction_peak(q, s, (2.0, 3.5)).at_window_edge
