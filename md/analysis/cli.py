@@ -65,6 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-soap", action="store_true", help="skip SOAP similarities")
     parser.add_argument("--cell-filter", choices=("frechet", "unit"), default="frechet",
                         help="ASE cell filter for relaxations (default frechet)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--p-step", type=float, default=1.0,
                         help="pressure grid step of the adjusted references in GPa (default 1)")
 
@@ -105,9 +106,9 @@ def _run(args: argparse.Namespace) -> int:
                 message = str(exc)
                 raise ValueError(message if str(path) in message else f"{path}: {message}") from exc
     if len(runs) > 1:
-        _write_comparison(results, out)
+        _write_comparison(results, out, args.markdown)
     else:
-        print(format_table({labels[0]: results[labels[0]]["metrics"]}))
+        print(format_table({labels[0]: results[labels[0]]["metrics"]}, args.markdown))
     return 0
 
 
@@ -193,10 +194,10 @@ def _figures(results: dict, out: Path) -> None:
             plots.plot_similarity_pressure(with_similarity, out / "similarity_pressure.png")
 
 
-def _write_comparison(results: dict, out: Path) -> None:
+def _write_comparison(results: dict, out: Path, print_markdown: bool = False) -> None:
     rows = {label: r["metrics"] for label, r in results.items()}
     text, markdown = format_table(rows), format_table(rows, markdown=True)
-    print(text)
+    print(markdown if print_markdown else text)
     (out / "table.md").write_text(markdown + "\n")
     (out / "table.json").write_text(json.dumps(json_ready(rows), indent=1))
     _figures(results, out)
