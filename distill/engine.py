@@ -70,6 +70,31 @@ def _runner(executor, workers, recycle):
     )
 
 
+def _plan(structures: Iterable, teacher_id: str, done: set[str]) -> tuple[dict, int, int]:
+    """Hash the inputs; return ({uid: (skey, bare Atoms)} still to label, n_input, n_unique)."""
+    todo, seen, n_input = {}, set(), 0
+    for atoms in structures:
+        n_input += 1
+        skey = structure_key(atoms)
+        uid = label_key(skey, teacher_id)
+        if uid not in seen and uid not in done:
+            todo[uid] = (skey, bare(atoms))
+        seen.add(uid)
+    return todo, n_input, len(seen)
+
+
+def _after_worker_lost(task: Task, lost: WorkerLost, queue: deque, max_attempts: int):
+    """Requeue a dead worker's task (split, or retried) and return None; or give up on it and
+    return its failed label."""
+    if len(task.items) > 1:
+        queue.extend(Task([item]) for item in task.items)
+        return None
+    if lost.retry and task.attempts + 1 < max_attempts:
+        queue.append(Task(task.items, task.attempts + 1))
+        return None
+    return [(task.items[0][0], Label(ok=False, reason=lost.reason))]
+
+
 def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -108,16 +133,7 @@ def label(
     start = time.perf_counter()
 
     done = stored_uids(db, tid) - (stored_uids(db, tid, FAILED) if retry_failed else set())
-    todo, seen, n_input = {}, set(), 0
-    for atoms in structures:
-        n_input += 1
-        skey = structure_key(atoms)
-        uid = label_key(skey, tid)
-        if uid in seen:
-            continue
-        seen.add(uid)
-        if uid not in done:
-            todo[uid] = (skey, bare(atoms))
+    todo, n_input, n_unique = _plan(structures, tid, done)
     items = [(uid, atoms) for uid, (_, atoms) in todo.items()]
     queue = deque(Task(items[i : i + chunk_size]) for i in range(0, len(items), chunk_size))
 
@@ -125,13 +141,9 @@ def label(
     with _progress(len(items), progress) as bar:
         for task, outcome in _runner(executor, workers, recycle)(queue, spec, tid):
             if isinstance(outcome, WorkerLost):
-                if len(task.items) > 1:
-                    queue.extend(Task([item]) for item in task.items)
+                outcome = _after_worker_lost(task, outcome, queue, max_attempts)
+                if outcome is None:
                     continue
-                if outcome.retry and task.attempts + 1 < max_attempts:
-                    queue.append(Task(task.items, task.attempts + 1))
-                    continue
-                outcome = [(task.items[0][0], Label(ok=False, reason=outcome.reason))]
             records = [
                 Record(uid, todo[uid][0], todo[uid][1], lab, source, parent) for uid, lab in outcome
             ]
@@ -145,8 +157,8 @@ def label(
     return LabelSummary(
         teacher_id=tid,
         n_input=n_input,
-        n_duplicates=n_input - len(seen),
-        n_skipped=len(seen) - len(items),
+        n_duplicates=n_input - n_unique,
+        n_skipped=n_unique - len(items),
         n_labelled=n_ok,
         n_failed=n_failed,
         n_atoms=n_atoms,
