@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,14 +44,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", nargs="+", help="model names for the runs (default: stems)")
     parser.add_argument("--out", default="analysis", help="output directory (default: analysis)")
     parser.add_argument("--every", type=int, default=1, help="use every N-th frame for series")
-    parser.add_argument("--thermo", nargs="+",
-                        help="MD thermo log(s) (CSV/JSONL: step,time,T,P[GPa],V,E), one per run")
-    parser.add_argument("--reference-calc", metavar="SPEC",
+    parser.add_argument("--thermo", action="append",
+                        help="MD thermo log (CSV/JSONL: step,time,T,P[GPa],V,E); repeat once per "
+                             "run")
+    parser.add_argument("--reference-calc", metavar="SPEC", action="append",
                         help="ASE calculator for ΔE above relaxed diamond: 'mtp:PATH', 'PATH.mtp', "
-                             "'sw' or 'module:factory'")
-    parser.add_argument("--relax-with", metavar="SPEC",
+                             "'sw' or 'module:factory'; give once for all runs or repeat once "
+                             "per run ('none' skips a run)")
+    parser.add_argument("--relax-with", metavar="SPEC", action="append",
                         help="calculator that relaxes the pressure-adjusted reference crystals "
-                             "(default: --reference-calc; none: fixed literature cells)")
+                             "(default: --reference-calc; none: fixed literature cells); once "
+                             "or once per run")
     parser.add_argument("--species", nargs="+", default=["Si"], help="species order of an MTP")
     parser.add_argument("--cutoff", type=float, default=SI_BOND_CUTOFF,
                         help=f"bond cutoff in Å (default {SI_BOND_CUTOFF})")
@@ -81,14 +85,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     runs = [Path(r) for r in args.runs]
-    labels = args.labels or [_default_label(r) for r in runs]
+    labels = args.labels or _default_labels(runs)
     if len(labels) != len(runs):
         raise ValueError(f"{len(labels)} labels for {len(runs)} runs")
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels must be unique, got {labels}")
-    thermos = args.thermo or []
-    if thermos and len(thermos) != len(runs):
-        raise ValueError(f"{len(thermos)} thermo logs for {len(runs)} runs")
+    thermos = _per_run(args.thermo, len(runs), "thermo logs", broadcast=False)
+    reference_calcs = _per_run(args.reference_calc, len(runs), "--reference-calc specs")
+    relax_calcs = _per_run(args.relax_with, len(runs), "--relax-with specs")
     crystals = [canonical_name(c) for c in args.crystals.split(",") if c.strip()]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,12 +100,12 @@ def _run(args: argparse.Namespace) -> int:
     results = {}
     for k, (path, label) in enumerate(zip(runs, labels, strict=True)):
         run_dir = out if len(runs) == 1 else out / label
-        thermo = thermos[k] if thermos else None
         if path.suffix == ".json":
             results[label] = _load_result(path)
         else:
+            specs = _RunSpecs(thermos[k], reference_calcs[k], relax_calcs[k] or reference_calcs[k])
             try:
-                results[label] = analyse_run(path, label, thermo, crystals, context, run_dir)
+                results[label] = analyse_run(path, label, specs, crystals, context, run_dir)
             except ValueError as exc:
                 message = str(exc)
                 raise ValueError(message if str(path) in message else f"{path}: {message}") from exc
@@ -110,6 +114,27 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print(format_table({labels[0]: results[labels[0]]["metrics"]}, args.markdown))
     return 0
+
+
+def _per_run(values: list[str] | None, n_runs: int, what: str,
+             broadcast: bool = True) -> list[str | None]:
+    """One value per run: none given → None each; one value → shared (if ``broadcast``)."""
+    if not values:
+        return [None] * n_runs
+    if len(values) == 1 and broadcast:
+        values = values * n_runs
+    if len(values) != n_runs:
+        raise ValueError(f"{len(values)} {what} for {n_runs} runs")
+    return [None if v.lower() == "none" else v for v in values]
+
+
+@dataclass(frozen=True)
+class _RunSpecs:
+    """Per-run inputs: thermo log path and calculator specs (``None`` when absent)."""
+
+    thermo: str | None
+    reference_calc: str | None
+    relax_with: str | None
 
 
 class _Context:
@@ -134,20 +159,20 @@ class _Context:
         return self._diamond[spec]
 
 
-def analyse_run(path: Path, label: str, thermo_path: str | None, crystals: list[str],
+def analyse_run(path: Path, label: str, specs: _RunSpecs, crystals: list[str],
                 context: _Context, out: Path) -> dict:
     """Analyse one trajectory; write ``out/analysis.json`` and figures; return the result."""
     args = context.args
     traj = read_trajectory(path, args.every)
-    thermo = read_thermo(thermo_path) if thermo_path else None
+    thermo = read_thermo(specs.thermo) if specs.thermo else None
     pressures = pressures_for_frames(traj.frames, traj.indices, traj.n_total, thermo)
     final = traj.frames[-1]
     analysis = structure_metrics(final, context.options)
     metrics = analysis["metrics"]
     metrics["frame"] = int(traj.indices[-1])
-    if args.reference_calc:
-        e_dia = context.diamond_energy(args.reference_calc)
-        metrics["energy_per_atom_eV"] = energy_per_atom(final, context.calc(args.reference_calc))
+    if specs.reference_calc:
+        e_dia = context.diamond_energy(specs.reference_calc)
+        metrics["energy_per_atom_eV"] = energy_per_atom(final, context.calc(specs.reference_calc))
         metrics["diamond_energy_per_atom_eV"] = e_dia
         metrics["delta_E_eV_per_atom"] = metrics["energy_per_atom_eV"] - e_dia
     series = frame_series(traj.frames, traj.indices, pressures, args.cutoff)
@@ -155,7 +180,7 @@ def analyse_run(path: Path, label: str, thermo_path: str | None, crystals: list[
         n_atoms = thermo["N"] if "N" in thermo else len(final)
         series["thermo_pressure_GPa"] = thermo["P"].tolist()
         series["thermo_volume_per_atom_A3"] = (thermo["V"] / n_atoms).tolist()
-    relax_spec = args.relax_with or args.reference_calc
+    relax_spec = specs.relax_with
     if not args.no_soap and crystals:
         known = pressures[~np.isnan(pressures)]
         if relax_spec and known.size:
@@ -169,14 +194,15 @@ def analyse_run(path: Path, label: str, thermo_path: str | None, crystals: list[
         series["similarity"] = similarity_series(traj.frames, pressures, refs, SoapSettings())
     result = {
         "label": label, "source": str(path), "n_frames_in_file": traj.n_total,
-        "thermo": thermo_path, "options": options_dict(context.options),
+        "thermo": specs.thermo, "reference_calc": specs.reference_calc,
+        "relax_with": specs.relax_with, "options": options_dict(context.options),
         "metrics": metrics, "series": series, "curves": analysis["curves"],
     }
     out.mkdir(parents=True, exist_ok=True)
     result = json_ready(result)
     (out / "analysis.json").write_text(json.dumps(result, indent=1))
     _figures({label: result}, out)
-    print(f"{label}: wrote {out / 'analysis.json'}")
+    print(f"{label}: wrote {out / 'analysis.json'}", file=sys.stderr)
     return result
 
 
@@ -213,7 +239,12 @@ def _load_result(path: Path) -> dict:
     return result
 
 
-def _default_label(path: Path) -> str:
-    if path.name == "analysis.json":
-        return path.parent.name or "run"
-    return path.stem
+def _default_labels(paths: list[Path]) -> list[str]:
+    """File stems (the folder name for ``analysis.json``), made unique with parent folders."""
+    labels = [p.parent.name or "run" if p.name == "analysis.json" else p.stem for p in paths]
+    if len(set(labels)) < len(labels):
+        labels = [f"{p.parent.name}-{label}" if p.parent.name else label
+                  for p, label in zip(paths, labels, strict=True)]
+    if len(set(labels)) < len(labels):
+        labels = [f"{label}-{k}" for k, label in enumerate(labels)]
+    return labels

@@ -100,3 +100,30 @@ def test_analyze_unknown_crystal_fails_cleanly(tmp_path, capsys):
                "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "unknown crystal 'unobtainium'" in capsys.readouterr().err
+
+
+def test_analyze_per_run_reference_calculators(tmp_path, capsys):
+    traj_a, _ = _compression_run(tmp_path / "a", scales=(1.0,), seed=1)
+    traj_b, _ = _compression_run(tmp_path / "b", scales=(1.0,), seed=2)
+    out = tmp_path / "cmp"
+    rc = main(["analyze", str(traj_a), str(traj_b), "--labels", "A", "B", "--no-soap",
+               "--reference-calc", "none", "--reference-calc", "sw", "--cell-filter", "unit",
+               "--markdown", "--out", str(out)])
+    assert rc == 0
+    rows = json.loads((out / "table.json").read_text())
+    assert "delta_E_eV_per_atom" not in rows["A"] and rows["B"]["delta_E_eV_per_atom"] > 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("| Model") and printed[2].startswith("| A | ")
+    assert printed[2].endswith("| - |")  # no ΔE for A
+    assert main(["analyze", str(traj_a), str(traj_b), "--reference-calc", "sw", "--no-soap",
+                 "--reference-calc", "sw", "--reference-calc", "sw", "--out", str(out)]) == 2
+    assert "3 --reference-calc specs for 2 runs" in capsys.readouterr().err
+
+
+def test_default_labels_are_unique():
+    from pathlib import Path
+
+    from md.analysis.cli import _default_labels
+
+    assert _default_labels([Path("m16/traj.xyz"), Path("gap/traj.xyz")]) == ["m16-traj", "gap-traj"]
+    assert _default_labels([Path("r/M16/analysis.json"), Path("q.traj")]) == ["M16", "q"]
