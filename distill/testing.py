@@ -58,3 +58,12 @@ class SlowEMT(EMT):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         time.sleep(self.seconds)
         super().calculate(atoms, properties, system_changes)
+
+
+class RecordingEMT(EMT):
+    """EMT that notes every process it is built in: a file named by the pid in `folder`,
+    holding that process's OMP_NUM_THREADS."""
+
+    def __init__(self, folder: str):
+        super().__init__()
+        Path(folder, str(os.getpid())).write_text(os.environ.get("OMP_NUM_THREADS", "unset"))

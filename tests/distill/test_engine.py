@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -111,3 +113,20 @@ def test_positions_one_ulp_apart_are_different_structures(tmp_path):
     b.positions[0, 0] = np.nextafter(b.positions[0, 0], np.inf)
     summary, _ = run([a, b], EMT, tmp_path / "u.db", "serial")
     assert summary.n_labelled == 2
+
+
+def test_workers_are_recycled_and_single_threaded(tmp_path, structures):
+    def processes(recycle: int) -> dict[int, str]:
+        folder = tmp_path / f"pids{recycle}"
+        folder.mkdir()
+        spec = TeacherSpec("ase", "distill.testing:RecordingEMT", (), {"folder": str(folder)})
+        summary, _ = run(
+            structures, spec, tmp_path / f"r{recycle}.db", chunk_size=2, recycle=recycle
+        )
+        assert summary.n_labelled == len(structures)
+        return {int(p.name): p.read_text() for p in folder.iterdir()}
+
+    kept, recycled = processes(100), processes(2)
+    assert len(kept) == 2 and 3 <= len(recycled) <= 6  # 6 chunks, at most 2 per process
+    assert os.getpid() not in kept.keys() | recycled.keys()
+    assert set(kept.values()) == set(recycled.values()) == {"1"}  # OMP_NUM_THREADS
