@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import ase.io
 import numpy as np
 
 from . import plots
@@ -188,6 +189,9 @@ def analyse_run(path: Path, label: str, specs: _RunSpecs, crystals: list[str],
             refs = pressure_adjusted_references(crystals, context.calc(relax_spec), grid,
                                                 cell_filter=args.cell_filter)
             series["reference_mode"] = f"pressure-adjusted ({relax_spec}, step {args.p_step} GPa)"
+            out.mkdir(parents=True, exist_ok=True)
+            ase.io.write(out / "references.extxyz",
+                         [a for grid_ in refs.values() for a in grid_.structures])
         else:
             refs = fixed_references(crystals)
             series["reference_mode"] = "fixed (literature cells)"

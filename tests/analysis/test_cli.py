@@ -51,6 +51,8 @@ def test_analyze_single_run_writes_json_and_figures(tmp_path, capsys):
     assert series["thermo_volume_per_atom_A3"][0] == pytest.approx(series["volume_per_atom_A3"][0])
     assert series["reference_mode"].startswith("pressure-adjusted")
     assert min(series["similarity"]["diamond"]) > 0.99 > max(series["similarity"]["sh"])
+    refs = ase.io.read(out / "references.extxyz", ":")
+    assert {a.info["crystal"] for a in refs} == {"diamond", "sh"}
     for name in ("sq.png", "bond_angles.png", "pv.png", "similarity_pressure.png"):
         assert (out / name).stat().st_size > 0
     assert "N3 (%)" in capsys.readouterr().out
