@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": ".venv/bin/python " + " ".join(["benchmarks/bench_analysis.py", *cli_args]),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version(), "numpy": np.__version__},
+                    "python": platform.python_version(), "numpy": np.__version__,
+                    "load_average_1_5_15_min_at_start": list(os.getloadavg())},
         "frame": "diamond Si 23x23x24 conventional cells, rattled sigma=0.15 A",
         "frame_100k": bench_frame(atoms),
     }
