@@ -131,3 +131,19 @@ def test_json_ready_handles_numpy_and_nan():
 
     out = json_ready({"a": np.int64(3), "b": [np.float64(1.5), float("nan")], "c": (1, 2)})
     assert json.dumps(out) == '{"a": 3, "b": [1.5, null], "c": [1, 2]}'
+
+
+def test_ase_traj_with_stored_stress_gives_frame_pressures(tmp_path):
+    from ase.io.trajectory import Trajectory
+
+    calc = stillinger_weber_si()
+    with Trajectory(tmp_path / "run.traj", "w") as writer:
+        for scale in (1.0, 0.98):
+            atoms = build_crystal("diamond")
+            atoms.set_cell(atoms.cell * scale, scale_atoms=True)
+            atoms.calc = calc
+            atoms.get_stress()
+            writer.write(atoms)
+    traj = read_trajectory(tmp_path / "run.traj")
+    p = pressures_for_frames(traj.frames, traj.indices, traj.n_total)
+    assert traj.n_total == 2 and abs(p[0]) < 0.1 and p[1] > 3.0
