@@ -76,7 +76,8 @@ def test_teacher_failure_recorded_and_run_finishes(tmp_path, structures, mode, r
     assert retried.n_failed == len(bad) and db.count() == len(structures)
 
 
-def test_worker_that_exits_is_recorded_failed_without_losing_others(tmp_path, structures):
+def test_worker_that_exits_is_recorded_failed_without_losing_others(tmp_path):
+    structures = make_structures(6)  # every worker death costs a process start
     summary, db = run(structures, faulty("exit"), tmp_path / "x.db", chunk_size=4)
     bad = {len(a) == 8 for a in structures}
     assert bad == {True, False}

@@ -25,7 +25,8 @@ def test_mtp_teacher_pool_equals_serial(tmp_path):
     assert identity["kind"] == "mtp" and identity["species"] == ["Si"]
     cells = ase.io.read(ROOT / "data/si_mlearn/test.xyz", index=":3")
     label(cells, spec, tmp_path / "serial.db", "serial", progress=False)
-    summary = label(cells, spec, tmp_path / "pool.db", workers=2, chunk_size=2, progress=False)
+    # one chunk: a single worker process (each process pays the jit compilation)
+    summary = label(cells, spec, tmp_path / "pool.db", workers=2, chunk_size=3, progress=False)
     assert summary.n_labelled == 3 and summary.n_failed == 0
     pool = labels_by_skey(open_store(tmp_path / "pool.db"))
     assert pool == labels_by_skey(open_store(tmp_path / "serial.db"))
