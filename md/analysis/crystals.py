@@ -5,6 +5,11 @@ lattice parameters with their source. Experimental parameters refer to the press
 for similarities at other pressures use the pressure-adjusted references of
 :mod:`md.analysis.references`, which relax these cells with a calculator.
 
+Caveat: the parameters were entered from the cited literature without access to the papers
+in this environment; they are checked only for coordination numbers, bond lengths and volumes
+(``tests/analysis/test_soap_crystals.py``). Verify them against the sources before
+publication-quality use; pressure-adjusted references are relaxed with a calculator anyway.
+
 Names (case-insensitive): ``diamond``, ``beta-Sn``, ``sh``, ``Imma``, ``Cmca``, ``hcp``, ``bct``,
 ``R8`` (aliases: ``dia``, ``bsn``/``beta_sn``, ``simple_hexagonal``, ``bct4``, ``si-xii``...).
 """
