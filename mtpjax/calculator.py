@@ -1,0 +1,181 @@
+"""ASE calculator for MTPs: ``MTPCalculator(potential_or_path, species=[...])``.
+
+Gives energy, free_energy (eV), per-atom energies (eV), forces (eV/Å) and stress
+(eV/Å³, ASE Voigt order xx yy zz yz xz xy; only for cells periodic in 3D).
+``species`` maps MLIP type indices to elements: ``species[t]`` is the element of type t.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+from ase.data import atomic_numbers
+
+from mtpjax.io.mtp_file import read_mtp
+from mtpjax.model import ModelSpec
+from mtpjax.neighbors import allocate, update
+from mtpjax.padding import bucket_size, pad_atoms, pad_neighbors
+from mtpjax.potential import energy_forces_virial, pair_vectors, site_energies
+from mtpjax.potential_data import MTPotential
+
+
+def types_from_numbers(numbers, species: list[str]) -> np.ndarray:
+    """MLIP type index of each atom, int [N]; ``ValueError`` for an element not in ``species``."""
+    table = {atomic_numbers[s]: t for t, s in enumerate(species)}
+    numbers = np.asarray(numbers)
+    missing = sorted({int(z) for z in numbers if int(z) not in table})
+    if missing:
+        from ase.data import chemical_symbols
+
+        names = ", ".join(chemical_symbols[z] for z in missing)
+        raise ValueError(f"element(s) {names} not in the potential's species {species}")
+    return np.asarray([table[int(z)] for z in numbers], dtype=np.int32)
+
+
+def _check_species(species, species_count: int) -> list[str]:
+    if species is None:
+        raise ValueError("species is required: a list of element symbols, one per MLIP type")
+    species = [species] if isinstance(species, str) else list(species)
+    for s in species:
+        if s not in atomic_numbers:
+            raise ValueError(f"unknown element symbol {s!r} in species")
+    if len(species) != species_count:
+        raise ValueError(
+            f"species lists {len(species)} element(s) but the potential has "
+            f"species_count = {species_count}"
+        )
+    if len(set(species)) != len(species):
+        raise ValueError(f"species has duplicates: {species}")
+    return species
+
+
+class MTPEvaluator:
+    """Jit-compiled energy/forces/virial for one potential, with a cached neighbour list.
+
+    Args:
+        potential: :class:`MTPotential` or path to an ``.mtp`` file.
+        dtype: ``"float64"`` (default; parity with mlp) or ``"float32"``.
+        skin: neighbour-list skin (Å) for reuse between nearby geometries.
+    """
+
+    def __init__(self, potential, dtype: str = "float64", skin: float = 0.5):
+        pot = potential if isinstance(potential, MTPotential) else read_mtp(potential)
+        if not pot.is_trained:
+            raise ValueError("the potential has no coefficients (an untrained template?)")
+        if dtype not in ("float64", "float32"):
+            raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+        self.potential = pot
+        self.spec = ModelSpec.from_potential(pot)
+        self.dtype = dtype
+        self.skin = float(skin)
+        self._params_np = pot.params()
+        self._nl = None
+        spec = self.spec
+        self._efv = jax.jit(
+            lambda p, x, c, t, n, m: energy_forces_virial(spec, p, x, c, t, n, atom_mask=m)
+        )
+        self._sites = jax.jit(
+            lambda p, x, c, t, n: site_energies(
+                spec, p, pair_vectors(x, c, n), t, t[n.idx], n.mask
+            )
+        )
+
+    def _x64(self):
+        return jax.enable_x64(self.dtype == "float64")
+
+    def neighbors(self, positions, cell, pbc):
+        """Neighbour list for this geometry, reused (skin) or rebuilt as needed."""
+        nl = self._nl
+        if nl is None or len(nl.reference_positions) != len(positions) or not np.array_equal(
+            nl.pbc, pbc
+        ):
+            nl = allocate(positions, cell, pbc, self.spec.cutoff, self.skin,
+                          capacity_multiplier=1.2)
+        else:
+            nl = update(nl, positions, cell)
+        self._nl = nl
+        return nl.neighbors
+
+    def compute(self, positions, cell, pbc, types, per_atom: bool = False) -> dict:
+        """Energy (eV), forces [N, 3] (eV/Å), virial dE/dε [3, 3] (eV), optional site energies
+        ``energies`` [N] (eV). Arrays are padded to shape buckets so that compiles stay few."""
+        positions = np.asarray(positions, dtype=np.float64)
+        cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
+        types = np.asarray(types, dtype=np.int32)
+        n = len(positions)
+        if types.shape != (n,):
+            raise ValueError(f"types has shape {types.shape}, expected ({n},)")
+        if types.size and (types.min() < 0 or types.max() >= self.spec.species_count):
+            raise ValueError(
+                f"type index {int(types.max() if types.max() >= 0 else types.min())} out of "
+                f"range: the potential has species_count = {self.spec.species_count}"
+            )
+        nbrs = self.neighbors(positions, cell, pbc)
+        n_pad = bucket_size(n)
+        capacity = bucket_size(int(nbrs.idx.shape[1]), minimum=16)
+        pos_p, types_p, atom_mask = pad_atoms(positions, types, n_pad)
+        nbrs_p = pad_neighbors(nbrs, n_pad, capacity)
+        with self._x64():
+            dt = jnp.float64 if self.dtype == "float64" else jnp.float32
+            params = {k: jnp.asarray(v, dt) for k, v in self._params_np.items()}
+            args = (params, jnp.asarray(pos_p, dt), jnp.asarray(cell, dt),
+                    jnp.asarray(types_p), jax.tree.map(jnp.asarray, nbrs_p))
+            energy, forces, virial = self._efv(*args, jnp.asarray(atom_mask))
+            out = {
+                "energy": float(energy),
+                "forces": np.asarray(forces, dtype=np.float64)[:n],
+                "virial": np.asarray(virial, dtype=np.float64),
+            }
+            if per_atom:
+                out["energies"] = np.asarray(self._sites(*args), dtype=np.float64)[:n]
+        if not (np.isfinite(out["energy"]) and np.all(np.isfinite(out["forces"]))):
+            raise FloatingPointError("MTP evaluation produced NaN or infinite values")
+        return out
+
+
+class MTPCalculator(Calculator):
+    """ASE calculator for an MLIP-2 compatible MTP.
+
+    Args:
+        potential_or_path: :class:`MTPotential` or path to an ``.mtp`` file.
+        species: element symbols, ``species[t]`` = element of MLIP type t.
+        dtype: ``"float64"`` (default) or ``"float32"`` (≈1e-6 relative accuracy).
+        skin: neighbour-list skin (Å).
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, potential_or_path, species=None, dtype: str = "float64",
+                 skin: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(potential_or_path, (str, Path)) and not Path(potential_or_path).exists():
+            raise FileNotFoundError(f"potential file not found: {potential_or_path}")
+        self.evaluator = MTPEvaluator(potential_or_path, dtype=dtype, skin=skin)
+        self.species = _check_species(species, self.evaluator.spec.species_count)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        types = types_from_numbers(atoms.numbers, self.species)
+        pbc = np.asarray(atoms.pbc, dtype=bool)
+        cell = np.asarray(atoms.cell.array, dtype=np.float64)
+        result = self.evaluator.compute(atoms.positions, cell, pbc, types,
+                                        per_atom="energies" in properties)
+        self.results["energy"] = result["energy"]
+        self.results["free_energy"] = result["energy"]
+        self.results["forces"] = result["forces"]
+        if "energies" in result:
+            self.results["energies"] = result["energies"]
+        if pbc.all():
+            volume = abs(np.linalg.det(cell))
+            s = result["virial"] / volume
+            self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2],
+                                               s[0, 1]])
+        elif "stress" in properties:
+            from ase.calculators.calculator import PropertyNotImplementedError
+
+            raise PropertyNotImplementedError("stress needs a cell periodic in 3 directions")
