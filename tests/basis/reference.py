@@ -18,16 +18,16 @@ def basic_moments(basis: BasisSpec, r: np.ndarray, radial: np.ndarray) -> np.nda
     Returns:
         float [B]: Σ_j f_μ(r_j) x^a y^b z^c / r^(a+b+c) for every row (μ, a, b, c).
     """
+    return _basic_terms(basis, r, radial).sum(axis=0)
+
+
+def _basic_terms(basis: BasisSpec, r: np.ndarray, radial: np.ndarray) -> np.ndarray:
+    """Per-neighbour terms of the basic moments, float [J, B]."""
     r = np.asarray(r, dtype=np.float64)
     u = r / np.linalg.norm(r, axis=1, keepdims=True)
+    powers = u[:, :, None] ** np.arange(basis.max_power + 1)  # [J, 3, P+1]
     mu, a, b, c = basis.alpha_index_basic.T
-    terms = (
-        radial[:, mu].T
-        * u[None, :, 0] ** a[:, None]
-        * u[None, :, 1] ** b[:, None]
-        * u[None, :, 2] ** c[:, None]
-    )
-    return terms.sum(axis=1)
+    return radial[:, mu] * powers[:, 0, a] * powers[:, 1, b] * powers[:, 2, c]
 
 
 def _waves(basis: BasisSpec) -> list[np.ndarray]:
@@ -50,7 +50,16 @@ def moments(basis: BasisSpec, environments) -> np.ndarray:
     Returns:
         float [n_env, alpha_moments_count].
     """
-    basic = np.stack([basic_moments(basis, r, f) for r, f in environments], axis=1)
+    environments = list(environments)
+    basic = np.empty((basis.basic_count, len(environments)))
+    chunk = 128
+    for lo in range(0, len(environments), chunk):
+        part = environments[lo : lo + chunk]
+        sizes = [len(r) for r, _ in part]
+        terms = _basic_terms(basis, np.concatenate([r for r, _ in part]),
+                             np.concatenate([f for _, f in part]))
+        starts = np.cumsum([0, *sizes[:-1]])
+        basic[:, lo : lo + len(part)] = np.add.reduceat(terms, starts, axis=0).T
     m = np.zeros((basis.alpha_moments_count, basic.shape[1]))
     m[: basis.basic_count] = basic
     for wave in _waves(basis):
