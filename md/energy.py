@@ -1,0 +1,255 @@
+"""MTP energy functions for MD, in jax-md's style (closures over a potential).
+
+Two layers:
+
+* :func:`local_energy` / :func:`local_energy_forces_virial`: energy of a *block* of central
+  atoms (their neighbour rows) as a function of all positions. With one block holding every
+  atom this is the core's :func:`mtpjax.potential.total_energy`; with one block per device it
+  is the sharded MD of :mod:`md.sharded`.
+* :func:`mtp_energy_fn` + :func:`neighbor_list_fn`: a jax-md energy function
+  ``energy_fn(R, neighbor, box=..., perturbation=None)`` for jax-md users (``jax_md.simulate``
+  integrators, ``space.periodic_general`` with real or fractional coordinates, ``quantity.stress``).
+
+Neighbour lists are mtpjax's padded ``[N, J]`` lists (:mod:`mtpjax.neighbors`), not jax-md's:
+they are exact for cells smaller than the cutoff (several images of one atom, images of the
+atom itself), triclinic and mixed-periodic cells, and carry integer image shifts so that no
+minimum-image convention is needed. Positions wrapped back into the cell (as
+``space.periodic_general``'s ``shift_fn`` does) are handled by correcting the shifts with the
+integer wrap counts relative to the build-time fractional coordinates.
+
+jax-md's ``box`` convention: real = ``box @ frac`` per atom, i.e. ``box`` = cell.T, where the
+mtpjax ``cell`` holds lattice vectors as rows. Units: Å, eV, eV/Å.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mtpjax.io.mtp_file import read_mtp
+from mtpjax.model import ModelSpec
+from mtpjax.neighbors import allocate, update
+from mtpjax.potential import Neighbors, site_energies
+from mtpjax.potential_data import MTPotential
+
+
+def load_model(potential) -> tuple[MTPotential, ModelSpec, dict]:
+    """(potential, spec, params as float64 numpy) from an :class:`MTPotential` or ``.mtp`` path."""
+    if isinstance(potential, (str, Path)):
+        path = Path(potential)
+        if not path.is_file():
+            raise FileNotFoundError(f"potential file not found: {path}")
+        potential = read_mtp(path)
+    if not isinstance(potential, MTPotential):
+        raise TypeError(f"expected an MTPotential or a path, got {type(potential).__name__}")
+    if not potential.is_trained:
+        raise ValueError("the potential has no coefficients (an untrained template?)")
+    params = {k: np.asarray(v, dtype=np.float64) for k, v in potential.params().items()}
+    return potential, ModelSpec.from_potential(potential), params
+
+
+def local_energy(spec: ModelSpec, params, positions, centers, cell, types, center_types,
+                 neighbors: Neighbors, strain=None, atom_mask=None):
+    """Sum of site energies (eV) of a block of central atoms.
+
+    Args:
+        positions: float [N, 3] all atoms (Å, unwrapped consistently with ``neighbors``).
+        centers: float [n, 3] positions of the block's central atoms (a slice of ``positions``).
+        cell: float [3, 3] lattice vectors as rows (Å). types: int [N]; center_types: int [n].
+        neighbors: rows [n, J] of the block; ``idx`` indexes ``positions``.
+        strain: optional symmetric ε [3, 3]: r_ij → r_ij (I + ε).
+        atom_mask: optional bool [n]; False rows (padding) contribute nothing.
+    """
+    disp = positions[neighbors.idx] - centers[:, None, :]
+    disp = disp + jnp.einsum("nja,ab->njb", neighbors.shifts.astype(positions.dtype), cell)
+    if strain is not None:
+        disp = disp + disp @ strain
+    e = site_energies(spec, params, disp, center_types, types[neighbors.idx], neighbors.mask)
+    if atom_mask is not None:
+        e = jnp.where(atom_mask, e, 0.0)
+    return jnp.sum(e)
+
+
+def local_energy_forces_virial(spec: ModelSpec, params, positions, centers, cell, types,
+                               center_types, neighbors: Neighbors, atom_mask=None):
+    """Block energy (eV), its gradients and virial in one reverse pass.
+
+    Returns (E_block, dE/d positions [N, 3], dE/d centers [n, 3], virial dE/dε [3, 3] eV).
+    The force on atom a is −(Σ_blocks dE/dpositions[a] + dE/dcenters[a] of its own block).
+    """
+    strain = jnp.zeros((3, 3), positions.dtype)
+
+    def fn(pos, cen, eps):
+        sym = 0.5 * (eps + eps.T)
+        return local_energy(spec, params, pos, cen, cell, types, center_types, neighbors, sym,
+                            atom_mask)
+
+    energy, grads = jax.value_and_grad(fn, argnums=(0, 1, 2))(positions, centers, strain)
+    return energy, grads[0], grads[1], grads[2]
+
+
+def energy_forces_virial(spec: ModelSpec, params, positions, cell, types, neighbors: Neighbors,
+                         atom_mask=None):
+    """Single-block (all atoms) energy (eV), forces [N, 3] (eV/Å), virial [3, 3] (eV)."""
+    e, g_all, g_cen, vir = local_energy_forces_virial(spec, params, positions, positions, cell,
+                                                      types, types, neighbors, atom_mask)
+    return e, -(g_all + g_cen), vir
+
+
+# ----------------------------------------------------------------------------- jax-md layer
+
+
+class MDNeighbors(NamedTuple):
+    """A padded neighbour list for jax-md style code (a pytree).
+
+    idx: int [N, J]; shifts: float [N, J, 3] integer image shifts at build time;
+    mask: bool [N, J]; frac_ref: float [N, 3] fractional coordinates at build time (used to
+    correct ``shifts`` for atoms wrapped into the cell since then).
+    """
+
+    idx: jax.Array
+    shifts: jax.Array
+    mask: jax.Array
+    frac_ref: jax.Array
+
+
+def _cell_from_box(box, dim: int = 3):
+    """mtpjax cell (rows = lattice vectors) from a jax-md box (scalar, [3] or [3, 3])."""
+    box = jnp.asarray(box)
+    if box.ndim == 0:
+        return jnp.eye(dim, dtype=box.dtype) * box
+    if box.ndim == 1:
+        return jnp.diag(box)
+    return box.T
+
+
+def _wrap_corrected(neighbors: MDNeighbors, frac):
+    """Neighbors with shifts corrected for integer wraps k = round(frac − frac_ref)."""
+    k = jnp.round(frac - neighbors.frac_ref)
+    shifts = neighbors.shifts + k[:, None, :] - k[neighbors.idx]
+    return Neighbors(neighbors.idx, shifts, neighbors.mask)
+
+
+def mtp_energy_fn(potential, types=None, fractional_coordinates: bool = False,
+                  dtype=jnp.float64):
+    """A jax-md energy function for an MTP.
+
+    Args:
+        potential: :class:`MTPotential` or path to an ``.mtp`` file.
+        types: int [N] MLIP species per atom (default: all type 0). Can be overridden per call.
+        fractional_coordinates: R is fractional (``space.periodic_general(...,
+            fractional_coordinates=True)``); real positions are ``space.transform(box, R)``,
+            whose custom JVP makes ``-grad`` real-space forces, as jax-md expects.
+        dtype: float dtype of the coefficients (float64 needs ``jax_enable_x64``).
+
+    Returns:
+        ``energy_fn(R, neighbor, box, perturbation=None, types=None, **unused) -> eV``.
+        ``neighbor`` is an :class:`MDNeighbors` from :func:`neighbor_list_fn`; ``box`` follows
+        jax-md (scalar, diagonal [3] or [3, 3] with lattice vectors as columns);
+        ``perturbation`` is jax-md's strain hook (``quantity.stress``): r_ij → r_ij·P.
+    """
+    _, spec, params_np = load_model(potential)
+    default_types = None if types is None else np.asarray(types, dtype=np.int32)
+
+    def energy_fn(R, neighbor: MDNeighbors, box=None, perturbation=None, types=None, **unused):
+        if box is None:
+            raise ValueError("energy_fn needs box= (the cell, jax-md convention)")
+        params = {k: jnp.asarray(v, dtype) for k, v in params_np.items()}
+        cell = _cell_from_box(box, R.shape[-1]).astype(R.dtype)
+        if fractional_coordinates:
+            from jax_md import space
+
+            frac = R
+            positions = space.transform(_box_matrix(box, R), R)
+        else:
+            positions = R
+            frac = R @ jnp.linalg.inv(cell)
+        t = types if types is not None else default_types
+        t = jnp.zeros(R.shape[0], jnp.int32) if t is None else jnp.asarray(t)
+        nbrs = _wrap_corrected(neighbor, jax.lax.stop_gradient(frac))
+        strain = None
+        if perturbation is not None:
+            p = jnp.asarray(perturbation, R.dtype)
+            eye = jnp.eye(3, dtype=R.dtype)
+            strain = (eye * p if p.ndim == 0 else p.T) - eye
+        return local_energy(spec, params, positions, positions, cell, t, t, nbrs, strain)
+
+    energy_fn.spec = spec
+    return energy_fn
+
+
+def _box_matrix(box, R):
+    box = jnp.asarray(box, R.dtype)
+    if box.ndim == 0:
+        return jnp.eye(R.shape[-1], dtype=R.dtype) * box
+    if box.ndim == 1:
+        return jnp.diag(box)
+    return box
+
+
+class NeighborListFns(NamedTuple):
+    """Host functions ``allocate(R, box)`` and ``update(R, neighbor, box)`` (jax-md style)."""
+
+    allocate: object
+    update: object
+
+
+def neighbor_list_fn(cutoff: float, skin: float = 0.5, fractional_coordinates: bool = False,
+                     pbc=(True, True, True), capacity_multiplier: float = 1.25):
+    """jax-md style neighbour-list functions built on :mod:`mtpjax.neighbors` (host side).
+
+    ``allocate(R, box)`` builds an :class:`MDNeighbors`; ``update(R, neighbor, box)`` returns it
+    unchanged while every atom moved less than skin/2 (wraps included) and the box changed
+    within the skin, else rebuilds, growing the capacity when an atom has more neighbours (no
+    neighbour is ever dropped). Call ``update`` between jitted chunks of steps.
+    """
+    state: dict = {}
+
+    def _real(R, box):
+        R = np.asarray(R, dtype=np.float64)
+        cell = np.asarray(_cell_from_box(np.asarray(box, dtype=np.float64), R.shape[-1]))
+        pos = R @ cell if fractional_coordinates else R
+        return pos, cell
+
+    def _pack(nl, pos, cell):
+        frac = pos @ np.linalg.inv(cell)
+        n = nl.neighbors
+        return MDNeighbors(n.idx, n.shifts, n.mask, jnp.asarray(frac))
+
+    def allocate_fn(R, box):
+        pos, cell = _real(R, box)
+        nl = allocate(pos, cell, pbc, cutoff, skin, capacity_multiplier=capacity_multiplier)
+        state["nl"] = nl
+        return _pack(nl, pos, cell)
+
+    def update_fn(R, neighbor: MDNeighbors, box):
+        pos, cell = _real(R, box)
+        nl = state.get("nl")
+        if nl is None or nl.reference_positions.shape != pos.shape:
+            return allocate_fn(R, box)
+        # unwrap relative to the build-time fractional coordinates before the skin check
+        frac = pos @ np.linalg.inv(cell)
+        k = np.round(frac - np.asarray(neighbor.frac_ref))
+        unwrapped = pos - k @ cell
+        new = update(nl, unwrapped, cell)
+        if new is nl:
+            return neighbor
+        state["nl"] = new
+        return _pack(new, unwrapped, cell)
+
+    return NeighborListFns(allocate_fn, update_fn)
+
+
+__all__ = [
+    "MDNeighbors",
+    "energy_forces_virial",
+    "load_model",
+    "local_energy",
+    "local_energy_forces_virial",
+    "mtp_energy_fn",
+    "neighbor_list_fn",
+]

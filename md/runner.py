@@ -1,0 +1,492 @@
+"""The MD run loop (Python API) and the run of a validated config.
+
+:class:`Simulation` holds the device state and the host neighbour list. ``run_stage`` advances
+in compiled chunks (:class:`md.sharded.Engine`); between chunks it rebuilds the neighbour list
+when a chunk stopped because the list could go stale (the buffer grows on overflow, e.g. as the
+cell shrinks under compression), writes the thermo log, trajectory frames and restart files on
+their step multiples, and updates a tqdm bar with ns/day and atom-steps/s.
+
+Example::
+
+    from md.runner import Simulation
+    from md.config import StageConfig
+    sim = Simulation("pot.mtp", atoms, species=["Si"], timestep_fs=1.0, temperature_K=500)
+    sim.run_stage(StageConfig("heat", "nvt", steps=1000, temperature_K=500,
+                              temperature_end_K=500))
+    sim.atoms()  # ASE Atoms of the current frame
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ase import Atoms
+from tqdm.auto import tqdm
+
+from md import io as mdio
+from md.config import MDConfig, StageConfig
+from md.energy import load_model
+from md.ensembles import EnsembleSpec, MDState
+from md.sharded import (
+    AXIS,
+    Engine,
+    Schedule,
+    Topology,
+    make_mesh,
+    pad_neighbors,
+    pad_rows,
+    padded_size,
+)
+from md.units import EV_A3_TO_GPA, FS_TO_NS, KB, MVV2E
+from mtpjax.calculator import types_from_numbers
+from mtpjax.neighbors import allocate, update
+
+THERMO_EXTRA = ("E_kin", "T_target_K", "P_target_GPa", "Pxx_GPa", "Pyy_GPa", "Pzz_GPa")
+
+
+def maxwell_boltzmann(masses, temperature_K: float, seed: int, dof: int | None = None):
+    """Velocities [N, 3] (Å/fs) at exactly ``temperature_K`` with zero total momentum."""
+    masses = np.asarray(masses, dtype=np.float64)
+    n = len(masses)
+    if temperature_K <= 0 or n < 2:
+        return np.zeros((n, 3))
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(n, 3)) * np.sqrt(KB * temperature_K / (masses * MVV2E))[:, None]
+    v -= (masses[:, None] * v).sum(0) / masses.sum()
+    dof = 3 * n - 3 if dof is None else dof
+    t_now = (masses[:, None] * v * v).sum() * MVV2E / (dof * KB)
+    return v * np.sqrt(temperature_K / t_now)
+
+
+def ensemble_spec(stage: StageConfig, dt_fs: float, n_atoms: int) -> EnsembleSpec:
+    langevin = stage.ensemble != "nve" and stage.thermostat == "langevin"
+    return EnsembleSpec(
+        ensemble=stage.ensemble, dt_fs=float(dt_fs),
+        dof=3 * n_atoms if langevin else 3 * n_atoms - 3,
+        thermostat=stage.thermostat, barostat=stage.barostat, tau_t_fs=stage.tau_t_fs,
+        tau_p_fs=stage.tau_p_fs, compressibility=stage.compressibility_per_GPa,
+        chain_length=stage.chain_length)
+
+
+class Simulation:
+    """MD of one periodic system with an MTP.
+
+    Args:
+        potential: :class:`~mtpjax.potential_data.MTPotential` or ``.mtp`` path.
+        atoms: ASE Atoms (periodic cell; velocities used if ``temperature_K`` is None).
+        species: ``species[t]`` is the element of MLIP type t.
+        timestep_fs: time step (fs). temperature_K: initial Maxwell–Boltzmann temperature (K).
+        skin_A: neighbour skin (Å). capacity_multiplier: spare neighbour slots at allocation.
+        devices: number of devices to shard atoms over (int or ``"all"``).
+        dtype: ``"float64"`` or ``"float32"``. chunk_steps: most steps per compiled call.
+        output_dir: where thermo/trajectory/restart files go (``None``: no files).
+        thermo_every, trajectory_every, restart_every: output intervals in steps (0: never
+        for trajectory/restart). progress: show a tqdm bar.
+    """
+
+    def __init__(self, potential, atoms: Atoms, species=("Si",), *, timestep_fs: float = 1.0,
+                 temperature_K: float | None = 300.0, seed: int = 0, skin_A: float = 1.0,
+                 capacity_multiplier: float = 1.25, devices: int | str = 1,
+                 dtype: str = "float64", chunk_steps: int = 100, output_dir=None,
+                 thermo_every: int = 10, thermo_format: str = "csv", trajectory_every: int = 0,
+                 trajectory_formats=("extxyz",), restart_every: int = 0, progress: bool = False,
+                 _restart: tuple[dict, dict] | None = None):
+        if timestep_fs <= 0:
+            raise ValueError(f"timestep_fs must be > 0, got {timestep_fs}")
+        if not np.all(atoms.pbc):
+            raise ValueError("MD needs a cell periodic in all three directions")
+        self.potential, self.spec, params = load_model(potential)
+        self.species = list(species)
+        self.dtype = dtype
+        self.x64 = dtype == "float64"
+        self.dt = float(timestep_fs)
+        self.numbers = np.asarray(atoms.numbers)
+        self.n_atoms = len(atoms)
+        self.types = types_from_numbers(self.numbers, self.species)
+        self.masses = np.asarray(atoms.get_masses(), dtype=np.float64)
+        self.skin = float(skin_A)
+        self.chunk_steps = int(chunk_steps)
+        self.thermo_every = int(thermo_every)
+        self.trajectory_every = int(trajectory_every)
+        self.restart_every = int(restart_every)
+        self.progress = progress
+        self.stats = {"rebuilds": 0, "reallocations": 0, "steps": 0, "wall_s": 0.0}
+        self.history: list[dict] = []
+        n_dev = len(jax.devices()) if devices == "all" else int(devices)
+        with self._ctx():
+            self._dt_np = np.float64 if self.x64 else np.float32
+            self.params = {k: jnp.asarray(v, self._dt_np) for k, v in params.items()}
+            self.engine = Engine(self.spec, self.params, make_mesh(n_dev))
+            self.n_pad = padded_size(self.n_atoms, self.engine.n_devices)
+            cell = np.asarray(atoms.cell.array, dtype=np.float64)
+            if _restart is not None:
+                arrays, meta = _restart
+                positions, velocities, cell = arrays["positions"], arrays["velocities"], \
+                    arrays["cell"]
+                extra = (arrays["chain_xi"], arrays["chain_v"], arrays["key"],
+                         float(arrays["bath"]), int(meta["step"]))
+            else:
+                positions = np.asarray(atoms.positions, dtype=np.float64)
+                if temperature_K is None:
+                    from ase.units import fs
+
+                    velocities = np.asarray(atoms.get_velocities()) * fs
+                else:
+                    velocities = maxwell_boltzmann(self.masses, temperature_K, seed)
+                extra = (np.zeros(3), np.zeros(3), np.asarray(jax.random.PRNGKey(seed)), 0.0, 0)
+            self.step = extra[4]
+            positions = self._wrap(positions, cell)
+            self.nl = allocate(positions, cell, True, self.spec.max_dist, self.skin,
+                               capacity_multiplier=capacity_multiplier)
+            self.topo = self._topology(positions, cell)
+            self.state = self._initial_state(positions, velocities, cell, *extra)
+        self._out = None
+        if output_dir is not None:
+            self._open_outputs(Path(output_dir), thermo_format, trajectory_formats,
+                               resume=_restart is not None)
+
+    # ------------------------------------------------------------------ construction
+    def _ctx(self):
+        return jax.enable_x64(True) if self.x64 else nullcontext()
+
+    @staticmethod
+    def _wrap(positions, cell):
+        frac = positions @ np.linalg.inv(cell)
+        return (frac - np.floor(frac)) @ cell
+
+    def _topology(self, positions, cell) -> Topology:
+        dt = self._dt_np
+        n = self.n_pad
+        nbrs = pad_neighbors(self.nl.neighbors, n)
+        from mtpjax.potential import Neighbors
+
+        topo = Topology(
+            types_all=pad_rows(self.types, n).astype(np.int32),
+            types=pad_rows(self.types, n).astype(np.int32),
+            atom_mask=pad_rows(np.ones(self.n_atoms, bool), n, False),
+            neighbors=Neighbors(nbrs.idx.astype(np.int32), nbrs.shifts.astype(dt), nbrs.mask),
+            ref_positions=pad_rows(positions, n).astype(dt),
+            ref_cell=np.asarray(cell, dt),
+            skin=np.asarray(self.nl.skin, dt),
+            shift_bound=np.asarray(self.nl.shift_bound, dt),
+        )
+        return self.engine.put_topology(topo)
+
+    def _initial_state(self, positions, velocities, cell, chain_xi, chain_v, key, bath, step):
+        dt = self._dt_np
+        n = self.n_pad
+        state = MDState(
+            positions=pad_rows(positions, n).astype(dt),
+            velocities=pad_rows(velocities, n).astype(dt),
+            forces=np.zeros((n, 3), dt),
+            masses=pad_rows(self.masses, n, 1.0).astype(dt),
+            cell=np.asarray(cell, dt),
+            energy=np.asarray(0.0, dt),
+            virial=np.zeros((3, 3), dt),
+            chain_xi=np.asarray(chain_xi, dt),
+            chain_v=np.asarray(chain_v, dt),
+            key=np.asarray(key, np.uint32),
+            bath=np.asarray(bath, dt),
+            step=np.asarray(step, np.int32),
+        )
+        return self.engine.init_forces(self.engine.put_state(state), self.topo)
+
+    def _open_outputs(self, out: Path, thermo_format, trajectory_formats, resume: bool):
+        out.mkdir(parents=True, exist_ok=True)
+        thermo_path = out / f"thermo.{thermo_format}"
+        traj_stem = out / "trajectory"
+        if resume:
+            mdio.truncate_thermo(thermo_path, self.step)
+            counts = self._resume_meta.get("frames", {}) if hasattr(self, "_resume_meta") else {}
+            for fmt, n in counts.items():
+                mdio.truncate_frames(Path(f"{traj_stem}.{fmt}"), int(n))
+        elif thermo_path.exists() or any(Path(f"{traj_stem}.{f}").exists()
+                                         for f in trajectory_formats):
+            raise FileExistsError(
+                f"{out} already holds MD output; use resume or another output_dir")
+        self._out = {
+            "dir": out,
+            "thermo": mdio.ThermoLog(thermo_path, THERMO_EXTRA),
+            "traj": mdio.TrajectoryWriter(traj_stem, trajectory_formats)
+            if self.trajectory_every else None,
+            "restart": out / "restart.npz",
+        }
+
+    @classmethod
+    def from_restart(cls, path, potential, **kwargs) -> Simulation:
+        """Resume from a restart file written by :meth:`write_restart` (same other arguments
+        as the constructor; positions, velocities, cell and thermostat state come from the
+        file; logs and trajectories in ``output_dir`` are cut back to the restart step)."""
+        arrays, meta = mdio.load_restart(path)
+        atoms = Atoms(numbers=arrays["numbers"], positions=arrays["positions"],
+                      cell=arrays["cell"], pbc=True)
+        obj = cls.__new__(cls)
+        obj._resume_meta = meta
+        cls.__init__(obj, potential, atoms, _restart=(arrays, meta), **kwargs)
+        return obj
+
+    # ------------------------------------------------------------------ accessors
+    def positions(self) -> np.ndarray:
+        """Current positions [N, 3] (Å, unwrapped since the last neighbour rebuild)."""
+        return np.asarray(self.state.positions, dtype=np.float64)[: self.n_atoms]
+
+    def velocities(self) -> np.ndarray:
+        return np.asarray(self.state.velocities, dtype=np.float64)[: self.n_atoms]
+
+    def forces(self) -> np.ndarray:
+        return np.asarray(self.state.forces, dtype=np.float64)[: self.n_atoms]
+
+    def cell(self) -> np.ndarray:
+        return np.asarray(self.state.cell, dtype=np.float64)
+
+    def atoms(self) -> Atoms:
+        from ase.units import fs
+
+        a = Atoms(numbers=self.numbers, positions=self.positions(), cell=self.cell(), pbc=True)
+        a.set_velocities(self.velocities() / fs)
+        return a
+
+    # ------------------------------------------------------------------ the loop
+    def _schedule(self, stage: StageConfig, start: int) -> Schedule:
+        dt = self._dt_np
+        values = (start, stage.steps, stage.temperature_K, stage.temperature_end_K,
+                  stage.pressure_GPa, stage.pressure_end_GPa)
+        return Schedule(*(np.asarray(v, dt) for v in values))
+
+    def rebuild_neighbors(self) -> None:
+        """Wrap positions into the cell and rebuild the list (growing it on overflow)."""
+        positions = self._wrap(self.positions(), self.cell())
+        capacity = self.nl.capacity
+        self.nl = update(self.nl, positions, self.cell(), force=True)
+        self.stats["rebuilds"] += 1
+        if self.nl.capacity != capacity:
+            self.stats["reallocations"] += 1
+        self.topo = self._topology(positions, self.cell())
+        placed = self.engine.shard(pad_rows(positions, self.n_pad).astype(self._dt_np),
+                                   jax.sharding.PartitionSpec(AXIS))
+        self.state = self.state._replace(positions=placed)
+
+    def run_stage(self, stage: StageConfig, start_step: int | None = None,
+                  pbar: tqdm | None = None) -> None:
+        """Run ``stage`` from ``start_step`` (default: the current step) to its end."""
+        start = self.step if start_step is None else int(start_step)
+        end = start + stage.steps
+        ens = ensemble_spec(stage, self.dt, self.n_atoms)
+        with self._ctx():
+            chunk = self.engine.chunk_fn(ens)
+            sched = self._schedule(stage, start)
+            if self.step == 0 and not self.history:
+                self._record(ens, sched)
+            own_bar = pbar is None and self.progress
+            bar = tqdm(total=end - self.step, unit="step", desc=stage.name) if own_bar else pbar
+            just_rebuilt = False
+            t_start = time.perf_counter()
+            while self.step < end:
+                n = min(end, self.step + self.chunk_steps, *self._next_events()) - self.step
+                t0 = time.perf_counter()
+                state, done, stale, bad = chunk(self.state, self.topo, np.int32(n), sched)
+                done = int(done)
+                self.state = state
+                self.step += done
+                self.stats["steps"] += done
+                self.stats["wall_s"] += time.perf_counter() - t0
+                if bool(bad):
+                    raise FloatingPointError(
+                        f"non-finite energy at step {self.step + 1} (stage {stage.name}); "
+                        "time step too large or atoms too close?")
+                if bool(stale):
+                    if done == 0 and just_rebuilt:
+                        raise RuntimeError(
+                            f"step {self.step + 1}: atoms moved more than skin/2 = "
+                            f"{self.skin / 2} Å in one step; reduce the time step or raise "
+                            "neighbors.skin_A")
+                    self.rebuild_neighbors()
+                just_rebuilt = bool(stale)
+                self._events(ens, sched)
+                if bar is not None and done:
+                    bar.update(done)
+                    wall = time.perf_counter() - t_start
+                    rate = (self.step - start) / max(wall, 1e-9)
+                    bar.set_postfix({
+                        "ns/day": f"{rate * self.dt * FS_TO_NS * 86400:.3g}",
+                        "atom-steps/s": f"{rate * self.n_atoms:.3g}",
+                    })
+            if own_bar:
+                bar.close()
+
+    def _next_events(self):
+        s = self.step
+        out = []
+        for every in (self.thermo_every, self.trajectory_every, self.restart_every):
+            if every:
+                out.append((s // every + 1) * every)
+        return out or [s + self.chunk_steps]
+
+    def _events(self, ens, sched) -> None:
+        s = self.step
+        if self.thermo_every and s % self.thermo_every == 0:
+            self._record(ens, sched)
+        if self._out is None:
+            return
+        if self.trajectory_every and s % self.trajectory_every == 0 and self._out["traj"]:
+            self._out["traj"].write(self._frame())
+        if self.restart_every and s % self.restart_every == 0:
+            self.write_restart(self._out["restart"])
+
+    def _record(self, ens, sched) -> dict:
+        obs = self.engine.observables_fn(ens)(self.state, sched)
+        p_t = np.asarray(obs.pressure_tensor_GPa)
+        f = np.clip((self.step - float(sched.start)) / max(float(sched.length), 1), 0, 1)
+        row = {
+            "step": int(self.step), "time_fs": self.step * self.dt, "T_K": float(obs.T_K),
+            "P_GPa": float(obs.P_GPa), "V_A3": float(obs.V_A3), "E_pot": float(obs.E_pot),
+            "E_tot": float(obs.E_tot), "conserved": float(obs.conserved),
+            "E_kin": float(obs.E_kin),
+            "T_target_K": float(sched.T0 + f * (sched.T1 - sched.T0)),
+            "P_target_GPa": float(sched.P0 + f * (sched.P1 - sched.P0)),
+            "Pxx_GPa": p_t[0, 0], "Pyy_GPa": p_t[1, 1], "Pzz_GPa": p_t[2, 2],
+        }
+        self.history.append(row)
+        if self._out is not None:
+            self._out["thermo"].write(row)
+        return row
+
+    def _frame(self) -> Atoms:
+        row = self.history[-1] if self.history and self.history[-1]["step"] == self.step \
+            else None
+        vol = abs(np.linalg.det(self.cell()))
+        virial = np.asarray(self.state.virial, dtype=np.float64)
+        s = virial / vol
+        info = {"step": int(self.step), "time_fs": self.step * self.dt}
+        if row is not None:
+            info.update(pressure_GPa=row["P_GPa"], T_K=row["T_K"])
+        else:
+            info["pressure_GPa"] = float(-np.trace(s) / 3 * EV_A3_TO_GPA)
+        return mdio.frame_atoms(
+            self._wrap(self.positions(), self.cell()), self.cell(), self.numbers,
+            velocities=self.velocities(), energy=float(self.state.energy),
+            forces=self.forces(), stress_voigt=np.array(
+                [s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]]), info=info)
+
+    def write_restart(self, path) -> None:
+        """Atomic restart file: state, step and the frame counts of the trajectory files."""
+        st = self.state
+        arrays = {
+            "positions": self.positions(), "velocities": self.velocities(), "cell": self.cell(),
+            "chain_xi": np.asarray(st.chain_xi, np.float64),
+            "chain_v": np.asarray(st.chain_v, np.float64), "key": np.asarray(st.key),
+            "bath": np.asarray(st.bath, np.float64), "numbers": self.numbers,
+        }
+        frames = {}
+        if self._out is not None and self._out["traj"] is not None:
+            frames = self._out["traj"].frame_counts()
+        mdio.save_restart(path, arrays, {"step": int(self.step), "frames": frames,
+                                         "timestep_fs": self.dt})
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out["thermo"].close()
+
+
+# ---------------------------------------------------------------------- structures
+
+
+def random_structure(n_atoms: int, density_g_cm3: float, element: str = "Si",
+                     min_distance_A: float = 2.0, seed: int = 0,
+                     max_batches: int = 10000) -> Atoms:
+    """Random atoms in a cubic cell at a given density with all distances ≥ ``min_distance_A``
+    (periodic; sequential insertion in batches with a k-d tree)."""
+    from ase.data import atomic_masses, atomic_numbers
+    from scipy.spatial import cKDTree
+
+    mass = atomic_masses[atomic_numbers[element]]
+    length = (n_atoms * mass * 1.66053907 / density_g_cm3) ** (1.0 / 3.0)
+    rng = np.random.default_rng(seed)
+    accepted = np.zeros((0, 3))
+    for _ in range(max_batches):
+        if len(accepted) >= n_atoms:
+            break
+        cand = rng.random((max(16, n_atoms - len(accepted)), 3)) * length
+        if len(accepted):
+            d, _ = cKDTree(accepted, boxsize=length).query(cand, k=1)
+            cand = cand[d >= min_distance_A]
+        keep = []
+        if len(cand):
+            tree = cKDTree(cand, boxsize=length)
+            dropped = set()
+            for i, j in sorted(tree.query_pairs(min_distance_A)):
+                if i not in dropped:
+                    dropped.add(j)
+            keep = [i for i in range(len(cand)) if i not in dropped]
+        accepted = np.concatenate([accepted, cand[keep]])[:n_atoms]
+    if len(accepted) < n_atoms:
+        raise RuntimeError(
+            f"could not place {n_atoms} atoms {min_distance_A} Å apart at {density_g_cm3} g/cm³")
+    return Atoms(f"{element}{n_atoms}", positions=accepted, cell=np.eye(3) * length, pbc=True)
+
+
+def build_structure(cfg: MDConfig) -> Atoms:
+    """Starting structure of a config (file, random packing or crystal)."""
+    s = cfg.structure
+    if "file" in s:
+        import ase.io
+
+        try:
+            atoms = ase.io.read(s["file"], index=s.get("index", -1))
+        except Exception as exc:
+            raise ValueError(f"{s['file']}: cannot read structure ({exc})") from exc
+        if not np.all(atoms.pbc) or atoms.cell.volume <= 0:
+            raise ValueError(f"{s['file']}: the structure must be periodic in 3D")
+        return atoms
+    if "random" in s:
+        r = s["random"]
+        return random_structure(r["n_atoms"], r["density_g_cm3"],
+                                r.get("element", cfg.species[0]), r.get("min_distance_A", 2.0),
+                                r.get("seed", 0))
+    from ase.build import bulk
+
+    r = s["crystal"]
+    atoms = bulk(r.get("element", cfg.species[0]), r["name"], a=r["a_A"], cubic=True)
+    return atoms.repeat(tuple(r.get("repeat", [1, 1, 1])))
+
+
+def run_config(cfg: MDConfig, resume: bool = False, progress: bool | None = None,
+               devices=None, output_dir=None) -> Simulation:
+    """Run all stages of a validated config; ``resume`` continues from ``restart.npz``."""
+    out = Path(output_dir) if output_dir is not None else cfg.output_dir
+    atoms = build_structure(cfg)
+    kwargs = dict(
+        species=cfg.species, timestep_fs=cfg.timestep_fs, temperature_K=cfg.temperature_K,
+        seed=cfg.seed, skin_A=cfg.skin_A, capacity_multiplier=cfg.capacity_multiplier,
+        devices=cfg.devices if devices is None else devices, dtype=cfg.dtype,
+        chunk_steps=cfg.chunk_steps, output_dir=out, thermo_every=cfg.thermo_every,
+        thermo_format=cfg.thermo_format, trajectory_every=cfg.trajectory_every,
+        trajectory_formats=cfg.trajectory_formats, restart_every=cfg.restart_every,
+        progress=cfg.progress if progress is None else progress)
+    restart = out / "restart.npz"
+    if resume and restart.exists():
+        sim = Simulation.from_restart(restart, cfg.potential_file, **kwargs)
+    else:
+        if resume:
+            raise ValueError(f"{restart}: no restart file to resume from")
+        sim = Simulation(cfg.potential_file, atoms, **kwargs)
+    bar = tqdm(total=cfg.total_steps, initial=sim.step, unit="step",
+               disable=not kwargs["progress"])
+    start = 0
+    try:
+        for stage in cfg.stages:
+            if sim.step < start + stage.steps:
+                bar.set_description(stage.name)
+                sim.run_stage(stage, start_step=start, pbar=bar)
+            start += stage.steps
+        if sim._out is not None:
+            sim.write_restart(sim._out["restart"])
+    finally:
+        bar.close()
+        sim.close()
+    return sim
