@@ -199,6 +199,8 @@ class _Tensor:
 
 
 class _Builder:
+    """Collects basic moments, product rows and intermediates (deduplicated)."""
+
     def __init__(self, basic_types: list[Type]):
         self.basic: list[tuple[int, int, int, int]] = []
         self.tensors: dict = {}
@@ -222,36 +224,34 @@ class _Builder:
             self.times.extend((p, q, w, k) for (p, q), w in rows.items())
         return k
 
-    def contract(self, node: Type, q_key, pairing: tuple[int, ...]):
-        """Contract basic M_node with tensor q_key: pairing[b] indices with its block b."""
-        key = ("C", node, q_key, pairing)
+    def contract(self, x_key, y_key, pairing: tuple[tuple[int, ...], ...]):
+        """Contract tensors x and y: ``pairing[i][j]`` index pairs between their blocks i, j.
+
+        The result's blocks are x's remaining blocks, then y's (empty ones dropped).
+        """
+        key = ("C", x_key, y_key, pairing)
         if key in self.tensors:
             return key
-        q = self.tensors[q_key]
-        n_tensor = self.tensors[("B", *node)]
-        free_n = node[1] - sum(pairing)
-        free_q = [s - n for s, n in zip(q.blocks, pairing, strict=True)]
-        blocks = tuple(s for s in free_q if s) + ((free_n,) if free_n else ())
-        contracted = [b for b, n in enumerate(pairing) if n]
-        choices = list(
-            itertools.product(*(sym_exponents(pairing[b]) for b in contracted))
-        )
+        x, y = self.tensors[x_key], self.tensors[y_key]
+        free_x = [s - sum(row) for s, row in zip(x.blocks, pairing, strict=True)]
+        free_y = [s - sum(row[j] for row in pairing) for j, s in enumerate(y.blocks)]
+        blocks = tuple(s for s in free_x + free_y if s)
+        groups = [(i, j, n) for i, row in enumerate(pairing) for j, n in enumerate(row) if n]
+        choices = list(itertools.product(*(sym_exponents(n) for _, _, n in groups)))
         weights = [int(np.prod([_multinomial(e) for e in es])) for es in choices]
         zero = (0, 0, 0)
         comp = {}
         for res in itertools.product(*(sym_exponents(s) for s in blocks)):
-            # result exponents per q block (zero where fully contracted) and for the node
             it = iter(res)
-            fq = [next(it) if s else zero for s in free_q]
-            fn = next(it) if free_n else zero
+            fx = [next(it) if s else zero for s in free_x]
+            fy = [next(it) if s else zero for s in free_y]
             rows: dict[tuple[int, int], int] = {}
             for es, w in zip(choices, weights, strict=True):
-                qe = list(fq)
-                ne = fn
-                for b, e in zip(contracted, es, strict=True):
-                    qe[b] = _add(qe[b], e)
-                    ne = _add(ne, e)
-                pq = (n_tensor.comp[(ne,)], q.comp[tuple(qe)])
+                xe, ye = list(fx), list(fy)
+                for (i, j, _), e in zip(groups, es, strict=True):
+                    xe[i] = _add(xe[i], e)
+                    ye[j] = _add(ye[j], e)
+                pq = (x.comp[tuple(xe)], y.comp[tuple(ye)])
                 rows[pq] = rows.get(pq, 0) + w
             comp[res] = self._moment(rows)
         self.tensors[key] = _Tensor(blocks, comp)
@@ -261,48 +261,89 @@ class _Builder:
         return self._moment({(p, q): 1})
 
 
-def _chains(graph: Graph):
-    """Candidate contraction chains of a connected graph (≥ 2 nodes).
+def _labelled(graph: Graph) -> tuple[list[Type], np.ndarray]:
+    """Node types and multiplicity matrix [n, n] in the labelling used for the chains.
 
-    Yields lists of steps (node type, pairing); the first step contracts the second node with
-    the first node as a one-block tensor.
+    Nodes are ordered by (ν, μ); among equal types the labelling whose edge vector
+    (m₁₂, m₁₃, …, m₃₄) is lexicographically smallest is taken.
     """
     types, edges = graph
     n = len(types)
     mult = np.zeros((n, n), dtype=np.int64)
     for i, j, m in edges:
         mult[i, j] = mult[j, i] = m
-    key = [(t[1], t[0]) for t in types]
-    for order in itertools.permutations(range(n)):
-        if any(key[order[i]] < key[order[i + 1]] for i in range(n - 1)):
+    order = sorted(range(n), key=lambda i: (types[i][1], types[i][0]))
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    best = None
+    for perm in itertools.permutations(order):
+        if any(types[perm[i]] != types[order[i]] for i in range(n)):
             continue
-        first = order[0]
-        block_nodes = [first]
-        block_sizes = [types[first][1]]
-        steps = []
-        for v in order[1:]:
-            pairing = tuple(int(mult[v, u]) for u in block_nodes)
-            steps.append((types[v], pairing))
-            new_nodes, new_sizes = [], []
-            for u, s, c in zip(block_nodes, block_sizes, pairing, strict=True):
-                if s - c:
-                    new_nodes.append(u)
-                    new_sizes.append(s - c)
-            free_v = types[v][1] - sum(pairing)
-            if free_v:
-                new_nodes.append(v)
-                new_sizes.append(free_v)
-            block_nodes, block_sizes = new_nodes, new_sizes
-        yield types[first], steps
+        vec = tuple(int(mult[perm[i], perm[j]]) for i, j in pairs)
+        if best is None or vec < best[0]:
+            best = (vec, perm)
+    perm = best[1]
+    return [types[p] for p in perm], mult[np.ix_(perm, perm)]
 
 
-def _chain_keys(first: Type, steps) -> list:
-    key = ("B", *first)
-    keys = []
-    for node, pairing in steps:
-        key = ("C", node, key, pairing)
-        keys.append(key)
-    return keys
+def _plan(graph: Graph):
+    """How a connected graph (≥ 2 nodes) is contracted, following MLIP's choices.
+
+    Returns ("chain", types, mult, [v1, v2, …]) — contract v1 with v2, then add the other
+    nodes one by one — or ("pairs", types, mult, (a, b), (c, d)) — contract the pairs
+    (a, b) and (c, d), then the two intermediates with each other.
+    """
+    types, mult = _labelled(graph)
+    n = len(types)
+    if n == 2:
+        return "chain", types, mult, [0, 1]
+    # the inner pair: most shared indices, then highest level, then the last such pair
+    inner = list(range(n)) if n == 3 else [1, 2, 3]
+    def score(pair):
+        a, b = pair
+        return (mult[a, b], tensor_level(*types[a]) + tensor_level(*types[b]))
+    cands = list(itertools.combinations(inner, 2))
+    top = max(score(p) for p in cands)
+    a, b = [p for p in cands if score(p) == top][-1]
+    (c,) = [v for v in inner if v not in (a, b)]
+    if n == 3:
+        return "chain", types, mult, [a, b, c]
+    if mult[0, c] > mult[a, c] + mult[b, c]:
+        return "pairs", types, mult, (a, b), (0, c)
+    return "chain", types, mult, [a, b, c, 0]
+
+
+def _chain(b: _Builder, types: list[Type], mult: np.ndarray, nodes: list[int]):
+    """Contract graph nodes[0], nodes[1], … in turn (each new basic tensor into the last).
+
+    Returns the tensor key and the graph node that owns each of its blocks.
+    """
+    key = ("B", *types[nodes[0]])
+    owners = [nodes[0]]
+    free = {nodes[0]: types[nodes[0]][1]}
+    for v in nodes[1:]:
+        row = tuple(int(mult[v, u]) for u in owners)
+        key = b.contract(("B", *types[v]), key, (row,))
+        for u, n in zip(owners, row, strict=True):
+            free[u] -= n
+        free[v] = types[v][1] - sum(row)
+        owners = ([v] if free[v] else []) + [u for u in owners if free[u]]
+    return key, owners
+
+
+def _build_connected(b: _Builder, graph: Graph) -> int:
+    """Moment index of a connected scalar contraction."""
+    types = graph[0]
+    if len(types) == 1:
+        return b.tensors[("B", *types[0])].comp[((0, 0, 0),)]
+    kind, types, mult, *parts = _plan(graph)
+    if kind == "chain":
+        key, _ = _chain(b, types, mult, parts[0])
+    else:
+        x_key, x_owners = _chain(b, types, mult, list(parts[0]))
+        y_key, y_owners = _chain(b, types, mult, list(parts[1]))
+        pairing = tuple(tuple(int(mult[u, v]) for v in y_owners) for u in x_owners)
+        key = b.contract(x_key, y_key, pairing)
+    return b.tensors[key].comp[()]
 
 
 @lru_cache(maxsize=32)
@@ -322,25 +363,8 @@ def generate_basis(level: int) -> BasisSpec:
     basic_types = sorted({t for g in conn for t in g[0]})
     b = _Builder(basic_types)
 
-    # connected scalars: fewest tensors first, so chains reuse earlier intermediates
-    value: dict[Graph, int] = {}
-    for g in conn:
-        types, _ = g
-        if len(types) == 1:
-            value[g] = b.tensors[("B", *types[0])].comp[((0, 0, 0),)]
-            continue
-        best = None
-        for first, steps in _chains(g):
-            keys = _chain_keys(first, steps)
-            new = sum(k not in b.tensors for k in keys)
-            cand = (new, repr(keys), first, steps)
-            if best is None or cand[:2] < best[:2]:
-                best = cand
-        _, _, first, steps = best
-        key = ("B", *first)
-        for node, pairing in steps:
-            key = b.contract(node, key, pairing)
-        value[g] = b.tensors[key].comp[()]
+    # connected scalars (fewest tensors first), then products of them
+    value = {g: _build_connected(b, g) for g in conn}
 
     # products: (first factor) × (product of the others), shorter products first
     prod_value: dict[tuple[Graph, ...], int] = {}

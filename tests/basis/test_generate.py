@@ -41,7 +41,7 @@ MLIP_COUNTS = {
     28: (17366, 866, 180069, 2445),
 }
 # levels up to which our moment and product counts equal MLIP's (docs/basis.md)
-EXACT_COUNTS_UP_TO = 16
+EXACT_COUNTS_UP_TO = 20
 # linear dependencies among the scalar functions (identities of 3×3 tensors, e.g.
 # Cayley–Hamilton for M₀₂ at level 16); MLIP's basis has exactly the same ones
 RANK_DEFICIT = {16: 1, 18: 2, 20: 6, 22: 14, 24: 33, 26: 60, 28: 110}
