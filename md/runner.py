@@ -43,10 +43,23 @@ from md.sharded import (
     padded_size,
 )
 from md.units import EV_A3_TO_GPA, FS_TO_NS, KB, MVV2E
-from mtpjax.calculator import types_from_numbers
 from mtpjax.neighbors import allocate, update
 
 THERMO_EXTRA = ("E_kin", "T_target_K", "P_target_GPa", "Pxx_GPa", "Pyy_GPa", "Pzz_GPa")
+
+
+def types_from_numbers(numbers, species) -> np.ndarray:
+    """MLIP type of each atom, int [N] (``species[t]`` is the element of type t)."""
+    from ase.data import atomic_numbers
+
+    table = {atomic_numbers[s]: t for t, s in enumerate(species)}
+    missing = sorted({int(z) for z in numbers} - set(table))
+    if missing:
+        from ase.data import chemical_symbols
+
+        raise ValueError(f"element(s) {[chemical_symbols[z] for z in missing]} not in "
+                         f"species {list(species)}")
+    return np.asarray([table[int(z)] for z in numbers], dtype=np.int32)
 
 
 def maxwell_boltzmann(masses, temperature_K: float, seed: int, dof: int | None = None):

@@ -1,0 +1,68 @@
+"""``mtpjax md CONFIG.toml``: run molecular dynamics from a TOML config (see :mod:`md.config`).
+
+The config is validated completely (keys, values, files) before anything is computed. Outputs go
+to ``run.output_dir`` (or ``--output-dir``): ``thermo.csv``/``.jsonl``, ``trajectory.extxyz``
+/``.traj``, ``restart.npz``; ``--resume`` continues from the restart file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from md.config import ConfigError, load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="TOML config file (see md/configs/)")
+    parser.add_argument("--output-dir", "-o", default=None, help="override run.output_dir")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUTPUT_DIR/restart.npz")
+    parser.add_argument("--devices", default=None,
+                        help="number of devices to shard atoms over, or 'all' (override)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the config and build the structure, then stop")
+
+
+def _devices(value):
+    if value is None or value == "all":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"--devices: expected a positive integer or 'all', got {value!r}")
+    return n
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+        devices = _devices(args.devices)
+    except ConfigError as exc:
+        print(f"mtpjax md: {exc}", file=sys.stderr)
+        return 2
+    import jax
+
+    jax.config.update("jax_enable_x64", cfg.dtype == "float64")
+    from md.runner import build_structure, run_config
+
+    if args.check:
+        atoms = build_structure(cfg)
+        print(f"{args.config}: OK — {len(atoms)} atoms, {len(cfg.stages)} stage(s), "
+              f"{cfg.total_steps} steps of {cfg.timestep_fs} fs")
+        return 0
+    try:
+        sim = run_config(cfg, resume=args.resume, progress=False if args.no_progress else None,
+                         devices=devices, output_dir=args.output_dir)
+    except (ValueError, FileExistsError) as exc:
+        print(f"mtpjax md: {exc}", file=sys.stderr)
+        return 2
+    st = sim.stats
+    rate = st["steps"] * sim.n_atoms / max(st["wall_s"], 1e-9)
+    print(f"done: {sim.step} steps, {sim.n_atoms} atoms, {st['rebuilds']} neighbour rebuilds "
+          f"({st['reallocations']} reallocations), {rate:.3g} atom-steps/s; "
+          f"output in {args.output_dir or cfg.output_dir}")
+    return 0
