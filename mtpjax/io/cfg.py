@@ -137,7 +137,15 @@ def _parse_block(lines: list[tuple[int, str]], path) -> Configuration:
                     raise FileFormatError(
                         path, ln, f"expected {len(columns)} columns, got {len(toks)}"
                     )
-                rows.append([_float(t, path, ln) for t in toks])
+                values = [_float(t, path, ln) for t in toks]
+                t = values[columns.index("type")]
+                if t != round(t) or t < 0:
+                    raise FileFormatError(
+                        path,
+                        ln,
+                        f"atom type must be a non-negative integer, got {toks[columns.index('type')]!r}",
+                    )
+                rows.append(values)
             atoms = np.array(rows, dtype=np.float64).reshape(size, len(columns))
         elif key == "Energy":
             lineno, text = lines[k]
