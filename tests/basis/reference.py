@@ -70,9 +70,18 @@ def moments(basis: BasisSpec, environments) -> np.ndarray:
     return m.T
 
 
-def scalar_matrix(basis: BasisSpec, environments) -> np.ndarray:
-    """Scalar basis functions over environments, float [n_env, alpha_scalar_moments]."""
-    return moments(basis, environments)[:, basis.alpha_moment_mapping]
+def scalar_matrix(basis: BasisSpec, environments, chunk: int = 512) -> np.ndarray:
+    """Scalar basis functions over environments, float [n_env, alpha_scalar_moments].
+
+    Environments are processed ``chunk`` at a time to bound memory (moments of a level-28
+    basis take 17366 floats per environment).
+    """
+    environments = list(environments)
+    parts = [
+        moments(basis, environments[lo : lo + chunk])[:, basis.alpha_moment_mapping]
+        for lo in range(0, len(environments), chunk)
+    ]
+    return np.concatenate(parts, axis=0)
 
 
 def random_environment(
