@@ -88,9 +88,7 @@ class BasisSpec:
                         )
         if len(self.alpha_moment_mapping) == 0:
             raise ValueError("alpha_moment_mapping is empty")
-        if (self.alpha_moment_mapping < 0).any() or (
-            self.alpha_moment_mapping >= n_mom
-        ).any():
+        if (self.alpha_moment_mapping < 0).any() or (self.alpha_moment_mapping >= n_mom).any():
             raise ValueError("alpha_moment_mapping refers to a moment outside 0..count-1")
 
     # ------------------------------------------------------------------ derived
@@ -150,11 +148,14 @@ class BasisSpec:
         changed = True
         while changed:
             changed = False
-            for row, (p, q, _, k) in enumerate(self.alpha_index_times):
-                d = max(
-                    target_depth[p] if p >= n_basic else 0,
-                    target_depth[q] if q >= n_basic else 0,
-                ) + 1
+            for p, q, _, k in self.alpha_index_times:
+                d = (
+                    max(
+                        target_depth[p] if p >= n_basic else 0,
+                        target_depth[q] if q >= n_basic else 0,
+                    )
+                    + 1
+                )
                 if d > target_depth[k]:
                     target_depth[k] = d
                     changed = True

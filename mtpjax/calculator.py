@@ -79,9 +79,7 @@ class MTPEvaluator:
             lambda p, x, c, t, n, m: energy_forces_virial(spec, p, x, c, t, n, atom_mask=m)
         )
         self._sites = jax.jit(
-            lambda p, x, c, t, n: site_energies(
-                spec, p, pair_vectors(x, c, n), t, t[n.idx], n.mask
-            )
+            lambda p, x, c, t, n: site_energies(spec, p, pair_vectors(x, c, n), t, t[n.idx], n.mask)
         )
 
     def _x64(self):
@@ -90,11 +88,14 @@ class MTPEvaluator:
     def neighbors(self, positions, cell, pbc):
         """Neighbour list for this geometry, reused (skin) or rebuilt as needed."""
         nl = self._nl
-        if nl is None or len(nl.reference_positions) != len(positions) or not np.array_equal(
-            nl.pbc, pbc
+        if (
+            nl is None
+            or len(nl.reference_positions) != len(positions)
+            or not np.array_equal(nl.pbc, pbc)
         ):
-            nl = allocate(positions, cell, pbc, self.spec.cutoff, self.skin,
-                          capacity_multiplier=1.2)
+            nl = allocate(
+                positions, cell, pbc, self.spec.cutoff, self.skin, capacity_multiplier=1.2
+            )
         else:
             nl = update(nl, positions, cell)
         self._nl = nl
@@ -122,8 +123,13 @@ class MTPEvaluator:
         with self._x64():
             dt = jnp.float64 if self.dtype == "float64" else jnp.float32
             params = {k: jnp.asarray(v, dt) for k, v in self._params_np.items()}
-            args = (params, jnp.asarray(pos_p, dt), jnp.asarray(cell, dt),
-                    jnp.asarray(types_p), jax.tree.map(jnp.asarray, nbrs_p))
+            args = (
+                params,
+                jnp.asarray(pos_p, dt),
+                jnp.asarray(cell, dt),
+                jnp.asarray(types_p),
+                jax.tree.map(jnp.asarray, nbrs_p),
+            )
             energy, forces, virial = self._efv(*args, jnp.asarray(atom_mask))
             out = {
                 "energy": float(energy),
@@ -149,8 +155,9 @@ class MTPCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
-    def __init__(self, potential_or_path, species=None, dtype: str = "float64",
-                 skin: float = 0.5, **kwargs):
+    def __init__(
+        self, potential_or_path, species=None, dtype: str = "float64", skin: float = 0.5, **kwargs
+    ):
         super().__init__(**kwargs)
         if isinstance(potential_or_path, (str, Path)) and not Path(potential_or_path).exists():
             raise FileNotFoundError(f"potential file not found: {potential_or_path}")
@@ -163,8 +170,9 @@ class MTPCalculator(Calculator):
         types = types_from_numbers(atoms.numbers, self.species)
         pbc = np.asarray(atoms.pbc, dtype=bool)
         cell = np.asarray(atoms.cell.array, dtype=np.float64)
-        result = self.evaluator.compute(atoms.positions, cell, pbc, types,
-                                        per_atom="energies" in properties)
+        result = self.evaluator.compute(
+            atoms.positions, cell, pbc, types, per_atom="energies" in properties
+        )
         self.results["energy"] = result["energy"]
         self.results["free_energy"] = result["energy"]
         self.results["forces"] = result["forces"]
@@ -173,8 +181,9 @@ class MTPCalculator(Calculator):
         if pbc.all():
             volume = abs(np.linalg.det(cell))
             s = result["virial"] / volume
-            self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2],
-                                               s[0, 1]])
+            self.results["stress"] = np.array(
+                [s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]]
+            )
         elif "stress" in properties:
             from ase.calculators.calculator import PropertyNotImplementedError
 

@@ -56,10 +56,14 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "errors.json").write_text(json.dumps(result, indent=2))
     print(f"\nMTP {Path(args.potential).name} on {len(frames)} DFT test cells ({n_atoms} atoms):")
-    print(f"  energy MAE  {result['energy_mae_meV_per_atom']:.2f} meV/atom "
-          f"(RMSE {result['energy_rmse_meV_per_atom']:.2f})")
-    print(f"  force  RMSE {result['force_rmse_eV_per_A']:.4f} eV/Å "
-          f"(MAE {result['force_mae_eV_per_A']:.4f})")
+    print(
+        f"  energy MAE  {result['energy_mae_meV_per_atom']:.2f} meV/atom "
+        f"(RMSE {result['energy_rmse_meV_per_atom']:.2f})"
+    )
+    print(
+        f"  force  RMSE {result['force_rmse_eV_per_A']:.4f} eV/Å "
+        f"(MAE {result['force_mae_eV_per_A']:.4f})"
+    )
     print(f"  wrote {out / 'errors.json'}")
     return 0
 

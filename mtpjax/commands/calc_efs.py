@@ -1,4 +1,4 @@
-"""``mtpjax calc-efs POT IN.cfg OUT.cfg``: energies, forces and PlusStress, like ``mlp calc-efs``."""
+"""``mtpjax calc-efs POT IN.cfg OUT.cfg``: energies, forces, PlusStress (as ``mlp calc-efs``)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ def run(args) -> int:
     results = predict(evaluator, configs, progress=not args.quiet)
     write_cfg(args.output, results)
     n_atoms = sum(len(c) for c in configs)
-    print(f"wrote {len(results)} configurations ({n_atoms} atoms) to {args.output} "
-          f"in {time.perf_counter() - start:.2f} s", file=sys.stderr)
+    print(
+        f"wrote {len(results)} configurations ({n_atoms} atoms) to {args.output} "
+        f"in {time.perf_counter() - start:.2f} s",
+        file=sys.stderr,
+    )
     return 0

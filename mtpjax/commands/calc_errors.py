@@ -1,4 +1,4 @@
-"""``mtpjax calc-errors POT DATA.cfg``: errors against the labels in DATA, like ``mlp calc-errors``."""
+"""``mtpjax calc-errors POT DATA.cfg``: errors against the labels in DATA (as ``mlp``)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,11 @@ def predict(evaluator: MTPEvaluator, configs, progress: bool = True) -> list[Con
         v = -res["virial"]
         plus = np.array([v[0, 0], v[1, 1], v[2, 2], v[1, 2], v[0, 2], v[0, 1]])
         out.append(
-            replace(cfg, energy=res["energy"], forces=res["forces"],
-                    plus_stress=plus if pbc.all() else None)
+            replace(
+                cfg,
+                energy=res["energy"],
+                forces=res["forces"],
+                plus_stress=plus if pbc.all() else None,
+            )
         )
     return out

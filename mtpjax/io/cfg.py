@@ -138,12 +138,10 @@ def _parse_block(lines: list[tuple[int, str]], path) -> Configuration:
                         path, ln, f"expected {len(columns)} columns, got {len(toks)}"
                     )
                 values = [_float(t, path, ln) for t in toks]
-                t = values[columns.index("type")]
-                if t != round(t) or t < 0:
+                type_col = columns.index("type")
+                if values[type_col] != round(values[type_col]) or values[type_col] < 0:
                     raise FileFormatError(
-                        path,
-                        ln,
-                        f"atom type must be a non-negative integer, got {toks[columns.index('type')]!r}",
+                        path, ln, f"atom type must be a non-negative integer, got {toks[type_col]!r}"
                     )
                 rows.append(values)
             atoms = np.array(rows, dtype=np.float64).reshape(size, len(columns))

@@ -110,8 +110,9 @@ def read_mtp(path) -> MTPotential:
                 path, values[key][1], f"{key} = {declared} but {what} has {actual} entries"
             )
     try:
-        basis = BasisSpec(basic, np.asarray(times).reshape(-1, 4), mapping,
-                          get("alpha_moments_count", int))
+        basis = BasisSpec(
+            basic, np.asarray(times).reshape(-1, 4), mapping, get("alpha_moments_count", int)
+        )
     except ValueError as exc:
         raise FileFormatError(path, values["alpha_index_basic"][1], str(exc)) from exc
 
@@ -129,8 +130,9 @@ def read_mtp(path) -> MTPotential:
                 arr = np.asarray(block, dtype=np.float64)
                 if arr.shape != (K, R):
                     raise FileFormatError(
-                        path, None, f"radial_coeffs block {i}-{j} has shape {arr.shape}, "
-                        f"expected ({K}, {R})"
+                        path,
+                        None,
+                        f"radial_coeffs block {i}-{j} has shape {arr.shape}, expected ({K}, {R})",
                     )
                 radial[i, j] = arr
     species = None

@@ -22,12 +22,17 @@ def load_case(case: str):
     ref = np.load(PARITY / case / "reference.npz")
     frames = []
     for k in range(int(ref["count"])):
-        frames.append({
-            "positions": ref[f"positions_{k}"], "cell": ref[f"cell_{k}"],
-            "pbc": ref[f"pbc_{k}"].astype(bool), "types": ref[f"types_{k}"],
-            "energy": float(ref[f"energy_{k}"]), "forces": ref[f"forces_{k}"],
-            "stress": ref[f"stress_{k}"] if f"stress_{k}" in ref else None,
-        })
+        frames.append(
+            {
+                "positions": ref[f"positions_{k}"],
+                "cell": ref[f"cell_{k}"],
+                "pbc": ref[f"pbc_{k}"].astype(bool),
+                "types": ref[f"types_{k}"],
+                "energy": float(ref[f"energy_{k}"]),
+                "forces": ref[f"forces_{k}"],
+                "stress": ref[f"stress_{k}"] if f"stress_{k}" in ref else None,
+            }
+        )
     return pot, frames
 
 
@@ -41,8 +46,9 @@ def evaluate_batch(pot, frames):
     batch = []
     for f, nl in zip(frames, nls, strict=True):
         pos, typ, mask = pad_atoms(f["positions"], f["types"], n_pad)
-        batch.append((pos, np.asarray(f["cell"], float), typ, pad_neighbors(nl.neighbors, n_pad, cap),
-                      mask))
+        batch.append(
+            (pos, np.asarray(f["cell"], float), typ, pad_neighbors(nl.neighbors, n_pad, cap), mask)
+        )
     stacked = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *batch)
     fn = jax.jit(jax.vmap(partial(energy_forces_virial, spec, params)))
     e, f, v = fn(*stacked)

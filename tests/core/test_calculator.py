@@ -18,8 +18,9 @@ def test_calculator_reproduces_mlp_reference(calc):
     _, frames = load_case("si_L08")
     for k in (0, 25, 33):  # a DFT cell, the 2-atom cell, the non-periodic cluster
         f = frames[k]
-        atoms = Atoms("Si" * len(f["positions"]), positions=f["positions"],
-                      cell=f["cell"], pbc=f["pbc"])
+        atoms = Atoms(
+            "Si" * len(f["positions"]), positions=f["positions"], cell=f["cell"], pbc=f["pbc"]
+        )
         atoms.calc = calc
         assert abs(atoms.get_potential_energy() - f["energy"]) / len(atoms) < 1e-9
         assert np.abs(atoms.get_forces() - f["forces"]).max() < 2e-6
@@ -37,8 +38,10 @@ def test_stress_sign_follows_ase(calc):
     compressed.set_cell(atoms.cell * 0.95, scale_atoms=True)
     compressed.calc = calc
     # compressed crystal pushes outwards: ASE stress negative (pressure = −trace/3 > 0)
-    assert -np.trace(compressed.get_stress(voigt=False)) / 3 > -np.trace(
-        atoms.get_stress(voigt=False)) / 3
+    assert (
+        -np.trace(compressed.get_stress(voigt=False)) / 3
+        > -np.trace(atoms.get_stress(voigt=False)) / 3
+    )
     assert np.trace(compressed.get_stress(voigt=False)) < 0
 
 

@@ -18,8 +18,9 @@ def _subset(tmp_path, n=3):
 def test_calc_efs_writes_12_digit_results(tmp_path):
     src = _subset(tmp_path)
     out = tmp_path / "out.cfg"
-    assert main(["calc-efs", str(PARITY / "si_L08" / "pot.mtp"), str(src), str(out),
-                 "--quiet"]) == 0
+    assert (
+        main(["calc-efs", str(PARITY / "si_L08" / "pot.mtp"), str(src), str(out), "--quiet"]) == 0
+    )
     ref = np.load(PARITY / "si_L08" / "reference.npz")
     results = read_cfg(out)
     assert len(results) == 3

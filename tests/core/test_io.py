@@ -20,8 +20,11 @@ def test_mtp_round_trip_keeps_every_number(tmp_path, path):
     for name in ("radial_coeffs", "species_coeffs", "moment_coeffs"):
         a, b = getattr(pot, name), getattr(again, name)
         assert (a is None and b is None) or np.array_equal(a, b)  # bit-exact
-    assert (pot.min_dist, pot.max_dist, pot.scaling) == (again.min_dist, again.max_dist,
-                                                         again.scaling)
+    assert (pot.min_dist, pot.max_dist, pot.scaling) == (
+        again.min_dist,
+        again.max_dist,
+        again.scaling,
+    )
     assert format_mtp(again) == out.read_text()
 
 
@@ -65,19 +68,26 @@ def test_cfg_round_trip_with_optional_fields(tmp_path):
 
 
 def test_cfg_slab_keeps_partial_periodicity(tmp_path):
-    cfg = Configuration(positions=np.zeros((1, 3)), types=np.zeros(1, int),
-                        cell=np.diag([3.0, 4.0, 0.0]), pbc=np.array([True, True, False]))
+    cfg = Configuration(
+        positions=np.zeros((1, 3)),
+        types=np.zeros(1, int),
+        cell=np.diag([3.0, 4.0, 0.0]),
+        pbc=np.array([True, True, False]),
+    )
     write_cfg(tmp_path / "s.cfg", [cfg])
     (back,) = read_cfg(tmp_path / "s.cfg")
     assert back.pbc.tolist() == [True, True, False] and np.allclose(back.cell[:2], cfg.cell[:2])
 
 
-@pytest.mark.parametrize("old, new, message", [
-    (" Size\n    63", " Size\n    sixty", "bad Size"),
-    ("    1 0 7.514403865696", "    1 0 7.5144x", "expected 6 columns|expected a number"),
-    ("    2 0 3.859817712660", "    2 -1 3.859817712660", "non-negative integer"),
-    ("END_CFG", "", "BEGIN_CFG inside|not closed"),
-])
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        (" Size\n    63", " Size\n    sixty", "bad Size"),
+        ("    1 0 7.514403865696", "    1 0 7.5144x", "expected 6 columns|expected a number"),
+        ("    2 0 3.859817712660", "    2 -1 3.859817712660", "non-negative integer"),
+        ("END_CFG", "", "BEGIN_CFG inside|not closed"),
+    ],
+)
 def test_malformed_cfg_names_file_and_line(tmp_path, old, new, message):
     text = (PARITY / "si_L08" / "configs.cfg").read_text()
     assert old in text

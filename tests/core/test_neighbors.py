@@ -29,16 +29,27 @@ def brute_force_pairs(pos, cell, pbc, cutoff, reach=6):
 
 
 CASES = {
-    "two_atom_diamond": (np.array([[0, 0, 0], [1.3575, 1.3575, 1.3575]]),
-                         np.array([[0, 2.715, 2.715], [2.715, 0, 2.715], [2.715, 2.715, 0]]),
-                         (True, True, True)),
+    "two_atom_diamond": (
+        np.array([[0, 0, 0], [1.3575, 1.3575, 1.3575]]),
+        np.array([[0, 2.715, 2.715], [2.715, 0, 2.715], [2.715, 2.715, 0]]),
+        (True, True, True),
+    ),
     "one_atom_tiny": (np.array([[0.1, 0.2, 0.3]]), np.diag([2.1, 2.3, 2.6]), (True, True, True)),
-    "skewed": (np.random.default_rng(0).uniform(0, 3, (5, 3)),
-               np.array([[4.0, 0, 0], [3.5, 2.0, 0], [1.5, 1.0, 3.0]]), (True, True, True)),
-    "slab": (np.random.default_rng(1).uniform(0, 3, (6, 3)), np.diag([3.0, 3.5, 0.0]),
-             (True, True, False)),
-    "wire": (np.random.default_rng(2).uniform(0, 3, (4, 3)), np.diag([2.5, 0, 0]),
-             (True, False, False)),
+    "skewed": (
+        np.random.default_rng(0).uniform(0, 3, (5, 3)),
+        np.array([[4.0, 0, 0], [3.5, 2.0, 0], [1.5, 1.0, 3.0]]),
+        (True, True, True),
+    ),
+    "slab": (
+        np.random.default_rng(1).uniform(0, 3, (6, 3)),
+        np.diag([3.0, 3.5, 0.0]),
+        (True, True, False),
+    ),
+    "wire": (
+        np.random.default_rng(2).uniform(0, 3, (4, 3)),
+        np.diag([2.5, 0, 0]),
+        (True, False, False),
+    ),
     "cluster": (np.random.default_rng(3).uniform(0, 6, (8, 3)), None, (False, False, False)),
 }
 
@@ -66,17 +77,26 @@ def test_skin_reuse_and_rebuild():
     cell = np.eye(3) * 8
     nl = allocate(pos, cell, True, 3.0, skin=0.6)
     small = pos + 0.1
-    assert not bool(needs_rebuild(nl.reference_positions, nl.reference_cell, small, cell,
-                                  nl.skin, nl.shift_bound))
+    assert not bool(
+        needs_rebuild(
+            nl.reference_positions, nl.reference_cell, small, cell, nl.skin, nl.shift_bound
+        )
+    )
     assert update(nl, small, cell) is nl
     moved = pos.copy()
     moved[3] += 0.4
-    assert bool(needs_rebuild(nl.reference_positions, nl.reference_cell, moved, cell,
-                              nl.skin, nl.shift_bound))
+    assert bool(
+        needs_rebuild(
+            nl.reference_positions, nl.reference_cell, moved, cell, nl.skin, nl.shift_bound
+        )
+    )
     assert update(nl, moved, cell) is not nl
     # a cell change beyond the skin budget also triggers a rebuild
-    assert bool(needs_rebuild(nl.reference_positions, nl.reference_cell, pos, cell * 0.95,
-                              nl.skin, nl.shift_bound))
+    assert bool(
+        needs_rebuild(
+            nl.reference_positions, nl.reference_cell, pos, cell * 0.95, nl.skin, nl.shift_bound
+        )
+    )
 
 
 def test_overflow_is_detected_and_handled():
@@ -94,11 +114,14 @@ def test_overflow_is_detected_and_handled():
     assert int(np.asarray(grown.neighbors.mask).sum()) == len(i)
 
 
-@pytest.mark.parametrize("bad, message", [
-    ((np.array([[0, 0, np.nan]]), np.eye(3), True), "NaN"),
-    ((np.zeros((2, 3)), np.array([[1, 0, 0], [2, 0, 0], [0, 0, 1.0]]), True), "singular"),
-    ((np.zeros((2, 2)), np.eye(3), True), "shape"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ((np.array([[0, 0, np.nan]]), np.eye(3), True), "NaN"),
+        ((np.zeros((2, 3)), np.array([[1, 0, 0], [2, 0, 0], [0, 0, 1.0]]), True), "singular"),
+        ((np.zeros((2, 2)), np.eye(3), True), "shape"),
+    ],
+)
 def test_bad_geometry_is_rejected(bad, message):
     with pytest.raises(ValueError, match=message):
         validate_geometry(*bad)

@@ -24,16 +24,21 @@ def model():
 
 def _cell_atoms(seed=0):
     atoms = rattled_diamond(repeat=1, amplitude=0.15, seed=seed)
-    atoms.set_cell(atoms.cell.array @ np.array([[1.0, 0.05, 0.0], [0.0, 0.98, 0.04], [0, 0, 1.02]]),
-                   scale_atoms=True)
+    atoms.set_cell(
+        atoms.cell.array @ np.array([[1.0, 0.05, 0.0], [0.0, 0.98, 0.04], [0, 0, 1.02]]),
+        scale_atoms=True,
+    )
     types = np.random.default_rng(seed).integers(0, 2, len(atoms))
     return atoms, types
 
 
 def _energy(spec, params, pos, cell, types, pbc=(True, True, True)):
     nl = allocate(pos, cell, pbc, spec.cutoff)
-    return float(total_energy(spec, params, jnp.asarray(pos), jnp.asarray(cell),
-                              jnp.asarray(types), nl.neighbors))
+    return float(
+        total_energy(
+            spec, params, jnp.asarray(pos), jnp.asarray(cell), jnp.asarray(types), nl.neighbors
+        )
+    )
 
 
 def test_forces_match_finite_differences(model):
@@ -41,8 +46,9 @@ def test_forces_match_finite_differences(model):
     atoms, types = _cell_atoms()
     pos, cell = atoms.positions, atoms.cell.array
     nl = allocate(pos, cell, atoms.pbc, spec.cutoff)
-    _, forces, _ = energy_forces_virial(spec, params, jnp.asarray(pos), jnp.asarray(cell),
-                                        jnp.asarray(types), nl.neighbors)
+    _, forces, _ = energy_forces_virial(
+        spec, params, jnp.asarray(pos), jnp.asarray(cell), jnp.asarray(types), nl.neighbors
+    )
     h = 1e-5
     rng = np.random.default_rng(1)
     for a in rng.choice(len(pos), 4, replace=False):
@@ -50,8 +56,9 @@ def test_forces_match_finite_differences(model):
             plus, minus = pos.copy(), pos.copy()
             plus[a, d] += h
             minus[a, d] -= h
-            fd = -(_energy(spec, params, plus, cell, types) - _energy(spec, params, minus, cell,
-                                                                      types)) / (2 * h)
+            fd = -(
+                _energy(spec, params, plus, cell, types) - _energy(spec, params, minus, cell, types)
+            ) / (2 * h)
             assert abs(fd - float(forces[a, d])) < 1e-6 * max(1.0, abs(fd))
 
 
@@ -60,8 +67,9 @@ def test_stress_matches_finite_strain(model):
     atoms, types = _cell_atoms(2)
     pos, cell = atoms.positions, atoms.cell.array
     nl = allocate(pos, cell, atoms.pbc, spec.cutoff)
-    _, _, virial = energy_forces_virial(spec, params, jnp.asarray(pos), jnp.asarray(cell),
-                                        jnp.asarray(types), nl.neighbors)
+    _, _, virial = energy_forces_virial(
+        spec, params, jnp.asarray(pos), jnp.asarray(cell), jnp.asarray(types), nl.neighbors
+    )
     h = 1e-6
     for a, b in [(0, 0), (1, 1), (2, 2), (0, 1), (1, 2), (0, 2)]:
         eps = np.zeros((3, 3))
@@ -97,15 +105,23 @@ def test_padding_invariance(model):
     atoms, types = _cell_atoms(6)
     pos, cell = atoms.positions, atoms.cell.array
     nl = allocate(pos, cell, atoms.pbc, spec.cutoff)
-    e0, f0, v0 = energy_forces_virial(spec, params, jnp.asarray(pos), jnp.asarray(cell),
-                                      jnp.asarray(types), nl.neighbors)
+    e0, f0, v0 = energy_forces_virial(
+        spec, params, jnp.asarray(pos), jnp.asarray(cell), jnp.asarray(types), nl.neighbors
+    )
     n_pad, cap = len(pos) + 5, nl.capacity + 7
     p, t, m = pad_atoms(pos, types, n_pad)
     nbrs = jax.tree.map(jnp.asarray, pad_neighbors(nl.neighbors, n_pad, cap))
-    e1, f1, v1 = energy_forces_virial(spec, params, jnp.asarray(p), jnp.asarray(cell),
-                                      jnp.asarray(t), nbrs, atom_mask=jnp.asarray(m))
+    e1, f1, v1 = energy_forces_virial(
+        spec,
+        params,
+        jnp.asarray(p),
+        jnp.asarray(cell),
+        jnp.asarray(t),
+        nbrs,
+        atom_mask=jnp.asarray(m),
+    )
     assert abs(float(e1 - e0)) < 1e-10
-    assert np.allclose(f1[: len(pos)], f0, atol=1e-10) and np.allclose(f1[len(pos):], 0)
+    assert np.allclose(f1[: len(pos)], f0, atol=1e-10) and np.allclose(f1[len(pos) :], 0)
     assert np.allclose(v1, v0, atol=1e-9)
 
 
@@ -119,8 +135,9 @@ def test_energy_and_force_vanish_continuously_at_cutoff(model):
     def dimer(r):
         pos = np.array([[0.0, 0.0, 0.0], [r, 0.0, 0.0]])
         nl = allocate(pos, cell, False, rc)
-        e, f, _ = energy_forces_virial(spec, params, jnp.asarray(pos), jnp.asarray(cell),
-                                       jnp.asarray(types), nl.neighbors)
+        e, f, _ = energy_forces_virial(
+            spec, params, jnp.asarray(pos), jnp.asarray(cell), jnp.asarray(types), nl.neighbors
+        )
         return float(e) - e_iso, np.asarray(f)
 
     for delta in (1e-2, 1e-3, 1e-4):
