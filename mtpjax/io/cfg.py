@@ -141,7 +141,7 @@ def _parse_block(lines: list[tuple[int, str]], path) -> Configuration:
                 type_col = columns.index("type")
                 if values[type_col] != round(values[type_col]) or values[type_col] < 0:
                     raise FileFormatError(
-                        path, ln, f"atom type must be a non-negative integer, got {toks[type_col]!r}"
+                        path, ln, f"atom type must be an integer ≥ 0, got {toks[type_col]!r}"
                     )
                 rows.append(values)
             atoms = np.array(rows, dtype=np.float64).reshape(size, len(columns))

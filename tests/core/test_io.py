@@ -84,7 +84,7 @@ def test_cfg_slab_keeps_partial_periodicity(tmp_path):
     [
         (" Size\n    63", " Size\n    sixty", "bad Size"),
         ("    1 0 7.514403865696", "    1 0 7.5144x", "expected 6 columns|expected a number"),
-        ("    2 0 3.859817712660", "    2 -1 3.859817712660", "non-negative integer"),
+        ("    2 0 3.859817712660", "    2 -1 3.859817712660", "integer ≥ 0"),
         ("END_CFG", "", "BEGIN_CFG inside|not closed"),
     ],
 )
