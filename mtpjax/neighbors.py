@@ -44,7 +44,9 @@ def validate_geometry(positions, cell, pbc) -> tuple[np.ndarray, np.ndarray, np.
         if np.linalg.matrix_rank(periodic, tol=1e-8 * max(1.0, np.abs(periodic).max())) < len(
             periodic
         ) or np.any(np.linalg.norm(periodic, axis=1) < 1e-8):
-            raise ValueError(f"singular cell for periodic directions {pbc.tolist()}: {cell.tolist()}")
+            raise ValueError(
+                f"singular cell for periodic directions {pbc.tolist()}: {cell.tolist()}"
+            )
         if pbc.all() and abs(np.linalg.det(cell)) < 1e-8:
             raise ValueError(f"singular cell (volume {np.linalg.det(cell):.3g} Å^3)")
     return positions, cell, pbc
@@ -68,14 +70,55 @@ def _bounding_cell(positions, cell, pbc, cutoff):
     return cell
 
 
-def pair_list(positions, cell, pbc, cutoff: float):
+#: smallest system for which :func:`pair_list` uses matscipy's C cell list (when it applies)
+FAST_MIN_ATOMS = 512
+
+
+def fast_path_applies(cell, pbc, cutoff: float) -> bool:
+    """True when matscipy's neighbour list gives exactly the pairs of the ASE path: a fully
+    periodic cell whose three heights are all ≥ 2·cutoff (no atom meets two images of another)
+    and matscipy importable."""
+    if not np.all(pbc):
+        return False
+    try:
+        import matscipy.neighbours  # noqa: F401
+    except ImportError:  # pragma: no cover - matscipy is a dependency
+        return False
+    inv = np.linalg.inv(cell)
+    heights = 1.0 / np.linalg.norm(inv, axis=0)
+    return bool(np.all(heights >= 2.0 * cutoff))
+
+
+def _matscipy_pairs(positions, cell, cutoff: float):
+    from matscipy.neighbours import neighbour_list
+
+    i, j, S = neighbour_list("ijS", positions=positions, cell=cell, pbc=np.ones(3, bool),
+                             cutoff=float(cutoff))
+    # S refers to the positions as given (atoms outside the cell included; checked in tests)
+    return i, j, S
+
+
+def pair_list(positions, cell, pbc, cutoff: float, method: str = "auto"):
     """All ordered pairs (i, j, S) with |x_j + S·cell − x_i| < cutoff (i≠j or S≠0).
 
-    Returns int arrays i [P], j [P], S [P, 3], sorted by i.
+    ``method``: "ase" (any cell: tiny, skewed, mixed periodicity), "matscipy" (C cell list,
+    much faster for large cells; only where :func:`fast_path_applies`) or "auto" (matscipy
+    for ≥ ``FAST_MIN_ATOMS`` atoms where it applies, else ASE).
+    Returns int arrays i [P], j [P], S [P, 3], sorted by i (then j).
     """
     positions, cell, pbc = validate_geometry(positions, cell, pbc)
     if len(positions) == 0:
         return np.zeros(0, int), np.zeros(0, int), np.zeros((0, 3), int)
+    if method not in ("auto", "ase", "matscipy"):
+        raise ValueError(f"unknown neighbour-list method {method!r}")
+    fast = method != "ase" and fast_path_applies(cell, pbc, cutoff)
+    if method == "matscipy" and not fast:
+        raise ValueError("the matscipy neighbour list needs a periodic cell with heights "
+                         f"≥ 2·cutoff = {2 * cutoff} Å")
+    if fast and (method == "matscipy" or len(positions) >= FAST_MIN_ATOMS):
+        i, j, S = _matscipy_pairs(positions, cell, cutoff)
+        order = np.lexsort((j, i))
+        return i[order], j[order], S[order]
     box = _bounding_cell(positions, cell, pbc, cutoff)
     i, j, S = primitive_neighbor_list(
         "ijS", pbc, box, positions, cutoff, self_interaction=False, use_scaled_positions=False

@@ -14,8 +14,19 @@ import jax
 import jax.numpy as jnp
 
 from mtpjax.model import ModelSpec
-from mtpjax.moments import basic_moments, scalar_moments
-from mtpjax.radial import chebyshev_basis, repulsion_energy
+from mtpjax.moments import (
+    basic_from_tensor,
+    moment_tensor,
+    monomial_layers,
+    pair_adjoints,
+    scalar_moment_rows,
+)
+from mtpjax.radial import (
+    chebyshev_basis,
+    chebyshev_basis_and_derivative,
+    repulsion_derivative,
+    repulsion_energy,
+)
 
 
 class Neighbors(NamedTuple):
@@ -40,6 +51,34 @@ def pair_vectors(positions, cell, neighbors: Neighbors, strain=None):
     return disp
 
 
+def _geometry(spec: ModelSpec, vectors, mask):
+    """(r [N, J] Å, unit vectors [N, J, 3], inside bool [N, J]) with finite values on padding."""
+    r2 = jnp.sum(vectors * vectors, axis=-1)
+    inside = mask & (r2 < spec.max_dist**2)
+    # keep values and gradients finite on padded / outside entries
+    r2_safe = jnp.where(inside, r2, (0.5 * (spec.min_dist + spec.max_dist)) ** 2)
+    r = jnp.sqrt(r2_safe)
+    vec_safe = jnp.where(inside[..., None], vectors, r[..., None] / jnp.sqrt(3.0))
+    return r, vec_safe / r[..., None], inside
+
+
+def _radial_values(spec: ModelSpec, params, q, types, neighbor_types):
+    """f_μ(r_ij) = Σ_k c^{(t_i, t_j)}_{μ,k} Q_k(r_ij): float [N, J, K] from Q [N, J, R]."""
+    coeffs = params["radial_coeffs"].astype(q.dtype)
+    if spec.species_count == 1:
+        return jnp.einsum("njr,kr->njk", q, coeffs[0, 0])
+    pair_coeffs = coeffs[types[:, None], neighbor_types]  # [N, J, K, R]
+    return jnp.einsum("njr,njkr->njk", q, pair_coeffs)
+
+
+def _energy_from_basic(spec: ModelSpec, params, types, basic_rows):
+    """Site energies without pair repulsion (eV), float [N], from basic moments [B, N]."""
+    dtype = basic_rows.dtype
+    scalars = scalar_moment_rows(spec, basic_rows)  # [S, N]
+    return params["species_coeffs"].astype(dtype)[types] + params["moment_coeffs"].astype(
+        dtype) @ scalars
+
+
 def site_energies(spec: ModelSpec, params, vectors, types, neighbor_types, mask):
     """Site energies E_i (eV), float [N].
 
@@ -50,31 +89,55 @@ def site_energies(spec: ModelSpec, params, vectors, types, neighbor_types, mask)
         types: int [N] species of the central atoms; neighbor_types: int [N, J].
         mask: bool [N, J] real neighbour entries (the cutoff is applied here).
     """
-    dtype = vectors.dtype
-    r2 = jnp.sum(vectors * vectors, axis=-1)
-    inside = mask & (r2 < spec.max_dist**2)
-    # keep the gradient finite on padded / outside entries
-    r2_safe = jnp.where(inside, r2, (0.5 * (spec.min_dist + spec.max_dist)) ** 2)
-    r = jnp.sqrt(r2_safe)
-    vec_safe = jnp.where(inside[..., None], vectors, r[..., None] / jnp.sqrt(3.0))
-    unit = vec_safe / r[..., None]
+    r, unit, inside = _geometry(spec, vectors, mask)
     q = chebyshev_basis(
         r, spec.min_dist, spec.max_dist, spec.radial_basis_size, spec.scaling, spec.repulsive
     )  # [N, J, R]
-    coeffs = params["radial_coeffs"].astype(dtype)
-    if spec.species_count == 1:
-        radial = jnp.einsum("njr,kr->njk", q, coeffs[0, 0])
-    else:
-        pair_coeffs = coeffs[types[:, None], neighbor_types]  # [N, J, K, R]
-        radial = jnp.einsum("njr,njkr->njk", q, pair_coeffs)
-    basic = basic_moments(spec, radial, unit, inside)
-    scalars = scalar_moments(spec, basic)
-    energy = params["species_coeffs"].astype(dtype)[types] + scalars @ params[
-        "moment_coeffs"
-    ].astype(dtype)
+    radial = jnp.where(inside[..., None], _radial_values(spec, params, q, types, neighbor_types),
+                       0.0)
+    mono = monomial_layers(unit, int(spec.exps[:, 0].max()))
+    basic = basic_from_tensor(spec, moment_tensor(spec, radial, mono)).T  # [B, N]
+    energy = _energy_from_basic(spec, params, types, basic)
     if spec.repulsive:
         energy = energy + jnp.sum(jnp.where(inside, repulsion_energy(r, spec.min_dist), 0.0), -1)
     return energy
+
+
+def site_energies_and_gradients(spec: ModelSpec, params, vectors, types, neighbor_types, mask,
+                                weights=None):
+    """Site energies and the gradient of Σ_i w_i E_i w.r.t. the neighbour vectors.
+
+    Same model as :func:`site_energies`; the reverse pass through the basic moments is written
+    out (:func:`mtpjax.moments.pair_adjoints`), the product DAG is differentiated by JAX. The
+    result is plain JAX, so it can be differentiated again (e.g. w.r.t. ``params``).
+
+    Args:
+        vectors: float [N, J, 3] (Å); types int [N]; neighbor_types int [N, J]; mask bool [N, J].
+        weights: optional float/bool [N] w_i (e.g. an atom mask); default 1.
+    Returns:
+        (E_i float [N] eV, ∂(Σ w_i E_i)/∂r_ij float [N, J, 3] eV/Å).
+    """
+    dtype = vectors.dtype
+    r, unit, inside = _geometry(spec, vectors, mask)
+    q, dq = chebyshev_basis_and_derivative(
+        r, spec.min_dist, spec.max_dist, spec.radial_basis_size, spec.scaling, spec.repulsive
+    )
+    radial = jnp.where(inside[..., None], _radial_values(spec, params, q, types, neighbor_types),
+                       0.0)
+    d_radial_dr = _radial_values(spec, params, dq, types, neighbor_types)
+    mono = monomial_layers(unit, int(spec.exps[:, 0].max()))
+    basic = basic_from_tensor(spec, moment_tensor(spec, radial, mono)).T  # [B, N]
+    energy, vjp = jax.vjp(lambda b: _energy_from_basic(spec, params, types, b), basic)
+    w = jnp.ones(energy.shape, dtype) if weights is None else jnp.asarray(weights).astype(dtype)
+    (grad_basic,) = vjp(w)
+    d_radial, d_unit = pair_adjoints(spec, grad_basic, mono, radial)
+    de_dr = jnp.sum(d_radial * d_radial_dr, -1)
+    if spec.repulsive:
+        energy = energy + jnp.sum(jnp.where(inside, repulsion_energy(r, spec.min_dist), 0.0), -1)
+        de_dr = de_dr + w[:, None] * repulsion_derivative(r, spec.min_dist)
+    radial_part = jnp.sum(unit * d_unit, -1, keepdims=True)
+    grad = de_dr[..., None] * unit + (d_unit - unit * radial_part) / r[..., None]
+    return energy, jnp.where(inside[..., None], grad, 0.0)
 
 
 def total_energy(spec: ModelSpec, params, positions, cell, types, neighbors: Neighbors,
@@ -91,13 +154,34 @@ def energy_forces_virial(spec: ModelSpec, params, positions, cell, types,
                          neighbors: Neighbors, atom_mask=None):
     """Energy (eV), forces float [N, 3] (eV/Å) and virial ∂E/∂ε float [3, 3] (eV) in one pass.
 
-    The ASE stress is ``virial / volume`` (eV/Å³); MLIP's PlusStress is ``−virial``.
+    Uses :func:`site_energies_and_gradients` (explicit reverse pass through the moments):
+    with g_ij = ∂E/∂r_ij, F_i = Σ_j g_ij − Σ_{(k,j): idx_kj = i} g_kj and the virial is
+    sym(Σ r_ij ⊗ g_ij). The ASE stress is ``virial / volume`` (eV/Å³); MLIP's PlusStress is
+    ``−virial``.
     """
-    strain = jnp.zeros((3, 3), positions.dtype)
+    vectors = pair_vectors(positions, cell, neighbors)
+    e, grad = site_energies_and_gradients(
+        spec, params, vectors, types, types[neighbors.idx], neighbors.mask, atom_mask
+    )
+    if atom_mask is not None:
+        e = jnp.where(atom_mask, e, 0.0)
+    forces = forces_from_pair_gradients(grad, neighbors.idx, positions.shape[0])
+    return jnp.sum(e), forces, virial_from_pair_gradients(vectors, grad)
 
-    def fn(pos, eps):
-        sym = 0.5 * (eps + eps.T)
-        return total_energy(spec, params, pos, cell, types, neighbors, sym, atom_mask)
 
-    energy, (grad_pos, grad_strain) = jax.value_and_grad(fn, argnums=(0, 1))(positions, strain)
-    return energy, -grad_pos, grad_strain
+def forces_from_pair_gradients(grad, idx, n_atoms: int):
+    """Forces float [n_atoms, 3] (eV/Å) from g_ij = ∂E/∂r_ij [n, J, 3] of central atoms 0..n−1
+    (r_ij = x_idx − x_i + shift): F_i = Σ_j g_ij − Σ_{(k,j): idx_kj = i} g_kj."""
+    n = grad.shape[0]
+    gathered = jnp.zeros((n_atoms, 3), grad.dtype).at[idx.reshape(-1)].add(
+        grad.reshape(-1, 3))
+    own = jnp.sum(grad, axis=1)
+    if n != n_atoms:
+        own = jnp.zeros((n_atoms, 3), grad.dtype).at[:n].set(own)
+    return own - gathered
+
+
+def virial_from_pair_gradients(vectors, grad):
+    """Virial ∂E/∂ε (eV), float [3, 3]: sym(Σ_ij r_ij ⊗ ∂E/∂r_ij)."""
+    w = jnp.einsum("nja,njb->ab", vectors, grad)
+    return 0.5 * (w + w.T)
