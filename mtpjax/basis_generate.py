@@ -12,13 +12,17 @@ is Σ (2 + 4μ + ν). MLIP-2's templates (levels 2…28) hold exactly the graphs
 connected graphs and products of connected graphs alike, cycles included (e.g. tr M₀₂³).
 The counts of scalars and basic moments agree with every template; see docs/basis.md.
 
-Evaluation order (the flattened form). A connected graph is contracted as a chain: its nodes are
-ordered by (ν, μ) descending, the two largest are contracted first, then one basic tensor after
-another is contracted into the intermediate. An intermediate is a tensor whose free indices
-form *blocks*, one per graph node that still has uncontracted legs; each block is symmetric, so
-a component is a tuple of exponent triples, one per block (stored like MLIP: every component is
-one moment). A product of scalars is (one connected factor) × (the product of the others).
-Moments with the same set of product rows are merged, so every intermediate is stored once.
+Flattened form. An intermediate (partial contraction) has free indices in *blocks*, one per
+graph node with uncontracted legs; a block is symmetric, so a component is a tuple of exponent
+triples (one per block) and every component is one moment, as in MLIP. Moments with the same
+set of product rows are merged, so an intermediate reached twice is stored once.
+
+Contraction plan (MLIP's, decoded from its templates; see :func:`_plan`): two tensors are
+contracted directly; three: the pair sharing most indices first, then the third; four: the
+smallest tensor (by (ν, μ)) last, either as a chain (pair, +1 tensor, +1 tensor) or as a
+contraction of two pairs. A product of scalars is (one connected factor) × (the product of the
+others). With this plan the moment and product counts equal MLIP's up to level 20; from level
+22 on a handful of scalars are split differently (docs/basis.md).
 """
 
 from __future__ import annotations
