@@ -1,0 +1,28 @@
+"""Fitting MTPs: data buckets, weighted loss, optax optimisers, least squares, checkpoints.
+
+Public surface::
+
+    from mtpjax.fit import FitConfig, Trainer, fit, load_dataset, LossWeights
+
+See ``docs/fitting.md`` for the loss conventions, the optimisers and data parallelism.
+"""
+
+from mtpjax.fit.data import (
+    Batch,
+    Sample,
+    TrainingDataError,
+    check_samples,
+    load_dataset,
+    pack_buckets,
+    precompute_neighbors,
+    read_samples,
+)
+from mtpjax.fit.loss import LossWeights, make_loss_fn, predict_group, summarize
+from mtpjax.fit.lstsq import solve_linear
+from mtpjax.fit.trainer import FitConfig, StopTraining, Trainer, default_mesh, fit
+
+__all__ = [
+    "Batch", "Sample", "TrainingDataError", "check_samples", "load_dataset", "pack_buckets",
+    "precompute_neighbors", "read_samples", "LossWeights", "make_loss_fn", "predict_group",
+    "summarize", "solve_linear", "FitConfig", "StopTraining", "Trainer", "default_mesh", "fit",
+]

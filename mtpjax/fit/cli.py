@@ -1,0 +1,178 @@
+"""``mtpjax train INIT.mtp TRAIN [options]``: fit an MTP, with ``mlp train``'s flags.
+
+``INIT.mtp`` is an untrained template (``--init-params=random``, the default) or a trained
+potential (``--init-params=same``). TRAIN (and ``--valid-cfgs``) may be ``.cfg``, extxyz or an ASE
+database; ``--species`` maps elements to MLIP types for the latter two. Everything else can come
+from a TOML file (``--config``): keys of :class:`mtpjax.fit.trainer.FitConfig`, top level or in
+a ``[fit]`` table; flags on the command line win. Outputs: the best-on-validation potential
+(``--trained-pot-name``), and in ``--workdir``: ``log.jsonl`` (one JSON record per iteration),
+``learning_curve.png`` and ``checkpoint.npz`` (rerun the same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+# flag → FitConfig field (flags left at None do not override the TOML file / defaults)
+FLAG_FIELDS = {
+    "energy_weight": "energy_weight", "force_weight": "force_weight",
+    "stress_weight": "stress_weight", "weighting": "weighting", "max_iter": "max_iter",
+    "init_params": "init_params", "seed": "seed", "optimizer": "optimizer",
+    "learning_rate": "learning_rate", "batch_size": "batch_size",
+    "eval_every": "eval_every", "checkpoint_every": "checkpoint_every",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("init", metavar="INIT.mtp", help="template or trained .mtp")
+    parser.add_argument("train", metavar="TRAIN", help="training data (.cfg, extxyz, ASE db)")
+    g = parser.add_argument_group("mlp train flags")
+    g.add_argument("--energy-weight", type=float, help="w_E (default 1)")
+    g.add_argument("--force-weight", type=float, help="w_F (default 0.01; paper: 0.1)")
+    g.add_argument("--stress-weight", type=float, help="w_S (default 0.001)")
+    g.add_argument("--weighting", choices=["vibrations", "molecules", "structures"],
+                   help="size convention of the loss (default vibrations, as mlp)")
+    g.add_argument("--max-iter", type=int, help="iterations (default 1000)")
+    g.add_argument("--trained-pot-name", default="Trained.mtp", help="output potential")
+    g.add_argument("--valid-cfgs", help="validation data (best-on-validation is saved)")
+    g.add_argument("--init-params", choices=["random", "same"])
+    g.add_argument("--skip-preinit", action="store_true", default=None,
+                   help="no least-squares initialisation of the linear coefficients")
+    o = parser.add_argument_group("mtpjax options")
+    o.add_argument("--species", nargs="+", help="element of each MLIP type, e.g. --species Si")
+    o.add_argument("--seed", type=int, help="random initialisation seed (default 0)")
+    o.add_argument("--optimizer", choices=["lbfgs", "adam"])
+    o.add_argument("--learning-rate", type=float, help="Adam peak learning rate")
+    o.add_argument("--batch-size", type=int, help="Adam: configurations per minibatch")
+    o.add_argument("--eval-every", type=int, help="train-error evaluation interval")
+    o.add_argument("--checkpoint-every", type=int, help="checkpoint interval (iterations)")
+    o.add_argument("--config", metavar="TOML", help="TOML file with further fit options")
+    o.add_argument("--workdir", help="log, plot and checkpoint folder "
+                   "(default: <trained-pot-name>.run)")
+    o.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    o.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _species(values):
+    if not values:
+        return None
+    out = []
+    for v in values:
+        out += [s for s in v.replace(",", " ").split() if s]
+    return out
+
+
+def build_config(args):
+    """FitConfig from defaults ← TOML ← flags."""
+    from mtpjax.fit.trainer import FitConfig
+
+    values = {}
+    if args.config:
+        try:
+            with open(args.config, "rb") as fh:
+                doc = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SystemExit(f"mtpjax train: cannot read {args.config}: {exc}") from exc
+        values.update({k: v for k, v in doc.items() if not isinstance(v, dict)})
+        values.update(doc.get("fit", {}))
+    for flag, name in FLAG_FIELDS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            values[name] = value
+    if args.skip_preinit:
+        values["skip_preinit"] = True
+    species = _species(args.species) or values.pop("species", None)
+    values.pop("species", None)
+    try:
+        return FitConfig.from_dict(values), species
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"mtpjax train: bad option: {exc}") from exc
+
+
+def plot_learning_curve(history, path) -> None:
+    """Loss and train/validation errors against iteration (PNG, matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = [r for r in history if not r.get("final")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    it = [r["iter"] for r in recs]
+    axes[0].semilogy(it, [r["loss"] for r in recs], label="train loss")
+    if any("valid" in r for r in recs):
+        axes[0].semilogy([r["iter"] for r in recs if "valid" in r],
+                         [r["valid"]["loss"] for r in recs if "valid" in r], label="valid loss")
+    for ax, key, scale, label in ((axes[1], "energy_mae", 1e3, "energy MAE (meV/atom)"),
+                                  (axes[2], "force_rmse", 1.0, "force RMSE (eV/Å)")):
+        for part in ("train", "valid"):
+            pts = [(r["iter"], r[part][key] * scale) for r in recs
+                   if part in r and key in r[part]]
+            if pts:
+                ax.semilogy(*zip(*pts, strict=True), marker=".", label=part)
+        ax.set_ylabel(label)
+    for ax in axes:
+        ax.set_xlabel("iteration")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args) -> int:
+    import jax
+
+    if args.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    from mtpjax.fit.data import TrainingDataError, load_dataset
+    from mtpjax.fit.trainer import Trainer
+    from mtpjax.io.errors import FileFormatError
+    from mtpjax.io.mtp_file import read_mtp, write_mtp
+
+    config, species = build_config(args)
+    try:
+        pot = read_mtp(args.init)
+    except (OSError, FileFormatError, ValueError) as exc:
+        raise SystemExit(f"mtpjax train: {exc}") from exc
+    if config.init_params == "same" and not pot.is_trained:
+        raise SystemExit(f"mtpjax train: {args.init} has no coefficients; "
+                         "use --init-params=random")
+    try:
+        kw = dict(cutoff=pot.max_dist, species=species, species_count=pot.species_count,
+                  energy_weight=config.energy_weight, force_weight=config.force_weight)
+        train = load_dataset(args.train, **kw)
+        valid = load_dataset(args.valid_cfgs, **kw) if args.valid_cfgs else None
+    except TrainingDataError as exc:
+        raise SystemExit(f"mtpjax train: bad training data: {exc}") from exc
+
+    out = Path(args.trained_pot_name)
+    workdir = Path(args.workdir) if args.workdir else out.with_name(out.name + ".run")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(json.dumps(
+        {"argv": sys.argv, "species": species, **config.__dict__}, indent=2, default=str))
+    trainer = Trainer(pot, train, valid, config, workdir=workdir, progress=not args.quiet)
+    n_atoms = sum(len(s) for s in train)
+    print(f"mtpjax train: {len(train)} configurations ({n_atoms} atoms)"
+          + (f", {len(valid)} validation" if valid else "")
+          + f"; {trainer.n_dev} device(s); optimizer {config.optimizer}", file=sys.stderr)
+    result = trainer.run(resume=not args.no_resume)
+    if result.get("stopped"):
+        print(f"mtpjax train: interrupted at iteration {result['iteration']}; checkpoint in "
+              f"{workdir}; rerun the command to resume", file=sys.stderr)
+        return 130
+    write_mtp(out, pot.with_params(result["best_params"]))
+    plot_learning_curve(trainer.history, workdir / "learning_curve.png")
+    final = result["final"]
+    lines = [f"saved {out} (best on {'validation' if valid else 'training'} set)"]
+    for part in ("train", "valid"):
+        if part in final:
+            m = final[part]
+            lines.append(f"  {part}: energy MAE {1e3 * m.get('energy_mae', float('nan')):.3f} "
+                         f"meV/atom, force RMSE {m.get('force_rmse', float('nan')):.4f} eV/Å")
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,488 @@
+"""Training data: reading, checking, neighbour precomputation and padding into shape buckets.
+
+Pipeline (all on the host, numpy; nothing here touches JAX):
+
+1. :func:`read_samples` reads an MLIP ``.cfg``, any ASE-readable file (extxyz with
+   ``REF_energy``/``REF_forces``/``REF_stress`` or plain ``energy``/``forces``/``stress``)
+   or an ASE database (``.db``/``.json``/``.aselmdb``) into :class:`Sample` s, mapping elements to
+   MLIP types through a ``species`` list (``species[t]`` is the element of type t).
+2. :func:`check_samples` stops with :class:`TrainingDataError` (naming the file and the
+   0-based configuration index) on NaN/inf labels or positions, missing forces when the force
+   weight is > 0, missing energies when the energy weight is > 0, types beyond the potential's
+   species. Stress labels are optional, as in ``mlp``: a configuration without one simply
+   contributes no stress term.
+3. :func:`precompute_neighbors` builds each configuration's neighbour list once
+   (:func:`mtpjax.neighbors.pair_list` + :func:`~mtpjax.neighbors.pack`); image shifts are
+   turned into Cartesian offsets S·cell, since cells do not change during a fit.
+4. :func:`pack_buckets` groups configurations into *buckets* by neighbour capacity (rounded up
+   to a multiple of ``capacity_step``) and, inside a bucket, concatenates whole
+   configurations into fixed-size *groups* of ``atoms_per_group`` atoms (first-fit
+   decreasing). Each bucket becomes one :class:`Batch` with arrays ``[G, A, ...]``. Compiles
+   therefore happen once per bucket shape, and padding is only the tail of each group.
+
+Units: Å, eV, eV/Å; the stress label is kept as the virial ∂E/∂ε (eV, 3×3), i.e.
+ASE stress × volume = −MLIP ``PlusStress``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from mtpjax.neighbors import pack, pair_list
+
+VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))  # xx yy zz yz xz xy
+
+
+class TrainingDataError(ValueError):
+    """Unusable training data; the message names the file and the configuration index."""
+
+
+@dataclass(eq=False)
+class Sample:
+    """One labelled configuration.
+
+    Attributes:
+        positions: float [N, 3] (Å). types: int [N] MLIP types. cell: float [3, 3] (rows).
+        pbc: bool [3]. energy: eV or None. forces: float [N, 3] (eV/Å) or None.
+        virial: float [3, 3] ∂E/∂ε (eV) or None. weight: per-configuration weight (≥ 0).
+        source: file it came from. index: 0-based position in that file.
+        neighbors: filled by :func:`precompute_neighbors`: (idx [N, J], offsets [N, J, 3],
+            mask [N, J]) numpy arrays with J = the configuration's largest neighbour count.
+    """
+
+    positions: np.ndarray
+    types: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    energy: float | None = None
+    forces: np.ndarray | None = None
+    virial: np.ndarray | None = None
+    weight: float = 1.0
+    source: str = ""
+    index: int = 0
+    neighbors: tuple | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}: configuration {self.index}"
+
+    @property
+    def max_neighbors(self) -> int:
+        if self.neighbors is None:
+            raise ValueError("neighbours not computed yet (call precompute_neighbors)")
+        return int(self.neighbors[2].sum(axis=1).max()) if len(self) else 0
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _voigt_to_matrix(v) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float64).reshape(-1)
+    if v.size == 9:
+        return v.reshape(3, 3)
+    if v.size != 6:
+        raise ValueError(f"stress must have 6 (Voigt) or 9 components, got {v.size}")
+    m = np.zeros((3, 3))
+    for k, (a, b) in enumerate(VOIGT):
+        m[a, b] = m[b, a] = v[k]
+    return m
+
+
+def _from_cfg(path: Path, species_count: int | None) -> list[Sample]:
+    from mtpjax.io.cfg import read_cfg
+
+    samples = []
+    for n, cfg in enumerate(read_cfg(path)):
+        types = np.asarray(cfg.types, dtype=np.int32)
+        if species_count is not None and len(types) and types.max() >= species_count:
+            raise TrainingDataError(
+                f"{path}: configuration {n}: atom type {int(types.max())} but the potential has "
+                f"species_count = {species_count} (types are 0-based)"
+            )
+        virial = None
+        if cfg.plus_stress is not None:
+            virial = -_voigt_to_matrix(cfg.plus_stress)
+        cell = np.zeros((3, 3)) if cfg.cell is None else np.asarray(cfg.cell, np.float64)
+        samples.append(Sample(
+            positions=np.asarray(cfg.positions, np.float64), types=types, cell=cell,
+            pbc=np.asarray(cfg.pbc, bool), energy=cfg.energy,
+            forces=None if cfg.forces is None else np.asarray(cfg.forces, np.float64),
+            virial=virial, source=str(path), index=n,
+        ))
+    return samples
+
+
+def _first(mapping, keys):
+    for key in keys:
+        if key in mapping and mapping[key] is not None:
+            return mapping[key]
+    return None
+
+
+def _from_atoms(atoms, n: int, path: Path, table: dict) -> Sample:
+    from ase.data import chemical_symbols
+
+    numbers = atoms.get_atomic_numbers()
+    unknown = sorted({int(z) for z in numbers} - set(table))
+    if unknown:
+        names = ", ".join(chemical_symbols[z] for z in unknown)
+        species = [chemical_symbols[z] for z, _ in sorted(table.items(), key=lambda kv: kv[1])]
+        raise TrainingDataError(
+            f"{path}: configuration {n}: element(s) {names} not in species {species}"
+        )
+    types = np.asarray([table[int(z)] for z in numbers], dtype=np.int32)
+    results = dict(atoms.calc.results) if atoms.calc is not None else {}
+    energy = _first(atoms.info, ("REF_energy", "energy"))
+    if energy is None:
+        energy = _first(results, ("energy", "free_energy"))
+    forces = _first(atoms.arrays, ("REF_forces", "forces"))
+    if forces is None:
+        forces = results.get("forces")
+    stress = _first(atoms.info, ("REF_stress", "stress"))
+    if stress is None:
+        stress = results.get("stress")
+    pbc = np.asarray(atoms.pbc, bool)
+    cell = np.asarray(atoms.cell.array, np.float64)
+    virial = None
+    if stress is not None and pbc.all():
+        try:
+            virial = _voigt_to_matrix(stress) * abs(np.linalg.det(cell))
+        except ValueError as exc:
+            raise TrainingDataError(f"{path}: configuration {n}: {exc}") from exc
+    return Sample(
+        positions=np.asarray(atoms.positions, np.float64), types=types, cell=cell, pbc=pbc,
+        energy=None if energy is None else float(energy),
+        forces=None if forces is None else np.asarray(forces, np.float64),
+        virial=virial, source=str(path), index=n,
+    )
+
+
+def species_table(species) -> dict[int, int]:
+    """Atomic number → MLIP type for ``species`` (list of element symbols)."""
+    from ase.data import atomic_numbers
+
+    if species is None:
+        return {}
+    species = [species] if isinstance(species, str) else list(species)
+    table = {}
+    for t, s in enumerate(species):
+        if s not in atomic_numbers:
+            raise TrainingDataError(f"unknown element symbol {s!r} in species {species}")
+        if atomic_numbers[s] in table:
+            raise TrainingDataError(f"species has duplicates: {species}")
+        table[atomic_numbers[s]] = t
+    return table
+
+
+def read_samples(path, species=None, species_count: int | None = None) -> list[Sample]:
+    """Read labelled configurations from ``path``.
+
+    Args:
+        path: ``.cfg`` (MLIP), ``.db``/``.json``/``.aselmdb`` (ASE database) or any format
+            :func:`ase.io.read` understands (extxyz, ...).
+        species: element symbols by MLIP type, needed for every format but ``.cfg``. With
+            ``None`` and ``species_count == 1``, a file holding a single element maps it to
+            type 0.
+        species_count: the potential's C (checks ``.cfg`` types and the ``species`` length).
+    Raises:
+        TrainingDataError: unreadable or empty file, unknown elements (the message names the file).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise TrainingDataError(f"{path}: no such file")
+    if species is not None and species_count is not None:
+        n_species = 1 if isinstance(species, str) else len(species)
+        if n_species != species_count:
+            raise TrainingDataError(
+                f"species {species} lists {n_species} element(s) but the potential has "
+                f"species_count = {species_count}"
+            )
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".cfg":
+            samples = _from_cfg(path, species_count)
+        else:
+            if suffix in (".db", ".aselmdb") or (suffix == ".json" and _is_ase_db(path)):
+                import ase.db
+
+                with ase.db.connect(str(path)) as db:
+                    frames = [row.toatoms(add_additional_information=True) for row in db.select()]
+                for atoms in frames:  # key_value_pairs land in info["key_value_pairs"]
+                    kvp = atoms.info.pop("key_value_pairs", {}) or {}
+                    atoms.info.update(kvp)
+                    data = atoms.info.pop("data", {}) or {}
+                    for key in ("REF_forces", "forces"):
+                        if key in data:
+                            atoms.arrays[key] = np.asarray(data[key])
+                    for key in ("REF_stress", "stress"):
+                        if key in data:
+                            atoms.info[key] = np.asarray(data[key])
+            else:
+                import ase.io
+
+                frames = ase.io.read(str(path), index=":")
+            table = species_table(species)
+            if not table:
+                numbers = sorted({int(z) for a in frames for z in a.get_atomic_numbers()})
+                if species_count == 1 and len(numbers) == 1:
+                    table = {numbers[0]: 0}
+                elif frames:
+                    raise TrainingDataError(
+                        f"{path}: a species list is needed to map elements to MLIP types "
+                        f"(--species, e.g. --species Si)"
+                    )
+            samples = [_from_atoms(a, n, path, table) for n, a in enumerate(frames)]
+    except TrainingDataError:
+        raise
+    except Exception as exc:  # parser errors of any reader: name the file
+        raise TrainingDataError(f"{path}: cannot read training data: {exc}") from exc
+    if not samples:
+        raise TrainingDataError(f"{path}: no configurations (empty file)")
+    return samples
+
+
+def _is_ase_db(path: Path) -> bool:
+    try:
+        with open(path) as fh:
+            head = fh.read(200)
+        return '"ids"' in head or '"nextid"' in head or head.lstrip().startswith('{"1"')
+    except OSError:
+        return False
+
+
+# ----------------------------------------------------------------------------- checking
+
+
+def check_samples(samples: list[Sample], *, energy_weight: float = 1.0,
+                  force_weight: float = 0.01, species_count: int | None = None) -> None:
+    """Validate before any compute; raise :class:`TrainingDataError` naming file and index."""
+    if not samples:
+        raise TrainingDataError("no training configurations")
+    for s in samples:
+        if len(s) == 0:
+            raise TrainingDataError(f"{s.where}: no atoms")
+        if not np.all(np.isfinite(s.positions)):
+            raise TrainingDataError(f"{s.where}: positions contain NaN or infinite values")
+        if not np.all(np.isfinite(s.cell)):
+            raise TrainingDataError(f"{s.where}: cell contains NaN or infinite values")
+        if species_count is not None and s.types.max() >= species_count:
+            raise TrainingDataError(
+                f"{s.where}: atom type {int(s.types.max())} ≥ species_count {species_count}"
+            )
+        if s.energy is not None and not np.isfinite(s.energy):
+            raise TrainingDataError(f"{s.where}: energy label is NaN or infinite")
+        if s.energy is None and energy_weight > 0:
+            raise TrainingDataError(
+                f"{s.where}: no energy label but the energy weight is {energy_weight}"
+            )
+        if s.forces is not None:
+            if s.forces.shape != s.positions.shape:
+                raise TrainingDataError(
+                    f"{s.where}: forces have shape {s.forces.shape}, expected {s.positions.shape}"
+                )
+            if not np.all(np.isfinite(s.forces)):
+                atom = int(np.argwhere(~np.isfinite(s.forces))[0][0])
+                raise TrainingDataError(f"{s.where}: force label of atom {atom} is NaN or infinite")
+        elif force_weight > 0:
+            raise TrainingDataError(
+                f"{s.where}: no force labels but the force weight is {force_weight} "
+                f"(use --force-weight=0 to fit energies only)"
+            )
+        if s.virial is not None and not np.all(np.isfinite(s.virial)):
+            raise TrainingDataError(f"{s.where}: stress label is NaN or infinite")
+        if not (np.isfinite(s.weight) and s.weight >= 0):
+            raise TrainingDataError(f"{s.where}: weight must be finite and ≥ 0, got {s.weight}")
+
+
+# ----------------------------------------------------------------------------- neighbours
+
+
+def precompute_neighbors(samples: list[Sample], cutoff: float) -> None:
+    """Build each sample's neighbour arrays once (in place; skipped when already present)."""
+    for s in samples:
+        if s.neighbors is not None and s.neighbors[3] == cutoff:
+            continue
+        try:
+            i, j, S = pair_list(s.positions, s.cell, s.pbc, cutoff)
+        except ValueError as exc:
+            raise TrainingDataError(f"{s.where}: {exc}") from exc
+        nbrs, max_count = pack(i, j, S, len(s), None)
+        offsets = nbrs.shifts @ s.cell  # [N, J, 3] Cartesian image offsets
+        s.neighbors = (nbrs.idx, offsets, nbrs.mask, cutoff)
+
+
+# ----------------------------------------------------------------------------- packing
+
+
+class Batch(NamedTuple):
+    """Padded groups of whole configurations (a JAX pytree; every leaf has leading axis G).
+
+    A group holds A atom slots and C configuration slots; slot C (one past the last) is the
+    dump for padding atoms. Per group:
+
+    positions float [A, 3]; offsets float [A, J, 3] (S·cell, Å); nbr_idx int [A, J] (group-local
+    atom indices); nbr_mask bool [A, J]; types int [A]; atom_conf int [A] (configuration slot,
+    C for padding); atom_mask bool [A]; energy float [C]; forces float [A, 3];
+    virial float [C, 3, 3]; n_atoms float [C] (1 on empty slots); weight float [C]
+    (0 on empty slots); has_energy, has_stress bool [C]; has_forces bool [A].
+    """
+
+    positions: np.ndarray
+    offsets: np.ndarray
+    nbr_idx: np.ndarray
+    nbr_mask: np.ndarray
+    types: np.ndarray
+    atom_conf: np.ndarray
+    atom_mask: np.ndarray
+    energy: np.ndarray
+    forces: np.ndarray
+    virial: np.ndarray
+    n_atoms: np.ndarray
+    weight: np.ndarray
+    has_energy: np.ndarray
+    has_forces: np.ndarray
+    has_stress: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(G, A, J, C)."""
+        G, A, J = self.nbr_idx.shape
+        return G, A, J, self.energy.shape[1]
+
+
+def round_up(x: int, step: int) -> int:
+    return int(-(-max(int(x), 1) // step) * step)
+
+
+def group_configurations(sizes, atoms_per_group: int, order=None) -> list[list[int]]:
+    """First-fit (decreasing unless ``order`` is given) of configurations into groups."""
+    sizes = np.asarray(sizes)
+    if order is None:
+        order = np.argsort(-sizes, kind="stable")
+    groups: list[list[int]] = []
+    room: list[int] = []
+    for k in order:
+        n = int(sizes[k])
+        if n > atoms_per_group:
+            raise ValueError(f"configuration of {n} atoms > atoms_per_group {atoms_per_group}")
+        for g, free in enumerate(room):
+            if free >= n:
+                groups[g].append(int(k))
+                room[g] -= n
+                break
+        else:
+            groups.append([int(k)])
+            room.append(atoms_per_group - n)
+    return groups
+
+
+def pack_groups(samples: list[Sample], groups: list[list[int]], atoms_per_group: int,
+                capacity: int, confs_per_group: int, n_groups: int | None = None,
+                dtype=np.float64) -> Batch:
+    """Pack ``groups`` (lists of sample indices) into a :class:`Batch` of fixed shape.
+
+    ``n_groups`` ≥ len(groups) pads with empty groups (for a fixed G or a device multiple).
+    """
+    G = len(groups) if n_groups is None else int(n_groups)
+    if G < len(groups):
+        raise ValueError(f"{len(groups)} groups do not fit in n_groups = {G}")
+    A, J, C = atoms_per_group, capacity, confs_per_group
+    b = dict(
+        positions=np.zeros((G, A, 3), dtype), offsets=np.zeros((G, A, J, 3), dtype),
+        nbr_idx=np.tile(np.arange(A, dtype=np.int32)[None, :, None], (G, 1, J)),
+        nbr_mask=np.zeros((G, A, J), bool), types=np.zeros((G, A), np.int32),
+        atom_conf=np.full((G, A), C, np.int32), atom_mask=np.zeros((G, A), bool),
+        energy=np.zeros((G, C), dtype), forces=np.zeros((G, A, 3), dtype),
+        virial=np.zeros((G, C, 3, 3), dtype), n_atoms=np.ones((G, C), dtype),
+        weight=np.zeros((G, C), dtype), has_energy=np.zeros((G, C), bool),
+        has_forces=np.zeros((G, A), bool), has_stress=np.zeros((G, C), bool),
+    )
+    for g, members in enumerate(groups):
+        if len(members) > C:
+            raise ValueError(f"group {g} has {len(members)} configurations > {C} slots")
+        start = 0
+        for c, k in enumerate(members):
+            s = samples[k]
+            idx, offsets, mask = s.neighbors[:3]
+            n, jn = idx.shape
+            if jn > J and mask[:, J:].any():
+                raise ValueError(f"{s.where}: {mask.sum(1).max()} neighbours > capacity {J}")
+            jn = min(jn, J)
+            sl = slice(start, start + n)
+            b["positions"][g, sl] = s.positions
+            b["offsets"][g, sl, :jn] = offsets[:, :jn]
+            b["nbr_idx"][g, sl, :jn] = idx[:, :jn] + start
+            b["nbr_mask"][g, sl, :jn] = mask[:, :jn]
+            b["types"][g, sl] = s.types
+            b["atom_conf"][g, sl] = c
+            b["atom_mask"][g, sl] = True
+            b["n_atoms"][g, c] = n
+            b["weight"][g, c] = s.weight
+            if s.energy is not None:
+                b["energy"][g, c] = s.energy
+                b["has_energy"][g, c] = True
+            if s.forces is not None:
+                b["forces"][g, sl] = s.forces
+                b["has_forces"][g, sl] = True
+            if s.virial is not None:
+                b["virial"][g, c] = s.virial
+                b["has_stress"][g, c] = True
+            start += n
+    return Batch(**b)
+
+
+@dataclass
+class Bucket:
+    """Configurations sharing a neighbour capacity, packed into one :class:`Batch`."""
+
+    capacity: int
+    members: list[int]  # sample indices
+    groups: list[list[int]]
+    batch: Batch
+
+
+def pack_buckets(samples: list[Sample], atoms_per_group: int | None = None,
+                 capacity_step: int = 8, group_multiple: int = 1,
+                 target_atoms: int = 4096, dtype=np.float64) -> list[Bucket]:
+    """Pack all samples into buckets (one per rounded neighbour capacity).
+
+    Args:
+        atoms_per_group: A; default: the largest configuration rounded up to a multiple of 8,
+            at least ``target_atoms`` / ``group_multiple`` and at most ``target_atoms``.
+        capacity_step: neighbour capacities are rounded up to multiples of this.
+        group_multiple: G of each bucket is padded to a multiple of this (the device count).
+    """
+    sizes = np.asarray([len(s) for s in samples])
+    if atoms_per_group is None:
+        atoms_per_group = round_up(max(sizes.max(), min(target_atoms, sizes.sum())), 8)
+        atoms_per_group = max(round_up(sizes.max(), 8),
+                              min(atoms_per_group,
+                                  round_up(-(-sizes.sum() // group_multiple), 8)))
+    caps = np.asarray([round_up(s.max_neighbors, capacity_step) for s in samples])
+    buckets = []
+    for cap in sorted(set(caps.tolist())):
+        members = [int(k) for k in np.flatnonzero(caps == cap)]
+        local = group_configurations(sizes[members], atoms_per_group)
+        groups = [[members[k] for k in g] for g in local]
+        C = max(len(g) for g in groups)
+        G = round_up(len(groups), group_multiple)
+        batch = pack_groups(samples, groups, atoms_per_group, cap, C, G, dtype)
+        buckets.append(Bucket(cap, members, groups, batch))
+    return buckets
+
+
+def load_dataset(path, cutoff: float, species=None, species_count=None, *,
+                 energy_weight: float = 1.0, force_weight: float = 0.01) -> list[Sample]:
+    """read → check → neighbours, the usual entry point."""
+    samples = read_samples(path, species=species, species_count=species_count)
+    check_samples(samples, energy_weight=energy_weight, force_weight=force_weight,
+                  species_count=species_count)
+    precompute_neighbors(samples, cutoff)
+    return samples

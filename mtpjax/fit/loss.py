@@ -1,0 +1,182 @@
+"""The fitting loss: weighted squared errors of energies, forces and stresses (pure functions).
+
+For configuration c with N_c atoms, per-configuration weight ω_c and reference labels (hats)::
+
+    L = Σ_c ω_c [ w_E (E_c − Ê_c)² / N_c^{p_E}
+                + w_F Σ_{i∈c} |F_i − F̂_i|² / N_c^{p_F}
+                + w_S ‖V_c − V̂_c‖²_F / N_c^{p_S} ]
+
+with the virial V = ∂E/∂ε (eV, 3×3, = −MLIP PlusStress = ASE stress × volume) and MLIP's
+``--weighting`` conventions (read from MLIP-2's ``NonLinearRegression``/``MTPR_trainer``):
+
+==============  ======  ======  ======  ==============================================
+weighting        p_E     p_F     p_S    meaning
+==============  ======  ======  ======  ==============================================
+vibrations (*)    1       0       1     energy error per atom, times N (mlp default)
+molecules         0       0       0     total-energy error: large cells count more
+structures        2       1       2     per-atom errors: every configuration counts once
+==============  ======  ======  ======  ==============================================
+
+so "energy per atom" is ``structures`` (w_E (ΔE/N)²) and "total energy" is ``molecules``.
+Default weights w_E : w_F : w_S = 1 : 0.01 : 0.001 as ``mlp train``; the paper's
+1 : 0.1 : 0.001 is ``--force-weight 0.1``. A configuration without a stress (or energy, or
+force) label simply contributes no such term.
+
+Batches are :class:`mtpjax.fit.data.Batch` es: groups of whole configurations concatenated
+along the atom axis, so one energy/force/virial pass evaluates a whole group (faster than a
+``vmap`` over padded configurations on CPU, see ``benchmarks/bench_train.py``). Forces are
+−∂E/∂x and each configuration's virial is ∂E/∂ε_c for a per-configuration strain ε_c.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from mtpjax.fit.data import Batch
+from mtpjax.model import ModelSpec
+from mtpjax.potential import site_energies
+
+WEIGHTING_EXPONENTS = {
+    "vibrations": (1.0, 0.0, 1.0),
+    "molecules": (0.0, 0.0, 0.0),
+    "structures": (2.0, 1.0, 2.0),
+}
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """w_E, w_F, w_S and the size convention (see module docstring)."""
+
+    energy: float = 1.0
+    forces: float = 0.01
+    stress: float = 0.001
+    weighting: str = "vibrations"
+
+    def __post_init__(self):
+        if self.weighting not in WEIGHTING_EXPONENTS:
+            raise ValueError(
+                f"weighting must be one of {sorted(WEIGHTING_EXPONENTS)}, got {self.weighting!r}"
+            )
+        for name in ("energy", "forces", "stress"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} weight must be ≥ 0, got {getattr(self, name)}")
+
+    @property
+    def exponents(self) -> tuple[float, float, float]:
+        return WEIGHTING_EXPONENTS[self.weighting]
+
+
+def predict_group(spec: ModelSpec, params, g: Batch):
+    """Energies [C] (eV), forces [A, 3] (eV/Å) and virials [C, 3, 3] (eV) of one group."""
+    C = g.energy.shape[0]
+    dtype = g.positions.dtype
+    params = jax.tree.map(jnp.asarray, params)
+    types = g.types
+
+    def total(positions, strain):
+        sym = 0.5 * (strain + jnp.swapaxes(strain, -1, -2))  # [C+1, 3, 3]
+        disp = positions[g.nbr_idx] - positions[:, None, :] + g.offsets
+        disp = disp + jnp.einsum("ajb,abc->ajc", disp, sym[g.atom_conf])
+        e = site_energies(spec, params, disp, types, types[g.nbr_idx], g.nbr_mask)
+        e = jnp.where(g.atom_mask, e, 0.0)
+        energies = jax.ops.segment_sum(e, g.atom_conf, num_segments=C + 1)[:C]
+        return jnp.sum(energies), energies
+
+    strain = jnp.zeros((C + 1, 3, 3), dtype)
+    (_, energies), (grad_pos, grad_strain) = jax.value_and_grad(
+        total, argnums=(0, 1), has_aux=True)(g.positions, strain)
+    return energies, -grad_pos, grad_strain[:C]
+
+
+def group_terms(spec: ModelSpec, weights: LossWeights, params, g: Batch) -> dict:
+    """Loss parts and error sums of one group (all scalars)."""
+    energies, forces, virials = predict_group(spec, params, g)
+    pE, pF, pS = weights.exponents
+    n = g.n_atoms
+    n_atom = n[jnp.minimum(g.atom_conf, n.shape[0] - 1)]
+    w_atom = jnp.where(g.atom_mask, g.weight[jnp.minimum(g.atom_conf, n.shape[0] - 1)], 0.0)
+
+    de = jnp.where(g.has_energy, energies - g.energy, 0.0)
+    df2 = jnp.where(g.has_forces, jnp.sum((forces - g.forces) ** 2, -1), 0.0)
+    ds2 = jnp.where(g.has_stress, jnp.sum((virials - g.virial) ** 2, (-1, -2)), 0.0)
+
+    e_loss = jnp.sum(g.weight * de**2 / n**pE)
+    f_loss = jnp.sum(w_atom * df2 / n_atom**pF)
+    s_loss = jnp.sum(g.weight * ds2 / n**pS)
+    loss = weights.energy * e_loss + weights.forces * f_loss + weights.stress * s_loss
+    real = g.weight > 0  # empty slots have weight 0
+    return {
+        "loss": loss,
+        "energy_loss": e_loss,
+        "force_loss": f_loss,
+        "stress_loss": s_loss,
+        # error statistics (per-atom energies, force components, virial per atom)
+        "energy_abs_sum": jnp.sum(jnp.where(real, jnp.abs(de) / n, 0.0)),
+        "energy_sq_sum": jnp.sum(jnp.where(real, (de / n) ** 2, 0.0)),
+        "energy_count": jnp.sum(real & g.has_energy).astype(energies.dtype),
+        "force_sq_sum": jnp.sum(jnp.where(w_atom > 0, df2, 0.0)),
+        "force_count": 3.0 * jnp.sum((w_atom > 0) & g.has_forces).astype(energies.dtype),
+        "stress_sq_sum": jnp.sum(jnp.where(real, ds2 / n**2, 0.0)),
+        "stress_count": 9.0 * jnp.sum(real & g.has_stress).astype(energies.dtype),
+    }
+
+
+def batch_terms(spec: ModelSpec, weights: LossWeights, params, batch: Batch) -> dict:
+    """Sum of :func:`group_terms` over the G groups (sequential ``lax.map``: bounded memory)."""
+    per_group = jax.lax.map(lambda g: group_terms(spec, weights, params, g), batch)
+    return jax.tree.map(lambda x: jnp.sum(x, axis=0), per_group)
+
+
+def dataset_terms(spec: ModelSpec, weights: LossWeights, params, batches) -> dict:
+    """Sum over a sequence of batches (one per shape bucket)."""
+    parts = [batch_terms(spec, weights, params, b) for b in batches]
+    return jax.tree.map(lambda *x: sum(x), *parts)
+
+
+def summarize(terms: dict) -> dict:
+    """Error metrics from summed terms: energy MAE/RMSE (eV/atom), force RMSE (eV/Å), ..."""
+    out = {"loss": float(terms["loss"])}
+    ne, nf, ns = (float(terms[k]) for k in ("energy_count", "force_count", "stress_count"))
+    if ne:
+        out["energy_mae"] = float(terms["energy_abs_sum"]) / ne
+        out["energy_rmse"] = (float(terms["energy_sq_sum"]) / ne) ** 0.5
+    if nf:
+        out["force_rmse"] = (float(terms["force_sq_sum"]) / nf) ** 0.5
+    if ns:
+        out["virial_rmse"] = (float(terms["stress_sq_sum"]) / ns) ** 0.5
+    return out
+
+
+def make_loss_fn(spec: ModelSpec, weights: LossWeights, mesh=None, axis: str = "data"):
+    """``(loss_fn, terms_fn)`` over a tuple of batches, optionally data-parallel.
+
+    With a :class:`jax.sharding.Mesh`, the group axis G of every batch is split over the mesh
+    axis ``axis`` (``shard_map``); each device evaluates its own groups and the partial sums
+    are reduced with ``psum`` — reverse-mode differentiation of a ``psum`` over replicated
+    parameters yields the all-reduced gradient.
+    """
+
+    def local_terms(params, batches):
+        return dataset_terms(spec, weights, params, batches)
+
+    if mesh is None:
+        terms_fn = local_terms
+    else:
+        from jax.sharding import PartitionSpec as P
+
+        def sharded(params, batches):
+            return jax.lax.psum(local_terms(params, batches), axis)
+
+        def terms_fn(params, batches):
+            in_specs = (jax.tree.map(lambda _: P(), params),
+                        jax.tree.map(lambda _: P(axis), batches))
+            return jax.shard_map(sharded, mesh=mesh, in_specs=in_specs, out_specs=P())(
+                params, batches)
+
+    def loss_fn(params, batches):
+        return terms_fn(params, batches)["loss"]
+
+    return loss_fn, terms_fn

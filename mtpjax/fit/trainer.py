@@ -1,0 +1,513 @@
+"""The fitting loop: initialise, optimise (L-BFGS or Adam), evaluate, log, checkpoint, polish.
+
+:class:`Trainer` ties the pieces together:
+
+1. data → shape buckets (:mod:`mtpjax.fit.data`), placed on the devices of a 1-D mesh
+   ``("data",)`` when more than one local device exists (groups sharded, gradients reduced by
+   ``psum`` inside :func:`mtpjax.fit.loss.make_loss_fn`);
+2. initial coefficients: the file's (``init_params="same"``) or random from ``seed``; unless
+   ``skip_preinit``, a random start gets its linear coefficients from the closed-form
+   least-squares solve (:mod:`mtpjax.fit.lstsq`) — our counterpart of ``mlp``'s pre-training.
+   The same QR pass yields the Jacobi scaling of the linear coefficients
+   (:class:`mtpjax.fit.optim.Scaling`);
+3. iterations of full-batch L-BFGS or minibatch AdamW; every iteration appends a JSON line
+   (loss, gradient norm, wall time, and every ``eval_every`` iterations train/validation errors);
+   the best coefficients on the validation set (on the training loss without one) are kept;
+4. a final least-squares polish of the linear coefficients, kept when it does not make the
+   validation loss worse;
+5. checkpoints (:mod:`mtpjax.fit.checkpoint`) every ``checkpoint_every`` iterations and on
+   interruption; ``resume=True`` continues from the checkpoint to the same result as an
+   uninterrupted run (same arithmetic in the same order).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mtpjax.fit import checkpoint as ckpt
+from mtpjax.fit.data import Sample, group_configurations, pack_buckets, pack_groups, round_up
+from mtpjax.fit.loss import LossWeights, make_loss_fn, summarize
+from mtpjax.fit.lstsq import make_group_rows, radial_column_norms, solve_linear
+from mtpjax.fit.optim import Scaling, adamw, lbfgs
+from mtpjax.model import ModelSpec
+from mtpjax.params import check_params, init_params
+from mtpjax.potential_data import MTPotential
+
+
+@dataclass
+class FitConfig:
+    """Every option of a fit (TOML ``[fit]`` table keys = these field names)."""
+
+    optimizer: str = "lbfgs"  # lbfgs | adam | lm
+    max_iter: int = 1000
+    energy_weight: float = 1.0
+    force_weight: float = 0.01
+    stress_weight: float = 0.001
+    weighting: str = "vibrations"  # vibrations | molecules | structures
+    seed: int = 0
+    init_params: str = "random"  # random | same
+    skip_preinit: bool = False
+    radial_scale: float | None = None  # None: from the data (see Trainer.auto_radial_scale)
+    precondition: bool = True
+    lstsq_polish: bool = True
+    lstsq_ridge: float = 0.0
+    lstsq_atoms: int = 256  # group size of the least-squares pass (memory ∝ tangents × atoms)
+    atoms_per_group: int | None = None
+    target_atoms: int = 4096
+    # L-BFGS
+    memory_size: int = 10
+    max_linesearch_steps: int = 20
+    tol: float = 0.0  # stop when the gradient norm (scaled variables) falls below
+    # Levenberg–Marquardt (full Jacobian, groups of lstsq_atoms atoms)
+    lm_lambda: float = 1e-3
+    # Adam
+    learning_rate: float = 1e-2
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    batch_size: int = 16  # configurations per minibatch
+    # bookkeeping
+    eval_every: int = 10
+    checkpoint_every: int = 10
+    data_parallel: bool = True
+
+    def __post_init__(self):
+        if self.optimizer not in ("lbfgs", "adam", "lm"):
+            raise ValueError(f"optimizer must be 'lbfgs', 'adam' or 'lm', got {self.optimizer!r}")
+        if self.init_params not in ("random", "same"):
+            raise ValueError(f"init_params must be 'random' or 'same', got {self.init_params!r}")
+        if self.max_iter < 0:
+            raise ValueError("max_iter must be ≥ 0")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> FitConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown fit option(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    @property
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(self.energy_weight, self.force_weight, self.stress_weight,
+                           self.weighting)
+
+
+class StopTraining(Exception):
+    """Raised by a callback to stop after the current iteration (state is checkpointed)."""
+
+
+def default_mesh(enabled: bool = True):
+    """1-D mesh over all local devices, or None for a single device."""
+    devices = jax.local_devices()
+    if not enabled or len(devices) < 2:
+        return None
+    return jax.sharding.Mesh(np.asarray(devices), ("data",))
+
+
+def _device_put(batch, mesh):
+    if mesh is None:
+        return jax.tree.map(jnp.asarray, batch)
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    return jax.tree.map(lambda x: jax.device_put(np.asarray(x), sharding), batch)
+
+
+class Trainer:
+    """Fit ``pot``'s coefficients to ``train`` (validated samples with neighbours).
+
+    Args:
+        pot: template or trained :class:`MTPotential` (its hyper-parameters are kept).
+        train, valid: lists of :class:`Sample` (``valid`` may be None).
+        config: :class:`FitConfig`.
+        workdir: where ``checkpoint.npz``, ``log.jsonl`` go (None: no files).
+        mesh: a 1-D ``("data",)`` mesh, ``"auto"`` (all local devices) or None.
+    """
+
+    def __init__(self, pot: MTPotential, train: list[Sample], valid: list[Sample] | None,
+                 config: FitConfig, workdir=None, mesh="auto", progress: bool = False):
+        self.pot = pot
+        self.spec = ModelSpec.from_potential(pot)
+        self.config = config
+        self.weights = config.loss_weights
+        self.mesh = default_mesh(config.data_parallel) if mesh == "auto" else mesh
+        self.n_dev = 1 if self.mesh is None else self.mesh.devices.size
+        self.train_samples = train
+        self.valid_samples = valid or []
+        self.workdir = None if workdir is None else Path(workdir)
+        self.progress = progress
+        self.loss_fn, self.terms_fn = make_loss_fn(self.spec, self.weights, self.mesh)
+        self._terms = jax.jit(self.terms_fn)
+        self.train_buckets = pack_buckets(train, config.atoms_per_group,
+                                          group_multiple=self.n_dev,
+                                          target_atoms=config.target_atoms)
+        self.train_batches = tuple(_device_put(b.batch, self.mesh) for b in self.train_buckets)
+        self.valid_batches = ()
+        if self.valid_samples:
+            vb = pack_buckets(self.valid_samples, None, group_multiple=self.n_dev,
+                              target_atoms=config.target_atoms)
+            self.valid_batches = tuple(_device_put(b.batch, self.mesh) for b in vb)
+        self._lstsq_batches = None
+        self._rows_fn = None
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def checkpoint_path(self):
+        return None if self.workdir is None else self.workdir / "checkpoint.npz"
+
+    @property
+    def log_path(self):
+        return None if self.workdir is None else self.workdir / "log.jsonl"
+
+    def auto_radial_scale(self) -> float:
+        """U(−a, a) radial coefficients with a = 0.5 / (mean neighbours · ((r_max − r_min)/2)²)."""
+        counts = [s.neighbors[2].sum(1).mean() for s in self.train_samples]
+        half = 0.5 * (self.spec.max_dist - self.spec.min_dist)
+        return 0.5 / (max(float(np.mean(counts)), 1.0) * half**2)
+
+    def lstsq(self, params: dict, return_norms: bool = False):
+        """Least-squares linear coefficients for ``params``' radial coefficients."""
+        if self._lstsq_batches is None:
+            self._lstsq_batches = [b.batch for b in pack_buckets(
+                self.train_samples, max(self.config.lstsq_atoms,
+                                        round_up(max(len(s) for s in self.train_samples), 8)))]
+            self._rows_fn = make_group_rows(self.spec, self.weights)
+        return solve_linear(self.spec, self.weights, params, self._lstsq_batches,
+                            ridge=self.config.lstsq_ridge, rows_fn=self._rows_fn,
+                            return_norms=return_norms)
+
+    def evaluate(self, params, batches) -> dict:
+        if not batches:
+            return {}
+        return summarize(self._terms(jax.tree.map(jnp.asarray, params), batches))
+
+    def initial_params(self) -> tuple[dict, Scaling]:
+        cfg = self.config
+        if cfg.init_params == "same":
+            if not self.pot.is_trained:
+                raise ValueError("--init-params=same needs a potential with coefficients")
+            params = check_params(self.spec, self.pot.params())
+        else:
+            scale = cfg.radial_scale if cfg.radial_scale is not None else self.auto_radial_scale()
+            params = init_params(self.spec, cfg.seed, scale)
+        params = {k: np.asarray(v, np.float64) for k, v in params.items()}
+        need_qr = cfg.precondition or (cfg.init_params == "random" and not cfg.skip_preinit)
+        scaling = Scaling.identity(params)
+        if need_qr:
+            solved, _, norms = self.lstsq(params, return_norms=True)
+            if cfg.init_params == "random" and not cfg.skip_preinit:
+                params = solved
+            if cfg.precondition:
+                scaling = Scaling.from_column_norms(params, norms, self.spec.species_count)
+                rnorms = radial_column_norms(self.spec, self.weights, params,
+                                             self._lstsq_batches)
+                scaling = scaling.with_radial(rnorms, norms)
+        return params, scaling
+
+    # ------------------------------------------------------------------ optimisers
+    def _make_lbfgs(self, scaling: Scaling):
+        opt = lbfgs(self.config.memory_size, self.config.max_linesearch_steps)
+        loss_fn = self.loss_fn
+
+        def step(u, state, scales, batches):
+            sc = Scaling(scales)
+
+            def f(v):
+                return loss_fn(sc.to_params(v), batches)
+
+            value, grad = optax.value_and_grad_from_state(f)(u, state=state)
+            updates, state = opt.update(grad, state, u, value=value, grad=grad, value_fn=f)
+            u = optax.apply_updates(u, updates)
+            new_value = optax.tree_utils.tree_get(state, "value")
+            return u, state, new_value, optax.tree_utils.tree_norm(grad)
+
+        return opt, jax.jit(step)
+
+    def _make_adam(self, params):
+        cfg = self.config
+        opt = adamw(cfg.learning_rate, cfg.max_iter, cfg.warmup_steps, cfg.schedule,
+                    cfg.weight_decay, params)
+        loss_fn = self.loss_fn
+
+        def step(u, state, scales, batch):
+            sc = Scaling(scales)
+            value, grad = jax.value_and_grad(lambda v: loss_fn(sc.to_params(v), (batch,)))(u)
+            updates, state = opt.update(grad, state, u)
+            return optax.apply_updates(u, updates), state, value, optax.tree_utils.tree_norm(grad)
+
+        return opt, jax.jit(step)
+
+    def _lm_step(self, u, opt_state, scales, batches):
+        """One Levenberg–Marquardt step (Marquardt's diagonal damping, λ adapted ×1/3, ×4)."""
+        from jax.flatten_util import ravel_pytree
+
+        if self._lstsq_batches is None:
+            self.lstsq({k: np.asarray(v) for k, v in self._params(
+                {"u": u, "scales": scales}).items()})
+        if getattr(self, "_neq_fn", None) is None:
+            from mtpjax.fit.lstsq import make_group_normal_eq
+
+            self._neq_fn = make_group_normal_eq(self.spec, self.weights)
+            self._loss_jit = jax.jit(self.loss_fn)
+        H = b = None
+        loss0 = 0.0
+        for batch in self._lstsq_batches:
+            for k in range(batch.nbr_idx.shape[0]):
+                if not np.any(batch.atom_mask[k]):
+                    continue
+                g = jax.tree.map(lambda x, k=k: jnp.asarray(x[k]), batch)
+                h, jb, rr = (np.asarray(x) for x in self._neq_fn(u, scales, g))
+                H = h if H is None else H + h
+                b = jb if b is None else b + jb
+                loss0 += float(rr)
+        flat, unravel = ravel_pytree(u)
+        flat = np.asarray(flat)
+        d = np.diag(H).copy()
+        d = np.maximum(d, 1e-12 * max(float(d.max()), 1e-300))
+        lam = float(opt_state["lam"])
+        best_u, best_loss = u, loss0
+        for _ in range(self.config.max_linesearch_steps):
+            delta = np.linalg.lstsq(H + lam * np.diag(d), -b, rcond=1e-15)[0]
+            trial = unravel(jnp.asarray(flat + delta))
+            value = float(self._loss_jit(Scaling(scales).to_params(trial), self.train_batches))
+            if np.isfinite(value) and value < loss0:
+                best_u, best_loss = trial, value
+                lam = max(lam / 3.0, 1e-15)
+                break
+            lam *= 4.0
+        return best_u, {"lam": jnp.asarray(lam)}, best_loss, float(2.0 * np.linalg.norm(b))
+
+    def _adam_batches(self, epoch: int):
+        """Fixed-shape minibatches of epoch ``epoch`` (deterministic from seed and epoch)."""
+        cfg = self.config
+        samples = self.train_samples
+        sizes = np.asarray([len(s) for s in samples])
+        bs = min(cfg.batch_size, len(samples))
+        largest = np.sort(sizes)[::-1][:bs].sum()
+        A = round_up(-(-largest // self.n_dev) + sizes.max(), 8)
+        J = max(round_up(s.max_neighbors, 8) for s in samples)
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(samples))
+        out = []
+        for start in range(0, len(order), bs):
+            members = order[start:start + bs]
+            groups: list[list[int]] = [[] for _ in range(self.n_dev)]
+            load = np.zeros(self.n_dev, int)
+            for k in members:  # least-loaded: every group ≤ total/n_dev + largest
+                d = int(np.argmin(load))
+                groups[d].append(int(k))
+                load[d] += sizes[k]
+            out.append(pack_groups(samples, groups, A, J, bs, self.n_dev))
+        return out
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, callback=None, resume: bool = True) -> dict:
+        """Fit; returns {"params", "best_params", "history", "best"}.
+
+        ``callback(iteration, record)`` may raise :class:`StopTraining` (checkpoint, then stop).
+        """
+        cfg = self.config
+        t_start = time.perf_counter()
+        path = self.checkpoint_path
+        state_tree = None
+        if resume and path is not None and path.exists():
+            state_tree, meta = self._restore()
+            start = meta["iteration"]
+            elapsed0 = meta.get("elapsed", 0.0)
+        else:
+            params, scaling = self.initial_params()
+            state_tree = self._fresh_state(params, scaling)
+            start, elapsed0 = 0, 0.0
+            self._truncate_log(0)
+            rec = self._record(0, state_tree, float("nan"), float("nan"), elapsed0, t_start,
+                               force_eval=True)
+            self._update_best(state_tree, rec)
+            self._log(rec)
+        if cfg.optimizer == "lbfgs":
+            _, step = self._make_lbfgs(None)
+        elif cfg.optimizer == "lm":
+            step = self._lm_step
+        else:
+            _, step = self._make_adam(state_tree["u"])
+            steps_per_epoch = -(-len(self.train_samples) // min(cfg.batch_size,
+                                                                len(self.train_samples)))
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.max_iter, initial=start, desc=f"train ({cfg.optimizer})",
+                       unit="it", dynamic_ncols=True)
+        stopped = False
+        it = start
+        epoch_cache = {}
+        try:
+            for it in range(start + 1, cfg.max_iter + 1):
+                if cfg.optimizer in ("lbfgs", "lm"):
+                    u, opt_state, value, gnorm = step(state_tree["u"], state_tree["opt"],
+                                                      state_tree["scales"], self.train_batches)
+                else:
+                    epoch, k = divmod(it - 1, steps_per_epoch)
+                    if epoch not in epoch_cache:
+                        epoch_cache = {epoch: [_device_put(b, self.mesh)
+                                               for b in self._adam_batches(epoch)]}
+                    u, opt_state, value, gnorm = step(state_tree["u"], state_tree["opt"],
+                                                      state_tree["scales"], epoch_cache[epoch][k])
+                state_tree = {**state_tree, "u": u, "opt": opt_state}
+                rec = self._record(it, state_tree, float(value), float(gnorm), elapsed0, t_start)
+                self._update_best(state_tree, rec)
+                self._log(rec)
+                if bar is not None:
+                    post = {"loss": f"{rec['loss']:.4g}"}
+                    if "valid" in rec and "energy_mae" in rec["valid"]:
+                        post["val_E"] = f"{1e3 * rec['valid']['energy_mae']:.2f}meV"
+                    bar.set_postfix(post)
+                    bar.update(1)
+                if path is not None and cfg.checkpoint_every and it % cfg.checkpoint_every == 0:
+                    self._save(state_tree, it, elapsed0 + time.perf_counter() - t_start)
+                if callback is not None:
+                    callback(it, rec)
+                if cfg.tol > 0 and gnorm < cfg.tol:
+                    break
+        except (StopTraining, KeyboardInterrupt):
+            stopped = True
+            if path is not None:
+                self._save(state_tree, it, elapsed0 + time.perf_counter() - t_start)
+        finally:
+            if bar is not None:
+                bar.close()
+        if stopped:
+            return {"stopped": True, "iteration": it}
+        return self._finish(state_tree, it, elapsed0, t_start)
+
+    # ------------------------------------------------------------------ internals
+    def _fresh_state(self, params, scaling: Scaling) -> dict:
+        cfg = self.config
+        scales = {k: jnp.asarray(v) for k, v in scaling.scales.items()}
+        u = Scaling(scales).from_params({k: jnp.asarray(v) for k, v in params.items()})
+        if cfg.optimizer == "lbfgs":
+            opt_state = self._make_lbfgs(scaling)[0].init(u)
+        elif cfg.optimizer == "lm":
+            opt_state = {"lam": jnp.asarray(float(cfg.lm_lambda))}
+        else:
+            opt_state = self._make_adam(u)[0].init(u)
+        p = {k: jnp.asarray(v) for k, v in params.items()}
+        return {"u": u, "opt": opt_state, "scales": scales,
+                "best_params": p, "best_score": jnp.asarray(np.inf)}
+
+    def _params(self, state_tree) -> dict:
+        return Scaling(state_tree["scales"]).to_params(state_tree["u"])
+
+    def _record(self, it, state_tree, value, gnorm, elapsed0, t_start, force_eval=False):
+        rec = {"iter": it, "time": round(elapsed0 + time.perf_counter() - t_start, 4),
+               "loss": value, "grad_norm": gnorm}
+        evaluate = force_eval or (self.config.eval_every and it % self.config.eval_every == 0) \
+            or it == self.config.max_iter
+        params = self._params(state_tree)
+        if evaluate:
+            rec["train"] = self.evaluate(params, self.train_batches)
+            rec["loss"] = rec["train"]["loss"]
+        if self.valid_batches and (evaluate or self.config.optimizer == "lbfgs"):
+            rec["valid"] = self.evaluate(params, self.valid_batches)
+        return rec
+
+    def _score(self, rec) -> float | None:
+        if "valid" in rec:
+            return rec["valid"]["loss"]
+        if not self.valid_batches and self.config.optimizer == "lbfgs":
+            return rec["loss"]
+        if not self.valid_batches and "train" in rec:
+            return rec["train"]["loss"]
+        return None
+
+    def _update_best(self, state_tree, rec):
+        score = self._score(rec)
+        if score is None or not math.isfinite(score):
+            return
+        if score < float(state_tree["best_score"]):
+            state_tree["best_score"] = jnp.asarray(score)
+            state_tree["best_params"] = self._params(state_tree)
+            rec["best"] = True
+
+    def _finish(self, state_tree, it, elapsed0, t_start) -> dict:
+        params = {k: np.asarray(v) for k, v in self._params(state_tree).items()}
+        best = {k: np.asarray(v) for k, v in state_tree["best_params"].items()}
+        best_score = float(state_tree["best_score"])
+        polished = None
+        if self.config.lstsq_polish:
+            polished, _ = self.lstsq(best)
+            if self.valid_batches:
+                score = self.evaluate(polished, self.valid_batches)["loss"]
+            else:
+                score = self.evaluate(polished, self.train_batches)["loss"]
+            if score <= best_score or not math.isfinite(best_score):
+                best, best_score = polished, score
+        rec = {"iter": it, "time": round(elapsed0 + time.perf_counter() - t_start, 4),
+               "final": True, "polished": polished is not None and best is polished,
+               "train": self.evaluate(best, self.train_batches)}
+        rec["loss"] = rec["train"]["loss"]
+        if self.valid_batches:
+            rec["valid"] = self.evaluate(best, self.valid_batches)
+        self._log(rec)
+        return {"params": params, "best_params": best, "best_score": best_score,
+                "history": self.history, "final": rec}
+
+    def _save(self, state_tree, it, elapsed):
+        ckpt.save(self.checkpoint_path, state_tree,
+                  {"iteration": int(it), "elapsed": float(elapsed),
+                   "config": asdict(self.config)})
+
+    def _restore(self):
+        u0 = {k: jnp.zeros(v) for k, v in _shapes(self.spec).items()}
+        scaling = Scaling.identity(u0)
+        template = self._fresh_state(u0, scaling)
+        state, meta = ckpt.load(self.checkpoint_path, template)
+        state = jax.tree.map(jnp.asarray, state)
+        self._truncate_log(meta["iteration"])
+        return state, meta
+
+    def _truncate_log(self, upto: int):
+        self.history = []
+        if self.log_path is None:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if upto > 0 and self.log_path.exists():
+            for line in self.log_path.read_text().splitlines():
+                rec = json.loads(line)
+                if rec.get("iter", 0) <= upto and not rec.get("final"):
+                    kept.append(line)
+                    self.history.append(rec)
+        self.log_path.write_text("".join(line + "\n" for line in kept))
+
+    def _log(self, rec):
+        self.history.append(rec)
+        if self.log_path is not None:
+            with open(self.log_path, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+
+
+def _shapes(spec: ModelSpec):
+    from mtpjax.params import param_shapes
+
+    return param_shapes(spec)
+
+
+def fit(pot: MTPotential, train, valid=None, config: FitConfig | None = None, **kwargs):
+    """Convenience: ``Trainer(pot, train, valid, config).run()`` → trained :class:`MTPotential`."""
+    config = config or FitConfig()
+    result = Trainer(pot, train, valid, config, **kwargs).run()
+    return pot.with_params(result["best_params"]), result
+
+
+__all__ = ["FitConfig", "Trainer", "StopTraining", "fit", "default_mesh",
+           "group_configurations"]
