@@ -21,8 +21,8 @@ Contraction plan (MLIP's, decoded from its templates; see :func:`_plan`): two te
 contracted directly; three: the pair sharing most indices first, then the third; four: the
 smallest tensor (by (ν, μ)) last, either as a chain (pair, +1 tensor, +1 tensor) or as a
 contraction of two pairs. A product of scalars is (one connected factor) × (the product of the
-others). With this plan the moment and product counts equal MLIP's up to level 20; from level
-22 on a handful of scalars are split differently (docs/basis.md).
+others). With this plan the moment and product counts equal MLIP's at every level 2…28
+(docs/basis.md).
 """
 
 from __future__ import annotations
@@ -255,7 +255,8 @@ class _Builder:
                 for (i, j, _), e in zip(groups, es, strict=True):
                     xe[i] = _add(xe[i], e)
                     ye[j] = _add(ye[j], e)
-                pq = (x.comp[tuple(xe)], y.comp[tuple(ye)])
+                p, q = x.comp[tuple(xe)], y.comp[tuple(ye)]
+                pq = (p, q) if p <= q or x_key != y_key else (q, p)  # m_p m_q = m_q m_p
                 rows[pq] = rows.get(pq, 0) + w
             comp[res] = self._moment(rows)
         self.tensors[key] = _Tensor(blocks, comp)
@@ -266,17 +267,18 @@ class _Builder:
 
 
 def _labelled(graph: Graph) -> tuple[list[Type], np.ndarray]:
-    """Node types and multiplicity matrix [n, n] in the labelling used for the chains.
+    """Node types and multiplicity matrix [n, n] in the labelling used for the plan.
 
-    Nodes are ordered by (ν, μ); among equal types the labelling whose edge vector
-    (m₁₂, m₁₃, …, m₃₄) is lexicographically smallest is taken.
+    Among the labellings with nodes sorted by (μ, ν), the one whose edge vector
+    (m₁₂, m₁₃, …, m₃₄) is lexicographically smallest is taken (this fixes the order of equal
+    types); the nodes are then stably re-sorted by (ν, μ).
     """
     types, edges = graph
     n = len(types)
     mult = np.zeros((n, n), dtype=np.int64)
     for i, j, m in edges:
         mult[i, j] = mult[j, i] = m
-    order = sorted(range(n), key=lambda i: (types[i][1], types[i][0]))
+    order = sorted(range(n), key=lambda i: types[i])
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
     best = None
     for perm in itertools.permutations(order):
@@ -285,7 +287,7 @@ def _labelled(graph: Graph) -> tuple[list[Type], np.ndarray]:
         vec = tuple(int(mult[perm[i], perm[j]]) for i, j in pairs)
         if best is None or vec < best[0]:
             best = (vec, perm)
-    perm = best[1]
+    perm = sorted(best[1], key=lambda i: (types[i][1], types[i][0]))
     return [types[p] for p in perm], mult[np.ix_(perm, perm)]
 
 

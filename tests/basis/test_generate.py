@@ -40,8 +40,6 @@ MLIP_COUNTS = {
     22: (2621, 421, 15431, 500), 24: (4991, 581, 36170, 864), 26: (9396, 706, 82520, 1464),
     28: (17366, 866, 180069, 2445),
 }
-# levels up to which our moment and product counts equal MLIP's (docs/basis.md)
-EXACT_COUNTS_UP_TO = 20
 # linear dependencies among the scalar functions (identities of 3×3 tensors, e.g.
 # Cayley–Hamilton for M₀₂ at level 16); MLIP's basis has exactly the same ones
 RANK_DEFICIT = {16: 1, 18: 2, 20: 6, 22: 14, 24: 33, 26: 70, 28: 148}
@@ -103,9 +101,9 @@ def test_counts_match_mlip(level):
     np.testing.assert_array_equal(np.sort(ours.scalar_levels()), np.sort(mlip.scalar_levels()))
     assert (np.diff(ours.scalar_levels()) >= 0).all()
     assert ours.scalar_levels().max() <= level
-    if level <= EXACT_COUNTS_UP_TO:
-        assert ours.alpha_moments_count == n_moments
-        assert ours.times_count == n_times
+    # the same contraction plan and merging as MLIP: identical moment and product counts
+    assert ours.alpha_moments_count == n_moments
+    assert ours.times_count == n_times
     assert ours.radial_funcs_needed == mlip.radial_funcs_needed
     assert ours.max_power == mlip.max_power
 
