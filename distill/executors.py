@@ -20,6 +20,7 @@ import multiprocessing as mp
 import multiprocessing.connection
 import os
 import signal
+import time
 import traceback
 from collections import deque
 from collections.abc import Iterator
@@ -185,36 +186,51 @@ def run_dask(
     teacher_id: str,
     client,
     in_flight: int | None = None,
+    no_worker_timeout: float = 300.0,
+    poll: float = 1.0,
 ) -> Iterator[tuple[Task, Outcome]]:
     """Run tasks on a Dask cluster through `client` (a `distributed.Client`).
 
-    At most `in_flight` tasks are submitted at once (default 2 per worker thread). Dask itself
-    re-runs a task whose worker died; after `distributed.scheduler.allowed-failures` deaths it
-    gives up (KilledWorker), which is reported as a WorkerLost that is not retried again.
+    At most `in_flight` tasks are submitted at once (default 2 per worker thread, at least 4).
+    Dask itself re-runs a task whose worker died; after `distributed.scheduler.allowed-failures`
+    deaths it gives up (KilledWorker), which is reported as a WorkerLost not to be retried.
+    A cluster left without workers for `no_worker_timeout` seconds (a LocalCluster stops
+    restarting workers that keep dying) raises RuntimeError instead of waiting forever.
     """
-    from distributed import KilledWorker, as_completed
+    from distributed import KilledWorker, wait
 
-    limit = in_flight or max(2, 2 * sum(client.nthreads().values()))
-    pending = as_completed()
+    limit = in_flight or max(4, 2 * sum(client.nthreads().values()))
     tasks = {}
+    idle_since = None
 
     def submit() -> None:
         task = queue.popleft()
-        future = client.submit(label_chunk, spec, teacher_id, task.items, pure=False)
-        tasks[future.key] = task
-        pending.add(future)
+        tasks[client.submit(label_chunk, spec, teacher_id, task.items, pure=False)] = task
 
-    while queue and len(tasks) < limit:
-        submit()
-    while tasks:
-        future = next(pending)
-        task = tasks.pop(future.key)
-        try:
-            outcome = future.result()
-        except KilledWorker as exc:
-            outcome = WorkerLost(f"dask worker died running this task: {exc}", retry=False)
-        finally:
-            future.release()
-        yield task, outcome
+    while queue or tasks:
         while queue and len(tasks) < limit:
             submit()
+        try:
+            done, _ = wait(list(tasks), timeout=poll, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            done = set()
+        progressed = False
+        for future in done:
+            try:  # a result lost with its worker is recomputed: do not block on it
+                outcome = future.result(timeout=poll)
+            except TimeoutError:
+                continue
+            except KilledWorker as exc:
+                outcome = WorkerLost(f"dask worker died running this task: {exc}", retry=False)
+            progressed = True
+            future.release()
+            yield tasks.pop(future), outcome
+        if progressed or client.nthreads():
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since > no_worker_timeout:
+            raise RuntimeError(
+                f"the Dask cluster has had no workers for {no_worker_timeout:.0f} s "
+                f"({len(tasks)} tasks waiting); labels made so far are stored: rerun to go on"
+            )

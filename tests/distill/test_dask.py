@@ -38,3 +38,17 @@ def test_dask_client_and_teacher_failures(tmp_path, structures, cluster):
     assert summary.n_failed == sum(len(a) == 8 for a in structures) > 0
     assert summary.n_labelled + summary.n_failed == len(structures)
     assert open_store(tmp_path / "f.db").count() == len(structures)
+
+
+def test_cluster_without_workers_raises_instead_of_hanging(tmp_path, structures):
+    from collections import deque
+
+    from distill.executors import Task, run_dask
+    from distill.teachers import teacher_identity
+
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty:
+        with distributed.Client(empty) as client:
+            queue = deque([Task([("uid", structures[0])])])
+            tid = teacher_identity(EMT)["teacher_id"]
+            with pytest.raises(RuntimeError, match="no workers for 1 s"):
+                list(run_dask(queue, EMT, tid, client, no_worker_timeout=1.0, poll=0.2))
