@@ -372,17 +372,22 @@ def generate_basis(level: int) -> BasisSpec:
     # connected scalars (fewest tensors first), then products of them
     value = {g: _build_connected(b, g) for g in conn}
 
-    # products: (first factor) × (product of the others), shorter products first
+    # a product is (smallest factor) × (product of the others); factors ordered by number of
+    # tensors, then type, as MLIP does (M₁₀·(M₂₀·(M₀₁·M₀₁)))
+    def factors(s):
+        return tuple(sorted(s, key=lambda g: (len(g[0]), g)))
+
     prod_value: dict[tuple[Graph, ...], int] = {}
     for s in sorted(scalars, key=len):
-        if len(s) == 1:
-            prod_value[s] = value[s[0]]
+        f = factors(s)
+        if len(f) == 1:
+            prod_value[f] = value[f[0]]
         else:
-            prod_value[s] = b.product(value[s[0]], prod_value[s[1:]])
+            prod_value[f] = b.product(value[f[0]], prod_value[f[1:]])
 
     order = sorted(scalars, key=lambda s: (sum(graph_level(g) for g in s), len(s),
                                            sum(len(g[0]) for g in s), s))
-    mapping = [prod_value[s] for s in order]
+    mapping = [prod_value[factors(s)] for s in order]
     return BasisSpec(
         alpha_index_basic=np.asarray(b.basic, dtype=np.int64).reshape(-1, 4),
         alpha_index_times=np.asarray(b.times, dtype=np.int64).reshape(-1, 4),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,32 @@ def test_counts_match_mlip(level):
     assert ours.times_count == n_times
     assert ours.radial_funcs_needed == mlip.radial_funcs_needed
     assert ours.max_power == mlip.max_power
+
+
+def _structure_ids(basis, intern: dict) -> list[int]:
+    """Canonical id of every moment: basic row, or the multiset of its (p, q, w) rows with p, q
+    replaced by their ids (order of p and q ignored). Equal ids = the same computation."""
+    ids = [intern.setdefault(("B", *row), len(intern)) for row in basis.alpha_index_basic.tolist()]
+    ids += [None] * (basis.alpha_moments_count - basis.basic_count)
+    rows: dict[int, list] = {}
+    for p, q, w, k in basis.alpha_index_times.tolist():
+        rows.setdefault(k, []).append((p, q, w))
+    for k in sorted(rows):
+        key = tuple(sorted((min(ids[p], ids[q]), max(ids[p], ids[q]), w) for p, q, w in rows[k]))
+        ids[k] = intern.setdefault(key, len(intern))
+    return ids
+
+
+@pytest.mark.parametrize("level", LEVEL_PARAMS)
+def test_flattened_form_identical_to_mlip(level):
+    """Same moments computed by the same rows as MLIP, up to renumbering of the moments."""
+    ours = generate_basis(level)
+    mlip = _template(level)
+    intern: dict = {}
+    a, b = _structure_ids(ours, intern), _structure_ids(mlip, intern)
+    assert Counter(a) == Counter(b)
+    assert sorted(a[i] for i in ours.alpha_moment_mapping) == sorted(
+        b[i] for i in mlip.alpha_moment_mapping)
 
 
 @pytest.mark.parametrize("level", LEVEL_PARAMS)
