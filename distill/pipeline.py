@@ -1,0 +1,163 @@
+"""The indirect-learning pipeline: teacher → D1 → labels → fits → tests → evaluate → MD →
+analysis → report, each stage cached in a run directory.
+
+A stage's key is the sha256 of the config sections it reads and the keys of the stages it reads
+from (`STAGES`); it is skipped when ``RUN/<stage>/stamp.json`` holds the same key, so an
+interrupted run resumes, and an edited section redoes that stage and those after it. Long stages
+(fits, MD runs) stamp each sub-task too. Every event goes to ``RUN/progress.jsonl`` (stage,
+status started/done/skipped/failed, seconds) and a line on stderr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from distill.hashing import file_sha256
+from distill.stages import config as config_mod
+from distill.stages.cache import is_done, read_stamp, stage_key, write_json, write_stamp
+
+
+@dataclasses.dataclass
+class Context:
+    """What a stage function sees: the validated config, the run folder, its own folder."""
+
+    cfg: dict
+    run_dir: Path
+    folder: Path
+    progress: bool = True
+
+    @property
+    def species(self) -> list[str]:
+        return list(self.cfg["run"]["species"])
+
+    def log(self, message: str) -> None:
+        print(f"  {self.folder.name}: {message}", file=sys.stderr, flush=True)
+
+    def event(self, stage: str, **fields) -> None:
+        log_event(self.run_dir, stage=stage, **fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """name; sections: config sections hashed into its key; needs: stages it reads from;
+    files: config (section, key) pairs naming external input files whose bytes are hashed."""
+
+    name: str
+    sections: tuple[str, ...]
+    needs: tuple[str, ...]
+    run: Callable[[Context], dict]
+    files: tuple[tuple[str, str], ...] = ()
+
+
+def _stages() -> list[Stage]:
+    from distill import report
+    from distill.stages import data, evaluate, fits, physical
+
+    return [
+        Stage("teacher", ("teacher",), (), data.teacher_stage, (("d0", "train"), ("d0", "test"))),
+        Stage("sample", ("sample", "run"), ("teacher",), data.sample_stage),
+        Stage(
+            "labels",
+            ("d0", "labels", "run"),
+            ("teacher", "sample"),
+            data.labels_stage,
+            (("d0", "train"),),
+        ),
+        Stage("fits", ("fit", "run"), ("labels",), fits.fits_stage),
+        Stage(
+            "tests",
+            ("rss", "compression", "d0", "labels", "run"),
+            ("teacher",),
+            data.tests_stage,
+            (("d0", "test"),),
+        ),
+        Stage("evaluate", ("evaluate", "run"), ("fits", "tests"), evaluate.evaluate_stage),
+        Stage("md", ("md", "run"), ("fits", "teacher"), physical.md_stage),
+        Stage("analysis", ("analysis", "md", "run"), ("md",), physical.analysis_stage),
+        Stage(
+            "report",
+            (),
+            ("teacher", "sample", "labels", "fits", "tests", "evaluate", "md", "analysis"),
+            report.report_stage,
+        ),
+    ]
+
+
+def log_event(run_dir: Path, **fields) -> None:
+    """Append one JSON line to RUN/progress.jsonl (time in UTC)."""
+    fields = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields}
+    with open(Path(run_dir) / "progress.jsonl", "a") as fh:
+        fh.write(json.dumps(fields) + "\n")
+
+
+def _key(stage: Stage, cfg: dict, keys: dict) -> str:
+    sections = {s: cfg[s] for s in stage.sections}
+    if stage.name == "teacher" and not cfg["teacher"]["fit_gap"]:  # the D0 files do not matter
+        files = {}
+    else:
+        files = {f"{s}.{k}": file_sha256(cfg[s][k]) for s, k in stage.files}
+    return stage_key(
+        stage=stage.name, sections=sections, needs={n: keys[n] for n in stage.needs}, files=files
+    )
+
+
+def run(
+    config_path: str | Path,
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+    only: list[str] | None = None,
+) -> dict:
+    """Validate the config (before any compute), then run every stage not up to date.
+
+    Returns {stage: {"status": "done" | "skipped", "seconds", "key"}}. A stage that raises stops
+    the run (its folder has no stamp; rerunning resumes there).
+    """
+    cfg = config_mod.load(config_path, run_dir)
+    import jax  # the pipeline is an application: fits and MD run in float64, as `mtpjax train`
+
+    jax.config.update("jax_enable_x64", True)
+    stages = [s for s in _stages() if s.name in cfg["run"]["stages"]]
+    missing = {n for s in stages for n in s.needs} - {s.name for s in stages}
+    root = Path(cfg["run"]["dir"])
+    for name in sorted(missing):  # a needed stage left out must have been run before
+        if not (root / name / "stamp.json").is_file():
+            raise config_mod.PipelineConfigError(
+                f"{config_path}: run.stages: stage {name!r} is needed but neither listed nor "
+                f"done in {root}"
+            )
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(root / "config.json", cfg)
+    keys = {n: read_stamp(root / n)["key"] for n in missing}
+    results = {}
+    print(f"distill: run directory {root}", file=sys.stderr)
+    for i, stage in enumerate(stages):
+        folder = root / stage.name
+        key = _key(stage, cfg, keys)
+        keys[stage.name] = key
+        head = f"[{i + 1}/{len(stages)}] {stage.name}"
+        if is_done(folder, key) and not (only and stage.name in only):
+            print(f"{head}: up to date, skipped", file=sys.stderr, flush=True)
+            log_event(root, stage=stage.name, status="skipped")
+            results[stage.name] = {"status": "skipped", "key": key}
+            continue
+        print(f"{head}: running", file=sys.stderr, flush=True)
+        log_event(root, stage=stage.name, status="started")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "stamp.json").unlink(missing_ok=True)
+        start = time.perf_counter()
+        try:
+            summary = stage.run(Context(cfg, root, folder, progress))
+        except Exception as exc:
+            log_event(root, stage=stage.name, status="failed", error=repr(exc))
+            raise
+        seconds = time.perf_counter() - start
+        write_stamp(folder, key, seconds, summary)
+        log_event(root, stage=stage.name, status="done", seconds=round(seconds, 2))
+        print(f"{head}: done in {seconds:.1f} s", file=sys.stderr, flush=True)
+        results[stage.name] = {"status": "done", "key": key, "seconds": seconds}
+    return results

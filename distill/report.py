@@ -1,0 +1,332 @@
+"""The report stage: RUN/report/report.md (+ PNG figures) from the stage outputs only.
+
+Every number in the report is read from a stage's stamp or JSON output and printed with the
+formats below (`fmt_e`, `fmt_f`, `fmt_cost`), so a test can recompute each cell from the stage
+outputs. The config that produced the run is appended verbatim (as validated JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from distill.stages.cache import read_json, read_stamp, write_text
+
+TEACHER_SETS = ("rss.xyz:M1", "compression.xyz:M1", "dft_test.xyz:M1")
+ALL_TARGETS = TEACHER_SETS + ("dft_test_m0.xyz:M0",)
+SET_NAMES = {
+    "rss.xyz:M1": "RSS vs M1",
+    "compression.xyz:M1": "compression vs M1",
+    "dft_test.xyz:M1": "DFT cells vs M1",
+    "dft_test_m0.xyz:M0": "DFT cells vs M0",
+}
+
+
+def fmt_e(x: float) -> str:
+    """Energy MAE, meV/atom."""
+    return f"{x:.2f}"
+
+
+def fmt_f(x: float) -> str:
+    """Force MAE, eV/Å."""
+    return f"{x:.4f}"
+
+
+def fmt_cost(x: float) -> str:
+    """Seconds per atom-step / speed-up factor."""
+    return f"{x:.3g}"
+
+
+def models(errors: dict) -> list[str]:
+    return [m for m in errors if m != "teacher"]
+
+
+def finding(errors: dict, levels: list[int]) -> list[dict]:
+    """Per level and teacher-labelled set: is M''_L's MAE ≤ M'_L's (energy and forces)?"""
+    rows = []
+    for level in levels:
+        d, i = errors.get(f"M'_{level}", {}), errors.get(f"M''_{level}", {})
+        for target in TEACHER_SETS:
+            if target not in d or target not in i:
+                continue
+            rows.append(
+                {
+                    "level": level,
+                    "set": target,
+                    "energy": i[target]["energy_mae_meV_per_atom"]
+                    <= d[target]["energy_mae_meV_per_atom"],
+                    "force": i[target]["force_mae_eV_per_A"] <= d[target]["force_mae_eV_per_A"],
+                }
+            )
+    return rows
+
+
+def figure_error_vs_cost(errors: dict, cost: dict, path: Path) -> None:
+    """The paper's Fig. 3: MAE vs the teacher against cost per MD step relative to the teacher."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for target, marker in (("rss.xyz:M1", "o"), ("compression.xyz:M1", "s")):
+        for kind, color in (("M'", "tab:blue"), ("M''", "tab:red")):
+            pts = [
+                (cost[m]["s_per_atom_step"] / cost["teacher_s_per_atom_step"], errors[m][target])
+                for m in models(errors)
+                if m.split("_")[0] == kind and target in errors[m] and m in cost
+            ]
+            if not pts:
+                continue
+            x = [p[0] for p in pts]
+            for ax, key in zip(
+                axes, ("energy_mae_meV_per_atom", "force_mae_eV_per_A"), strict=True
+            ):
+                ax.plot(
+                    x,
+                    [p[1][key] for p in pts],
+                    marker=marker,
+                    color=color,
+                    ls="-" if marker == "o" else "--",
+                    label=f"{kind} {SET_NAMES[target]}",
+                )
+    for ax, label in zip(
+        axes, ("energy MAE vs teacher (meV/atom)", "force MAE vs teacher (eV/Å)"), strict=True
+    ):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("cost per MD step relative to the teacher")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def render(run_dir: Path, cfg: dict, out: Path) -> str:
+    """The Markdown report (figures written next to it into `out`)."""
+    run_dir = Path(run_dir)
+    st = {
+        name: read_stamp(run_dir / name)
+        for name in ("teacher", "sample", "labels", "fits", "tests", "evaluate", "md", "analysis")
+        if (run_dir / name / "stamp.json").is_file()
+    }
+    parts = [
+        "# Indirect learning report",
+        "",
+        f"Run directory `{run_dir}`; written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        f"; load average at report time {os.getloadavg()[0]:.1f}. Config: see the end.",
+        "",
+    ]
+    parts += [
+        "## Stages",
+        "",
+        _table(
+            ["stage", "seconds (last run)"], [[n, f"{s['seconds']:.1f}"] for n, s in st.items()]
+        ),
+        "",
+    ]
+    if "teacher" in st:
+        t = st["teacher"]["summary"]
+        parts += [
+            "## Teacher (M1)",
+            "",
+            f"kind `{t['kind']}`, model `{t['model']}`, teacher id `{t['teacher_id']}`.",
+        ]
+        if "accuracy_vs_dft" in t:
+            a = t["accuracy_vs_dft"]
+            parts += [
+                f"GAP fit {t['gap_fit_seconds']:.1f} s; on the DFT test cells: energy MAE "
+                f"{fmt_e(a['energy_mae_mev_per_atom'])} meV/atom, force RMSE "
+                f"{fmt_f(a['force_rmse_ev_per_a'])} eV/Å."
+            ]
+        parts.append("")
+    if "labels" in st:
+        lab, smp = st["labels"]["summary"], st["sample"]["summary"]
+        parts += [
+            "## Training data",
+            "",
+            f"D1: {smp['n_snapshots']} snapshots ({smp['n_atoms']} atoms) of teacher MD. "
+            f"M' trains on {lab['direct']['structures']} D0 cells "
+            f"({lab['direct']['atoms']} atoms, DFT labels); M'' on "
+            f"{lab['indirect']['structures']} cells ({lab['indirect']['atoms']} atoms: D0 "
+            f"relabelled + D1). Teacher labels failed: D0 {lab['d0']['failed']}, "
+            f"D1 {lab['d1']['failed']}.",
+            "",
+        ]
+    if "fits" in st:
+        rows = [
+            [
+                k,
+                str(v["level"]),
+                str(v["train_atoms"]),
+                str(v["iterations"]),
+                f"{v['seconds']:.1f}",
+                fmt_e(v["train_energy_mae_meV_per_atom"]),
+                f"{v['train_force_rmse_eV_per_A']:.4f}",
+            ]
+            for k, v in st["fits"]["summary"].items()
+        ]
+        parts += [
+            "## Fits",
+            "",
+            _table(
+                [
+                    "fit",
+                    "level",
+                    "train atoms",
+                    "iterations",
+                    "s",
+                    "train E MAE (meV/atom)",
+                    "train F RMSE (eV/Å)",
+                ],
+                rows,
+            ),
+            "",
+        ]
+    if "tests" in st:
+        sets = st["tests"]["summary"]["sets"]
+        parts += [
+            "## Test sets",
+            "",
+            _table(
+                ["set", "structures", "atoms"],
+                [[k, str(v["structures"]), str(v["atoms"])] for k, v in sets.items()],
+            ),
+            "",
+        ]
+    if "evaluate" in st:
+        parts += _errors_section(run_dir, cfg, out)
+    if "md" in st:
+        parts += _md_section(run_dir, st)
+    parts += ["## Config", "", "```json", json.dumps(cfg, indent=1), "```", ""]
+    return "\n".join(parts)
+
+
+def _errors_section(run_dir: Path, cfg: dict, out: Path) -> list[str]:
+    errors = read_json(run_dir / "evaluate" / "errors.json")
+    cost = read_json(run_dir / "evaluate" / "cost.json")
+    header = (
+        ["model"]
+        + [f"{SET_NAMES[t]} E / F" for t in ALL_TARGETS]
+        + ["s/atom-step", "speed-up vs teacher"]
+    )
+    rows = []
+    for m in models(errors):
+        cells = [m]
+        for t in ALL_TARGETS:
+            e = errors[m].get(t)
+            cells.append(
+                f"{fmt_e(e['energy_mae_meV_per_atom'])} / {fmt_f(e['force_mae_eV_per_A'])}"
+                if e
+                else "-"
+            )
+        c = cost.get(m, {})
+        cells += (
+            [fmt_cost(c["s_per_atom_step"]), fmt_cost(c["speedup_vs_teacher"])] if c else ["-", "-"]
+        )
+        rows.append(cells)
+    t0 = errors["teacher"]["dft_test_m0.xyz:M0"]
+    rows.append(
+        [
+            "teacher (M1)",
+            "-",
+            "-",
+            "-",
+            f"{fmt_e(t0['energy_mae_meV_per_atom'])} / {fmt_f(t0['force_mae_eV_per_A'])}",
+            fmt_cost(cost["teacher_s_per_atom_step"]),
+            "1",
+        ]
+    )
+    figure_error_vs_cost(errors, cost, out / "fig3_error_vs_cost.png")
+    lines = [
+        "## Errors and cost (Fig. 3)",
+        "",
+        "Energy MAE in meV/atom / force MAE in eV/Å (Cartesian components). Cost: seconds "
+        f"per atom per energy+forces call on {cost['cells']} compression cell(s) of "
+        f"{cost['atoms_per_cell']} atoms, best of {cfg['evaluate']['cost_repeats']}.",
+        "",
+        _table(header, rows),
+        "",
+        "![error vs cost](fig3_error_vs_cost.png)",
+        "",
+        "### Is M''_L's error against the teacher ≤ M'_L's? (measured)",
+        "",
+    ]
+    rows = finding(errors, cfg["fit"]["levels"])
+    lines.append(
+        _table(
+            ["level", "set", "energy: M'' ≤ M'", "forces: M'' ≤ M'"],
+            [
+                [
+                    str(r["level"]),
+                    SET_NAMES[r["set"]],
+                    "yes" if r["energy"] else "no",
+                    "yes" if r["force"] else "no",
+                ]
+                for r in rows
+            ],
+        )
+    )
+    for level in cfg["fit"]["levels"]:
+        mine = [r for r in rows if r["level"] == level]
+        both = all(r["energy"] and r["force"] for r in mine)
+        lines.append(
+            f"\nLevel {level}: M''_{level} ≤ M'_{level} on "
+            f"{sum(r['energy'] and r['force'] for r in mine)} of {len(mine)} teacher-"
+            f"labelled sets (energy and forces) — "
+            f"{'the paper’s finding holds' if both else 'not on every set'}."
+        )
+    return lines + [""]
+
+
+def _md_section(run_dir: Path, st: dict) -> list[str]:
+    from md.analysis.summary import format_table
+
+    runs = st["md"]["summary"]["runs"]
+    rows = [
+        [
+            name,
+            r["status"],
+            r.get("reason", "") or "",
+            str(r.get("n_atoms", "-")),
+            str(r.get("steps", "-")),
+            fmt_cost(r["atom_steps_per_s"]) if "atom_steps_per_s" in r else "-",
+        ]
+        for name, r in runs.items()
+    ]
+    lines = [
+        "## Physical validation (MD)",
+        "",
+        f"Level {st['md']['summary']['level']}. Failed runs are marked, not hidden.",
+        "",
+        _table(["run", "status", "reason", "atoms", "steps", "atom-steps/s"], rows),
+        "",
+    ]
+    if "analysis" in st:
+        for proto, res in st["analysis"]["summary"].items():
+            lines += [f"### {proto}", ""]
+            if "table" not in res:
+                lines += [res.get("status", "no analysis"), ""]
+                continue
+            lines += [format_table(res["table"], markdown=True), ""]
+            for fig in ("sq.png", "bond_angles.png", "pv.png", "similarity_pressure.png"):
+                if (run_dir / "analysis" / proto / fig).is_file():
+                    lines.append(f"![{proto} {fig}](../analysis/{proto}/{fig})")
+            lines.append("")
+    return lines
+
+
+def report_stage(ctx) -> dict:
+    """Write RUN/report/report.md; the summary names it."""
+    text = render(ctx.run_dir, ctx.cfg, ctx.folder)
+    write_text(ctx.folder / "report.md", text)
+    ctx.log(f"wrote {ctx.folder / 'report.md'}")
+    return {"report": str(ctx.folder / "report.md")}

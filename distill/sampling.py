@@ -1,0 +1,185 @@
+"""Teacher MD with ASE: the protocols that make D1 and the teacher's validation runs.
+
+A teacher (GAP, any ASE calculator) does not run in JAX, so its MD is ASE's Langevin dynamics
+plus an isotropic Berendsen barostat (cell rescaled every step towards the target pressure).
+A protocol is a list of `md.config.StageConfig` (the same stage tables `mtpjax md` reads:
+``nvt``/``npt``, temperature and pressure ramps, steps), so the teacher and the students can run
+the same protocol. Snapshots are taken every `snapshot_every` steps.
+
+Units: time fs, temperature K, pressure GPa, lengths Å, energies eV.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms, units
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+from md.config import StageConfig
+
+GPA = units.GPa  # eV/Å³ per GPa
+
+
+@dataclasses.dataclass(frozen=True)
+class MDRecord:
+    """One thermo line: step, time (ps), T (K), P (GPa), V (Å³), E (eV, potential)."""
+
+    step: int
+    time_ps: float
+    T: float
+    P: float
+    V: float
+    E: float
+
+
+def sampling_stages(
+    nvt_steps: int,
+    ramp_steps: int,
+    temperature_K: float = 500.0,
+    pressure_start_GPa: float = 0.0,
+    pressure_end_GPa: float = 20.0,
+    tau_t_fs: float = 100.0,
+    tau_p_fs: float = 500.0,
+) -> list[StageConfig]:
+    """The paper's D1 protocol: NVT thermalisation, then an NPT pressure ramp (paper: 50 ps at
+    500 K, then 0 → 20 GPa over 200 ps). A zero step count drops that stage."""
+    stages = []
+    if nvt_steps > 0:
+        stages.append(
+            StageConfig(
+                "nvt", "nvt", int(nvt_steps), temperature_K, temperature_K, tau_t_fs=tau_t_fs
+            )
+        )
+    if ramp_steps > 0:
+        stages.append(
+            StageConfig(
+                "ramp",
+                "npt",
+                int(ramp_steps),
+                temperature_K,
+                temperature_K,
+                pressure_start_GPa,
+                pressure_end_GPa,
+                tau_t_fs=tau_t_fs,
+                tau_p_fs=tau_p_fs,
+            )
+        )
+    return stages
+
+
+def pressure_GPa(atoms: Atoms) -> float:
+    """Instantaneous pressure (GPa) including the kinetic (ideal-gas) term."""
+    stress = atoms.get_stress(include_ideal_gas=True)
+    return float(-np.mean(stress[:3]) / GPA)
+
+
+def berendsen_scale(
+    p_now: float,
+    p_target: float,
+    dt_fs: float,
+    tau_p_fs: float,
+    compressibility_per_GPa: float,
+    max_strain: float = 0.01,
+) -> float:
+    """Isotropic Berendsen length factor μ = [1 − β Δt/τ_P (P₀ − P)]^(1/3), clipped to ±1 %."""
+    mu3 = 1.0 - compressibility_per_GPa * dt_fs / tau_p_fs * (p_target - p_now)
+    return float(np.clip(np.cbrt(max(mu3, 1e-6)), 1 - max_strain, 1 + max_strain))
+
+
+def run_protocol(
+    atoms: Atoms,
+    calc,
+    stages: Sequence[StageConfig],
+    timestep_fs: float = 1.0,
+    seed: int = 0,
+    snapshot_every: int = 0,
+    thermo_every: int = 10,
+    on_snapshot: Callable[[Atoms], None] | None = None,
+) -> tuple[list[Atoms], list[MDRecord]]:
+    """Run `stages` on `atoms` (modified in place) with `calc`; return (snapshots, thermo).
+
+    Velocities start from Maxwell–Boltzmann at the first stage's temperature. NVT: Langevin
+    (friction 1/τ_T); NPT: Langevin plus isotropic Berendsen rescaling every step. Temperature
+    and pressure targets move linearly over each stage. A snapshot (positions, cell, step and
+    pressure in ``info``) is taken every `snapshot_every` steps (0: only the final structure).
+    Raises `FloatingPointError` when the energy or the cell becomes non-finite (an unstable run).
+    """
+    atoms.calc = calc
+    rng = np.random.default_rng(seed)
+    first = stages[0]
+    MaxwellBoltzmannDistribution(atoms, temperature_K=first.temperature_K, rng=rng)
+    Stationary(atoms)
+    snapshots: list[Atoms] = []
+    thermo: list[MDRecord] = []
+    step = 0
+    for stage in stages:
+        dyn = Langevin(
+            atoms,
+            timestep_fs * units.fs,
+            temperature_K=stage.temperature_K,
+            friction=1.0 / (stage.tau_t_fs * units.fs),
+            rng=rng,
+        )
+        for i in range(stage.steps):
+            frac = (i + 1) / stage.steps
+            dyn.set_temperature(
+                temperature_K=stage.temperature_K
+                + frac * (stage.temperature_end_K - stage.temperature_K)
+            )
+            dyn.run(1)
+            step += 1
+            if stage.ensemble == "npt":
+                target = stage.pressure_GPa + frac * (stage.pressure_end_GPa - stage.pressure_GPa)
+                mu = berendsen_scale(
+                    pressure_GPa(atoms),
+                    target,
+                    timestep_fs,
+                    stage.tau_p_fs,
+                    stage.compressibility_per_GPa,
+                )
+                atoms.set_cell(atoms.cell.array * mu, scale_atoms=True)
+            last = step == sum(s.steps for s in stages)
+            if step % thermo_every == 0 or last:
+                thermo.append(_record(atoms, step, timestep_fs))
+            if (snapshot_every and step % snapshot_every == 0) or (last and not snapshot_every):
+                snap = _snapshot(atoms, step, thermo[-1].P if thermo else pressure_GPa(atoms))
+                snapshots.append(snap)
+                if on_snapshot is not None:
+                    on_snapshot(snap)
+    return snapshots, thermo
+
+
+def _record(atoms: Atoms, step: int, dt_fs: float) -> MDRecord:
+    energy = float(atoms.get_potential_energy())
+    volume = float(atoms.get_volume())
+    if not (np.isfinite(energy) and np.isfinite(volume) and np.all(np.isfinite(atoms.positions))):
+        raise FloatingPointError(f"unstable teacher MD at step {step}: E={energy}, V={volume}")
+    return MDRecord(
+        step,
+        step * dt_fs / 1000.0,
+        float(atoms.get_temperature()),
+        pressure_GPa(atoms),
+        volume,
+        energy,
+    )
+
+
+def _snapshot(atoms: Atoms, step: int, p_gpa: float) -> Atoms:
+    snap = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    snap.info.update({"step": int(step), "pressure_GPa": float(p_gpa)})
+    return snap
+
+
+def write_thermo(path: Path, thermo: Sequence[MDRecord], n_atoms: int) -> None:
+    """CSV thermo log in the columns `mtpjax analyze --thermo` reads (step,time_ps,T,P_GPa,…)."""
+    lines = ["step,time_ps,T,P_GPa,V,E,N"]
+    lines += [
+        f"{r.step},{r.time_ps:.6g},{r.T:.6g},{r.P:.8g},{r.V:.10g},{r.E:.12g},{n_atoms}"
+        for r in thermo
+    ]
+    Path(path).write_text("\n".join(lines) + "\n")

@@ -1,0 +1,237 @@
+"""Stages that make data with the teacher: teacher, sample (D1), labels, tests.
+
+Each function takes the stage context (`distill.pipeline.Context`) and returns a JSON summary;
+files go into ``ctx.folder``. Labels pass through the dataset store (`distill.engine.label`), so
+provenance (teacher id, source) is kept and a rerun labels only what is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from ase import Atoms
+
+from distill import sampling, testsets
+from distill.stages.cache import read_json, write_extxyz, write_json, write_text
+from distill.teachers import TeacherSpec, build_calculator, teacher_identity
+
+TEACHER_JSON = "teacher.json"
+
+
+# ------------------------------------------------------------------ teacher
+def teacher_stage(ctx) -> dict:
+    """Fit the quick GAP on D0 (``fit_gap = true``) or take ``teacher.spec``; write teacher.json."""
+    t = ctx.cfg["teacher"]
+    extra = {}
+    if t["fit_gap"]:
+        from distill.gap_fit import MODEL_NAME, GapSettings, accuracy, fit_gap
+
+        settings = dataclasses.replace(GapSettings(), soap_sparse=t["gap_sparse"])
+        out = ctx.folder / "gap"
+        ctx.log(f"fitting GAP teacher ({t['gap_sparse']} SOAP sparse points) on "
+                f"{ctx.cfg['d0']['train']}")
+        stamp = fit_gap(Path(ctx.cfg["d0"]["train"]), out, settings, threads=t["gap_threads"])
+        spec = TeacherSpec("gap", str((out / MODEL_NAME).resolve()))
+        acc = accuracy(out / MODEL_NAME, Path(ctx.cfg["d0"]["test"]))
+        extra = {"gap_fit_seconds": stamp["fit_seconds"], "accuracy_vs_dft": acc}
+    else:
+        r = t["resolved"]
+        model = str(Path(r["model"]).resolve()) if r["kind"] != "ase" else r["model"]
+        spec = TeacherSpec(r["kind"], model, tuple(r["species"]), r["kwargs"])
+    identity = teacher_identity(spec)
+    doc = {"spec": dataclasses.asdict(spec), "identity": identity, **extra}
+    write_json(ctx.folder / TEACHER_JSON, doc)
+    return {"teacher_id": identity["teacher_id"], "kind": spec.kind, "model": spec.model, **extra}
+
+
+def load_teacher(run_dir: Path) -> TeacherSpec:
+    """The teacher spec written by the teacher stage."""
+    s = read_json(Path(run_dir) / "teacher" / TEACHER_JSON)["spec"]
+    return TeacherSpec(s["kind"], s["model"], tuple(s["species"]), s["kwargs"])
+
+
+def teacher_id(run_dir: Path) -> str:
+    return read_json(Path(run_dir) / "teacher" / TEACHER_JSON)["identity"]["teacher_id"]
+
+
+# ------------------------------------------------------------------ D1 sampling
+def sample_stage(ctx) -> dict:
+    """Teacher MD: random cell → NVT → NPT pressure ramp; a snapshot every k steps → d1.xyz."""
+    from md.runner import random_structure
+
+    s = ctx.cfg["sample"]
+    calc = build_calculator(load_teacher(ctx.run_dir))
+    stages = sampling.sampling_stages(
+        s["nvt_steps"],
+        s["ramp_steps"],
+        s["temperature_K"],
+        s["pressure_start_GPa"],
+        s["pressure_end_GPa"],
+        s["tau_t_fs"],
+        s["tau_p_fs"],
+    )
+    frames, runs = [], []
+    for r in range(s["runs"]):
+        seed = ctx.cfg["run"]["seed"] + 1000 * r
+        atoms = random_structure(
+            s["n_atoms"], s["density_g_cm3"], ctx.species[0], s["min_distance_A"], seed
+        )
+        ctx.log(
+            f"D1 run {r + 1}/{s['runs']}: {len(atoms)} atoms, "
+            f"{sum(st.steps for st in stages)} steps of {s['timestep_fs']} fs"
+        )
+        snaps, thermo = sampling.run_protocol(
+            atoms, calc, stages, s["timestep_fs"], seed, s["snapshot_every"], thermo_every=10
+        )
+        for a in snaps:
+            a.info["run"] = r
+        frames += snaps
+        sampling.write_thermo(ctx.folder / f"thermo_{r}.csv", thermo, len(atoms))
+        runs.append(
+            {
+                "final_pressure_GPa": thermo[-1].P,
+                "final_volume_A3_per_atom": thermo[-1].V / len(atoms),
+            }
+        )
+    write_extxyz(ctx.folder / "d1.xyz", frames)
+    return {"n_snapshots": len(frames), "n_atoms": int(sum(len(a) for a in frames)), "runs": runs}
+
+
+# ------------------------------------------------------------------ labels
+def _label(ctx, frames: list[Atoms], store: Path, source: str) -> dict:
+    from distill.engine import label
+
+    lab = ctx.cfg["labels"]
+    executor = "serial" if lab["executor"] == "serial" else None
+    summary = label(
+        frames,
+        load_teacher(ctx.run_dir),
+        store,
+        executor,
+        workers=lab["workers"] or None,
+        chunk_size=lab["chunk_size"],
+        source=source,
+        parent=source,
+        progress=ctx.progress,
+    )
+    return {
+        "n": summary.n_input,
+        "labelled": summary.n_labelled,
+        "skipped": summary.n_skipped,
+        "failed": summary.n_failed,
+        "seconds": round(summary.seconds, 2),
+    }
+
+
+def labelled_frames(store: Path, tid: str, source: str) -> list[Atoms]:
+    """Teacher-labelled rows of `source` as Atoms with REF_energy / REF_forces (/ REF_stress)."""
+    from distill.store import open_store, select_labelled
+
+    frames = []
+    for row in select_labelled(open_store(store), tid):
+        if row.get("source") != source:
+            continue
+        a = Atoms(numbers=row.numbers, positions=row.positions, cell=row.cell, pbc=row.pbc)
+        a.info["REF_energy"] = float(row.energy)
+        a.arrays["REF_forces"] = np.array(row.forces, dtype=float)
+        if row.get("stress") is not None:
+            a.info["REF_stress"] = np.array(row.stress, dtype=float)
+        a.info.update({"uid": row.uid, "source": source})
+        frames.append(a)
+    return frames
+
+
+def read_d0(path: str, max_structures: int) -> list[Atoms]:
+    """D0 cells (DFT labels in REF_*), the first `max_structures` (0: all)."""
+    frames = ase.io.read(path, index=":")
+    return frames[:max_structures] if max_structures else frames
+
+
+def labels_stage(ctx) -> dict:
+    """Relabel D0 and label D1 with the teacher; write train_direct.xyz (D0, DFT labels) and
+    train_indirect.xyz (D0 relabelled + D1, teacher labels) over the same D0 structures."""
+    store = ctx.folder / "store.db"
+    d0 = read_d0(ctx.cfg["d0"]["train"], ctx.cfg["d0"]["max_structures"])
+    d1 = ase.io.read(ctx.run_dir / "sample" / "d1.xyz", index=":")
+    out = {"d0": _label(ctx, d0, store, "d0"), "d1": _label(ctx, d1, store, "d1")}
+    tid = teacher_id(ctx.run_dir)
+    d0_teacher = labelled_frames(store, tid, "d0")
+    d1_teacher = labelled_frames(store, tid, "d1")
+    from distill.hashing import structure_key
+
+    kept = {structure_key(a) for a in d0_teacher}
+    direct = [a for a in d0 if structure_key(a) in kept]  # same structures in both sets
+    write_extxyz(ctx.folder / "train_direct.xyz", direct)
+    write_extxyz(ctx.folder / "train_indirect.xyz", d0_teacher + d1_teacher)
+    out.update(
+        {
+            "direct": {"structures": len(direct), "atoms": sum(map(len, direct))},
+            "indirect": {
+                "structures": len(d0_teacher) + len(d1_teacher),
+                "atoms": sum(map(len, d0_teacher + d1_teacher)),
+            },
+        }
+    )
+    return out
+
+
+# ------------------------------------------------------------------ test sets
+TEST_SETS = ("rss", "compression", "dft_test")
+
+
+def tests_stage(ctx) -> dict:
+    """RSS cells and compression snapshots made and labelled by the teacher; the DFT test cells
+    labelled by the teacher too (their DFT labels are kept in dft_test_m0.xyz)."""
+    from md.runner import random_structure
+
+    cfg, seed = ctx.cfg, ctx.cfg["run"]["seed"]
+    calc = build_calculator(load_teacher(ctx.run_dir))
+    r = cfg["rss"]
+    settings = testsets.RSSSettings(
+        r["n_structures"],
+        r["min_atoms"],
+        r["max_atoms"],
+        r["volume_per_atom_A3"],
+        r["volume_spread_A3"],
+        r["min_distance_A"],
+        r["max_ops"],
+        r["pressure_scale_GPa"],
+        r["relax_steps"],
+        r["fmax"],
+    )
+    ctx.log(f"RSS: {r['n_structures']} random cells of {r['min_atoms']}-{r['max_atoms']} atoms")
+    rss, rss_stats = testsets.rss_set(calc, settings, seed=seed + 7)
+    c = cfg["compression"]
+    stages = sampling.sampling_stages(
+        c["nvt_steps"], c["ramp_steps"], c["temperature_K"], 0.0, c["pressure_end_GPa"]
+    )
+    comp = []
+    for k in range(c["runs"]):
+        atoms = random_structure(
+            c["n_atoms"], c["density_g_cm3"], ctx.species[0], 2.0, seed + 17 + k
+        )
+        ctx.log(f"compression run {k + 1}/{c['runs']}: {len(atoms)} atoms")
+        snaps, _ = sampling.run_protocol(
+            atoms, calc, stages, c["timestep_fs"], seed + 17 + k, c["snapshot_every"]
+        )
+        comp += testsets.in_pressure_window(snaps, *c["window_GPa"])
+    dft = ase.io.read(cfg["d0"]["test"], index=":")
+    store = ctx.folder / "store.db"
+    labels = {
+        name: _label(ctx, frames, store, name)
+        for name, frames in (("rss", rss), ("compression", comp), ("dft_test", dft))
+    }
+    tid = teacher_id(ctx.run_dir)
+    counts = {}
+    for name in TEST_SETS:
+        frames = labelled_frames(store, tid, name)
+        write_extxyz(ctx.folder / f"{name}.xyz", frames)
+        counts[name] = {"structures": len(frames), "atoms": sum(map(len, frames))}
+    shutil.copyfile(cfg["d0"]["test"], ctx.folder / "dft_test_m0.xyz")
+    write_text(ctx.folder / "rss_stats.json", json.dumps(rss_stats) + "\n")
+    return {"sets": counts, "labels": labels, "rss": rss_stats}

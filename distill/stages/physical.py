@@ -1,0 +1,230 @@
+"""Physical validation: the md and analysis stages.
+
+md: each protocol of ``[md.protocol.NAME]`` (the `mtpjax md` TOML format: structure, run,
+neighbors, stage) is run with M''_L and/or M'_L through `md.runner` at the demo size, and with the
+teacher on the same stages through ASE (`distill.sampling`) at ``teacher_structure`` (default:
+the same structure). Every run is a sub-task with its own stamp; a run that raises or ends with
+non-finite energies, or whose volume leaves 8–60 Å³/atom, is marked ``failed`` and the pipeline
+goes on (the paper marks failed runs the same way).
+
+analysis: `mtpjax analyze` on the finished runs of each protocol (labels = model names), giving a
+Table-I-style comparison (N3, N5, H⁻¹, θ̄, Δθ, ΔE) against the teacher run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+import traceback
+from pathlib import Path
+
+from distill.stages.cache import is_done, read_json, read_stamp, stage_key, write_json, write_stamp
+from distill.stages.data import load_teacher
+from distill.stages.fits import NAMES, potential_path
+
+TEACHER_ENV = "DISTILL_TEACHER_JSON"
+
+
+def md_level(cfg: dict) -> int:
+    """The level used for MD: ``md.level``, default the highest fitted level."""
+    return cfg["md"]["level"] or max(cfg["fit"]["levels"])
+
+
+def _md_doc(table: dict, pot: Path, species, out: Path, teacher: bool) -> dict:
+    doc = {k: v for k, v in table.items() if k != "teacher_structure"}
+    if teacher and "teacher_structure" in table:
+        doc["structure"] = table["teacher_structure"]
+    doc["potential"] = {"file": str(pot), "species": list(species)}
+    doc["run"] = {**doc.get("run", {}), "output_dir": str(out), "progress": False}
+    return doc
+
+
+def last_thermo(thermo_csv: Path) -> dict:
+    """The last row of a CSV thermo log (`mtpjax md`'s or `distill.sampling`'s columns)."""
+    import csv
+
+    with open(thermo_csv) as fh:
+        rows = list(csv.DictReader(fh))
+    return rows[-1] if rows else {}
+
+
+def check_run(thermo_csv: Path) -> tuple[bool, str]:
+    """(ok, reason) from a thermo log: finite energies and 8–60 Å³/atom at the end."""
+    row = last_thermo(thermo_csv)
+    if not row:
+        return False, "empty thermo log"
+    e = float(row.get("E_pot", row.get("E", "nan")))
+    v = float(row.get("V_A3", row.get("V", "nan")))
+    n = float(row["N"]) if "N" in row else None
+    if not (math.isfinite(e) and math.isfinite(v)):
+        return False, f"non-finite energy/volume at the end (E={e}, V={v})"
+    if n and not 8.0 <= v / n <= 60.0:
+        return False, f"volume {v / n:.1f} Å³/atom at the end (collapsed or exploded)"
+    return True, ""
+
+
+def run_student(doc: dict, source: str, out: Path) -> dict:
+    """One `mtpjax md` run in this process; returns its status and speed."""
+    from md.config import parse_config
+    from md.runner import run_config
+
+    cfg = parse_config(doc, source=source, base=Path.cwd())
+    start = time.perf_counter()
+    sim = run_config(cfg, progress=False)
+    wall = time.perf_counter() - start
+    ok, reason = check_run(out / "thermo.csv")
+    return {
+        "status": "ok" if ok else "failed",
+        "reason": reason,
+        "n_atoms": sim.n_atoms,
+        "steps": sim.step,
+        "wall_s": round(wall, 2),
+        "atom_steps_per_s": sim.step * sim.n_atoms / max(wall, 1e-9),
+    }
+
+
+def run_teacher(doc: dict, source: str, out: Path, run_dir: Path) -> dict:
+    """The same stages with the teacher through ASE (Langevin + Berendsen, `distill.sampling`)."""
+    from distill import sampling
+    from distill.stages.cache import write_extxyz
+    from distill.teachers import build_calculator
+    from md.config import parse_config
+    from md.runner import build_structure
+
+    cfg = parse_config(doc, source=source, base=Path.cwd())
+    atoms = build_structure(cfg)
+    start = time.perf_counter()
+    snaps, thermo = sampling.run_protocol(
+        atoms,
+        build_calculator(load_teacher(run_dir)),
+        cfg.stages,
+        cfg.timestep_fs,
+        cfg.seed,
+        snapshot_every=cfg.trajectory_every,
+        thermo_every=cfg.thermo_every,
+    )
+    wall = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    write_extxyz(out / "trajectory.extxyz", snaps)
+    sampling.write_thermo(out / "thermo.csv", thermo, len(atoms))
+    ok, reason = check_run(out / "thermo.csv")
+    steps = thermo[-1].step
+    return {
+        "status": "ok" if ok else "failed",
+        "reason": reason,
+        "n_atoms": len(atoms),
+        "steps": steps,
+        "wall_s": round(wall, 2),
+        "atom_steps_per_s": steps * len(atoms) / max(wall, 1e-9),
+    }
+
+
+def md_stage(ctx) -> dict:
+    """Every (protocol, model) run, each stamped; failures are recorded, not raised."""
+    m, level = ctx.cfg["md"], md_level(ctx.cfg)
+    runs = {}
+    for proto in m["protocols"]:
+        table = m["protocol"][proto]
+        jobs = [
+            (f"{NAMES[mod]}_{level}", potential_path(ctx.run_dir, level, mod), False)
+            for mod in m["models"]
+        ]
+        if m["teacher"]:
+            jobs.append(("teacher", potential_path(ctx.run_dir, level, m["models"][0]), True))
+        for label, pot, is_teacher in jobs:
+            out = ctx.folder / proto / label.replace("'", "p")
+            doc = _md_doc(table, pot, ctx.species, out, is_teacher)
+            key = stage_key(
+                doc=doc,
+                pot=None if is_teacher else _sha(pot),
+                teacher=read_json(ctx.run_dir / "teacher" / "teacher.json")["identity"]
+                if is_teacher
+                else None,
+            )
+            name = f"{proto}/{label}"
+            if is_done(out, key):
+                runs[name] = read_stamp(out)["summary"]
+                ctx.log(f"md {name}: up to date")
+                continue
+            ctx.log(f"md {name}")
+            out.mkdir(parents=True, exist_ok=True)
+            for old in ("thermo.csv", "trajectory.extxyz", "restart.npz", "trajectory.traj"):
+                (out / old).unlink(missing_ok=True)
+            start = time.perf_counter()
+            try:
+                res = (
+                    run_teacher(doc, name, out, ctx.run_dir)
+                    if is_teacher
+                    else run_student(doc, name, out)
+                )
+            except Exception as exc:  # noqa: BLE001 - an unstable run is a result, not a crash
+                res = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+                (out / "error.txt").write_text(traceback.format_exc())
+            res.update({"model": label, "protocol": proto, "dir": str(out)})
+            write_stamp(out, key, time.perf_counter() - start, res)
+            ctx.log(f"md {name}: {res['status']} {res.get('reason', '')}")
+            runs[name] = res
+    return {"level": level, "runs": runs}
+
+
+def _sha(path: Path) -> str:
+    from distill.hashing import file_sha256
+
+    return file_sha256(path)
+
+
+def teacher_calculator():
+    """Factory for `mtpjax analyze --reference-calc distill.stages.physical:teacher_calculator`:
+    builds the teacher named by the file in $DISTILL_TEACHER_JSON (set by the analysis stage)."""
+    from distill.teachers import build_calculator
+
+    return build_calculator(load_teacher(Path(os.environ[TEACHER_ENV]).parent.parent))
+
+
+def analysis_stage(ctx) -> dict:
+    """`mtpjax analyze` per protocol over the successful runs; table.json per protocol."""
+    from md.analysis.cli import add_arguments
+    from md.analysis.cli import run as analyze
+
+    runs = read_json(ctx.run_dir / "md" / "stamp.json")["summary"]["runs"]
+    os.environ[TEACHER_ENV] = str(ctx.run_dir / "teacher" / "teacher.json")
+    a = ctx.cfg["analysis"]
+    out = {}
+    for proto in ctx.cfg["md"]["protocols"]:
+        ok = [r for name, r in runs.items() if r["protocol"] == proto and r["status"] == "ok"]
+        if not ok:
+            out[proto] = {"status": "no successful runs"}
+            continue
+        argv = [str(Path(r["dir"]) / "trajectory.extxyz") for r in ok]
+        argv += ["--labels", *[r["model"] for r in ok], "--out", str(ctx.folder / proto)]
+        for r in ok:
+            argv += ["--thermo", str(Path(r["dir"]) / "thermo.csv")]
+            ref = (
+                "distill.stages.physical:teacher_calculator"
+                if r["model"] == "teacher"
+                else f"mtp:{_pot_of(ctx, r['model'])}"
+            )
+            argv += ["--reference-calc", ref]
+            argv += ["--relax-with", ref if a["relax_references"] else "none"]
+        if not a["soap"]:
+            argv.append("--no-soap")
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        ctx.log(f"analysis {proto}: {', '.join(r['model'] for r in ok)}")
+        rc = analyze(parser.parse_args(argv))
+        if rc != 0:
+            raise RuntimeError(f"mtpjax analyze failed on {proto} (exit {rc})")
+        table = ctx.folder / proto / "table.json"
+        if len(ok) == 1:
+            res = read_json(ctx.folder / proto / "analysis.json")
+            write_json(table, {ok[0]["model"]: res["metrics"]})
+        out[proto] = {"table": read_json(table)}
+    return out
+
+
+def _pot_of(ctx, label: str) -> Path:
+    kind, level = label.rsplit("_", 1)
+    model = "indirect" if kind == NAMES["indirect"] else "direct"
+    return potential_path(ctx.run_dir, int(level), model)

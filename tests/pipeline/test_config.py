@@ -1,0 +1,85 @@
+"""Config errors fail before any computation, naming the key."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from distill.pipeline_cli import run as cli_run
+from distill.stages.config import PipelineConfigError, load, validate
+
+TINY = Path(__file__).with_name("tiny.toml")
+DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+def _text() -> str:
+    """tiny.toml with absolute data paths (the copies live in tmp_path)."""
+    return TINY.read_text().replace('"../../data', f'"{DATA}')
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cfg.toml"
+    path.write_text(_text() + "\n" + text)
+    return path
+
+
+def _with(tmp_path: Path, section: str, line: str) -> Path:
+    """tiny.toml with `line` added at the top of `[section]` (replacing the same key)."""
+    lines = _text().splitlines()
+    key = line.split("=")[0].strip()
+    start = lines.index(f"[{section}]")
+    end = next((k for k in range(start + 1, len(lines)) if lines[k].startswith("[")), len(lines))
+    lines = lines[: start + 1] + [line] + [
+        x for x in lines[start + 1 : end] if x.split("=")[0].strip() != key] + lines[end:]
+    path = tmp_path / "cfg.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_tiny_config_is_valid():
+    cfg = load(TINY)
+    assert cfg["fit"]["levels"] == [2, 4]
+    assert Path(cfg["d0"]["train"]).is_file()
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "key"),
+    [
+        ("run", 'stages = ["teacher", "distil"]', "run.stages[1]"),
+        ("fit", "levels = [2, 5]", "fit.levels[1]"),
+        ("fit", "levels = [2, 40]", "fit.levels[1]"),
+        ("teacher", 'spec = "gap:/no/such/gap.xml"', "teacher.spec"),
+        ("teacher", 'spec = "mtp:/no/such.mtp:Si"', "teacher.spec"),
+        ("fit", "max_iters = 3", "fit.max_iters"),
+        ("fit", 'max_iter = "3"', "fit.max_iter"),
+        ("d0", 'train = "missing.xyz"', "d0.train"),
+        ("md", 'protocols = ["melt"]', "md.protocols[0]"),
+        ("md", 'models = ["student"]', "md.models[0]"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, section, line, key):
+    with pytest.raises(PipelineConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        load(_with(tmp_path, section, line))
+
+
+def test_unknown_section_and_md_protocol_errors(tmp_path):
+    with pytest.raises(PipelineConfigError, match="fitting"):
+        load(_write(tmp_path, "[fitting]\nlevels = [2]\n"))
+    with pytest.raises(PipelineConfigError, match="both or neither|exactly one"):
+        validate({"teacher": {"fit_gap": False}})
+    bad = _text().replace('ensemble = "npt"', 'ensemble = "nph"')
+    path = tmp_path / "bad_md.toml"
+    path.write_text(bad)
+    with pytest.raises(PipelineConfigError, match=r"md\.protocol\.compress"):
+        load(path)
+
+
+def test_cli_fails_before_compute(tmp_path, capsys):
+    run_dir = tmp_path / "never"
+    args = argparse.Namespace(action="run", config=str(_with(tmp_path, "fit", "levels = [3]")),
+                              run_dir=str(run_dir), redo=None, no_progress=True)
+    assert cli_run(args) == 2
+    assert "fit.levels[0]" in capsys.readouterr().err
+    assert not run_dir.exists()

@@ -1,0 +1,129 @@
+"""The pipeline end to end on a tiny config (Stillinger–Weber teacher, levels 2 and 4).
+
+One run is killed (SIGKILL) after its first fit is stamped and run again: the rerun must skip the
+finished stages and the finished fit, complete every stage, and write a report whose numbers are
+those in the stage outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from distill.report import ALL_TARGETS, fmt_cost, fmt_e, fmt_f
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = Path(__file__).with_name("tiny.toml")
+
+
+def _events(run_dir: Path) -> list[dict]:
+    path = run_dir / "progress.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _cmd(run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "mtpjax.cli", "distill", "run", str(TINY), "--run-dir",
+            str(run_dir), "--no-progress"]
+
+
+def _env(tmp: Path) -> dict:
+    # a shared persistent compilation cache makes the rerun cheaper (not needed for correctness)
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp / "jax_cache"),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory):
+    """Run, SIGKILL during the fits stage (after the first fit is stamped), rerun to the end."""
+    tmp = tmp_path_factory.mktemp("distill")
+    run_dir = tmp / "run"
+    proc = subprocess.Popen(_cmd(run_dir), cwd=ROOT, env=_env(tmp),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    killed = False
+    while time.time() < deadline and proc.poll() is None:
+        fits = [e for e in _events(run_dir) if e["stage"] == "fit" and e["status"] == "done"]
+        if fits:
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.2)
+    proc.wait()
+    assert killed, f"the run ended before a fit finished:\n{proc.stderr.read()[-3000:]}"
+    n_first = len(_events(run_dir))
+    second = subprocess.run(_cmd(run_dir), cwd=ROOT, env=_env(tmp), capture_output=True,
+                            text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-4000:]
+    return run_dir, _events(run_dir)[:n_first], _events(run_dir)[n_first:]
+
+
+def test_kill_during_fits_redoes_only_unfinished(resumed_run):
+    run_dir, first, second = resumed_run
+    done_first = {e["stage"] for e in first if e.get("status") == "done"}
+    assert {"teacher", "sample", "labels"} <= done_first
+    assert "fits" not in done_first
+    status = {e["stage"]: e["status"] for e in second if "name" not in e}
+    for stage in ("teacher", "sample", "labels"):
+        assert status[stage] == "skipped", (stage, second)
+    killed_fit = next(e["name"] for e in first if e["stage"] == "fit" and e["status"] == "done")
+    fit_events = {(e["name"], e["status"]) for e in second if e["stage"] == "fit"}
+    assert (killed_fit, "skipped") in fit_events
+    assert (killed_fit, "started") not in fit_events
+    for stage in ("fits", "tests", "evaluate", "md", "analysis", "report"):
+        assert status[stage] == "done", (stage, second)
+    # a third run has nothing to do
+    events_before = len(_events(run_dir))
+    third = subprocess.run(_cmd(run_dir), cwd=ROOT, env=_env(run_dir.parent),
+                           capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stderr[-2000:]
+    last = [e for e in _events(run_dir)[events_before:] if "name" not in e]
+    assert {e["status"] for e in last} == {"skipped"}
+
+
+def test_report_numbers_are_stage_outputs(resumed_run):
+    run_dir = resumed_run[0]
+    report = (run_dir / "report" / "report.md").read_text()
+    errors = json.loads((run_dir / "evaluate" / "errors.json").read_text())
+    cost = json.loads((run_dir / "evaluate" / "cost.json").read_text())
+    rows = {line.split("|")[1].strip(): line for line in report.splitlines()
+            if line.startswith("| M")}
+    models = [m for m in errors if m != "teacher"]
+    assert sorted(models) == sorted(["M'_2", "M''_2", "M'_4", "M''_4"])
+    for m in models:
+        cells = [c.strip() for c in rows[m].split("|")[2:-1]]
+        for target, cell in zip(ALL_TARGETS, cells, strict=False):
+            e = errors[m][target]
+            expected = f"{fmt_e(e['energy_mae_meV_per_atom'])} / {fmt_f(e['force_mae_eV_per_A'])}"
+            assert cell == expected, (m, target, cell)
+        assert cells[-2] == fmt_cost(cost[m]["s_per_atom_step"])
+        assert cells[-1] == fmt_cost(cost[m]["speedup_vs_teacher"])
+    # the finding is stated per level, from the same numbers
+    for level in (2, 4):
+        d, i = errors[f"M'_{level}"], errors[f"M''_{level}"]
+        n_ok = sum(i[t]["energy_mae_meV_per_atom"] <= d[t]["energy_mae_meV_per_atom"]
+                   and i[t]["force_mae_eV_per_A"] <= d[t]["force_mae_eV_per_A"]
+                   for t in ("rss.xyz:M1", "compression.xyz:M1", "dft_test.xyz:M1"))
+        assert f"Level {level}: M''_{level} ≤ M'_{level} on {n_ok} of 3" in report
+    # fits and MD tables come from the stamps
+    fits = json.loads((run_dir / "fits" / "stamp.json").read_text())["summary"]
+    for name, f in fits.items():
+        assert re.search(rf"\| {name} \| {f['level']} \| {f['train_atoms']} \|", report)
+    runs = json.loads((run_dir / "md" / "stamp.json").read_text())["summary"]["runs"]
+    assert runs, "no MD runs"
+    for name, r in runs.items():
+        assert f"| {name} | {r['status']} |" in report
+    assert runs["compress/teacher"]["status"] == "ok"
+    assert (run_dir / "report" / "fig3_error_vs_cost.png").stat().st_size > 1000
+    # every test set is labelled by the teacher and non-empty
+    tests = json.loads((run_dir / "tests" / "stamp.json").read_text())["summary"]["sets"]
+    assert all(v["structures"] > 0 for v in tests.values()), tests
