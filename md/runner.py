@@ -48,6 +48,36 @@ from mtpjax.neighbors import allocate, update
 THERMO_EXTRA = ("E_kin", "T_target_K", "P_target_GPa", "Pxx_GPa", "Pyy_GPa", "Pzz_GPa")
 
 
+_MODELS: dict = {}
+_ENGINES: dict = {}
+
+
+def _cached_model(potential):
+    """``load_model`` cached by file (path, mtime) so that compiled chunks are reused."""
+    if not isinstance(potential, (str, Path)):
+        return load_model(potential)
+    path = Path(potential).resolve()
+    key = (str(path), path.stat().st_mtime_ns if path.is_file() else None)
+    if key not in _MODELS:
+        _MODELS.clear()
+        _MODELS[key] = load_model(path)
+    return _MODELS[key]
+
+
+def _cached_engine(spec, params, dtype: str, n_devices: int) -> Engine:
+    """One :class:`Engine` (and its compiled functions) per model, dtype and device count."""
+    key = (id(spec), dtype, n_devices, tuple(d.id for d in jax.devices()[:n_devices]))
+    if key not in _ENGINES or _ENGINES[key][0] is not spec:
+        dt = np.float64 if dtype == "float64" else np.float32
+        p = {k: jnp.asarray(v, dt) for k, v in params.items()}
+        engine = Engine(spec, p, make_mesh(n_devices))
+        engine.params = p
+        if len(_ENGINES) > 8:
+            _ENGINES.clear()
+        _ENGINES[key] = (spec, engine)
+    return _ENGINES[key][1]
+
+
 def types_from_numbers(numbers, species) -> np.ndarray:
     """MLIP type of each atom, int [N] (``species[t]`` is the element of type t)."""
     from ase.data import atomic_numbers
@@ -113,7 +143,7 @@ class Simulation:
             raise ValueError(f"timestep_fs must be > 0, got {timestep_fs}")
         if not np.all(atoms.pbc):
             raise ValueError("MD needs a cell periodic in all three directions")
-        self.potential, self.spec, params = load_model(potential)
+        self.potential, self.spec, params = _cached_model(potential)
         self.species = list(species)
         self.dtype = dtype
         self.x64 = dtype == "float64"
@@ -133,8 +163,8 @@ class Simulation:
         n_dev = len(jax.devices()) if devices == "all" else int(devices)
         with self._ctx():
             self._dt_np = np.float64 if self.x64 else np.float32
-            self.params = {k: jnp.asarray(v, self._dt_np) for k, v in params.items()}
-            self.engine = Engine(self.spec, self.params, make_mesh(n_dev))
+            self.engine = _cached_engine(self.spec, params, dtype, n_dev)
+            self.params = self.engine.params
             self.n_pad = padded_size(self.n_atoms, self.engine.n_devices)
             cell = np.asarray(atoms.cell.array, dtype=np.float64)
             if _restart is not None:

@@ -46,7 +46,7 @@ def test_nve_energy_drift_10ps(pot_path):
     assert spread < 2e-4, spread
 
 
-@pytest.mark.parametrize("thermostat", ["nhc", "langevin"])
+@pytest.mark.parametrize("thermostat", ["nhc", pytest.param("langevin", marks=pytest.mark.slow)])
 def test_nvt_mean_temperature(pot_path, thermostat):
     atoms = diamond(3, seed=5)  # 216 atoms
     target = 600.0

@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("thermostat", ["none", "langevin"])
+@pytest.mark.parametrize("thermostat", ["none", pytest.param("langevin", marks=pytest.mark.slow)])
 def test_sharded_matches_single_device(pot_path, thermostat, tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu")
