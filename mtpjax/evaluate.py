@@ -75,6 +75,15 @@ def pack_chunk(pairs: ChunkedNeighbors, start: int, size: int):
     return idx, shifts, mask, atom_mask
 
 
+def balanced_chunk(n_atoms: int, chunk_size: int, multiple: int = 64) -> int:
+    """Chunk length ≤ ``chunk_size`` (rounded up to ``multiple``) that splits ``n_atoms`` into
+    the fewest chunks with the least padding in the last one."""
+    chunk_size = max(1, min(chunk_size, n_atoms))
+    count = -(-n_atoms // chunk_size)
+    size = -(-n_atoms // count)
+    return min(-(-size // multiple) * multiple, max(n_atoms, 1)) if size > multiple else size
+
+
 @partial(jax.jit, static_argnums=(0,), donate_argnums=(2,))
 def _chunk_step(spec: ModelSpec, params, acc, positions, cell, types, start, idx, shifts, mask,
                 atom_mask):
@@ -104,7 +113,8 @@ def energy_forces_virial_chunked(spec: ModelSpec, params, positions, cell, pbc, 
         spec, params: the model (:class:`ModelSpec`, coefficient dict).
         positions: float [N, 3] (Å); cell: [3, 3] rows = lattice vectors; pbc: bool or [3];
         types: int [N].
-        chunk_size: central atoms per evaluation (memory ∝ chunk_size).
+        chunk_size: most central atoms per evaluation (memory ∝ chunk_size); the chunks are
+            balanced (:func:`balanced_chunk`) so that the last one carries little padding.
         pairs: a prebuilt :func:`build_pairs` result (built here if None).
         dtype: float dtype of the arithmetic (default: float64 when x64 is on).
         progress: show a tqdm bar over chunks.
@@ -116,7 +126,7 @@ def energy_forces_virial_chunked(spec: ModelSpec, params, positions, cell, pbc, 
     if len(pairs.starts) != n_atoms + 1:
         raise ValueError(f"pairs were built for {len(pairs.starts) - 1} atoms, not {n_atoms}")
     dtype = jnp.asarray(0.0).dtype if dtype is None else dtype
-    chunk_size = int(max(1, min(chunk_size, n_atoms)))
+    chunk_size = balanced_chunk(n_atoms, int(chunk_size))
     pos = jnp.asarray(positions_np, dtype)
     cell_j = jnp.asarray(cell_np, dtype)
     types_j = jnp.asarray(np.asarray(types, dtype=np.int32))

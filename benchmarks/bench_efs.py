@@ -1,0 +1,421 @@
+"""Energy + forces + stress throughput of mtpjax MTPs (atom-steps/s), optionally against `mlp`.
+
+Cases: rattled diamond Si (a = 5.431 Å, Gaussian rattle 0.1 Å, seed 0) of 216/1000/4096 atoms
+at levels 8/16/20 (the parity potentials tests/data/parity/si_LXX/pot.mtp), float64 and
+float32. Per case: neighbour-list build time, compile time (first call minus a steady step),
+steady step time (wall and CPU; best of ``--steps`` calls with moved positions), and whether
+moving the positions recompiled anything (jit cache size). ``--threads 1`` (default) pins the
+process to one core and runs XLA single-threaded, so "per core" = atoms / CPU-seconds per step.
+
+Also in the same run:
+* ``--autodiff``: the generic path (jax.grad of ``total_energy``, what MD/fitting code
+  differentiates) next to the explicit-reverse ``energy_forces_virial``;
+* ``--baseline-src DIR``: the same cases with an older mtpjax source tree (subprocess with
+  ``PYTHONPATH=DIR``), e.g. ``git archive 9525f79 mtpjax | tar -x -C /tmp/base``;
+* ``MLP_BIN=/path/to/mlp``: ``mlp calc-efs`` on the same cells (1 and 1+R copies in one .cfg,
+  throughput from the difference, so start-up and file reading cancel), with the ratio;
+* ``--sizes 1000 ... 1000000``: level-16 size sweep with chunked evaluation
+  (:mod:`mtpjax.evaluate`), each size in its own process to record its peak RSS.
+MOTEP is benchmarked only when ``motep`` is importable (it is not a dependency).
+
+Writes ``<out>.json``, ``<out>.md`` and ``<out>_sizes.png`` with the exact command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PARITY = ROOT / "tests" / "data" / "parity"
+MLP_REFERENCE = 2.3e4  # SPEC §5: mlp calc-efs, level 16, one core of the 2-core machine
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--levels", type=int, nargs="*", default=[8, 16, 20])
+    p.add_argument("--atoms", type=int, nargs="+", default=[216, 1000, 4096],
+                   help="8·n³ atoms (n = 3, 5, 8 conventional cells per side)")
+    p.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
+    p.add_argument("--steps", type=int, default=5, help="timed steps per case")
+    p.add_argument("--threads", type=int, default=1, help="1: one core, single-threaded XLA")
+    p.add_argument("--autodiff", action="store_true", help="also time jax.grad(total_energy)")
+    p.add_argument("--baseline-src", type=Path, help="older mtpjax source tree to compare")
+    p.add_argument("--sizes", type=int, nargs="*", default=[],
+                   help="level-16 size sweep (atoms, rounded to 8·n³), e.g. 1000 ... 1000000")
+    p.add_argument("--chunk", type=int, default=8192, help="central atoms per chunk (sweep)")
+    p.add_argument("--mlp-copies", type=int, default=8, help="R extra copies for mlp timing")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_efs")
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one case as JSON
+    return p.parse_args(argv)
+
+
+def configure_threads(threads: int):
+    """Must run before jax is imported."""
+    if threads == 1:
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false "
+                                   "intra_op_parallelism_threads=1").strip()
+        try:
+            cpus = sorted(os.sched_getaffinity(0))
+            os.sched_setaffinity(0, {cpus[-1]})
+        except (AttributeError, OSError):
+            pass
+
+
+def rattled_diamond(n_atoms: int, rattle: float = 0.1, seed: int = 0):
+    import numpy as np
+    from ase.build import bulk
+
+    reps = max(1, round((n_atoms / 8) ** (1 / 3)))
+    atoms = bulk("Si", "diamond", a=5.431, cubic=True).repeat(reps)
+    rng = np.random.default_rng(seed)
+    atoms.positions += rng.normal(0.0, rattle, atoms.positions.shape)
+    return atoms
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _timed_calls(fn, args_for_step, steps):
+    import jax
+
+    walls, cpus = [], []
+    for k in range(steps):
+        args = args_for_step(k + 1)
+        c0, t0 = time.process_time(), time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return walls, cpus
+
+
+def run_case(level: int, n_atoms: int, dtype_name: str, steps: int, autodiff: bool) -> dict:
+    """One (level, size, dtype) case in this process."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    jax.config.update("jax_enable_x64", True)
+    from mtpjax.io.mtp_file import read_mtp
+    from mtpjax.model import ModelSpec
+    from mtpjax.neighbors import allocate
+    from mtpjax.potential import energy_forces_virial, total_energy
+
+    dtype = jnp.dtype(dtype_name)
+    pot = read_mtp(PARITY / f"si_L{level:02d}" / "pot.mtp")
+    spec = ModelSpec.from_potential(pot)
+    params = {k: jnp.asarray(v, dtype) for k, v in pot.params().items()}
+    atoms = rattled_diamond(n_atoms)
+    n = len(atoms)
+    t0 = time.perf_counter()
+    nl = allocate(atoms.positions, atoms.cell[:], True, pot.max_dist)
+    t_nl = time.perf_counter() - t0
+    pos0 = np.asarray(atoms.positions)
+    cell = jnp.asarray(atoms.cell[:], dtype)
+    types = jnp.zeros(n, jnp.int32)
+    nb = nl.neighbors._replace(shifts=nl.neighbors.shifts.astype(dtype))
+    rng = np.random.default_rng(1)
+
+    def moved(k):  # new positions (same neighbour list), as an MD step would give
+        return jnp.asarray(pos0 + 1e-3 * k * rng.standard_normal(pos0.shape), dtype)
+
+    def explicit(p, x, c, t, b):
+        return energy_forces_virial(spec, p, x, c, t, b)
+
+    variants = {"explicit": jax.jit(explicit)}
+    if autodiff:
+        def ad(p, x, c, t, b):
+            def fn(pos, eps):
+                return total_energy(spec, p, pos, c, t, b, 0.5 * (eps + eps.T))
+            e, (gx, ge) = jax.value_and_grad(fn, argnums=(0, 1))(x, jnp.zeros((3, 3), dtype))
+            return e, -gx, ge
+        variants["autodiff"] = jax.jit(ad)
+    out = {"level": level, "atoms": n, "dtype": dtype_name, "neighbors": int(nl.capacity),
+           "neighbor_list_s": t_nl}
+    for name, f in variants.items():
+        t0 = time.perf_counter()
+        e, forces, virial = jax.block_until_ready(f(params, moved(0), cell, types, nb))
+        first = time.perf_counter() - t0
+        size_before = f._cache_size()
+        walls, cpus = _timed_calls(f, lambda k: (params, moved(k), cell, types, nb), steps)
+        recompiled = f._cache_size() != size_before
+        step = float(np.median(walls))
+        out[name] = {
+            "compile_s": max(first - step, 0.0),
+            "step_wall_s_best": min(walls), "step_wall_s_median": step,
+            "step_cpu_s_best": min(cpus), "step_cpu_s_median": float(np.median(cpus)),
+            "atom_steps_per_s_wall": n / min(walls),
+            "atom_steps_per_cpu_s": n / max(min(cpus), 1e-9),
+            "recompiled_when_positions_change": bool(recompiled),
+            "energy_eV": float(e),
+        }
+    if autodiff:  # the two paths must agree
+        out["autodiff_vs_explicit_max_dF"] = float(jnp.max(jnp.abs(
+            variants["explicit"](params, moved(0), cell, types, nb)[1]
+            - variants["autodiff"](params, moved(0), cell, types, nb)[1])))
+    out["peak_rss_gib"] = peak_rss_gib()
+    return out
+
+
+def run_size(n_atoms: int, chunk: int) -> dict:
+    """Level-16 float64 chunked evaluation of one large cell (its own process)."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    from mtpjax.evaluate import _chunk_step, balanced_chunk, build_pairs, pack_chunk
+    from mtpjax.io.mtp_file import read_mtp
+    from mtpjax.model import ModelSpec
+
+    pot = read_mtp(PARITY / "si_L16" / "pot.mtp")
+    spec = ModelSpec.from_potential(pot)
+    params = {k: jnp.asarray(v) for k, v in pot.params().items()}
+    atoms = rattled_diamond(n_atoms)
+    n = len(atoms)
+    rss_atoms = peak_rss_gib()
+    t0 = time.perf_counter()
+    pairs = build_pairs(atoms.positions, atoms.cell[:], True, pot.max_dist)
+    t_pairs = time.perf_counter() - t0
+    chunk = balanced_chunk(n, chunk)
+    pos = jnp.asarray(atoms.positions)
+    cell = jnp.asarray(atoms.cell[:])
+    types = jnp.zeros(n, jnp.int32)
+    acc = (jnp.zeros(()), jnp.zeros((n, 3)), jnp.zeros((3, 3)))
+    walls, cpus = [], []
+    n_chunks = -(-n // chunk)
+    passes = 2 if n_chunks == 1 else 1  # a single chunk: time a second pass after compiling
+    for _ in range(passes):
+        for start in range(0, n, chunk):
+            c0, w0 = time.process_time(), time.perf_counter()
+            args = pack_chunk(pairs, start, chunk)
+            acc = jax.block_until_ready(
+                _chunk_step(spec, params, acc, pos, cell, types, jnp.asarray(start), *args))
+            walls.append(time.perf_counter() - w0)
+            cpus.append(time.process_time() - c0)
+    compile_s = walls[0] - (walls[1] if len(walls) > 1 else 0.0)
+    steady_w, steady_c = walls[1:], cpus[1:]
+    atoms_timed = n if n_chunks == 1 else n - chunk  # all but the first (compiling) chunk
+    mem = None
+    try:
+        args = pack_chunk(pairs, 0, chunk)
+        compiled = _chunk_step.lower(spec, params, acc, pos, cell, types, jnp.asarray(0),
+                                     *args).compile()
+        ma = compiled.memory_analysis()
+        mem = int(ma.temp_size_in_bytes) if ma is not None else None
+    except Exception:  # memory analysis is best-effort on CPU backends
+        mem = None
+    energy, forces, virial = acc
+    return {
+        "atoms": n, "chunk": chunk, "chunks": n_chunks, "pairs": int(pairs.starts[-1]),
+        "neighbor_build_s": t_pairs, "compile_s": compile_s,
+        "eval_wall_s": float(sum(steady_w)), "eval_cpu_s": float(sum(steady_c)),
+        "atom_steps_per_s_wall": atoms_timed / max(sum(steady_w), 1e-9),
+        "atom_steps_per_cpu_s": atoms_timed / max(sum(steady_c), 1e-9),
+        "energy_per_atom_eV": float(energy) / n,
+        "max_force_eV_A": float(jnp.max(jnp.abs(forces))),
+        "virial_trace_eV": float(jnp.trace(virial)),
+        "chunk_temp_bytes": mem,
+        "chunk_temp_bytes_per_atom": None if mem is None else mem / chunk,
+        "peak_rss_gib": peak_rss_gib(), "rss_after_structure_gib": rss_atoms,
+    }
+
+
+def run_mlp(mlp_bin: str, level: int, n_atoms: int, copies: int) -> dict:
+    """Time `mlp calc-efs` on 1 and 1+copies copies of the cell; throughput from the difference."""
+    from mtpjax.io.cfg import Configuration, write_cfg
+
+    atoms = rattled_diamond(n_atoms)
+    n = len(atoms)
+    pot = PARITY / f"si_L{level:02d}" / "pot.mtp"
+    conf = Configuration(positions=atoms.positions, types=[0] * n, cell=atoms.cell[:],
+                         pbc=[True] * 3)
+    times = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for count in (1, 1 + copies):
+            cfg_in, cfg_out = Path(tmp) / f"in{count}.cfg", Path(tmp) / f"out{count}.cfg"
+            write_cfg(cfg_in, [conf] * count)
+            best = float("inf")
+            for _ in range(2):
+                t0 = time.perf_counter()
+                subprocess.run([mlp_bin, "calc-efs", str(pot), str(cfg_in), str(cfg_out)],
+                               check=True, capture_output=True)
+                best = min(best, time.perf_counter() - t0)
+            times[count] = best
+        from mtpjax.io.cfg import read_cfg
+
+        energy = read_cfg(cfg_out)[0].energy
+    per_step = (times[1 + copies] - times[1]) / copies
+    return {"level": level, "atoms": n, "mlp_step_s": per_step,
+            "mlp_atom_steps_per_s": n / per_step, "mlp_energy_eV": energy,
+            "mlp_total_s": times}
+
+
+def run_motep(level: int, n_atoms: int) -> dict | None:
+    try:
+        import motep  # noqa: F401
+    except ImportError:
+        return None
+    return {"note": "motep importable but its engines are not wired into this benchmark"}
+
+
+def _worker(spec: str, args) -> dict:
+    kind, *rest = spec.split(":")
+    if kind == "case":
+        level, n, dtype = rest
+        return run_case(int(level), int(n), dtype, args.steps, args.autodiff)
+    return run_size(int(rest[0]), args.chunk)
+
+
+def _subprocess(worker: str, args, pythonpath: Path | None = None) -> dict:
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath) + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, __file__, "--worker", worker, "--threads", str(args.threads),
+           "--steps", str(args.steps), "--chunk", str(args.chunk)]
+    if args.autodiff and pythonpath is None:
+        cmd.append("--autodiff")
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if res.returncode != 0:
+        return {"error": res.stderr[-2000:]}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def write_reports(report: dict, out: Path):
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    lines = [f"# bench_efs — {report['date']}", "", f"Command: `{report['command']}`", "",
+             f"Machine: {report['machine']}; load average before {report['load_before']}, "
+             f"after {report.get('load_after', '(running)')} (shared machine: CPU-time "
+             "throughput is the steadier number; wall time includes waiting for a core).", "",
+             "| level | atoms | dtype | J | compile s | step ms (cpu) | atom-steps/cpu-s | "
+             "atom-steps/s wall | recompiled | baseline atom-steps/cpu-s | speed-up | "
+             "mlp atom-steps/s | ratio vs mlp |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in report["cases"]:
+        if "error" in c:
+            lines.append(f"| error | {c['error'][-200:]!r} |")
+            continue
+        x = c["explicit"]
+        base = c.get("baseline", {}).get("explicit")
+        mlp = c.get("mlp")
+        lines.append(
+            f"| {c['level']} | {c['atoms']} | {c['dtype']} | {c['neighbors']} | "
+            f"{x['compile_s']:.1f} | {1e3 * x['step_cpu_s_best']:.1f} | "
+            f"{x['atom_steps_per_cpu_s']:.3g} | {x['atom_steps_per_s_wall']:.3g} | "
+            f"{x['recompiled_when_positions_change']} | "
+            + (f"{base['atom_steps_per_cpu_s']:.3g} | "
+               f"{x['atom_steps_per_cpu_s'] / base['atom_steps_per_cpu_s']:.2f}× | "
+               if base else "– | – | ")
+            + (f"{mlp['mlp_atom_steps_per_s']:.3g} | "
+               f"{x['atom_steps_per_cpu_s'] / mlp['mlp_atom_steps_per_s']:.2f} |"
+               if mlp else "– | – |"))
+    if any("autodiff" in c for c in report["cases"]):
+        lines += ["", "Generic autodiff path (jax.grad of total_energy, as MD/fitting code uses):",
+                  "", "| level | atoms | dtype | atom-steps/cpu-s autodiff | explicit | max |ΔF| |",
+                  "|---|---|---|---|---|---|"]
+        for c in report["cases"]:
+            if "autodiff" in c:
+                lines.append(f"| {c['level']} | {c['atoms']} | {c['dtype']} | "
+                             f"{c['autodiff']['atom_steps_per_cpu_s']:.3g} | "
+                             f"{c['explicit']['atom_steps_per_cpu_s']:.3g} | "
+                             f"{c['autodiff_vs_explicit_max_dF']:.1e} |")
+    if report.get("sizes"):
+        lines += ["", "Size sweep, level 16, float64, chunked (mtpjax.evaluate):", "",
+                  "| atoms | chunk | neighbour build s | compile s | eval s (wall) | "
+                  "atom-steps/cpu-s | atom-steps/s wall | chunk temp B/atom | peak RSS GiB |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for s in report["sizes"]:
+            if "error" in s:
+                lines.append(f"| error | {s['error'][-200:]!r} |")
+                continue
+            per_atom = s["chunk_temp_bytes_per_atom"]
+            lines.append(
+                f"| {s['atoms']} | {s['chunk']} | {s['neighbor_build_s']:.1f} | "
+                f"{s['compile_s']:.1f} | {s['eval_wall_s']:.1f} | "
+                f"{s['atom_steps_per_cpu_s']:.3g} | {s['atom_steps_per_s_wall']:.3g} | "
+                f"{'–' if per_atom is None else f'{per_atom:.3g}'} | {s['peak_rss_gib']:.2f} |")
+    if report.get("motep") is None:
+        lines += ["", "MOTEP: not installed, not benchmarked."]
+    if not os.environ.get("MLP_BIN"):
+        lines += ["", f"mlp: MLP_BIN not set; SPEC §5 reference ≈ {MLP_REFERENCE:.2g} "
+                  "atom-steps/s per core at level 16."]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    sizes = [s for s in report.get("sizes", []) if "error" not in s]
+    if sizes:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([s["atoms"] for s in sizes], [s["atom_steps_per_cpu_s"] for s in sizes], "o-",
+                label="mtpjax L16 float64, per CPU-second")
+        ax.plot([s["atoms"] for s in sizes], [s["atom_steps_per_s_wall"] for s in sizes], "s--",
+                label="mtpjax L16 float64, wall")
+        ax.axhline(MLP_REFERENCE, color="gray", ls=":", label="mlp calc-efs (SPEC §5)")
+        ax.set_xscale("log")
+        ax.set_xlabel("atoms")
+        ax.set_ylabel("atom-steps / s (one core)")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8)
+        ax.set_title("energy+forces+stress throughput vs size")
+        fig.tight_layout()
+        fig.savefig(str(out) + "_sizes.png", dpi=120)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    configure_threads(args.threads)
+    if args.worker:
+        print(json.dumps(_worker(args.worker, args)))
+        return 0
+    import jax
+
+    mlp_bin = os.environ.get("MLP_BIN")
+    report = {
+        "command": "python " + " ".join(shlex.quote(a) for a in [
+            "benchmarks/bench_efs.py", *(argv if argv is not None else sys.argv[1:])])
+        + (f"  (MLP_BIN={mlp_bin})" if mlp_bin else ""),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                   f"jax {jax.__version__}, threads={args.threads}",
+        "load_before": [round(x, 2) for x in os.getloadavg()],
+        "cases": [], "sizes": [],
+    }
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        def tqdm(x, **_):
+            return x
+    cases = [(lv, n, dt) for lv in args.levels for n in args.atoms for dt in args.dtypes]
+    for level, n, dtype in tqdm(cases, desc="cases"):
+        res = _subprocess(f"case:{level}:{n}:{dtype}", args)
+        if args.baseline_src is not None and "error" not in res:
+            res["baseline"] = _subprocess(f"case:{level}:{n}:{dtype}", args, args.baseline_src)
+        if mlp_bin and dtype == "float64" and "error" not in res:
+            res["mlp"] = run_mlp(mlp_bin, level, n, args.mlp_copies)
+        report["cases"].append(res)
+        write_reports(report, args.out)
+    for n in tqdm(args.sizes, desc="sizes"):
+        report["sizes"].append(_subprocess(f"size:{n}", args))
+        write_reports(report, args.out)
+    report["motep"] = run_motep(16, 1000)
+    report["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    write_reports(report, args.out)
+    print(args.out.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
