@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -88,6 +89,12 @@ def _stages() -> list[Stage]:
     ]
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (gap_fit, workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def log_event(run_dir: Path, **fields) -> None:
     """Append one JSON line to RUN/progress.jsonl (time in UTC)."""
     fields = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields}
@@ -149,15 +156,18 @@ def run(
         log_event(root, stage=stage.name, status="started")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "stamp.json").unlink(missing_ok=True)
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), _cpu_seconds()
         try:
             summary = stage.run(Context(cfg, root, folder, progress))
         except Exception as exc:
             log_event(root, stage=stage.name, status="failed", error=repr(exc))
             raise
-        seconds = time.perf_counter() - start
-        write_stamp(folder, key, seconds, summary)
-        log_event(root, stage=stage.name, status="done", seconds=round(seconds, 2))
-        print(f"{head}: done in {seconds:.1f} s", file=sys.stderr, flush=True)
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
+        write_stamp(folder, key, seconds, {**summary, "cpu_seconds": round(cpu, 2),
+                                           "load_average": os.getloadavg()[0]})
+        log_event(root, stage=stage.name, status="done", seconds=round(seconds, 2),
+                  cpu_seconds=round(cpu, 2), load=round(os.getloadavg()[0], 2))
+        print(f"{head}: done in {seconds:.1f} s (CPU {cpu:.1f} s, load "
+              f"{os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
         results[stage.name] = {"status": "done", "key": key, "seconds": seconds}
     return results

@@ -105,6 +105,11 @@ def figure_error_vs_cost(errors: dict, cost: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _get(stamp: dict, key: str) -> str:
+    value = stamp["summary"].get(key)
+    return "-" if value is None else f"{value:.1f}"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -128,8 +133,13 @@ def render(run_dir: Path, cfg: dict, out: Path) -> str:
     parts += [
         "## Stages",
         "",
+        "Wall and CPU seconds of each stage's last run (CPU: this process and its finished "
+        "children), with the load average at its end.",
+        "",
         _table(
-            ["stage", "seconds (last run)"], [[n, f"{s['seconds']:.1f}"] for n, s in st.items()]
+            ["stage", "wall s", "CPU s", "load"],
+            [[n, f"{s['seconds']:.1f}", _get(s, "cpu_seconds"), _get(s, "load_average")]
+             for n, s in st.items()],
         ),
         "",
     ]
@@ -173,6 +183,7 @@ def render(run_dir: Path, cfg: dict, out: Path) -> str:
                 f"{v['train_force_rmse_eV_per_A']:.4f}",
             ]
             for k, v in st["fits"]["summary"].items()
+            if isinstance(v, dict)
         ]
         parts += [
             "## Fits",
@@ -312,6 +323,8 @@ def _md_section(run_dir: Path, st: dict) -> list[str]:
     ]
     if "analysis" in st:
         for proto, res in st["analysis"]["summary"].items():
+            if not isinstance(res, dict):
+                continue
             lines += [f"### {proto}", ""]
             if "table" not in res:
                 lines += [res.get("status", "no analysis"), ""]
