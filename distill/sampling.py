@@ -123,6 +123,7 @@ def run_protocol(
             timestep_fs * units.fs,
             temperature_K=stage.temperature_K,
             friction=1.0 / (stage.tau_t_fs * units.fs),
+            fixcm=False,
             rng=rng,
         )
         for i in range(stage.steps):

@@ -40,7 +40,7 @@ def _with(tmp_path: Path, section: str, line: str) -> Path:
 
 def test_tiny_config_is_valid():
     cfg = load(TINY)
-    assert cfg["fit"]["levels"] == [2, 4]
+    assert cfg["fit"]["levels"] == [2]
     assert Path(cfg["d0"]["train"]).is_file()
 
 
@@ -83,3 +83,19 @@ def test_cli_fails_before_compute(tmp_path, capsys):
     assert cli_run(args) == 2
     assert "fit.levels[0]" in capsys.readouterr().err
     assert not run_dir.exists()
+
+
+def test_shipped_configs_validate():
+    root = Path(__file__).resolve().parents[2]
+    cfg = load(root / "distill/configs/demo.toml")
+    assert cfg["teacher"]["fit_gap"] and cfg["fit"]["levels"]
+    paper = root / "distill/configs/paper.toml"
+    with pytest.raises(PipelineConfigError, match="teacher.spec"):  # GAP-18 is not shipped
+        load(paper)
+    raw = __import__("tomllib").loads(paper.read_text())
+    raw["teacher"] = {"spec": "ase:md.analysis.calculators:stillinger_weber_si"}
+    for key in ("train", "test"):
+        raw["d0"][key] = str(root / raw["d0"][key])
+    cfg = validate(raw, base=root)
+    assert cfg["fit"]["levels"] == [12, 14, 16, 18, 20, 22, 24]
+    assert cfg["sample"]["n_atoms"] == 1000
