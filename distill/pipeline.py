@@ -130,7 +130,7 @@ def run(
     jax.config.update("jax_enable_x64", True)
     stages = [s for s in _stages() if s.name in cfg["run"]["stages"]]
     missing = {n for s in stages for n in s.needs} - {s.name for s in stages}
-    root = Path(cfg["run"]["dir"])
+    root = Path(cfg["run"]["dir"]).resolve()  # absolute: gap_fit runs in its own folder
     for name in sorted(missing):  # a needed stage left out must have been run before
         if not (root / name / "stamp.json").is_file():
             raise config_mod.PipelineConfigError(
