@@ -103,7 +103,9 @@ def log_event(run_dir: Path, **fields) -> None:
 
 
 def _key(stage: Stage, cfg: dict, keys: dict) -> str:
-    sections = {s: cfg[s] for s in stage.sections}
+    sections = {s: cfg[s] for s in stage.sections if s != "run"}
+    if "run" in stage.sections:  # run.dir and run.stages do not change results
+        sections["run"] = {k: cfg["run"][k] for k in ("seed", "species")}
     if stage.name == "teacher" and not cfg["teacher"]["fit_gap"]:  # the D0 files do not matter
         files = {}
     else:

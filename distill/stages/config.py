@@ -26,7 +26,6 @@ SCHEMA: dict[str, dict] = {
         "seed": 0,
         "species": ["Si"],
         "stages": list(STAGES),
-        "threads": 1,
     },
     "teacher": {"spec": "", "fit_gap": False, "gap_sparse": 200, "gap_threads": 1},
     "d0": {
