@@ -83,6 +83,11 @@ def predict(pot_path: Path, frames, species) -> tuple[list[float], list[np.ndarr
     return energies, forces
 
 
+def read_frames(path: Path) -> list:
+    """All frames of an extxyz file; [] for an empty file (an empty test set)."""
+    return ase.io.read(path, index=":") if Path(path).stat().st_size else []
+
+
 def refs(frames):
     return (
         [a.info["REF_energy"] for a in frames],
@@ -94,7 +99,7 @@ def refs(frames):
 def errors(run_dir: Path, cfg: dict, species) -> dict:
     """{model: {target: metrics}} for every fitted model, plus the teacher vs M0."""
     tests = Path(run_dir) / "tests"
-    sets = {name: ase.io.read(tests / name, index=":") for name, _ in TARGETS}
+    sets = {name: read_frames(tests / name) for name, _ in TARGETS}
     m0 = sets["dft_test_m0.xyz"]
     # the teacher-labelled DFT cells in the order of the M0 file (the store may reorder)
     by_key = {structure_key(a): a for a in sets["dft_test.xyz"]}
@@ -143,9 +148,9 @@ def cost(run_dir: Path, cfg: dict, species) -> dict:
     from distill.teachers import build_calculator
     from mtpjax.calculator import MTPCalculator
 
-    cells = ase.io.read(Path(run_dir) / "tests" / "compression.xyz", index=":")
+    cells = read_frames(Path(run_dir) / "tests" / "compression.xyz")
     if not cells:
-        cells = ase.io.read(Path(run_dir) / "tests" / "dft_test.xyz", index=":")
+        cells = read_frames(Path(run_dir) / "tests" / "dft_test.xyz")
     cells = cells[: cfg["evaluate"]["cost_cells"]]
     reps = cfg["evaluate"]["cost_repeats"]
     out = {
