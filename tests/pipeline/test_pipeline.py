@@ -95,7 +95,8 @@ def test_report_numbers_are_stage_outputs(resumed_run):
     report = (run_dir / "report" / "report.md").read_text()
     errors = json.loads((run_dir / "evaluate" / "errors.json").read_text())
     cost = json.loads((run_dir / "evaluate" / "cost.json").read_text())
-    rows = {line.split("|")[1].strip(): line for line in report.splitlines()
+    section = report.split("## Errors and cost")[1].split("\n## ")[0]
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines()
             if line.startswith("| M")}
     models = [m for m in errors if m != "teacher"]
     assert sorted(models) == sorted(["M'_2", "M''_2"])
