@@ -109,6 +109,8 @@ def run_protocol(
     pressure in ``info``) is taken every `snapshot_every` steps (0: only the final structure).
     Raises `FloatingPointError` when the energy or the cell becomes non-finite (an unstable run).
     """
+    if hasattr(calc, "set_default_properties"):  # quippy: virial in the same call as forces
+        calc.set_default_properties(["energy", "forces", "stress"])
     atoms.calc = calc
     rng = np.random.default_rng(seed)
     first = stages[0]
