@@ -134,6 +134,8 @@ def relax(atoms: Atoms, calc, pressure_GPa: float, fmax: float, steps: int) -> A
     from ase.filters import FrechetCellFilter
     from ase.optimize import FIRE
 
+    if hasattr(calc, "set_default_properties"):  # quippy: virial in the same call as forces
+        calc.set_default_properties(["energy", "forces", "stress"])
     atoms = atoms.copy()
     atoms.calc = calc
     FIRE(FrechetCellFilter(atoms, scalar_pressure=pressure_GPa * units.GPa), logfile=None).run(
