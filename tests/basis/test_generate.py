@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,10 +23,7 @@ from tests.basis.reference import (
     random_environment,
     scalar_matrix,
 )
-
-TEMPLATES = Path("/work/shared/mlip_templates")
-if not TEMPLATES.is_dir():  # a checkout that carries its own copy
-    TEMPLATES = Path(__file__).resolve().parents[2] / "shared" / "mlip_templates"
+from tests.conftest import TEMPLATES  # noqa: E402  (project copy of MLIP's templates)
 
 LEVELS = list(range(2, 29, 2))
 SLOW_FROM = 22  # levels ≥ this run only with `-m slow` / make test-all
@@ -56,8 +52,7 @@ LEVEL_PARAMS = [_level_param(level) for level in LEVELS]
 
 def _template(level: int):
     path = TEMPLATES / f"{level:02d}.mtp"
-    if not path.exists():
-        pytest.skip(f"MLIP template {path} not available")
+    assert path.exists(), f"MLIP template {path} missing from the project"
     return read_mtp(path).basis
 
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from mtpjax.cli import main
 from mtpjax.io.mtp_file import read_mtp
-
-TEMPLATES = Path("/work/shared/mlip_templates")
+from tests.conftest import TEMPLATES  # noqa: E402
 
 
 def test_new_level16_single_species(tmp_path, capsys):
