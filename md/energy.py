@@ -33,7 +33,12 @@ import numpy as np
 from mtpjax.io.mtp_file import read_mtp
 from mtpjax.model import ModelSpec
 from mtpjax.neighbors import allocate, update
-from mtpjax.potential import Neighbors, site_energies
+from mtpjax.potential import (
+    Neighbors,
+    site_energies,
+    site_energies_and_gradients,
+    virial_from_pair_gradients,
+)
 from mtpjax.potential_data import MTPotential
 
 
@@ -76,20 +81,24 @@ def local_energy(spec: ModelSpec, params, positions, centers, cell, types, cente
 
 def local_energy_forces_virial(spec: ModelSpec, params, positions, centers, cell, types,
                                center_types, neighbors: Neighbors, atom_mask=None):
-    """Block energy (eV), its gradients and virial in one reverse pass.
+    """Block energy (eV), its gradients and virial in one pass.
+
+    Uses the core's explicit reverse pass (:func:`mtpjax.potential.site_energies_and_gradients`)
+    for g_ij = ∂E/∂r_ij, with r_ij = x_idx − x_i + S·cell.
 
     Returns (E_block, dE/d positions [N, 3], dE/d centers [n, 3], virial dE/dε [3, 3] eV).
     The force on atom a is −(Σ_blocks dE/dpositions[a] + dE/dcenters[a] of its own block).
     """
-    strain = jnp.zeros((3, 3), positions.dtype)
-
-    def fn(pos, cen, eps):
-        sym = 0.5 * (eps + eps.T)
-        return local_energy(spec, params, pos, cen, cell, types, center_types, neighbors, sym,
-                            atom_mask)
-
-    energy, grads = jax.value_and_grad(fn, argnums=(0, 1, 2))(positions, centers, strain)
-    return energy, grads[0], grads[1], grads[2]
+    params = jax.tree.map(jnp.asarray, params)
+    disp = positions[neighbors.idx] - centers[:, None, :]
+    disp = disp + jnp.einsum("nja,ab->njb", neighbors.shifts.astype(positions.dtype), cell)
+    e, g = site_energies_and_gradients(spec, params, disp, center_types,
+                                       types[neighbors.idx], neighbors.mask, atom_mask)
+    if atom_mask is not None:
+        e = jnp.where(atom_mask, e, 0.0)
+    g_all = jnp.zeros(positions.shape, g.dtype).at[neighbors.idx.reshape(-1)].add(
+        g.reshape(-1, 3))
+    return jnp.sum(e), g_all, -jnp.sum(g, axis=1), virial_from_pair_gradients(disp, g)
 
 
 def energy_forces_virial(spec: ModelSpec, params, positions, cell, types, neighbors: Neighbors,

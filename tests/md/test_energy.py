@@ -16,6 +16,7 @@ from mtpjax.potential import energy_forces_virial as core_efv
 
 def _core(pot_path, atoms):
     _, spec, params = load_model(pot_path)
+    params = {k: jnp.asarray(v) for k, v in params.items()}
     nl = allocate(atoms.positions, atoms.cell.array, True, spec.max_dist, 0.5)
     types = jnp.zeros(len(atoms), jnp.int32)
     args = (jnp.asarray(atoms.positions), jnp.asarray(atoms.cell.array), types, nl.neighbors)

@@ -119,6 +119,7 @@ def test_neighbor_overflow_under_compression(pot_path):
     assert sim.stats["rebuilds"] > sim.stats["reallocations"]
     # fresh evaluation at the final geometry
     _, spec, params = load_model(pot_path)
+    params = {k: jnp.asarray(v) for k, v in params.items()}
     pos, cell = sim.positions(), sim.cell()
     nl = allocate(pos, cell, True, spec.max_dist)
     e, f, w = energy_forces_virial(spec, params, jnp.asarray(pos), jnp.asarray(cell),
