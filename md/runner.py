@@ -350,7 +350,8 @@ class Simulation:
                             "neighbors.skin_A")
                     self.rebuild_neighbors()
                 just_rebuilt = bool(stale)
-                self._events(ens, sched)
+                if done:
+                    self._events(ens, sched)
                 if bar is not None and done:
                     bar.update(done)
                     wall = time.perf_counter() - t_start

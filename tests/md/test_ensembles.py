@@ -117,6 +117,8 @@ def test_neighbor_overflow_under_compression(pot_path):
     assert v1 < 0.85 * v0, (v0, v1)
     assert sim.stats["reallocations"] >= 1 and sim.nl.capacity > capacity0
     assert sim.stats["rebuilds"] > sim.stats["reallocations"]
+    steps = _column(sim, "step")
+    np.testing.assert_array_equal(steps, np.arange(0, 1501, 10))  # one row per interval
     # fresh evaluation at the final geometry
     _, spec, params = load_model(pot_path)
     params = {k: jnp.asarray(v) for k, v in params.items()}
