@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--potential", default=str(DEFAULT_POT))
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
-    p.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--devices", type=int, nargs="*", default=[1, 2, 4])
     p.add_argument("--device-atoms", type=int, default=4096,
                    help="atom count of the device-scaling runs")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_md"))
