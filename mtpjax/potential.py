@@ -8,10 +8,12 @@ come from one reverse pass. Units: Å, eV, eV/Å, stress eV/Å³ (ASE sign conve
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from mtpjax.model import ModelSpec
 from mtpjax.moments import (
@@ -120,10 +122,50 @@ def site_energies(spec: ModelSpec, params, vectors, types, neighbor_types, mask,
     """Site energies E_i (eV), float [N] (differentiable by JAX to any order).
 
     Computed in blocks of atoms (``block_size``: "auto" = :func:`default_block_size`, None =
-    all at once); the values do not depend on it.
+    all at once); the values do not depend on it. Derivatives w.r.t. ``vectors`` use the
+    explicit reverse pass of :func:`site_energies_and_gradients` (a custom JVP:
+    dE_i = Σ_j ∂E_i/∂r_ij · dr_ij, since E_i depends only on its own neighbour vectors), so
+    ``jax.grad`` of a total energy costs about what ``energy_forces_virial`` costs; derivatives
+    w.r.t. ``params`` go through the plain forward code.
     """
+    return _site_energies_custom(spec, _resolve_block(block_size), params, vectors, types,
+                                 neighbor_types, mask)
+
+
+def _site_energies_plain(spec: ModelSpec, block, params, vectors, types, neighbor_types, mask):
     return map_blocks(lambda v, t, nt, m: _site_energies_block(spec, params, v, t, nt, m),
-                      _resolve_block(block_size), vectors, types, neighbor_types, mask)
+                      block, vectors, types, neighbor_types, mask)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _site_energies_custom(spec, block, params, vectors, types, neighbor_types, mask):
+    return _site_energies_plain(spec, block, params, vectors, types, neighbor_types, mask)
+
+
+def _is_zero(t) -> bool:
+    return isinstance(t, SymbolicZero)
+
+
+def _site_energies_jvp(spec, block, primals, tangents):
+    params, vectors, types, neighbor_types, mask = primals
+    d_params, d_vectors = tangents[0], tangents[1]
+    energy, grad = site_energies_and_gradients(spec, params, vectors, types, neighbor_types,
+                                               mask, None, block)
+    d_energy = jnp.zeros_like(energy)
+    if not _is_zero(d_vectors):
+        d_energy = d_energy + jnp.einsum("nja,nja->n", grad, d_vectors)
+    leaves = jax.tree.leaves(d_params, is_leaf=_is_zero)
+    if not all(_is_zero(t) for t in leaves):
+        d_params = jax.tree.map(lambda t, p: jnp.zeros_like(p) if _is_zero(t) else t,
+                                d_params, params, is_leaf=_is_zero)
+        _, d_from_params = jax.jvp(
+            lambda p: _site_energies_plain(spec, block, p, vectors, types, neighbor_types, mask),
+            (params,), (d_params,))
+        d_energy = d_energy + d_from_params
+    return energy, d_energy
+
+
+_site_energies_custom.defjvp(_site_energies_jvp, symbolic_zeros=True)
 
 
 def _site_energies_block(spec: ModelSpec, params, vectors, types, neighbor_types, mask):
