@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from distill.report import ALL_TARGETS, fmt_cost, fmt_e, fmt_f
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,13 +40,18 @@ def _env(tmp: Path) -> dict:
             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "PYTHONPATH": str(ROOT)}
 
 
-@pytest.fixture(scope="module")
-def resumed_run(tmp_path_factory):
+def test_pipeline_killed_resumed_and_reported(tmp_path):
+    """One test (not a shared fixture), so that pytest-xdist runs the pipeline once."""
+    resumed = resumed_run(tmp_path)
+    check_only_unfinished_redone(resumed)
+    check_report_numbers_are_stage_outputs(resumed)
+
+
+def resumed_run(tmp: Path):
     """Run, SIGKILL during the fits stage (after the first fit is stamped), rerun to the end."""
-    tmp = tmp_path_factory.mktemp("distill")
     run_dir = tmp / "run"
-    proc = subprocess.Popen(_cmd(run_dir), cwd=ROOT, env=_env(tmp),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = open(tmp / "first.log", "w")  # a file, not a pipe: a full pipe would block the run
+    proc = subprocess.Popen(_cmd(run_dir), cwd=ROOT, env=_env(tmp), stdout=log, stderr=log)
     deadline = time.time() + 600
     killed = False
     while time.time() < deadline and proc.poll() is None:
@@ -59,7 +62,8 @@ def resumed_run(tmp_path_factory):
             break
         time.sleep(0.2)
     proc.wait()
-    assert killed, f"the run ended before a fit finished:\n{proc.stderr.read()[-3000:]}"
+    log.close()
+    assert killed, f"the run ended before a fit finished:\n{(tmp / 'first.log').read_text()}"
     n_first = len(_events(run_dir))
     second = subprocess.run(_cmd(run_dir), cwd=ROOT, env=_env(tmp), capture_output=True,
                             text=True, timeout=900)
@@ -67,7 +71,7 @@ def resumed_run(tmp_path_factory):
     return run_dir, _events(run_dir)[:n_first], _events(run_dir)[n_first:]
 
 
-def test_kill_during_fits_redoes_only_unfinished(resumed_run):
+def check_only_unfinished_redone(resumed_run):
     run_dir, first, second = resumed_run
     done_first = {e["stage"] for e in first if e.get("status") == "done"}
     assert {"teacher", "sample", "labels"} <= done_first
@@ -90,7 +94,7 @@ def test_kill_during_fits_redoes_only_unfinished(resumed_run):
     assert {e["status"] for e in last} == {"skipped"}
 
 
-def test_report_numbers_are_stage_outputs(resumed_run):
+def check_report_numbers_are_stage_outputs(resumed_run):
     run_dir = resumed_run[0]
     report = (run_dir / "report" / "report.md").read_text()
     errors = json.loads((run_dir / "evaluate" / "errors.json").read_text())
