@@ -1,7 +1,7 @@
 """Teacher MD with ASE: the protocols that make D1 and the teacher's validation runs.
 
 A teacher (GAP, any ASE calculator) does not run in JAX, so its MD is ASE's Langevin dynamics
-plus an isotropic Berendsen barostat (cell rescaled every step towards the target pressure).
+plus an isotropic Berendsen barostat (cell rescaled every 10 steps towards the target pressure).
 A protocol is a list of `md.config.StageConfig` (the same stage tables `mtpjax md` reads:
 ``nvt``/``npt``, temperature and pressure ramps, steps), so the teacher and the students can run
 the same protocol. Snapshots are taken every `snapshot_every` steps.
@@ -23,6 +23,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from md.config import StageConfig
 
 GPA = units.GPa  # eV/Å³ per GPa
+BAROSTAT_EVERY = 10  # steps between Berendsen cell rescalings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,12 +137,14 @@ def run_protocol(
             )
             dyn.run(1)
             step += 1
-            if stage.ensemble == "npt":
+            if stage.ensemble == "npt" and step % BAROSTAT_EVERY == 0:
+                # rescaling moves the atoms, so the teacher is called twice on such steps:
+                # rescale every BAROSTAT_EVERY steps by the Berendsen factor of that interval
                 target = stage.pressure_GPa + frac * (stage.pressure_end_GPa - stage.pressure_GPa)
                 mu = berendsen_scale(
                     pressure_GPa(atoms),
                     target,
-                    timestep_fs,
+                    timestep_fs * BAROSTAT_EVERY,
                     stage.tau_p_fs,
                     stage.compressibility_per_GPa,
                 )
