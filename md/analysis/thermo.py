@@ -34,7 +34,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "P": ("p", "press", "pressure", "pgpa", "p_gpa", "pressure_gpa", "press_gpa", "pressgpa",
           "pbar", "p_bar", "press_bar", "pressbar", "pkbar", "p_kbar", "pressure_bar"),
     "V": ("v", "vol", "volume", "v_a3", "vol_a3", "volume_a3"),
-    "E": ("e", "pe", "epot", "energy", "potential_energy", "potentialenergy", "etotal",
+    "E": ("e", "pe", "epot", "e_pot", "energy", "potential_energy", "potentialenergy", "etotal",
           "toteng", "poteng", "e_ev", "pe_ev", "energy_ev"),
     "N": ("n", "natoms", "atoms", "n_atoms"),
 }
