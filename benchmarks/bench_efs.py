@@ -18,7 +18,7 @@ Also in the same run:
   (:mod:`mtpjax.evaluate`), each size in its own process to record its peak RSS.
 MOTEP is benchmarked only when ``motep`` is importable (it is not a dependency).
 
-Writes ``<out>.json``, ``<out>.md`` and ``<out>_sizes.png`` with the exact command.
+Writes ``<out>.json``, ``<out>.md`` and (with ``--sizes``) ``<out>.png``, with the exact command.
 """
 
 from __future__ import annotations
@@ -399,7 +399,7 @@ def write_reports(report: dict, out: Path):
         ax.legend(fontsize=8)
         ax.set_title("energy+forces+stress throughput vs size")
         fig.tight_layout()
-        fig.savefig(str(out) + "_sizes.png", dpi=120)
+        fig.savefig(str(out.with_suffix(".png")), dpi=120)
 
 
 def main(argv=None) -> int:
