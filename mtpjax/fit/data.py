@@ -454,26 +454,33 @@ def pack_buckets(samples: list[Sample], atoms_per_group: int | None = None,
     """Pack all samples into buckets (one per rounded neighbour capacity).
 
     Args:
-        atoms_per_group: A; default: the largest configuration rounded up to a multiple of 8,
-            at least ``target_atoms`` / ``group_multiple`` and at most ``target_atoms``.
+        atoms_per_group: A; default: per bucket, the fewest groups (a multiple of
+            ``group_multiple``) of at most ``target_atoms`` atoms, filled as evenly as possible.
         capacity_step: neighbour capacities are rounded up to multiples of this.
         group_multiple: G of each bucket is padded to a multiple of this (the device count).
     """
     sizes = np.asarray([len(s) for s in samples])
-    if atoms_per_group is None:
-        atoms_per_group = round_up(max(sizes.max(), min(target_atoms, sizes.sum())), 8)
-        atoms_per_group = max(round_up(sizes.max(), 8),
-                              min(atoms_per_group,
-                                  round_up(-(-sizes.sum() // group_multiple), 8)))
     caps = np.asarray([round_up(s.max_neighbors, capacity_step) for s in samples])
     buckets = []
     for cap in sorted(set(caps.tolist())):
         members = [int(k) for k in np.flatnonzero(caps == cap)]
-        local = group_configurations(sizes[members], atoms_per_group)
+        local = None
+        if atoms_per_group is None:  # per bucket: fewest groups of ≤ target_atoms, tight fit
+            total, largest = int(sizes[members].sum()), int(sizes[members].max())
+            n_groups = round_up(-(-total // max(target_atoms, largest)), group_multiple)
+            A = round_up(max(-(-total // n_groups), largest), 8)
+            while True:
+                local = group_configurations(sizes[members], A)
+                if len(local) <= n_groups:
+                    break
+                A += 8
+        else:
+            A = atoms_per_group
+            local = group_configurations(sizes[members], A)
         groups = [[members[k] for k in g] for g in local]
         C = max(len(g) for g in groups)
         G = round_up(len(groups), group_multiple)
-        batch = pack_groups(samples, groups, atoms_per_group, cap, C, G, dtype)
+        batch = pack_groups(samples, groups, A, cap, C, G, dtype)
         buckets.append(Bucket(cap, members, groups, batch))
     return buckets
 

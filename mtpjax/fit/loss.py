@@ -85,7 +85,9 @@ def predict_group(spec: ModelSpec, params, g: Batch):
         energies = jax.ops.segment_sum(e, g.atom_conf, num_segments=C + 1)[:C]
         return jnp.sum(energies), energies
 
-    strain = jnp.zeros((C + 1, 3, 3), dtype)
+    # built from the group's data (not jnp.zeros) so that, under shard_map, the strain varies
+    # over devices like the data: the gradient of a device-invariant value would be psum-ed
+    strain = jnp.pad(jnp.zeros_like(g.virial), ((0, 1), (0, 0), (0, 0))).astype(dtype)
     (_, energies), (grad_pos, grad_strain) = jax.value_and_grad(
         total, argnums=(0, 1), has_aux=True)(g.positions, strain)
     return energies, -grad_pos, grad_strain[:C]
@@ -154,29 +156,52 @@ def make_loss_fn(spec: ModelSpec, weights: LossWeights, mesh=None, axis: str = "
     """``(loss_fn, terms_fn)`` over a tuple of batches, optionally data-parallel.
 
     With a :class:`jax.sharding.Mesh`, the group axis G of every batch is split over the mesh
-    axis ``axis`` (``shard_map``); each device evaluates its own groups and the partial sums
-    are reduced with ``psum`` — reverse-mode differentiation of a ``psum`` over replicated
-    parameters yields the all-reduced gradient.
+    axis ``axis`` (``shard_map``); each device evaluates its own groups, takes the gradient of
+    its partial loss, and partial sums and gradients are reduced with ``psum``. ``loss_fn`` is
+    a ``custom_vjp`` whose backward pass returns that all-reduced gradient, so
+    ``jax.grad``/optax line searches work on it unchanged.
     """
 
     def local_terms(params, batches):
         return dataset_terms(spec, weights, params, batches)
 
     if mesh is None:
-        terms_fn = local_terms
-    else:
-        from jax.sharding import PartitionSpec as P
 
-        def sharded(params, batches):
-            return jax.lax.psum(local_terms(params, batches), axis)
+        def loss_fn(params, batches):
+            return local_terms(params, batches)["loss"]
 
-        def terms_fn(params, batches):
-            in_specs = (jax.tree.map(lambda _: P(), params),
-                        jax.tree.map(lambda _: P(axis), batches))
-            return jax.shard_map(sharded, mesh=mesh, in_specs=in_specs, out_specs=P())(
-                params, batches)
+        return loss_fn, local_terms
 
+    from jax.sharding import PartitionSpec as P
+
+    def smap(fn, params, batches):
+        in_specs = (jax.tree.map(lambda _: P(), params), jax.tree.map(lambda _: P(axis), batches))
+        # check_vma=False: no autodiff crosses the shard_map boundary (gradients are taken
+        # per device inside it and reduced explicitly), so replication typing is not needed
+        return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P(),
+                             check_vma=False)(params, batches)
+
+    def terms_fn(params, batches):
+        return smap(lambda p, b: jax.lax.psum(local_terms(p, b), axis), params, batches)
+
+    def local_value_and_grad(params, batches):
+        def f(p):
+            t = local_terms(p, batches)
+            return t["loss"], t
+
+        (_, terms), grad = jax.value_and_grad(f, has_aux=True)(params)
+        return jax.lax.psum((terms, grad), axis)  # the gradient all-reduce
+
+    @jax.custom_vjp
     def loss_fn(params, batches):
         return terms_fn(params, batches)["loss"]
 
+    def fwd(params, batches):
+        terms, grad = smap(local_value_and_grad, params, batches)
+        return terms["loss"], grad
+
+    def bwd(grad, ct):
+        return jax.tree.map(lambda g: ct * g, grad), None
+
+    loss_fn.defvjp(fwd, bwd)
     return loss_fn, terms_fn

@@ -61,6 +61,7 @@ class FitConfig:
     lstsq_polish: bool = True
     lstsq_ridge: float = 0.0
     lstsq_atoms: int = 256  # group size of the least-squares pass (memory ∝ tangents × atoms)
+    lstsq_configs: int | None = None  # subsample (seeded) for the least-squares passes
     atoms_per_group: int | None = None
     target_atoms: int = 4096
     # L-BFGS
@@ -77,6 +78,8 @@ class FitConfig:
     batch_size: int = 16  # configurations per minibatch
     # bookkeeping
     eval_every: int = 10
+    select_on_valid: bool = True  # False: the validation set is only monitored
+    max_time: float | None = None  # stop iterating after this many seconds (then polish)
     checkpoint_every: int = 10
     data_parallel: bool = True
 
@@ -179,9 +182,14 @@ class Trainer:
     def lstsq(self, params: dict, return_norms: bool = False):
         """Least-squares linear coefficients for ``params``' radial coefficients."""
         if self._lstsq_batches is None:
+            samples = self.train_samples
+            n_sub = self.config.lstsq_configs
+            if n_sub and n_sub < len(samples):
+                pick = np.random.default_rng([self.config.seed, 7]).choice(
+                    len(samples), n_sub, replace=False)
+                samples = [samples[k] for k in np.sort(pick)]
             self._lstsq_batches = [b.batch for b in pack_buckets(
-                self.train_samples, max(self.config.lstsq_atoms,
-                                        round_up(max(len(s) for s in self.train_samples), 8)))]
+                samples, max(self.config.lstsq_atoms, round_up(max(len(s) for s in samples), 8)))]
             self._rows_fn = make_group_rows(self.spec, self.weights)
         return solve_linear(self.spec, self.weights, params, self._lstsq_batches,
                             ridge=self.config.lstsq_ridge, rows_fn=self._rows_fn,
@@ -378,6 +386,8 @@ class Trainer:
                     callback(it, rec)
                 if cfg.tol > 0 and gnorm < cfg.tol:
                     break
+                if cfg.max_time and elapsed0 + time.perf_counter() - t_start > cfg.max_time:
+                    break
         except (StopTraining, KeyboardInterrupt):
             stopped = True
             if path is not None:
@@ -416,17 +426,18 @@ class Trainer:
         if evaluate:
             rec["train"] = self.evaluate(params, self.train_batches)
             rec["loss"] = rec["train"]["loss"]
-        if self.valid_batches and (evaluate or self.config.optimizer == "lbfgs"):
+        if self.valid_batches and (evaluate or self.config.optimizer in ("lbfgs", "lm")):
             rec["valid"] = self.evaluate(params, self.valid_batches)
         return rec
 
     def _score(self, rec) -> float | None:
-        if "valid" in rec:
-            return rec["valid"]["loss"]
-        if not self.valid_batches and self.config.optimizer == "lbfgs":
-            return rec["loss"]
-        if not self.valid_batches and "train" in rec:
+        on_valid = self.valid_batches and self.config.select_on_valid
+        if on_valid:
+            return rec["valid"]["loss"] if "valid" in rec else None
+        if "train" in rec:
             return rec["train"]["loss"]
+        if self.config.optimizer in ("lbfgs", "lm"):
+            return rec["loss"]  # full-batch loss of the current coefficients
         return None
 
     def _update_best(self, state_tree, rec):
@@ -445,7 +456,7 @@ class Trainer:
         polished = None
         if self.config.lstsq_polish:
             polished, _ = self.lstsq(best)
-            if self.valid_batches:
+            if self.valid_batches and self.config.select_on_valid:
                 score = self.evaluate(polished, self.valid_batches)["loss"]
             else:
                 score = self.evaluate(polished, self.train_batches)["loss"]
