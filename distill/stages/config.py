@@ -84,6 +84,7 @@ SCHEMA: dict[str, dict] = {
         "pressure_end_GPa": 20.0,
         "window_GPa": [5.0, 20.0],
         "snapshot_every": 100,
+        "tau_p_fs": 100.0,
     },
     "evaluate": {"cost_cells": 3, "cost_repeats": 5},
     "md": {

@@ -208,7 +208,8 @@ def tests_stage(ctx) -> dict:
     rss, rss_stats = testsets.rss_set(calc, settings, seed=seed + 7)
     c = cfg["compression"]
     stages = sampling.sampling_stages(
-        c["nvt_steps"], c["ramp_steps"], c["temperature_K"], 0.0, c["pressure_end_GPa"]
+        c["nvt_steps"], c["ramp_steps"], c["temperature_K"], 0.0, c["pressure_end_GPa"],
+        tau_p_fs=c["tau_p_fs"],
     )
     comp = []
     for k in range(c["runs"]):
