@@ -53,7 +53,9 @@ def open_store(path: Path | str):
     if path.suffix != ".db":
         raise ValueError(f"dataset store {path}: expected a .db (SQLite) file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = ase.db.connect(path, type="db", append=True)
+    # SQLite locks the file itself; ase.db's extra lock *file* would survive a SIGKILL of the
+    # writer and make every later run wait forever, so it is not used.
+    db = ase.db.connect(path, type="db", append=True, use_lock_file=False)
     db.count()  # creates ase.db's tables in a new file
     with sqlite3.connect(path) as con:
         con.execute(f"CREATE INDEX IF NOT EXISTS {_INDEX} ON text_key_values(key, value)")
