@@ -65,7 +65,7 @@ class FitConfig:
     atoms_per_group: int | None = None
     target_atoms: int = 4096
     # L-BFGS
-    memory_size: int = 10
+    memory_size: int = 200  # ≥ #coefficients at levels ≤ 16: L-BFGS ≈ dense BFGS (as mlp)
     max_linesearch_steps: int = 20
     tol: float = 0.0  # stop when the gradient norm (scaled variables) falls below
     # Levenberg–Marquardt (full Jacobian, groups of lstsq_atoms atoms)
