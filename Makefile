@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all lint clean
+.PHONY: venv demo eval-demo test test-all clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py
+	$(BIN)/mtpjax distill run distill/configs/demo.toml
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -27,3 +27,6 @@ test-all: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+eval-demo: $(STAMP)
+	$(BIN)/python scripts/demo.py

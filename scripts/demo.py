@@ -1,4 +1,4 @@
-"""Main job (README): evaluate the shipped MTP on the shipped Si PBE test cells.
+"""Quick look (`make eval-demo`): evaluate the shipped MTP on the shipped Si PBE test cells.
 
 Prints energy and force errors against the DFT labels and the evaluation speed, and writes
 them to ``runs/demo/errors.json``. Usage: ``python scripts/demo.py [--potential P] [--data D]``.
