@@ -129,7 +129,7 @@ def fit_gap(
     in a scratch directory and is moved into place only when `gap_fit` succeeds, so an
     interrupted fit never looks up to date. `threads` sets OMP_NUM_THREADS for `gap_fit`.
     """
-    train, out_dir = Path(train), Path(out_dir)
+    train, out_dir = Path(train).resolve(), Path(out_dir).resolve()  # gap_fit runs elsewhere
     if not train.is_file():
         raise FileNotFoundError(f"training data not found: {train}")
     key = cache_key(train, settings)
