@@ -184,7 +184,5 @@ class MTPCalculator(Calculator):
             self.results["stress"] = np.array(
                 [s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]]
             )
-        elif "stress" in properties:
-            from ase.calculators.calculator import PropertyNotImplementedError
-
-            raise PropertyNotImplementedError("stress needs a cell periodic in 3 directions")
+        # no stress for cells not periodic in 3D: ASE then raises its "property not
+        # implemented" error from get_stress(), as for any calculator lacking a result

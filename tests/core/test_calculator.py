@@ -87,3 +87,14 @@ def test_bad_input_gives_clear_errors(calc, tmp_path):
         MTPCalculator(tmp_path / "nothing.mtp", species=["Si"])
     with pytest.raises(ValueError, match="type index"):
         calc.evaluator.compute(np.zeros((1, 3)), np.eye(3) * 5, np.ones(3, bool), [1])
+
+
+def test_no_stress_for_a_cluster(calc):
+    from ase.calculators.calculator import PropertyNotImplementedError as NoProperty
+
+    cluster = rattled_diamond(repeat=1)
+    cluster.pbc = False
+    cluster.calc = calc
+    assert np.isfinite(cluster.get_potential_energy())
+    with pytest.raises(NoProperty):
+        cluster.get_stress()
