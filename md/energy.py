@@ -79,17 +79,68 @@ def local_energy(spec: ModelSpec, params, positions, centers, cell, types, cente
     return jnp.sum(e)
 
 
+#: central atoms per chunk of :func:`local_energy_forces_virial` (a multiple of the core's
+#: 32-atom cache block): the [n, J, 3] pair vectors and gradients exist one chunk at a time
+EVAL_CHUNK = 8192
+
+
 def local_energy_forces_virial(spec: ModelSpec, params, positions, centers, cell, types,
-                               center_types, neighbors: Neighbors, atom_mask=None):
+                               center_types, neighbors: Neighbors, atom_mask=None,
+                               chunk_size: int | None = EVAL_CHUNK):
     """Block energy (eV), its gradients and virial in one pass.
 
     Uses the core's explicit reverse pass (:func:`mtpjax.potential.site_energies_and_gradients`)
-    for g_ij = ∂E/∂r_ij, with r_ij = x_idx − x_i + S·cell.
+    for g_ij = ∂E/∂r_ij, with r_ij = x_idx − x_i + S·cell (``neighbors.shifts`` may be small
+    integers; they are cast to the float dtype here).
+
+    Blocks of more than ``chunk_size`` central atoms are evaluated chunk by chunk in a
+    ``lax.scan`` that accumulates the energy, the scattered gradients and the virial, so no
+    [n, J, …] float intermediate is ever materialised for the whole block (10⁶ atoms: a few
+    hundred MB instead of several GB). The last chunk overlaps the previous one; its rows
+    already done are masked. Smaller blocks take the one-pass path (same numbers).
 
     Returns (E_block, dE/d positions [N, 3], dE/d centers [n, 3], virial dE/dε [3, 3] eV).
     The force on atom a is −(Σ_blocks dE/dpositions[a] + dE/dcenters[a] of its own block).
     """
     params = jax.tree.map(jnp.asarray, params)
+    n = centers.shape[0]
+    if chunk_size is None or n <= chunk_size:
+        return _block_energy_forces_virial(spec, params, positions, centers, cell, types,
+                                           center_types, neighbors, atom_mask)
+    c = int(chunk_size)
+    n_chunks = -(-n // c)
+    dtype = positions.dtype
+
+    def body(carry, k):
+        e_acc, g_all, g_cen, vir = carry
+        lo = jnp.minimum(k * c, n - c)
+        valid = lo + jnp.arange(c) >= k * c  # rows of an earlier chunk (last chunk overlaps)
+
+        def sl(a):
+            return jax.lax.dynamic_slice_in_dim(a, lo, c, 0)
+
+        am = valid if atom_mask is None else sl(atom_mask) & valid
+        nb = Neighbors(sl(neighbors.idx), sl(neighbors.shifts),
+                       sl(neighbors.mask) & valid[:, None])
+        cen = sl(centers)
+        disp = positions[nb.idx] - cen[:, None, :]
+        disp = disp + jnp.einsum("nja,ab->njb", nb.shifts.astype(dtype), cell)
+        e, g = site_energies_and_gradients(spec, params, disp, sl(center_types),
+                                           types[nb.idx], nb.mask, am)
+        e_acc = e_acc + jnp.sum(jnp.where(am, e, 0.0))
+        g_all = g_all.at[nb.idx.reshape(-1)].add(g.reshape(-1, 3))
+        own = jax.lax.dynamic_slice_in_dim(g_cen, lo, c, 0) - jnp.sum(g, axis=1)
+        g_cen = jax.lax.dynamic_update_slice_in_dim(g_cen, own, lo, 0)
+        return (e_acc, g_all, g_cen, vir + virial_from_pair_gradients(disp, g)), None
+
+    init = (jnp.zeros((), dtype), jnp.zeros(positions.shape, dtype),
+            jnp.zeros(centers.shape, dtype), jnp.zeros((3, 3), dtype))
+    (e, g_all, g_cen, vir), _ = jax.lax.scan(body, init, jnp.arange(n_chunks))
+    return e, g_all, g_cen, vir
+
+
+def _block_energy_forces_virial(spec, params, positions, centers, cell, types, center_types,
+                                neighbors: Neighbors, atom_mask=None):
     disp = positions[neighbors.idx] - centers[:, None, :]
     disp = disp + jnp.einsum("nja,ab->njb", neighbors.shifts.astype(positions.dtype), cell)
     e, g = site_energies_and_gradients(spec, params, disp, center_types,

@@ -32,18 +32,17 @@ from md import io as mdio
 from md.config import MDConfig, StageConfig
 from md.energy import load_model
 from md.ensembles import EnsembleSpec, MDState
+from md.neighbors import MDNeighborList
 from md.sharded import (
     AXIS,
     Engine,
     Schedule,
     Topology,
     make_mesh,
-    pad_neighbors,
     pad_rows,
     padded_size,
 )
 from md.units import EV_A3_TO_GPA, FS_TO_NS, KB, MVV2E
-from mtpjax.neighbors import allocate, update
 
 THERMO_EXTRA = ("E_kin", "T_target_K", "P_target_GPa", "Pxx_GPa", "Pyy_GPa", "Pzz_GPa")
 
@@ -184,8 +183,9 @@ class Simulation:
                 extra = (np.zeros(3), np.zeros(3), np.asarray(jax.random.PRNGKey(seed)), 0.0, 0)
             self.step = extra[4]
             positions = self._wrap(positions, cell)
-            self.nl = allocate(positions, cell, True, self.spec.max_dist, self.skin,
-                               capacity_multiplier=capacity_multiplier)
+            self.nl = MDNeighborList(self.spec.max_dist, self.skin, self.n_atoms,
+                                     self.engine.n_devices, self.n_pad // self.engine.n_devices,
+                                     capacity_multiplier=capacity_multiplier)
             self.topo = self._topology(positions, cell)
             self.state = self._initial_state(positions, velocities, cell, *extra)
         self._out = None
@@ -203,16 +203,26 @@ class Simulation:
         return (frac - np.floor(frac)) @ cell
 
     def _topology(self, positions, cell) -> Topology:
+        """(Re)build the neighbour rows of every local shard at ``positions`` (wrapped) and
+        place them with the other per-chunk constants on the devices."""
         dt = self._dt_np
         n = self.n_pad
-        nbrs = pad_neighbors(self.nl.neighbors, n)
-        from mtpjax.potential import Neighbors
+        allgather = None
+        if jax.process_count() > 1:  # pragma: no cover - multi-host only
+            from jax.experimental import multihost_utils
 
+            def allgather(x):
+                return np.asarray(multihost_utils.process_allgather(x)).max(axis=0)
+
+        self.nl.build(positions, cell, shards=self.engine.local_shards(),
+                      allgather_max=allgather)
+        neighbors = self.engine.put_neighbors(self.nl.packed)
+        self.nl.release()
         topo = Topology(
             types_all=pad_rows(self.types, n).astype(np.int32),
             types=pad_rows(self.types, n).astype(np.int32),
             atom_mask=pad_rows(np.ones(self.n_atoms, bool), n, False),
-            neighbors=Neighbors(nbrs.idx.astype(np.int32), nbrs.shifts.astype(dt), nbrs.mask),
+            neighbors=neighbors,
             ref_positions=pad_rows(positions, n).astype(dt),
             ref_cell=np.asarray(cell, dt),
             skin=np.asarray(self.nl.skin, dt),
@@ -305,11 +315,11 @@ class Simulation:
         """Wrap positions into the cell and rebuild the list (growing it on overflow)."""
         positions = self._wrap(self.positions(), self.cell())
         capacity = self.nl.capacity
-        self.nl = update(self.nl, positions, self.cell(), force=True)
+        self.topo = None  # free the old rows on the devices before placing the new ones
+        self.topo = self._topology(positions, self.cell())
         self.stats["rebuilds"] += 1
         if self.nl.capacity != capacity:
             self.stats["reallocations"] += 1
-        self.topo = self._topology(positions, self.cell())
         placed = self.engine.shard(pad_rows(positions, self.n_pad).astype(self._dt_np),
                                    jax.sharding.PartitionSpec(AXIS))
         self.state = self.state._replace(positions=placed)

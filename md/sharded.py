@@ -217,10 +217,44 @@ class Engine:
                   for a, s in zip(leaves, spec_leaves, strict=True)]
         return jax.tree.unflatten(treedef, placed)
 
+    def local_shards(self) -> list[int]:
+        """Indices along the atom axis of the shards this process feeds (all on one host)."""
+        if self.mesh is None:
+            return [0]
+        me = jax.process_index()
+        return [d for d, dev in enumerate(self.mesh.devices.flat) if dev.process_index == me]
+
+    def put_neighbors(self, shard_rows) -> Neighbors:
+        """Place per-shard neighbour rows: ``shard_rows(d)`` gives numpy (idx, shifts, mask)
+        of shard d; each is built, copied to its device and dropped in turn, so the host never
+        holds the global ``[N, J]`` arrays. Returns global arrays sharded along ``"atoms"``."""
+        if self.mesh is None:
+            return Neighbors(*(jnp.asarray(a) for a in shard_rows(0)))
+        devices = list(self.mesh.devices.flat)
+        pieces: list[list] = [[], [], []]
+        shape = None
+        for d in self.local_shards():
+            arrays = shard_rows(d)
+            shape = [a.shape for a in arrays]
+            for k, a in enumerate(arrays):
+                pieces[k].append(jax.device_put(a, devices[d]))
+            del arrays
+        sharding = NamedSharding(self.mesh, P(AXIS))
+        n = len(devices)
+        return Neighbors(*(jax.make_array_from_single_device_arrays(
+            (n * sh[0],) + sh[1:], sharding, piece) for sh, piece in zip(shape, pieces,
+                                                                          strict=True)))
+
     def put_state(self, state: MDState) -> MDState:
         return self.shard(state, self._state_spec)
 
     def put_topology(self, topo: Topology) -> Topology:
+        """Place a topology of host arrays; ``topo.neighbors`` may already be placed
+        (:meth:`put_neighbors`) and is then kept as is."""
+        if isinstance(topo.neighbors.idx, jax.Array):
+            placed = self.shard(topo._replace(neighbors=None),
+                                self._topo_spec._replace(neighbors=None))
+            return placed._replace(neighbors=topo.neighbors)
         return self.shard(topo, self._topo_spec)
 
 
