@@ -28,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_POT = ROOT / "tests" / "data" / "parity" / "si_L08" / "pot.mtp"
+#: largest system for the single-device core reference evaluation (global [N, J] list)
+CORE_MAX_ATOMS = 200_000
 
 
 def measure(potential: str, n_target: int, steps: int, devices: int) -> dict:
@@ -56,14 +58,23 @@ def measure(potential: str, n_target: int, steps: int, devices: int) -> dict:
     wall = time.perf_counter() - t0
     n = len(atoms)
     rate = steps / wall
-    core = _core_eval_seconds(sim, max(2, min(steps, 10)))
+    md_rss = _peak_rss_gib()
+    # the reference evaluation needs the core's global [N, J] list: only up to CORE_MAX_ATOMS
+    core = _core_eval_seconds(sim, max(2, min(steps, 10))) if n <= CORE_MAX_ATOMS else None
     return {
         "n_atoms": n, "devices": devices, "steps": steps, "wall_s": wall,
         "atom_steps_per_s": rate * n, "ns_per_day": rate * 1.0e-6 * 86400,
         "s_per_step": wall / steps, "setup_s": setup, "compile_s": compile_s,
         "neighbor_capacity": sim.nl.capacity, "rebuilds": sim.stats["rebuilds"],
-        "core_efv_s": core, "md_step_over_core_efv": (wall / steps) / core,
+        "core_efv_s": core, "md_step_over_core_efv": None if core is None else
+        (wall / steps) / core, "peak_rss_gib_md": md_rss, "peak_rss_gib": _peak_rss_gib(),
     }
+
+
+def _peak_rss_gib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
 def _core_eval_seconds(sim, repeats: int) -> float:
@@ -73,13 +84,16 @@ def _core_eval_seconds(sim, repeats: int) -> float:
     import jax
     import jax.numpy as jnp
 
+    from mtpjax.neighbors import allocate
     from mtpjax.potential import energy_forces_virial
 
     spec = sim.spec
     f = jax.jit(lambda p, x, c, t, nb: energy_forces_virial(spec, p, x, c, t, nb))
     with jax.enable_x64(True):
-        args = (sim.params, jnp.asarray(sim.positions()), jnp.asarray(sim.cell()),
-                jnp.asarray(sim.types), jax.tree.map(jnp.asarray, sim.nl.neighbors))
+        pos = sim._wrap(sim.positions(), sim.cell())
+        nl = allocate(pos, sim.cell(), True, spec.max_dist, sim.skin)
+        args = (sim.params, jnp.asarray(pos), jnp.asarray(sim.cell()),
+                jnp.asarray(sim.types), nl.neighbors)
         jax.block_until_ready(f(*args))
         t0 = time.perf_counter()
         for _ in range(repeats):
@@ -99,7 +113,7 @@ def _subprocess(potential: str, n: int, steps: int, devices: int) -> dict:
 
 
 def _steps_for(n: int) -> int:
-    return 200 if n <= 2000 else 20 if n <= 20000 else 3
+    return 200 if n <= 2000 else 20 if n <= 20000 else 3 if n <= 200_000 else 2
 
 
 def main(argv=None) -> int:
@@ -147,18 +161,26 @@ def main(argv=None) -> int:
              "`core efv s`: the core's jitted energy_forces_virial on the same system right "
              "after (single device): MD step / core evaluation shows the MD overhead under "
              "the same load.", "",
+             "`setup s`: structure, neighbour rows (host, per shard) and placement; `peak RSS`: "
+             "the process's peak resident memory after the MD steps (before the core "
+             "reference, which is skipped above 200,000 atoms).", "",
              "| scan | atoms | devices | steps | s/step | atom-steps/s | ns/day | core efv s "
-             "| step/core | compile s | load (1 min) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| step/core | setup s | compile s | peak RSS GiB | load (1 min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def fmt(x, spec):
+        return "–" if x is None else format(x, spec)
+
     for r in results:
         if "error" in r:
             lines.append(f"| {r['scan']} | {r['n_atoms']} | {r['devices']} | error: "
-                         f"{r['error'][-120:]} | | | | | | | |")
+                         f"{r['error'][-120:]} | | | | | | | | | |")
             continue
         lines.append(
             f"| {r['scan']} | {r['n_atoms']} | {r['devices']} | {r['steps']} | "
             f"{r['s_per_step']:.3g} | {r['atom_steps_per_s']:.3g} | {r['ns_per_day']:.3g} | "
-            f"{r['core_efv_s']:.3g} | {r['md_step_over_core_efv']:.2f} | {r['compile_s']:.1f} | "
+            f"{fmt(r['core_efv_s'], '.3g')} | {fmt(r['md_step_over_core_efv'], '.2f')} | "
+            f"{r['setup_s']:.1f} | {r['compile_s']:.1f} | {fmt(r.get('peak_rss_gib_md'), '.2f')} | "
             f"{r['loadavg_1min'][0]:.1f}–{r['loadavg_1min'][1]:.1f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

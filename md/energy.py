@@ -86,7 +86,7 @@ EVAL_CHUNK = 8192
 
 def local_energy_forces_virial(spec: ModelSpec, params, positions, centers, cell, types,
                                center_types, neighbors: Neighbors, atom_mask=None,
-                               chunk_size: int | None = EVAL_CHUNK):
+                               chunk_size: int | str | None = "auto"):
     """Block energy (eV), its gradients and virial in one pass.
 
     Uses the core's explicit reverse pass (:func:`mtpjax.potential.site_energies_and_gradients`)
@@ -97,13 +97,17 @@ def local_energy_forces_virial(spec: ModelSpec, params, positions, centers, cell
     ``lax.scan`` that accumulates the energy, the scattered gradients and the virial, so no
     [n, J, …] float intermediate is ever materialised for the whole block (10⁶ atoms: a few
     hundred MB instead of several GB). The last chunk overlaps the previous one; its rows
-    already done are masked. Smaller blocks take the one-pass path (same numbers).
+    already done are masked. Smaller blocks take the one-pass path (same numbers; chunked
+    sums differ by rounding only). ``chunk_size``: "auto" = :data:`EVAL_CHUNK` (read at
+    trace time), None = one pass.
 
     Returns (E_block, dE/d positions [N, 3], dE/d centers [n, 3], virial dE/dε [3, 3] eV).
     The force on atom a is −(Σ_blocks dE/dpositions[a] + dE/dcenters[a] of its own block).
     """
     params = jax.tree.map(jnp.asarray, params)
     n = centers.shape[0]
+    if chunk_size == "auto":
+        chunk_size = EVAL_CHUNK
     if chunk_size is None or n <= chunk_size:
         return _block_energy_forces_virial(spec, params, positions, centers, cell, types,
                                            center_types, neighbors, atom_mask)
@@ -133,8 +137,9 @@ def local_energy_forces_virial(spec: ModelSpec, params, positions, centers, cell
         g_cen = jax.lax.dynamic_update_slice_in_dim(g_cen, own, lo, 0)
         return (e_acc, g_all, g_cen, vir + virial_from_pair_gradients(disp, g)), None
 
-    init = (jnp.zeros((), dtype), jnp.zeros(positions.shape, dtype),
-            jnp.zeros(centers.shape, dtype), jnp.zeros((3, 3), dtype))
+    # zeros_like keeps the block's manual-axis type inside shard_map (a varying carry)
+    init = (jnp.zeros_like(centers, shape=()), jnp.zeros_like(centers, shape=positions.shape),
+            jnp.zeros_like(centers), jnp.zeros_like(centers, shape=(3, 3)))
     (e, g_all, g_cen, vir), _ = jax.lax.scan(body, init, jnp.arange(n_chunks))
     return e, g_all, g_cen, vir
 

@@ -19,6 +19,9 @@ SCRIPT = textwrap.dedent("""
     from md.runner import Simulation
 
     pot, thermostat, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if len(sys.argv) > 4:  # evaluate the forces in chunks of this many central atoms
+        import md.energy
+        md.energy.EVAL_CHUNK = int(sys.argv[4])
     assert len(jax.devices()) == 4, jax.devices()
     atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((2, 2, 2))
     atoms.rattle(0.05, seed=1)
@@ -40,14 +43,19 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("thermostat", ["none", pytest.param("langevin", marks=pytest.mark.slow)])
-def test_sharded_matches_single_device(pot_path, thermostat, tmp_path):
+@pytest.mark.parametrize("thermostat,chunk", [
+    ("none", None),
+    # chunked force evaluation (64 atoms in chunks of 12, 16 per device in 2 overlapping)
+    ("none", 12),
+    pytest.param("langevin", None, marks=pytest.mark.slow)])
+def test_sharded_matches_single_device(pot_path, thermostat, chunk, tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu")
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, str(script), str(pot_path), thermostat, "100"],
+    args = [str(pot_path), thermostat, "100"] + ([] if chunk is None else [str(chunk)])
+    proc = subprocess.run([sys.executable, str(script), *args],
                           capture_output=True, text=True, env=env, cwd=root, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
