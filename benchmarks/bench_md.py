@@ -161,7 +161,9 @@ def main(argv=None) -> int:
              "`core efv s`: the core's jitted energy_forces_virial on the same system right "
              "after (single device): MD step / core evaluation shows the MD overhead under "
              "the same load.", "",
-             "`setup s`: structure, neighbour rows (host, per shard) and placement; `peak RSS`: "
+             "`setup s`: neighbour rows (host, per shard), placement and the first force "
+             "evaluation (with its compilation); `compile s`: compiling the MD chunk plus one "
+             "step; `peak RSS`: "
              "the process's peak resident memory after the MD steps (before the core "
              "reference, which is skipped above 200,000 atoms).", "",
              "| scan | atoms | devices | steps | s/step | atom-steps/s | ns/day | core efv s "
