@@ -6,8 +6,9 @@ that is ~5·10⁷ pairs, several GB of temporaries and a 1.7 GB shift array. Her
 
 * :class:`CellBins` sorts the atoms once into a cell list in *fractional* coordinates (bins
   along each lattice vector, ``nb_d = ⌊h_d / reach⌋`` bins of height h_d/nb_d ≥ reach; h_d the
-  distance between opposite cell faces; half-height bins were measured 3× slower in numpy). Two atoms closer than ``reach`` differ in fractional
-  coordinate d by less than reach/h_d, i.e. by at most ``m_d = ⌊reach·nb_d/h_d⌋ + 1`` bins, so
+  distance between opposite cell faces; half-height bins were measured 3× slower in numpy).
+  Two atoms closer than ``reach`` differ in fractional coordinate d by less than reach/h_d,
+  i.e. by at most ``m_d = ⌊reach·nb_d/h_d⌋ + 1`` bins, so
   scanning bin offsets −m_d…m_d with periodic wrap finds every pair, in any triclinic cell. A
   cell thinner than the reach has one bin and m_d > 1: the offsets then visit the same bin
   with different image shifts, which gives every image of every atom (and the atom's own
