@@ -117,3 +117,25 @@ def test_chunked_force_evaluation_equals_one_pass(pot_path, masked):
         assert abs(float(out[0]) - float(ref[0])) < 1e-9
         for a, b in zip(out[1:], ref[1:], strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-10)
+
+
+def test_simulation_forces_chunked_large_cell(pot_path):
+    """10,648 atoms (> one 8192-atom evaluation chunk, per-shard rows): the MD state's forces,
+    energy and virial equal the core's one-pass evaluation with allocate()'s list."""
+    import jax.numpy as jnp
+
+    from md.runner import Simulation
+    from mtpjax.potential import energy_forces_virial
+    from tests.md.conftest import diamond
+
+    atoms = diamond(11, rattle=0.05, seed=4)
+    sim = Simulation(pot_path, atoms, timestep_fs=1.0, temperature_K=300, skin_A=1.0)
+    _, spec, params = load_model(pot_path)
+    pos, cell = sim.positions(), sim.cell()
+    ref_nl = allocate(pos, cell, True, spec.max_dist, 1.0)
+    e, f, w = energy_forces_virial(spec, {k: jnp.asarray(v) for k, v in params.items()},
+                                   jnp.asarray(pos), jnp.asarray(cell),
+                                   jnp.zeros(len(pos), jnp.int32), ref_nl.neighbors)
+    assert abs(float(sim.state.energy) - float(e)) < 1e-8
+    np.testing.assert_allclose(sim.forces(), np.asarray(f), atol=1e-10)
+    np.testing.assert_allclose(np.asarray(sim.state.virial), np.asarray(w), atol=1e-8)
