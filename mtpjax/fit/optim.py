@@ -17,11 +17,13 @@ role). :class:`Scaling` converts between u and the coefficient pytree.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 
 from mtpjax.params import param_mask
 
@@ -73,6 +75,68 @@ def lbfgs(memory_size: int = 10,
     return optax.lbfgs(
         memory_size=memory_size,
         linesearch=optax.scale_by_zoom_linesearch(
+            max_linesearch_steps=max_linesearch_steps, initial_guess_strategy="one"),
+    )
+
+
+class ScaleByBFGSState(NamedTuple):
+    """Dense inverse-Hessian approximation H [n, n] of the flattened variables."""
+
+    count: jax.Array
+    params: optax.Params
+    updates: optax.Updates
+    inv_hessian: jax.Array
+
+
+def scale_by_bfgs() -> optax.GradientTransformation:
+    """Dense BFGS direction −H·g (chain with a line search, as :func:`bfgs` does).
+
+    H starts as the identity (in the scaled variables of :class:`Scaling`, i.e. the Jacobi
+    preconditioner, like mlp's ``linear_mults``), is rescaled once by sᵀy / yᵀy after the first
+    step (Nocedal & Wright eq. 6.20) and then updated by the BFGS formula with every accepted
+    step; a pair with sᵀy ≤ 0 (no curvature information) is skipped. Unlike L-BFGS, whose
+    initial matrix γ_k·I changes every step, H accumulates all pairs, as ``mlp train`` does.
+    Memory n²: meant for the ≲ 10³ coefficients of an MTP.
+    """
+
+    def init_fn(params):
+        flat, _ = ravel_pytree(params)
+        n = flat.shape[0]
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return ScaleByBFGSState(jnp.asarray(0, jnp.int32), zeros, zeros,
+                                jnp.eye(n, dtype=flat.dtype))
+
+    def update_fn(updates, state, params):
+        g, unravel = ravel_pytree(updates)
+        x, _ = ravel_pytree(params)
+        x_prev, _ = ravel_pytree(state.params)
+        g_prev, _ = ravel_pytree(state.updates)
+        s, y = x - x_prev, g - g_prev
+        sy = jnp.vdot(s, y)
+        H = state.inv_hessian
+        usable = (state.count > 0) & (sy > 1e-12 * jnp.linalg.norm(s) * jnp.linalg.norm(y))
+        H = jnp.where(usable & (state.count == 1), H * sy / jnp.vdot(y, y), H)
+        rho = jnp.where(usable, 1.0 / jnp.where(usable, sy, 1.0), 0.0)
+        Hy = H @ y
+        updated = (H - rho * (jnp.outer(s, Hy) + jnp.outer(Hy, s))
+                   + (rho * rho * jnp.vdot(y, Hy) + rho) * jnp.outer(s, s))
+        H = jnp.where(usable, updated, H)
+        direction = H @ g
+        # first step: a unit-length step along the gradient (as optax's L-BFGS)
+        direction = jnp.where(state.count > 0, direction,
+                              g * jnp.minimum(1.0, 1.0 / jnp.linalg.norm(g)))
+        return unravel(direction), ScaleByBFGSState(
+            state.count + 1, params, updates, H)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def bfgs(max_linesearch_steps: int = 20) -> optax.GradientTransformationExtraArgs:
+    """Dense BFGS (:func:`scale_by_bfgs`) with the zoom (strong-Wolfe) line search."""
+    return optax.chain(
+        scale_by_bfgs(),
+        optax.scale(-1.0),
+        optax.scale_by_zoom_linesearch(
             max_linesearch_steps=max_linesearch_steps, initial_guess_strategy="one"),
     )
 

@@ -37,17 +37,21 @@ from mtpjax.fit import checkpoint as ckpt
 from mtpjax.fit.data import Sample, group_configurations, pack_buckets, pack_groups, round_up
 from mtpjax.fit.loss import LossWeights, make_loss_fn, summarize
 from mtpjax.fit.lstsq import make_group_rows, radial_column_norms, solve_linear
-from mtpjax.fit.optim import Scaling, adamw, lbfgs
+from mtpjax.fit.optim import Scaling, adamw, bfgs, lbfgs
 from mtpjax.model import ModelSpec
 from mtpjax.params import check_params, init_params
 from mtpjax.potential_data import MTPotential
+
+OPTIMIZERS = ("lbfgs", "bfgs", "adam", "lm")
+FULL_BATCH = ("lbfgs", "bfgs", "lm")  # optimisers that see the whole training set every step
+QUASI_NEWTON = ("lbfgs", "bfgs")
 
 
 @dataclass
 class FitConfig:
     """Every option of a fit (TOML ``[fit]`` table keys = these field names)."""
 
-    optimizer: str = "lbfgs"  # lbfgs | adam | lm
+    optimizer: str = "lbfgs"  # lbfgs | bfgs | adam | lm
     max_iter: int = 1000
     energy_weight: float = 1.0
     force_weight: float = 0.01
@@ -67,9 +71,13 @@ class FitConfig:
     # L-BFGS
     memory_size: int = 200  # ≥ #coefficients at levels ≤ 16: L-BFGS ≈ dense BFGS (as mlp)
     max_linesearch_steps: int = 20
+    # every this many L-BFGS iterations, re-solve the linear coefficients exactly (least
+    # squares for the current radial coefficients), as mlp's BFGS does every 50; 0: never
+    relinearize_every: int = 50
     tol: float = 0.0  # stop when the gradient norm (scaled variables) falls below
     # Levenberg–Marquardt (full Jacobian, groups of lstsq_atoms atoms)
     lm_lambda: float = 1e-3
+    lm_hessian_fraction: float = 1.0  # share of the groups whose Jacobian forms JᵀJ per step
     # Adam
     learning_rate: float = 1e-2
     schedule: str = "cosine"
@@ -84,12 +92,17 @@ class FitConfig:
     data_parallel: bool = True
 
     def __post_init__(self):
-        if self.optimizer not in ("lbfgs", "adam", "lm"):
-            raise ValueError(f"optimizer must be 'lbfgs', 'adam' or 'lm', got {self.optimizer!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                             f"got {self.optimizer!r}")
         if self.init_params not in ("random", "same"):
             raise ValueError(f"init_params must be 'random' or 'same', got {self.init_params!r}")
         if self.max_iter < 0:
             raise ValueError("max_iter must be ≥ 0")
+        if not 0.0 < self.lm_hessian_fraction <= 1.0:
+            raise ValueError("lm_hessian_fraction must be in (0, 1]")
+        if self.relinearize_every < 0:
+            raise ValueError("relinearize_every must be ≥ 0")
 
     @classmethod
     def from_dict(cls, values: dict) -> FitConfig:
@@ -225,7 +238,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ optimisers
     def _make_lbfgs(self, scaling: Scaling):
-        opt = lbfgs(self.config.memory_size, self.config.max_linesearch_steps)
+        if self.config.optimizer == "bfgs":
+            opt = bfgs(self.config.max_linesearch_steps)
+        else:
+            opt = lbfgs(self.config.memory_size, self.config.max_linesearch_steps)
         loss_fn = self.loss_fn
 
         def step(u, state, scales, batches):
@@ -256,45 +272,75 @@ class Trainer:
 
         return opt, jax.jit(step)
 
+    def _lm_groups(self):
+        """All training configurations packed into groups of ``lstsq_atoms`` atoms (fixed
+        shapes: one compile per neighbour-capacity bucket), as a list of single groups."""
+        if getattr(self, "_lm_group_list", None) is None:
+            samples = self.train_samples
+            A = max(self.config.lstsq_atoms, round_up(max(len(s) for s in samples), 8))
+            groups = []
+            for bucket in pack_buckets(samples, A):
+                batch = bucket.batch
+                for k in range(batch.nbr_idx.shape[0]):
+                    if np.any(batch.atom_mask[k]):
+                        groups.append(jax.tree.map(lambda x, k=k: np.asarray(x[k]), batch))
+            self._lm_group_list = groups
+            self._lm_group_atoms = np.asarray([g.atom_mask.sum() for g in groups], float)
+        return self._lm_group_list
+
     def _lm_step(self, u, opt_state, scales, batches):
-        """One Levenberg–Marquardt step (Marquardt's diagonal damping, λ adapted ×1/3, ×4)."""
+        """One Levenberg–Marquardt step (Marquardt's diagonal damping, λ adapted ×1/3, ×4).
+
+        The gradient and the loss are those of the whole training set. The Gauss–Newton matrix
+        JᵀJ comes from forward-mode Jacobians of the residuals over all groups, or, with
+        ``lm_hessian_fraction`` < 1, over a random fraction of them (a new draw every
+        iteration, seeded by ``seed`` and the iteration) scaled up by atoms: a subsampled
+        Gauss–Newton matrix is still a good curvature model at a fraction of the cost, and
+        the full gradient keeps the fixed point that of the whole data set.
+        """
         from jax.flatten_util import ravel_pytree
 
-        if self._lstsq_batches is None:
-            self.lstsq({k: np.asarray(v) for k, v in self._params(
-                {"u": u, "scales": scales}).items()})
+        cfg = self.config
+        groups = self._lm_groups()
         if getattr(self, "_neq_fn", None) is None:
             from mtpjax.fit.lstsq import make_group_normal_eq
 
             self._neq_fn = make_group_normal_eq(self.spec, self.weights)
             self._loss_jit = jax.jit(self.loss_fn)
-        H = b = None
-        loss0 = 0.0
-        for batch in self._lstsq_batches:
-            for k in range(batch.nbr_idx.shape[0]):
-                if not np.any(batch.atom_mask[k]):
-                    continue
-                g = jax.tree.map(lambda x, k=k: jnp.asarray(x[k]), batch)
-                h, jb, rr = (np.asarray(x) for x in self._neq_fn(u, scales, g))
-                H = h if H is None else H + h
-                b = jb if b is None else b + jb
-                loss0 += float(rr)
+            loss_fn = self.loss_fn
+            self._value_grad_u = jax.jit(jax.value_and_grad(
+                lambda v, sc, b: loss_fn(Scaling(sc).to_params(v), b)))
+        k_iter = int(opt_state.get("k", 0))
+        pick = np.arange(len(groups))
+        if cfg.lm_hessian_fraction < 1.0:
+            n_pick = max(1, round(cfg.lm_hessian_fraction * len(groups)))
+            pick = np.sort(np.random.default_rng([cfg.seed, 11, k_iter]).choice(
+                len(groups), n_pick, replace=False))
+        H = None
+        for k in pick:
+            h, _, _ = self._neq_fn(u, scales, jax.tree.map(jnp.asarray, groups[k]))
+            H = np.asarray(h) if H is None else H + np.asarray(h)
+        H *= self._lm_group_atoms.sum() / self._lm_group_atoms[pick].sum()
+        value, grad = self._value_grad_u(u, scales, batches)
+        loss0 = float(value)
         flat, unravel = ravel_pytree(u)
         flat = np.asarray(flat)
+        b = 0.5 * np.asarray(ravel_pytree(grad)[0])  # Jᵀr: loss = rᵀr
         d = np.diag(H).copy()
         d = np.maximum(d, 1e-12 * max(float(d.max()), 1e-300))
         lam = float(opt_state["lam"])
         best_u, best_loss = u, loss0
-        for _ in range(self.config.max_linesearch_steps):
+        for _ in range(cfg.max_linesearch_steps):
             delta = np.linalg.lstsq(H + lam * np.diag(d), -b, rcond=1e-15)[0]
             trial = unravel(jnp.asarray(flat + delta))
-            value = float(self._loss_jit(Scaling(scales).to_params(trial), self.train_batches))
+            value = float(self._loss_jit(Scaling(scales).to_params(trial), batches))
             if np.isfinite(value) and value < loss0:
                 best_u, best_loss = trial, value
                 lam = max(lam / 3.0, 1e-15)
                 break
             lam *= 4.0
-        return best_u, {"lam": jnp.asarray(lam)}, best_loss, float(2.0 * np.linalg.norm(b))
+        state = {"lam": jnp.asarray(lam), "k": jnp.asarray(k_iter + 1)}
+        return best_u, state, best_loss, float(2.0 * np.linalg.norm(b))
 
     def _adam_batches(self, epoch: int):
         """Fixed-shape minibatches of epoch ``epoch`` (deterministic from seed and epoch)."""
@@ -341,7 +387,7 @@ class Trainer:
                                force_eval=True)
             self._update_best(state_tree, rec)
             self._log(rec)
-        if cfg.optimizer == "lbfgs":
+        if cfg.optimizer in QUASI_NEWTON:
             _, step = self._make_lbfgs(None)
         elif cfg.optimizer == "lm":
             step = self._lm_step
@@ -360,7 +406,7 @@ class Trainer:
         epoch_cache = {}
         try:
             for it in range(start + 1, cfg.max_iter + 1):
-                if cfg.optimizer in ("lbfgs", "lm"):
+                if cfg.optimizer in FULL_BATCH:
                     u, opt_state, value, gnorm = step(state_tree["u"], state_tree["opt"],
                                                       state_tree["scales"], self.train_batches)
                 else:
@@ -371,6 +417,9 @@ class Trainer:
                     u, opt_state, value, gnorm = step(state_tree["u"], state_tree["opt"],
                                                       state_tree["scales"], epoch_cache[epoch][k])
                 state_tree = {**state_tree, "u": u, "opt": opt_state}
+                if (cfg.optimizer in QUASI_NEWTON and cfg.relinearize_every
+                        and it % cfg.relinearize_every == 0 and it < cfg.max_iter):
+                    state_tree = self._relinearize(state_tree)
                 rec = self._record(it, state_tree, float(value), float(gnorm), elapsed0, t_start)
                 self._update_best(state_tree, rec)
                 self._log(rec)
@@ -400,14 +449,31 @@ class Trainer:
         return self._finish(state_tree, it, elapsed0, t_start)
 
     # ------------------------------------------------------------------ internals
+    def _relinearize(self, state_tree) -> dict:
+        """Exact least-squares linear coefficients for the current radial ones.
+
+        The L-BFGS memory is kept (the jump and the gradient change it causes form the next
+        curvature pair); only the line search's cached value/gradient are invalidated so
+        that the next step re-evaluates them at the new point.
+        """
+        params = {k: np.asarray(v) for k, v in self._params(state_tree).items()}
+        solved, _ = self.lstsq(params)
+        value = optax.tree_utils.tree_get(state_tree["opt"], "value")
+        if not self.evaluate(solved, self.train_batches)["loss"] < float(value):
+            return state_tree  # e.g. a subsampled least-squares pass that does not help
+        scaling = Scaling(state_tree["scales"])
+        u = scaling.from_params({k: jnp.asarray(v) for k, v in solved.items()})
+        opt = optax.tree_utils.tree_set(state_tree["opt"], value=jnp.full_like(value, jnp.inf))
+        return {**state_tree, "u": u, "opt": opt}
+
     def _fresh_state(self, params, scaling: Scaling) -> dict:
         cfg = self.config
         scales = {k: jnp.asarray(v) for k, v in scaling.scales.items()}
         u = Scaling(scales).from_params({k: jnp.asarray(v) for k, v in params.items()})
-        if cfg.optimizer == "lbfgs":
+        if cfg.optimizer in QUASI_NEWTON:
             opt_state = self._make_lbfgs(scaling)[0].init(u)
         elif cfg.optimizer == "lm":
-            opt_state = {"lam": jnp.asarray(float(cfg.lm_lambda))}
+            opt_state = {"lam": jnp.asarray(float(cfg.lm_lambda)), "k": jnp.asarray(0)}
         else:
             opt_state = self._make_adam(u)[0].init(u)
         p = {k: jnp.asarray(v) for k, v in params.items()}
@@ -426,7 +492,7 @@ class Trainer:
         if evaluate:
             rec["train"] = self.evaluate(params, self.train_batches)
             rec["loss"] = rec["train"]["loss"]
-        if self.valid_batches and (evaluate or self.config.optimizer in ("lbfgs", "lm")):
+        if self.valid_batches and (evaluate or self.config.optimizer in FULL_BATCH):
             rec["valid"] = self.evaluate(params, self.valid_batches)
         return rec
 
@@ -436,7 +502,7 @@ class Trainer:
             return rec["valid"]["loss"] if "valid" in rec else None
         if "train" in rec:
             return rec["train"]["loss"]
-        if self.config.optimizer in ("lbfgs", "lm"):
+        if self.config.optimizer in FULL_BATCH:
             return rec["loss"]  # full-batch loss of the current coefficients
         return None
 
