@@ -146,7 +146,7 @@ def main(argv=None) -> int:
                    help="configurations (seeded subsample) of the least-squares passes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--memory-size", type=int, default=200, help="L-BFGS memory")
-    p.add_argument("--relinearize-every", type=int, default=50,
+    p.add_argument("--relinearize-every", type=int, default=0,
                    help="exact linear re-solve every N quasi-Newton iterations (0: never)")
     p.add_argument("--lm-hessian-fraction", type=float, default=1.0,
                    help="share of the data whose Jacobian forms the LM Gauss–Newton matrix")

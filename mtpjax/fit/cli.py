@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o = parser.add_argument_group("mtpjax options")
     o.add_argument("--species", nargs="+", help="element of each MLIP type, e.g. --species Si")
     o.add_argument("--seed", type=int, help="random initialisation seed (default 0)")
-    o.add_argument("--optimizer", choices=["lbfgs", "adam"])
+    o.add_argument("--optimizer", choices=["lbfgs", "bfgs", "lm", "adam"])
     o.add_argument("--learning-rate", type=float, help="Adam peak learning rate")
     o.add_argument("--batch-size", type=int, help="Adam: configurations per minibatch")
     o.add_argument("--eval-every", type=int, help="train-error evaluation interval")

@@ -71,9 +71,11 @@ class FitConfig:
     # L-BFGS
     memory_size: int = 200  # ≥ #coefficients at levels ≤ 16: L-BFGS ≈ dense BFGS (as mlp)
     max_linesearch_steps: int = 20
-    # every this many L-BFGS iterations, re-solve the linear coefficients exactly (least
-    # squares for the current radial coefficients), as mlp's BFGS does every 50; 0: never
-    relinearize_every: int = 50
+    # every this many (L-)BFGS iterations, re-solve the linear coefficients exactly (least
+    # squares for the current radial coefficients; mlp's BFGS does it every 50). 0: never —
+    # the default, because on the level-16 benchmark one full re-solve costs ~20 iterations
+    # and gains less (benchmarks/results/bench_train.md)
+    relinearize_every: int = 0
     tol: float = 0.0  # stop when the gradient norm (scaled variables) falls below
     # Levenberg–Marquardt (full Jacobian, groups of lstsq_atoms atoms)
     lm_lambda: float = 1e-3
