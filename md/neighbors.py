@@ -111,21 +111,27 @@ class CellBins:
                    bin_start, nb, offsets)
 
 
-def build_rows(bins: CellBins, start: int, stop: int, chunk: int = BUILD_CHUNK) -> CompactRows:
-    """All pairs (j, S) within ``bins.reach`` of central atoms ``start..stop-1``."""
+def build_rows(bins: CellBins, start: int, stop: int, chunk: int = BUILD_CHUNK,
+               as_chunks: bool = False):
+    """All pairs (j, S) within ``bins.reach`` of central atoms ``start..stop-1``: one
+    :class:`CompactRows`, or (``as_chunks``) a list of them, one per chunk of central atoms
+    (no concatenated copy; :func:`pack_rows` takes either)."""
     n_atoms = len(bins.wrapped)
     start, stop = max(0, int(start)), min(int(stop), n_atoms)
-    js, ss, cs = [], [], []
-    for lo in range(start, max(stop, start), chunk):
-        hi = min(lo + chunk, stop)
-        j, s, c = _chunk_pairs(bins, lo, hi)
-        js.append(j)
-        ss.append(s)
-        cs.append(c)
-    if not js:
-        return CompactRows(start, stop, np.zeros(0, np.int32), np.zeros((0, 3), np.int16),
-                           np.zeros(0, np.int32))
-    return CompactRows(start, stop, np.concatenate(js), np.concatenate(ss), np.concatenate(cs))
+    parts = [CompactRows(lo, min(lo + chunk, stop), *_chunk_pairs(bins, lo, min(lo + chunk, stop)))
+             for lo in range(start, max(stop, start), chunk)]
+    if as_chunks:
+        return parts or [_empty_rows(start, stop)]
+    if not parts:
+        return _empty_rows(start, stop)
+    return CompactRows(start, stop, np.concatenate([r.j for r in parts]),
+                       np.concatenate([r.shifts for r in parts]),
+                       np.concatenate([r.counts for r in parts]))
+
+
+def _empty_rows(start, stop):
+    return CompactRows(start, stop, np.zeros(0, np.int32), np.zeros((0, 3), np.int16),
+                       np.zeros(max(stop - start, 0), np.int32))
 
 
 def _chunk_pairs(bins: CellBins, lo: int, hi: int):
@@ -169,28 +175,35 @@ def shift_dtype(max_abs: int):
     return np.int8 if max_abs <= 127 else np.int16 if max_abs <= 32767 else np.int32
 
 
-def pack_rows(rows: CompactRows, n_rows: int, capacity: int, shifts_dtype=np.int8):
-    """Padded rows (idx int32 [n_rows, J], shifts [n_rows, J, 3], mask bool [n_rows, J]).
+def pack_rows(rows, n_rows: int, capacity: int, shifts_dtype=np.int8):
+    """Padded rows (idx int32 [n_rows, J], shifts [n_rows, J, 3], mask bool [n_rows, J]) from
+    a :class:`CompactRows` or a list of consecutive ones (row 0 = the first one's ``start``).
 
-    Rows past ``rows.stop`` (padding atoms of the last shard) and empty slots point at the row's
-    own atom with zero shift and are masked out (as :func:`mtpjax.neighbors.pack`).
+    Rows past the last ``stop`` (padding atoms of the last shard) and empty slots point at the
+    row's own atom with zero shift and are masked out (as :func:`mtpjax.neighbors.pack`).
     """
-    if rows.max_count > capacity:
+    parts = [rows] if isinstance(rows, CompactRows) else list(rows)
+    first = parts[0].start
+    max_count = max(r.max_count for r in parts)
+    if max_count > capacity:
         from mtpjax.neighbors import NeighborOverflowError
 
         raise NeighborOverflowError(
-            f"an atom has {rows.max_count} neighbours but the buffer holds {capacity}")
+            f"an atom has {max_count} neighbours but the buffer holds {capacity}")
     idx = np.empty((n_rows, capacity), dtype=np.int32)
-    idx[:] = np.arange(rows.start, rows.start + n_rows, dtype=np.int32)[:, None]
+    idx[:] = np.arange(first, first + n_rows, dtype=np.int32)[:, None]
     shifts = np.zeros((n_rows, capacity, 3), dtype=shifts_dtype)
     mask = np.zeros((n_rows, capacity), dtype=bool)
-    counts = rows.counts
-    if len(rows.j):
+    for part in parts:  # chunk by chunk: the index temporaries stay O(chunk)
+        counts = part.counts
+        if not len(part.j):
+            continue
         starts = np.cumsum(counts) - counts
         r = np.repeat(np.arange(len(counts)), counts)
-        slot = np.arange(len(rows.j)) - starts[r]
-        idx[r, slot] = rows.j
-        shifts[r, slot] = rows.shifts
+        slot = np.arange(len(part.j)) - starts[r]
+        r += part.start - first
+        idx[r, slot] = part.j
+        shifts[r, slot] = part.shifts
         mask[r, slot] = True
     return idx, shifts, mask
 
@@ -233,7 +246,7 @@ class MDNeighborList:
         self.shift_bound = 0.0
         self.shifts_dtype = np.int8
         self.reallocations = 0
-        self._rows: dict[int, CompactRows] = {}
+        self._rows: dict[int, list[CompactRows]] = {}
 
     @property
     def reach(self) -> float:
@@ -249,19 +262,22 @@ class MDNeighborList:
 
         positions = np.asarray(positions, dtype=np.float64)
         cell = np.asarray(cell, dtype=np.float64)
-        if len(positions) != self.n_atoms:
-            raise ValueError(f"expected {self.n_atoms} positions, got {len(positions)}")
+        if positions.shape != (self.n_atoms, 3):
+            raise ValueError(f"expected positions [{self.n_atoms}, 3], got {positions.shape}")
+        if not (np.all(np.isfinite(positions)) and np.all(np.isfinite(cell))):
+            raise ValueError("positions or cell contain NaN or infinite values")
         bins = CellBins.build(positions, cell, self.reach)
         shards = range(self.n_shards) if shards is None else list(shards)
         self._rows = {}
         for d in shards:
             lo = d * self.shard_size
             self._rows[d] = build_rows(bins, lo, min(lo + self.shard_size, self.n_atoms),
-                                       self.chunk)
+                                       self.chunk, as_chunks=True)
         del bins
-        stats = np.array([max((r.max_count for r in self._rows.values()), default=0),
+        parts = [r for rows in self._rows.values() for r in rows]
+        stats = np.array([max((r.max_count for r in parts), default=0),
                           max((int(np.abs(r.shifts).max()) if len(r.shifts) else 0
-                               for r in self._rows.values()), default=0)])
+                               for r in parts), default=0)])
         if allgather_max is not None:
             stats = np.asarray(allgather_max(stats))
         self.max_count, max_shift = int(stats[0]), int(stats[1])
