@@ -111,7 +111,7 @@ def test_chunked_force_evaluation_equals_one_pass(pot_path, masked):
     from mtpjax.potential import Neighbors
 
     nb = Neighbors(jnp.asarray(idx), jnp.asarray(shifts), jnp.asarray(mask))
-    for chunk in (50, 72):  # 5 chunks (last overlaps) and 3 exact chunks
+    for chunk in (50, 72):  # 5 chunks of 44 (last overlaps by 4 rows), 3 exact chunks of 72
         out = jax.jit(lambda x, nb, chunk=chunk: local_energy_forces_virial(
             spec, params, x, x, c, t, t, nb, am, chunk_size=chunk))(x, nb)
         assert abs(float(out[0]) - float(ref[0])) < 1e-9

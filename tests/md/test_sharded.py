@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.parametrize("thermostat,chunk", [
     ("none", None),
-    # chunked force evaluation (64 atoms in chunks of 12, 16 per device in 2 overlapping)
+    # chunked force evaluation (64 atoms: 6 chunks of 11, last overlapping; 16 per device: 2 × 8)
     ("none", 12),
     pytest.param("langevin", None, marks=pytest.mark.slow)])
 def test_sharded_matches_single_device(pot_path, thermostat, chunk, tmp_path):
