@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -119,16 +120,19 @@ def run_mlp(level: int, data: Path, mlp: str, max_iter: int) -> dict:
 
     (work / "init.mtp").write_text(format_mtp(template(level)))
     t0 = time.perf_counter()
+    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([mlp, "train", "init.mtp", "train.cfg", "--force-weight=0.1",
                     "--stress-weight=0", f"--max-iter={max_iter}",
                     "--trained-pot-name=pot.mtp"], cwd=work, check=True,
                    stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
     out = subprocess.run([mlp, "calc-errors", "pot.mtp", "test.cfg"], cwd=work, check=True,
                          capture_output=True, text=True).stdout
     e = re.search(r"Energy per atom:.*?Average absolute difference = ([\d.eE+-]+)", out, re.S)
     f = re.search(r"Forces:.*?RMS absolute difference = ([\d.eE+-]+)", out, re.S)
-    return {"wall_s": round(wall, 1),
+    return {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
             "energy_mae_meV": round(1e3 * float(e.group(1)), 3) if e else None,
             "force_rmse": float(f.group(1)) if f else None}
 

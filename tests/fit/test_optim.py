@@ -16,7 +16,7 @@ def _minimise(fn, x0, steps):
     x, state = x0, opt.init(x0)
     for k in range(steps):
         value, grad = value_and_grad(x, state=state)
-        if float(jnp.linalg.norm(grad)) < 1e-10:
+        if float(optax.tree_utils.tree_norm(grad)) < 1e-10:
             return x, k
         updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=fn)
         x = optax.apply_updates(x, updates)

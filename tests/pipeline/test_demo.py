@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3 * 3600)  # the suite-wide 900 s limit is for ordinary tests
 def test_demo_runs_end_to_end(tmp_path):
     run_dir = tmp_path / "demo"
     proc = subprocess.run(
