@@ -13,13 +13,19 @@ from mtpjax.fit.optim import bfgs
 def _minimise(fn, x0, steps):
     opt = bfgs()
     value_and_grad = optax.value_and_grad_from_state(fn)
+
+    @jax.jit
+    def step(x, state):
+        value, grad = value_and_grad(x, state=state)
+        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=fn)
+        return optax.apply_updates(x, updates), state, optax.tree_utils.tree_norm(grad)
+
     x, state = x0, opt.init(x0)
     for k in range(steps):
-        value, grad = value_and_grad(x, state=state)
-        if float(optax.tree_utils.tree_norm(grad)) < 1e-10:
+        x_new, state, gnorm = step(x, state)
+        if float(gnorm) < 1e-10:
             return x, k
-        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=fn)
-        x = optax.apply_updates(x, updates)
+        x = x_new
     return x, steps
 
 
