@@ -321,7 +321,7 @@ class Trainer:
         H = None
         for k in pick:
             h, _, _ = self._neq_fn(u, scales, jax.tree.map(jnp.asarray, groups[k]))
-            H = np.asarray(h) if H is None else H + np.asarray(h)
+            H = np.array(h) if H is None else H + np.asarray(h)
         H *= self._lm_group_atoms.sum() / self._lm_group_atoms[pick].sum()
         value, grad = self._value_grad_u(u, scales, batches)
         loss0 = float(value)
