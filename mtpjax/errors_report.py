@@ -1,7 +1,13 @@
 """Error statistics of predictions against reference labels, as reported by ``mlp calc-errors``.
 
-Energies in eV (total and per atom), forces in eV/Å (per-atom vector difference norms, as
-mlp), stresses as PlusStress in eV (virial) and in GPa (virial / volume).
+Energies in eV (total and per atom), forces in eV/Å, stresses as PlusStress in eV (virial) and
+in GPa (virial / volume). The conventions are those of MLIP-2's ``ErrorMonitor``:
+
+- forces: per atom the norm d_i = |ΔF_i|; "Maximal" = max d_i, "Average" = Σ d_i / (3N),
+  "RMS" = sqrt(Σ d_i² / (3N)) (the per-component RMS); ratios Max(ΔF)/Max(F) of the norms and
+  RMS(ΔF)/RMS(F) = sqrt(Σ d_i² / Σ |F_i|²);
+- stresses (eV and GPa): per configuration the Frobenius norm d_c = ‖ΔS_c‖; "Maximal" = max d_c,
+  "Average" = Σ d_c / (9 n_cfg), "RMS" = sqrt(Σ d_c² / (9 n_cfg)); counts are configurations.
 """
 
 from __future__ import annotations
@@ -23,16 +29,40 @@ def _stats(diff: np.ndarray) -> dict:
     }
 
 
+def _frobenius(voigt) -> float:
+    """‖S‖_F of the symmetric 3×3 matrix given as (xx, yy, zz, yz, xz, xy)."""
+    v = np.asarray(voigt, dtype=np.float64)
+    return float(np.sqrt(np.sum(v[:3] ** 2) + 2.0 * np.sum(v[3:] ** 2)))
+
+
+def _norm_stats(diff_norms, ref_norms, components: int) -> dict:
+    """mlp's statistics of difference norms (one per atom or configuration)."""
+    d = np.asarray(diff_norms, dtype=np.float64)
+    r = np.asarray(ref_norms, dtype=np.float64)
+    if d.size == 0:
+        return {"count": 0, "max": float("nan"), "mae": float("nan"), "rmse": float("nan")}
+    out = {
+        "count": int(d.size),
+        "max": float(d.max()),
+        "mae": float(d.sum() / (components * d.size)),
+        "rmse": float(np.sqrt((d**2).sum() / (components * d.size))),
+    }
+    out["max_ratio"] = float(d.max() / r.max()) if r.max() > 0 else float("nan")
+    ref_sq = float((r**2).sum())
+    out["rms_ratio"] = float(np.sqrt((d**2).sum() / ref_sq)) if ref_sq > 0 else float("nan")
+    return out
+
+
 def error_report(predicted, reference) -> dict:
     """Compare two equal-length lists of :class:`~mtpjax.io.cfg.Configuration`.
 
     Returns a dict with ``energy``, ``energy_per_atom``, ``forces``, ``stress`` (eV) and
-    ``stress_gpa`` blocks, each with count, max, mae, rmse; forces also have the relative
-    ``rms_ratio`` = RMS(ΔF) / RMS(F).
+    ``stress_gpa`` blocks, each with count, max, mae, rmse (module docstring: mlp's
+    conventions); forces and stresses also have ``max_ratio`` and ``rms_ratio``.
     """
     if len(predicted) != len(reference):
         raise ValueError(f"{len(predicted)} predictions for {len(reference)} references")
-    de, dea, df, fref, ds, dsg = [], [], [], [], [], []
+    de, dea, df, fref, ds, sref, dsg, sgref = [], [], [], [], [], [], [], []
     for k, (p, r) in enumerate(zip(predicted, reference, strict=True)):
         if len(p) != len(r):
             raise ValueError(f"configuration {k}: {len(p)} atoms predicted, {len(r)} in reference")
@@ -43,20 +73,20 @@ def error_report(predicted, reference) -> dict:
             df.append(np.linalg.norm(p.forces - r.forces, axis=1))
             fref.append(np.linalg.norm(r.forces, axis=1))
         if r.plus_stress is not None and p.plus_stress is not None:
-            diff = np.asarray(p.plus_stress) - np.asarray(r.plus_stress)
+            ref = np.asarray(r.plus_stress, dtype=np.float64)
+            diff = _frobenius(np.asarray(p.plus_stress) - ref)
             ds.append(diff)
+            sref.append(_frobenius(ref))
             if r.volume:
                 dsg.append(diff / r.volume * EV_PER_A3_TO_GPA)
-    forces = _stats(np.concatenate(df) if df else [])
-    if fref:
-        rms_ref = np.sqrt(np.mean(np.concatenate(fref) ** 2))
-        forces["rms_ratio"] = forces["rmse"] / rms_ref if rms_ref > 0 else float("nan")
+                sgref.append(sref[-1] / r.volume * EV_PER_A3_TO_GPA)
     return {
         "energy": _stats(de),
         "energy_per_atom": _stats(dea),
-        "forces": forces,
-        "stress": _stats(np.concatenate(ds) if ds else []),
-        "stress_gpa": _stats(np.concatenate(dsg) if dsg else []),
+        "forces": _norm_stats(np.concatenate(df) if df else [],
+                              np.concatenate(fref) if fref else [], 3),
+        "stress": _norm_stats(ds, sref, 9),
+        "stress_gpa": _norm_stats(dsg, sgref, 9),
     }
 
 
@@ -65,9 +95,9 @@ def format_report(report: dict) -> str:
     titles = {
         "energy": ("Energy (eV)", "configurations"),
         "energy_per_atom": ("Energy per atom (eV/atom)", "configurations"),
-        "forces": ("Forces (eV/Å, per-atom vector difference)", "atoms"),
-        "stress": ("Stresses (PlusStress, eV)", "components"),
-        "stress_gpa": ("Virial stresses (GPa)", "components"),
+        "forces": ("Forces (eV/Å)", "atoms"),
+        "stress": ("Stresses (PlusStress, eV)", "configurations"),
+        "stress_gpa": ("Stresses (GPa)", "configurations"),
     }
     lines = ["_________________Errors report_________________"]
     for key, (title, unit) in titles.items():
@@ -79,6 +109,8 @@ def format_report(report: dict) -> str:
             lines.append(f"\tAverage absolute difference = {s['mae']:.6g}")
             lines.append(f"\tRMS     absolute difference = {s['rmse']:.6g}")
             if "rms_ratio" in s:
-                lines.append(f"\tRMS(ForceDiff) / RMS(Force) = {s['rms_ratio']:.6g}")
+                name = "Force" if key == "forces" else "Stres"
+                lines.append(f"\tMax({name}Diff) / Max({name}) = {s['max_ratio']:.6g}")
+                lines.append(f"\tRMS({name}Diff) / RMS({name}) = {s['rms_ratio']:.6g}")
         lines.append("")
     return "\n".join(lines)

@@ -14,7 +14,8 @@ from mtpjax.io.cfg import Configuration
 def predict(evaluator: MTPEvaluator, configs, progress: bool = True) -> list[Configuration]:
     """Copies of ``configs`` with energy (eV), forces (eV/Å) and PlusStress (eV) predicted.
 
-    PlusStress is set only for configurations periodic in all three directions.
+    PlusStress (−virial, −Σ r_ij ⊗ ∂E/∂r_ij) is set for every configuration, periodic or not,
+    as ``mlp`` does; only its conversion to GPa needs a volume (:mod:`mtpjax.errors_report`).
     """
     out = []
     for cfg in tqdm(configs, desc="evaluating", unit="cfg", disable=not progress):
@@ -27,7 +28,7 @@ def predict(evaluator: MTPEvaluator, configs, progress: bool = True) -> list[Con
                 cfg,
                 energy=res["energy"],
                 forces=res["forces"],
-                plus_stress=plus if pbc.all() else None,
+                plus_stress=plus,
             )
         )
     return out
