@@ -10,7 +10,9 @@
    least-squares solve (:mod:`mtpjax.fit.lstsq`) — our counterpart of ``mlp``'s pre-training.
    The same QR pass yields the Jacobi scaling of the linear coefficients
    (:class:`mtpjax.fit.optim.Scaling`);
-3. iterations of full-batch L-BFGS or minibatch AdamW; every iteration appends a JSON line
+3. iterations of full-batch L-BFGS, dense BFGS or Levenberg–Marquardt, or minibatch AdamW
+   (optionally an exact least-squares re-solve of the linear coefficients every
+   ``relinearize_every`` quasi-Newton iterations); every iteration appends a JSON line
    (loss, gradient norm, wall time, and every ``eval_every`` iterations train/validation errors);
    the best coefficients on the validation set (on the training loss without one) are kept;
 4. a final least-squares polish of the linear coefficients, kept when it does not make the
