@@ -234,15 +234,16 @@ def _barostat_strain(spec: EnsembleSpec, state: MDState, velocities, targets: Ta
 
 
 def make_step(spec: EnsembleSpec, force_fn, comm: Comm = Comm()):
-    """Build ``step(state, topo, targets) -> state`` for one time step.
+    """Build ``step(state, topo, targets, nl) -> (state, nl)`` for one time step.
 
-    ``force_fn(positions, cell, topo) -> (E eV, F [n, 3] eV/Å, virial [3, 3] eV)`` evaluates the
-    potential for this block (with collectives inside); ``topo`` carries ``atom_mask`` [n] and
-    the neighbour rows (see :mod:`md.sharded`).
+    ``force_fn(positions, cell, topo, nl) -> (positions, E eV, F [n, 3] eV/Å, virial [3, 3]
+    eV, nl)`` evaluates the potential for this block (with collectives inside), first
+    rebuilding the neighbour list ``nl`` if it is stale (which may wrap the positions into
+    the cell: hence returned); ``topo`` carries ``atom_mask`` [n] (see :mod:`md.sharded`).
     """
     dt = spec.dt_fs
 
-    def step(state: MDState, topo, targets: Targets) -> MDState:
+    def step(state: MDState, topo, targets: Targets, nl):
         mask = topo.atom_mask
         state = thermostat_half(spec, state, targets.kT, mask, comm)
         inv_m = (1.0 / (state.masses * MVV2E))[:, None]
@@ -258,7 +259,7 @@ def make_step(spec: EnsembleSpec, force_fn, comm: Comm = Comm()):
             cell = cell @ mu
             k_new = 0.5 * jnp.trace(kinetic_tensor(v, state.masses, comm))
             bath = bath - (k_new - k_old) - targets.pressure * (volume(cell) - v_old_vol)
-        energy, forces, virial = force_fn(x, cell, topo)
+        x, energy, forces, virial, nl = force_fn(x, cell, topo, nl)
         if spec.ensemble == "npt":
             # work of the deformation on the potential, trapezoid: ΔU ≈ ½(W₀ + W₁) : (μ − I)
             strain = mu - jnp.eye(3, dtype=mu.dtype)
@@ -268,7 +269,7 @@ def make_step(spec: EnsembleSpec, force_fn, comm: Comm = Comm()):
         state = state._replace(positions=x, velocities=v, forces=forces, cell=cell,
                                energy=energy, virial=virial, key=key, bath=bath,
                                step=state.step + 1)
-        return thermostat_half(spec, state, targets.kT, mask, comm)
+        return thermostat_half(spec, state, targets.kT, mask, comm), nl
 
     return step
 

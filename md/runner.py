@@ -1,10 +1,13 @@
 """The MD run loop (Python API) and the run of a validated config.
 
-:class:`Simulation` holds the device state and the host neighbour list. ``run_stage`` advances
-in compiled chunks (:class:`md.sharded.Engine`); between chunks it rebuilds the neighbour list
-when a chunk stopped because the list could go stale (the buffer grows on overflow, e.g. as the
-cell shrinks under compression), writes the thermo log, trajectory frames and restart files on
-their step multiples, and updates a tqdm bar with ns/day and atom-steps/s.
+:class:`Simulation` holds the device state and the on-device neighbour list
+(:class:`mtpjax.cell_list.CellList`). ``run_stage`` advances in compiled chunks
+(:class:`md.sharded.Engine`) in which the list is rebuilt on the device whenever it goes
+stale and the thermo observables are recorded on the device; the host dispatches the next
+chunk before reading the previous one's records (no device idle time between chunks), writes
+the thermo log, trajectory frames and restart files on their step multiples, and updates a
+tqdm bar with ns/day and atom-steps/s. A chunk whose rebuild overflowed the list's buffers
+(e.g. as the cell shrinks under compression) is re-run from its start with larger buffers.
 
 Example::
 
@@ -32,9 +35,7 @@ from md import io as mdio
 from md.config import MDConfig, StageConfig
 from md.energy import load_model
 from md.ensembles import EnsembleSpec, MDState
-from md.neighbors import MDNeighborList
 from md.sharded import (
-    AXIS,
     Engine,
     Schedule,
     Topology,
@@ -43,9 +44,15 @@ from md.sharded import (
     padded_size,
 )
 from md.units import EV_A3_TO_GPA, FS_TO_NS, KB, MVV2E
+from mtpjax import cell_list
 
 THERMO_EXTRA = ("E_kin", "T_target_K", "P_target_GPa", "Pxx_GPa", "Pyy_GPa", "Pzz_GPa")
 
+
+#: atoms whose rows size the first neighbour buffer (a denser spot elsewhere grows it)
+PLAN_SAMPLE = 32768
+#: most buffer growths in a row at allocation
+MAX_GROWTH = 8
 
 _MODELS: dict = {}
 _ENGINES: dict = {}
@@ -63,13 +70,15 @@ def _cached_model(potential):
     return _MODELS[key]
 
 
-def _cached_engine(spec, params, dtype: str, n_devices: int) -> Engine:
-    """One :class:`Engine` (and its compiled functions) per model, dtype and device count."""
-    key = (id(spec), dtype, n_devices, tuple(d.id for d in jax.devices()[:n_devices]))
+def _cached_engine(spec, params, dtype: str, n_devices: int, n_atoms: int) -> Engine:
+    """One :class:`Engine` (and its compiled functions) per model, dtype, device count and
+    number of atoms."""
+    key = (id(spec), dtype, n_devices, tuple(d.id for d in jax.devices()[:n_devices]),
+           n_atoms)
     if key not in _ENGINES or _ENGINES[key][0] is not spec:
         dt = np.float64 if dtype == "float64" else np.float32
         p = {k: jnp.asarray(v, dt) for k, v in params.items()}
-        engine = Engine(spec, p, make_mesh(n_devices))
+        engine = Engine(spec, p, make_mesh(n_devices), n_real=n_atoms)
         engine.params = p
         if len(_ENGINES) > 8:
             _ENGINES.clear()
@@ -123,7 +132,8 @@ class Simulation:
         atoms: ASE Atoms (periodic cell; velocities used if ``temperature_K`` is None).
         species: ``species[t]`` is the element of MLIP type t.
         timestep_fs: time step (fs). temperature_K: initial Maxwell–Boltzmann temperature (K).
-        skin_A: neighbour skin (Å). capacity_multiplier: spare neighbour slots at allocation.
+        skin_A: neighbour skin (Å). capacity_multiplier: spare neighbour slots at allocation
+        (the buffers grow on overflow in any case).
         devices: number of devices to shard atoms over (int or ``"all"``).
         dtype: ``"float64"`` or ``"float32"``. chunk_steps: most steps per compiled call.
         output_dir: where thermo/trajectory/restart files go (``None``: no files).
@@ -157,12 +167,14 @@ class Simulation:
         self.trajectory_every = int(trajectory_every)
         self.restart_every = int(restart_every)
         self.progress = progress
-        self.stats = {"rebuilds": 0, "reallocations": 0, "steps": 0, "wall_s": 0.0}
+        self.capacity_multiplier = float(capacity_multiplier)
+        self.stats = {"rebuilds": 0, "reallocations": 0, "steps": 0, "wall_s": 0.0,
+                      "reruns": 0}
         self.history: list[dict] = []
         n_dev = len(jax.devices()) if devices == "all" else int(devices)
         with self._ctx():
             self._dt_np = np.float64 if self.x64 else np.float32
-            self.engine = _cached_engine(self.spec, params, dtype, n_dev)
+            self.engine = _cached_engine(self.spec, params, dtype, n_dev, self.n_atoms)
             self.params = self.engine.params
             self.n_pad = padded_size(self.n_atoms, self.engine.n_devices)
             cell = np.asarray(atoms.cell.array, dtype=np.float64)
@@ -182,12 +194,11 @@ class Simulation:
                     velocities = maxwell_boltzmann(self.masses, temperature_K, seed)
                 extra = (np.zeros(3), np.zeros(3), np.asarray(jax.random.PRNGKey(seed)), 0.0, 0)
             self.step = extra[4]
-            positions = self._wrap(positions, cell)
-            self.nl = MDNeighborList(self.spec.max_dist, self.skin, self.n_atoms,
-                                     self.engine.n_devices, self.n_pad // self.engine.n_devices,
-                                     capacity_multiplier=capacity_multiplier)
-            self.topo = self._topology(positions, cell)
-            self.state = self._initial_state(positions, velocities, cell, *extra)
+            self.topo = self.engine.put_topology(Topology(
+                types_all=pad_rows(self.types, self.n_pad).astype(np.int32),
+                types=pad_rows(self.types, self.n_pad).astype(np.int32),
+                atom_mask=pad_rows(np.ones(self.n_atoms, bool), self.n_pad, False)))
+            self.state, self.nl = self._initial_state(positions, velocities, cell, *extra)
         self._out = None
         if output_dir is not None:
             self._open_outputs(Path(output_dir), thermo_format, trajectory_formats,
@@ -202,38 +213,12 @@ class Simulation:
         frac = positions @ np.linalg.inv(cell)
         return (frac - np.floor(frac)) @ cell
 
-    def _topology(self, positions, cell) -> Topology:
-        """(Re)build the neighbour rows of every local shard at ``positions`` (wrapped) and
-        place them with the other per-chunk constants on the devices."""
-        dt = self._dt_np
-        n = self.n_pad
-        allgather = None
-        if jax.process_count() > 1:  # pragma: no cover - multi-host only
-            from jax.experimental import multihost_utils
-
-            def allgather(x):
-                return np.asarray(multihost_utils.process_allgather(x)).max(axis=0)
-
-        self.nl.build(positions, cell, shards=self.engine.local_shards(),
-                      allgather_max=allgather)
-        neighbors = self.engine.put_neighbors(self.nl.packed)
-        self.nl.release()
-        topo = Topology(
-            types_all=pad_rows(self.types, n).astype(np.int32),
-            types=pad_rows(self.types, n).astype(np.int32),
-            atom_mask=pad_rows(np.ones(self.n_atoms, bool), n, False),
-            neighbors=neighbors,
-            ref_positions=pad_rows(positions, n).astype(dt),
-            ref_cell=np.asarray(cell, dt),
-            skin=np.asarray(self.nl.skin, dt),
-            shift_bound=np.asarray(self.nl.shift_bound, dt),
-        )
-        return self.engine.put_topology(topo)
-
     def _initial_state(self, positions, velocities, cell, chain_xi, chain_v, key, bath, step):
+        """Device state with wrapped positions and first forces, and the neighbour list
+        (sized by :func:`mtpjax.cell_list.plan`; grown here if the first build overflows)."""
         dt = self._dt_np
         n = self.n_pad
-        state = MDState(
+        state = self.engine.put_state(MDState(
             positions=pad_rows(positions, n).astype(dt),
             velocities=pad_rows(velocities, n).astype(dt),
             forces=np.zeros((n, 3), dt),
@@ -246,8 +231,29 @@ class Simulation:
             key=np.asarray(key, np.uint32),
             bath=np.asarray(bath, dt),
             step=np.asarray(step, np.int32),
-        )
-        return self.engine.init_forces(self.engine.put_state(state), self.topo)
+        ))
+        # J from the rows of a sample of atoms; a denser spot elsewhere overflows and grows
+        spec = cell_list.plan(positions, cell, self.spec.max_dist, self.skin,
+                              capacity_multiplier=self.capacity_multiplier,
+                              centers=min(self.n_atoms, PLAN_SAMPLE))
+        for _ in range(MAX_GROWTH):
+            nl = self.engine.empty_list(spec, n, dt)
+            new_state, nl = self.engine.init_fn(spec)(state, self.topo, nl)
+            if not bool(nl.did_buffer_overflow):
+                return new_state, nl
+            spec = self._grown(spec, nl, cell)
+        raise RuntimeError("the neighbour list kept overflowing at allocation")
+
+    def _grown(self, spec, nl, cell):
+        """A larger list spec after an overflow (counts as a reallocation)."""
+        new = cell_list.grow(spec, nl, cell=np.asarray(cell, np.float64),
+                             growth=max(self.capacity_multiplier, 1.1), n_atoms=self.n_atoms)
+        if new == spec:
+            raise RuntimeError(
+                "neighbour list overflow that larger buffers cannot fix (image shifts beyond "
+                "±127 cells?)")
+        self.stats["reallocations"] += 1
+        return new
 
     def _open_outputs(self, out: Path, thermo_format, trajectory_formats, resume: bool):
         out.mkdir(parents=True, exist_ok=True)
@@ -311,80 +317,78 @@ class Simulation:
                   stage.pressure_GPa, stage.pressure_end_GPa)
         return Schedule(*(np.asarray(v, dt) for v in values))
 
-    def rebuild_neighbors(self) -> None:
-        """Wrap positions into the cell and rebuild the list (growing it on overflow)."""
-        positions = self._wrap(self.positions(), self.cell())
-        capacity = self.nl.capacity
-        self.topo = None  # free the old rows on the devices before placing the new ones
-        self.topo = self._topology(positions, self.cell())
-        self.stats["rebuilds"] += 1
-        if self.nl.capacity != capacity:
-            self.stats["reallocations"] += 1
-        placed = self.engine.shard(pad_rows(positions, self.n_pad).astype(self._dt_np),
-                                   jax.sharding.PartitionSpec(AXIS))
-        self.state = self.state._replace(positions=placed)
-
     def run_stage(self, stage: StageConfig, start_step: int | None = None,
                   pbar: tqdm | None = None) -> None:
         """Run ``stage`` from ``start_step`` (default: the current step) to its end."""
         start = self.step if start_step is None else int(start_step)
         end = start + stage.steps
         ens = ensemble_spec(stage, self.dt, self.n_atoms)
+        every = self.thermo_every if self.thermo_every else 2 ** 30
+        max_records = self.chunk_steps // every + 1 if self.thermo_every else 1
         with self._ctx():
-            chunk = self.engine.chunk_fn(ens)
             sched = self._schedule(stage, start)
             if self.step == 0 and not self.history:
-                self._record(ens, sched)
+                obs = self.engine.observables_fn(ens)(self.state, sched)
+                self._record(jax.device_get(obs), 0, sched)
             own_bar = pbar is None and self.progress
             bar = tqdm(total=end - self.step, unit="step", desc=stage.name) if own_bar else pbar
-            just_rebuilt = False
             t_start = time.perf_counter()
-            while self.step < end:
-                n = min(end, self.step + self.chunk_steps, *self._next_events()) - self.step
-                t0 = time.perf_counter()
-                state, done, stale, bad = chunk(self.state, self.topo, np.int32(n), sched)
-                done = int(done)
-                self.state = state
-                self.step += done
-                self.stats["steps"] += done
-                self.stats["wall_s"] += time.perf_counter() - t0
-                if bool(bad):
+            step0 = self.step
+
+            def dispatch(state, nl, first):
+                n = self._chunk_length(first, end)
+                fn = self.engine.chunk_fn(ens, nl.spec, max_records)
+                return first, n, state, nl, fn(state, nl, self.topo, np.int32(n),
+                                               np.int32(every), sched)
+
+            current = dispatch(self.state, self.nl, self.step) if self.step < end else None
+            while current is not None:
+                first, n, state0, nl0, res = current
+                # the next chunk is queued on the device before this one is read
+                following = dispatch(res.state, res.nl, first + n) if first + n < end else None
+                if bool(res.nl.did_buffer_overflow):
+                    # re-run this chunk from its start with buffers that fit (one recompile)
+                    spec = self._grown(nl0.spec, res.nl, np.asarray(res.state.cell))
+                    self.stats["reruns"] += 1
+                    current = dispatch(state0, self.engine.repad(nl0, spec), first)
+                    continue
+                if bool(res.bad):
+                    self.state, self.nl = res.state, res.nl
+                    self.step = first + int(res.steps)
                     raise FloatingPointError(
-                        f"non-finite energy at step {self.step + 1} (stage {stage.name}); "
+                        f"non-finite energy at step {self.step} (stage {stage.name}); "
                         "time step too large or atoms too close?")
-                if bool(stale):
-                    if done == 0 and just_rebuilt:
-                        raise RuntimeError(
-                            f"step {self.step + 1}: atoms moved more than skin/2 = "
-                            f"{self.skin / 2} Å in one step; reduce the time step or raise "
-                            "neighbors.skin_A")
-                    self.rebuild_neighbors()
-                just_rebuilt = bool(stale)
-                if done:
-                    self._events(ens, sched)
-                if bar is not None and done:
-                    bar.update(done)
-                    wall = time.perf_counter() - t_start
-                    rate = (self.step - start) / max(wall, 1e-9)
+                self.state, self.nl, self.step = res.state, res.nl, first + n
+                self.stats["steps"] += n
+                self.stats["rebuilds"] = int(res.nl.rebuilds)
+                records, rec_steps = jax.device_get((res.records, res.record_steps))
+                for k in np.nonzero(rec_steps >= 0)[0]:
+                    self._record(jax.tree.map(lambda a, k=k: a[k], records), int(rec_steps[k]),
+                                 sched)
+                self._io_events()
+                if bar is not None:
+                    bar.update(n)
+                    rate = (self.step - step0) / max(time.perf_counter() - t_start, 1e-9)
                     bar.set_postfix({
                         "ns/day": f"{rate * self.dt * FS_TO_NS * 86400:.3g}",
                         "atom-steps/s": f"{rate * self.n_atoms:.3g}",
                     })
+                current = following
+            self.stats["wall_s"] += time.perf_counter() - t_start
             if own_bar:
                 bar.close()
 
-    def _next_events(self):
-        s = self.step
-        out = []
-        for every in (self.thermo_every, self.trajectory_every, self.restart_every):
-            if every:
-                out.append((s // every + 1) * every)
-        return out or [s + self.chunk_steps]
+    def _chunk_length(self, first: int, end: int) -> int:
+        """Steps of the chunk starting at ``first``: up to the stage end, ``chunk_steps`` or
+        the next trajectory/restart output (thermo rows are recorded inside chunks)."""
+        stop = min(end, first + self.chunk_steps)
+        for every in (self.trajectory_every, self.restart_every):
+            if every and self._out is not None:
+                stop = min(stop, (first // every + 1) * every)
+        return stop - first
 
-    def _events(self, ens, sched) -> None:
+    def _io_events(self) -> None:
         s = self.step
-        if self.thermo_every and s % self.thermo_every == 0:
-            self._record(ens, sched)
         if self._out is None:
             return
         if self.trajectory_every and s % self.trajectory_every == 0 and self._out["traj"]:
@@ -392,18 +396,20 @@ class Simulation:
         if self.restart_every and s % self.restart_every == 0:
             self.write_restart(self._out["restart"])
 
-    def _record(self, ens, sched) -> dict:
-        obs = self.engine.observables_fn(ens)(self.state, sched)
+    def _record(self, obs, step: int, sched) -> dict:
+        """Append the thermo row of ``obs`` (host :class:`~md.ensembles.Observables`) at
+        ``step`` to the history and the thermo file."""
         p_t = np.asarray(obs.pressure_tensor_GPa)
-        f = np.clip((self.step - float(sched.start)) / max(float(sched.length), 1), 0, 1)
+        f = np.clip((step - float(sched.start)) / max(float(sched.length), 1), 0, 1)
         row = {
-            "step": int(self.step), "time_fs": self.step * self.dt, "T_K": float(obs.T_K),
+            "step": int(step), "time_fs": step * self.dt, "T_K": float(obs.T_K),
             "P_GPa": float(obs.P_GPa), "V_A3": float(obs.V_A3), "E_pot": float(obs.E_pot),
             "E_tot": float(obs.E_tot), "conserved": float(obs.conserved),
             "E_kin": float(obs.E_kin),
             "T_target_K": float(sched.T0 + f * (sched.T1 - sched.T0)),
             "P_target_GPa": float(sched.P0 + f * (sched.P1 - sched.P0)),
-            "Pxx_GPa": p_t[0, 0], "Pyy_GPa": p_t[1, 1], "Pzz_GPa": p_t[2, 2],
+            "Pxx_GPa": float(p_t[0, 0]), "Pyy_GPa": float(p_t[1, 1]),
+            "Pzz_GPa": float(p_t[2, 2]),
         }
         self.history.append(row)
         if self._out is not None:

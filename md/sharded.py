@@ -1,51 +1,44 @@
-"""Chunks of MD steps on one device or with atoms sharded across devices (``shard_map``).
+"""Chunks of MD steps on one device or with atoms sharded across devices (``shard_map``),
+neighbour lists built and rebuilt on the device inside the step loop.
 
 Layout: atoms (padded to a multiple of the device count D) are split into D contiguous
 blocks along a mesh axis ``"atoms"``. What is sharded and what is replicated:
 
 * **sharded** (each device holds only its block, N/D rows): positions, velocities, forces,
-  masses of the state, and *its own neighbour rows* [N/D, J] (global atom indices, integer
-  image shifts). The rows are built per shard on the host (:mod:`md.neighbors`: a cell list
-  over all atoms, then the pairs of that shard's central atoms only, chunk by chunk) and
-  placed shard by shard (:meth:`Engine.put_neighbors`), so no global [N, J] list exists on
-  any host; the force evaluation runs over 8192-atom chunks of the block
-  (:func:`md.energy.local_energy_forces_virial`), so no [N/D, J, 3] float temporaries either.
-* **replicated**: per step every device all-gathers the positions (N×3 floats) and evaluates
-  the site energies of its own atoms against them; ∂E/∂x is reduce-scattered back to the
-  owners (``psum_scatter``, N×3 per device); energies, virials and kinetic tensors are
-  ``psum``-ed; species, cell and thermostat state are replicated. The host keeps the full
-  positions for the neighbour build and the outputs.
-
-Why an atom decomposition with an all-gather rather than spatial domains: it is simple, its
-numbers do not depend on D (the sharded run equals the single-device run to ~1e-15 Å, tested),
-and it stays exact for any cell, including cells smaller than the cutoff where a domain and
-its halo would overlap themselves. Its cost is O(N) communication and O(N) position memory
-per device per step, against O(N/D) work. A spatial-domain decomposition would give each
-device a region of the cell plus a halo of width cutoff + skin, exchange only the halo
-positions (and send back halo gradients) with its neighbouring domains each step, and
-migrate atoms between domains at neighbour rebuilds: O(surface) communication and O(N/D)
-memory, at the price of variable per-domain atom counts (padding, load balance) and domains
-thicker than the reach. At 10⁶ atoms the all-gather is 24 MB per step, small next to the
-force evaluation on CPU; it matters for many GPUs or ≫10⁷ atoms.
+  masses of the state, and *its own neighbour rows* [N/D, J] (global atom indices, int8
+  image shifts) with their reference fractional coordinates — a
+  :class:`mtpjax.cell_list.CellList` per device, built on the device.
+* **replicated**: per step every device all-gathers the positions (N×3 floats), evaluates the
+  site energies of its own atoms against them and, when the list is stale, rebuilds its own
+  rows from the gathered positions (a cell list over all atoms: O(N) work per device, O(N/D)
+  rows); ∂E/∂x is reduce-scattered back to the owners (``psum_scatter``); energies, virials,
+  kinetic tensors and the list's overflow flags are reduced; species, cell and thermostat
+  state are replicated. Spatial domains with halos (O(N/D) memory and O(surface) traffic)
+  are the next step (docs/md.md).
 
 With D = 1 the collectives are identities and this is plain single-device MD, so one code
-path serves both.
+path serves both; the trajectory does not depend on D (tested to 1e-8 Å).
+
+A chunk is one compiled ``lax.while_loop`` of ``n_steps`` steps. Inside a step, after the
+drift and before the force evaluation, :func:`mtpjax.cell_list.is_stale` decides (from
+displacements in scaled coordinates and the cell deformation since the last build) whether
+the rows must be rebuilt; the rebuild (``lax.cond``) wraps the positions into the cell and
+builds new rows, so every force is computed with an exact list and no host round trip
+happens between thermo outputs. The thermo observables are recorded on the device every
+``record_every`` steps into a buffer returned with the chunk. If a rebuild needed more room
+than the static buffers (row capacity J, bin capacity B, or a cell deformed beyond the bin
+grid), the chunk stops with ``did_buffer_overflow``; the host grows the buffers
+(:func:`mtpjax.cell_list.grow`, one recompile) and re-runs the chunk from its saved start
+state, so no neighbour is ever dropped and the trajectory equals one run with large buffers.
 
 Multi-host: call ``jax.distributed.initialize()`` in every process before building the mesh;
-``jax.devices()`` then lists all hosts' devices and :func:`make_mesh` spans them. Each process
-builds and places the neighbour rows of its addressable shards only (capacity and shift dtype
-agreed by an all-gather of the maxima); the other per-chunk arrays are placed with
-``jax.device_put`` from the (replicated) host arrays. Not tested on several hosts here.
-
-A chunk is one compiled ``lax.while_loop`` of at most ``n_steps`` steps that stops *before*
-accepting a step after which the neighbour list could be stale (the core's
-:func:`mtpjax.neighbors.needs_rebuild` bound: 2·max|Δx| + |S|·‖Δcell‖ > skin) or the energy is
-not finite. Every force in the trajectory is therefore computed with a valid list; the host
-rebuilds (and grows the buffer on overflow) and continues.
+``jax.devices()`` then lists all hosts' devices and :func:`make_mesh` spans them. Not tested
+on several hosts here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -66,28 +59,22 @@ from md.ensembles import (
     observables,
 )
 from md.units import EV_A3_TO_GPA, KB
-from mtpjax.potential import Neighbors
+from mtpjax import cell_list
+from mtpjax.cell_list import CellList, CellListSpec
 
 AXIS = "atoms"
 
 
 class Topology(NamedTuple):
-    """Per-chunk constant arrays of a block (a pytree).
+    """Per-run constant arrays of a block (a pytree).
 
     types_all: int [N] species of all atoms (replicated); types: int [n] of the block;
-    atom_mask: bool [n] real atoms; neighbors: rows [n, J] of the block;
-    ref_positions: float [n, 3] and ref_cell [3, 3]: geometry at the last build;
-    skin, shift_bound: floats () of the list (see :func:`mtpjax.neighbors.needs_rebuild`).
+    atom_mask: bool [n] real atoms (False: padding).
     """
 
     types_all: jax.Array
     types: jax.Array
     atom_mask: jax.Array
-    neighbors: Neighbors
-    ref_positions: jax.Array
-    ref_cell: jax.Array
-    skin: jax.Array
-    shift_bound: jax.Array
 
 
 class Schedule(NamedTuple):
@@ -118,22 +105,49 @@ def state_specs() -> MDState:
 
 def topology_specs() -> Topology:
     atoms, rep = P(AXIS), P()
-    return Topology(types_all=rep, types=atoms, atom_mask=atoms,
-                    neighbors=Neighbors(atoms, atoms, atoms), ref_positions=atoms,
-                    ref_cell=rep, skin=rep, shift_bound=rep)
+    return Topology(types_all=rep, types=atoms, atom_mask=atoms)
 
 
-def make_force_fn(spec, params, comm: Comm):
-    """``force_fn(positions, cell, topo) -> (E, F [n, 3], virial)`` for one block."""
+def cell_list_specs(spec: CellListSpec) -> CellList:
+    atoms, rep = P(AXIS), P()
+    return CellList(idx=atoms, shifts=atoms, mask=atoms, frac_ref=atoms, cell_ref=rep,
+                    max_count=rep, max_bin_count=rep, did_buffer_overflow=rep, rebuilds=rep,
+                    spec=spec)
 
-    def force_fn(positions, cell, topo: Topology):
+
+def make_force_fn(spec, params, comm: Comm, n_real: int):
+    """``force_fn(positions, cell, topo, nl) -> (positions, E, F [n, 3], virial, nl)``.
+
+    Rebuilds this block's rows first when the list is stale (positions are then wrapped into
+    the cell, hence returned); ``n_real``: number of real atoms (the rest are padding).
+    """
+
+    def rebuild(pos_all, cell, nl: CellList, n: int):
+        frac = pos_all @ jnp.linalg.inv(cell)
+        pos_all = pos_all - jnp.floor(frac) @ cell
+        new = cell_list.build(nl.spec, pos_all, cell, comm.index() * n, n, nl.rebuilds + 1,
+                              n_real)
+        return pos_all, new
+
+    def force_fn(positions, cell, topo: Topology, nl: CellList, force_rebuild=False):
+        n = positions.shape[0]
         pos_all = comm.gather(positions)
+        if force_rebuild:
+            pos_all, nl = rebuild(pos_all, cell, nl, n)
+        else:
+            stale = cell_list.is_stale(nl, positions, cell, max_displacement=comm.max)
+            pos_all, nl = lax.cond(stale, lambda: rebuild(pos_all, cell, nl, n),
+                                   lambda: (pos_all, nl))
+        nl = dataclasses.replace(
+            nl, max_count=comm.max(nl.max_count), max_bin_count=comm.max(nl.max_bin_count),
+            did_buffer_overflow=comm.max(nl.did_buffer_overflow.astype(jnp.int32)) > 0)
+        positions = lax.dynamic_slice_in_dim(pos_all, comm.index() * n, n, 0)
         e, g_all, g_cen, vir = local_energy_forces_virial(
             spec, params, pos_all, positions, cell, topo.types_all, topo.types,
-            topo.neighbors, topo.atom_mask)
+            nl.neighbors, topo.atom_mask)
         forces = -(comm.scatter_sum(g_all) + g_cen)
         forces = jnp.where(topo.atom_mask[:, None], forces, 0.0)
-        return comm.sum(e), forces, comm.sum(vir)
+        return positions, comm.sum(e), forces, comm.sum(vir), nl
 
     return force_fn
 
@@ -152,75 +166,131 @@ def make_mesh(n_devices: int | None = None) -> Mesh | None:
 def _wrap(fn, mesh: Mesh | None, in_specs, out_specs):
     if mesh is None:
         return jax.jit(fn)
-    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs))
+    # check_vma off: the list's counters are pmax-ed (replicated) but come out of a lax.cond
+    # whose rebuild branch computes them per device
+    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
+                                 check_vma=False))
+
+
+class ChunkResult(NamedTuple):
+    """What one compiled chunk returns (device arrays; nothing is read until needed).
+
+    state, nl: after the chunk; steps: steps done; bad: a non-finite energy stopped it;
+    records: :class:`Observables` stacked [R] at the steps ``record_steps`` [R] (−1: unused).
+    """
+
+    state: MDState
+    nl: CellList
+    steps: jax.Array
+    bad: jax.Array
+    records: Observables
+    record_steps: jax.Array
 
 
 class Engine:
-    """Compiled functions of one run: initial forces, chunks per ensemble, observables.
+    """Compiled functions of one run: the first list and forces, chunks per ensemble.
 
     Args:
         spec, params: model (``params`` as jnp arrays of the run's dtype).
-        mesh: from :func:`make_mesh` (``None``: one device).
+        mesh: from :func:`make_mesh` (``None``: one device). n_real: real atoms.
     """
 
-    def __init__(self, spec, params, mesh: Mesh | None = None):
+    def __init__(self, spec, params, mesh: Mesh | None = None, n_real: int | None = None):
         self.mesh = mesh
         self.comm = Comm(AXIS if mesh is not None else None)
-        self.force_fn = make_force_fn(spec, params, self.comm)
+        self.model_spec, self.params = spec, params
+        self.n_real = n_real
+        self.force_fn = make_force_fn(spec, params, self.comm, n_real)
         self._chunks: dict = {}
-        self._obs: dict = {}
-        st, tp = state_specs(), topology_specs()
-
-        def forces(state: MDState, topo: Topology) -> MDState:
-            e, f, vir = self.force_fn(state.positions, state.cell, topo)
-            return state._replace(forces=f, energy=e, virial=vir)
-
-        self.init_forces = _wrap(forces, mesh, (st, tp), st)
-        self._state_spec, self._topo_spec = st, tp
+        self._inits: dict = {}
+        self._state_spec, self._topo_spec = state_specs(), topology_specs()
 
     @property
     def n_devices(self) -> int:
         return 1 if self.mesh is None else self.mesh.size
 
-    def chunk_fn(self, ens: EnsembleSpec):
-        """``chunk(state, topo, n_steps, schedule) -> (state, steps_done, stale, bad_energy)``."""
-        if ens in self._chunks:
-            return self._chunks[ens]
+    def init_fn(self, nl_spec: CellListSpec):
+        """``init(state, topo, nl) -> (state, nl)``: build the rows (wrapping the positions)
+        and evaluate the first forces; ``nl`` only supplies the static shape."""
+        if nl_spec in self._inits:
+            return self._inits[nl_spec]
+        st, tp, ns = self._state_spec, self._topo_spec, cell_list_specs(nl_spec)
+
+        def init(state: MDState, topo: Topology, nl: CellList):
+            x, e, f, vir, nl = self.force_fn(state.positions, state.cell, topo, nl,
+                                             force_rebuild=True)
+            nl = dataclasses.replace(nl, rebuilds=jnp.zeros((), jnp.int32))
+            return state._replace(positions=x, forces=f, energy=e, virial=vir), nl
+
+        fn = _wrap(init, self.mesh, (st, tp, ns), (st, ns))
+        self._inits[nl_spec] = fn
+        return fn
+
+    def empty_list(self, nl_spec: CellListSpec, n_pad: int, dtype) -> CellList:
+        """A placeholder list of the right shapes (filled by :meth:`init_fn`)."""
+        z = np.zeros
+        nl = CellList(idx=z((n_pad, nl_spec.capacity), np.int32),
+                      shifts=z((n_pad, nl_spec.capacity, 3), np.int8),
+                      mask=z((n_pad, nl_spec.capacity), bool), frac_ref=z((n_pad, 3), dtype),
+                      cell_ref=np.eye(3, dtype=dtype), max_count=np.int32(0),
+                      max_bin_count=np.int32(0), did_buffer_overflow=np.bool_(False),
+                      rebuilds=np.int32(0), spec=nl_spec)
+        return self.shard(nl, cell_list_specs(nl_spec))
+
+    def chunk_fn(self, ens: EnsembleSpec, nl_spec: CellListSpec, max_records: int):
+        """``chunk(state, nl, topo, n_steps, record_every, schedule) -> ChunkResult``.
+
+        Runs ``n_steps`` steps (fewer only if a rebuild overflowed its buffers — check
+        ``nl.did_buffer_overflow`` — or the energy became non-finite) and records the
+        observables after every step whose index is a multiple of ``record_every`` (at most
+        ``max_records`` of them).
+        """
+        key = (ens, nl_spec, max_records)
+        if key in self._chunks:
+            return self._chunks[key]
         comm = self.comm
         step = make_step(ens, self.force_fn, comm)
 
-        def chunk(state: MDState, topo: Topology, n_steps, schedule: Schedule):
+        def chunk(state: MDState, nl: CellList, topo: Topology, n_steps, record_every,
+                  schedule: Schedule):
+            blank = observables(ens, state, targets_at(schedule, state.step), comm)
+            records = jax.tree.map(lambda a: jnp.zeros((max_records,) + a.shape, a.dtype),
+                                   blank)
+            rec_steps = jnp.full((max_records,), -1, jnp.int32)
+
             def cond(carry):
-                i, stale, bad, _ = carry
-                return (i < n_steps) & ~stale & ~bad
+                i, s, nl, bad, _, _, _ = carry
+                return (i < n_steps) & ~bad & ~nl.did_buffer_overflow
 
             def body(carry):
-                i, _, _, s = carry
-                new = step(s, topo, targets_at(schedule, s.step))
-                disp = jnp.linalg.norm(new.positions - topo.ref_positions, axis=-1)
-                disp = comm.max(jnp.max(jnp.where(topo.atom_mask, disp, 0.0), initial=0.0))
-                dcell = jnp.linalg.norm(new.cell - topo.ref_cell, ord=2)
-                stale = 2.0 * disp + topo.shift_bound * dcell > topo.skin
-                bad = ~jnp.isfinite(new.energy)
-                reject = stale | bad
-                s = jax.tree.map(lambda a, b: jnp.where(reject, a, b), s, new)
-                return i + jnp.where(reject, 0, 1), stale, bad, s
+                i, s, nl, _, recs, rsteps, k = carry
+                s, nl = step(s, topo, targets_at(schedule, s.step), nl)
+                bad = ~jnp.isfinite(s.energy)
+                obs = observables(ens, s, targets_at(schedule, s.step - 1), comm)
+                take = (s.step % record_every == 0) & (k < max_records)
+                slot = jnp.minimum(k, max_records - 1)
+                recs = jax.tree.map(lambda r, o: r.at[slot].set(jnp.where(take, o, r[slot])),
+                                    recs, obs)
+                rsteps = rsteps.at[slot].set(jnp.where(take, s.step, rsteps[slot]))
+                return i + 1, s, nl, bad, recs, rsteps, k + take.astype(jnp.int32)
 
-            zero = jnp.zeros((), bool)
-            i, stale, bad, state = lax.while_loop(
-                cond, body, (jnp.zeros((), jnp.int32), zero, zero, state))
-            return state, i, stale, bad
+            zero = jnp.zeros((), jnp.int32)
+            i, state, nl, bad, records, rec_steps, _ = lax.while_loop(
+                cond, body, (zero, state, nl, jnp.zeros((), bool), records, rec_steps, zero))
+            return ChunkResult(state, nl, i, bad, records, rec_steps)
 
         rep = P()
-        sched = Schedule(*(rep,) * 6)
-        fn = _wrap(chunk, self.mesh, (self._state_spec, self._topo_spec, rep, sched),
-                   (self._state_spec, rep, rep, rep))
-        self._chunks[ens] = fn
+        st, tp, ns = self._state_spec, self._topo_spec, cell_list_specs(nl_spec)
+        out = ChunkResult(st, ns, rep, rep, Observables(*(rep,) * 8), rep)
+        fn = _wrap(chunk, self.mesh, (st, ns, tp, rep, rep, Schedule(*(rep,) * 6)), out)
+        self._chunks[key] = fn
         return fn
 
     def observables_fn(self, ens: EnsembleSpec):
-        if ens in self._obs:
-            return self._obs[ens]
+        """``obs(state, schedule) -> Observables`` (the record of the current step)."""
+        key = ("obs", ens)
+        if key in self._chunks:
+            return self._chunks[key]
         comm = self.comm
 
         def obs(state: MDState, schedule: Schedule) -> Observables:
@@ -228,7 +298,7 @@ class Engine:
 
         fn = _wrap(obs, self.mesh, (self._state_spec, Schedule(*(P(),) * 6)),
                    Observables(*(P(),) * 8))
-        self._obs[ens] = fn
+        self._chunks[key] = fn
         return fn
 
     # ------------------------------------------------------------------ host <-> device
@@ -242,45 +312,19 @@ class Engine:
                   for a, s in zip(leaves, spec_leaves, strict=True)]
         return jax.tree.unflatten(treedef, placed)
 
-    def local_shards(self) -> list[int]:
-        """Indices along the atom axis of the shards this process feeds (all on one host)."""
-        if self.mesh is None:
-            return [0]
-        me = jax.process_index()
-        return [d for d, dev in enumerate(self.mesh.devices.flat) if dev.process_index == me]
-
-    def put_neighbors(self, shard_rows) -> Neighbors:
-        """Place per-shard neighbour rows: ``shard_rows(d)`` gives numpy (idx, shifts, mask)
-        of shard d; each is built, copied to its device and dropped in turn, so the host never
-        holds the global ``[N, J]`` arrays. Returns global arrays sharded along ``"atoms"``."""
-        if self.mesh is None:
-            return Neighbors(*(jnp.asarray(a) for a in shard_rows(0)))
-        devices = list(self.mesh.devices.flat)
-        pieces: list[list] = [[], [], []]
-        shape = None
-        for d in self.local_shards():
-            arrays = shard_rows(d)
-            shape = [a.shape for a in arrays]
-            for k, a in enumerate(arrays):
-                pieces[k].append(jax.device_put(a, devices[d]))
-            del arrays
-        sharding = NamedSharding(self.mesh, P(AXIS))
-        n = len(devices)
-        return Neighbors(*(jax.make_array_from_single_device_arrays(
-            (n * sh[0],) + sh[1:], sharding, piece) for sh, piece in zip(shape, pieces,
-                                                                          strict=True)))
-
     def put_state(self, state: MDState) -> MDState:
         return self.shard(state, self._state_spec)
 
     def put_topology(self, topo: Topology) -> Topology:
-        """Place a topology of host arrays; ``topo.neighbors`` may already be placed
-        (:meth:`put_neighbors`) and is then kept as is."""
-        if isinstance(topo.neighbors.idx, jax.Array):
-            placed = self.shard(topo._replace(neighbors=None),
-                                self._topo_spec._replace(neighbors=None))
-            return placed._replace(neighbors=topo.neighbors)
         return self.shard(topo, self._topo_spec)
+
+    def repad(self, nl: CellList, nl_spec: CellListSpec) -> CellList:
+        """``nl`` copied into the larger buffers of ``nl_spec`` (same rows)."""
+        if self.mesh is None:
+            return jax.jit(cell_list.repad, static_argnums=1)(nl, nl_spec)
+        fn = _wrap(lambda x: cell_list.repad(x, nl_spec), self.mesh,
+                   (cell_list_specs(nl.spec),), cell_list_specs(nl_spec))
+        return fn(nl)
 
 
 def padded_size(n_atoms: int, n_devices: int) -> int:
@@ -294,14 +338,3 @@ def pad_rows(a, n_total: int, fill=0):
         return a
     pad = np.full((n_total - len(a),) + a.shape[1:], fill, dtype=a.dtype)
     return np.concatenate([a, pad])
-
-
-def pad_neighbors(nbrs: Neighbors, n_total: int) -> Neighbors:
-    """Padding rows point at themselves and are masked out."""
-    idx = np.asarray(nbrs.idx)
-    n, j = idx.shape
-    if n == n_total:
-        return Neighbors(idx, np.asarray(nbrs.shifts), np.asarray(nbrs.mask))
-    extra = np.repeat(np.arange(n, n_total, dtype=idx.dtype)[:, None], j, axis=1)
-    return Neighbors(np.concatenate([idx, extra]), pad_rows(nbrs.shifts, n_total),
-                     pad_rows(nbrs.mask, n_total, False))

@@ -108,14 +108,14 @@ def test_neighbor_overflow_under_compression(pot_path):
     atoms = diamond(2, seed=8)
     sim = Simulation(pot_path, atoms, timestep_fs=1.0, temperature_K=300, seed=6, skin_A=0.4,
                      capacity_multiplier=1.0, chunk_steps=500)
-    capacity0 = sim.nl.capacity
+    capacity0 = sim.nl.spec.capacity
     v0 = abs(np.linalg.det(sim.cell()))
     sim.run_stage(StageConfig("squeeze", "npt", 1500, 300.0, 300.0, 0.0, 40.0,
                               thermostat="langevin", barostat="iso", tau_t_fs=50.0,
                               tau_p_fs=200.0, compressibility_per_GPa=0.01))
     v1 = abs(np.linalg.det(sim.cell()))
     assert v1 < 0.85 * v0, (v0, v1)
-    assert sim.stats["reallocations"] >= 1 and sim.nl.capacity > capacity0
+    assert sim.stats["reallocations"] >= 1 and sim.nl.spec.capacity > capacity0
     assert sim.stats["rebuilds"] > sim.stats["reallocations"]
     steps = _column(sim, "step")
     np.testing.assert_array_equal(steps, np.arange(0, 1501, 10))  # one row per interval
