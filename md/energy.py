@@ -10,12 +10,12 @@ Two layers:
   ``energy_fn(R, neighbor, box=..., perturbation=None)`` for jax-md users (``jax_md.simulate``
   integrators, ``space.periodic_general`` with real or fractional coordinates, ``quantity.stress``).
 
-Neighbour lists are mtpjax's padded ``[N, J]`` lists (:mod:`mtpjax.neighbors`), not jax-md's:
-they are exact for cells smaller than the cutoff (several images of one atom, images of the
-atom itself), triclinic and mixed-periodic cells, and carry integer image shifts so that no
-minimum-image convention is needed. Positions wrapped back into the cell (as
-``space.periodic_general``'s ``shift_fn`` does) are handled by correcting the shifts with the
-integer wrap counts relative to the build-time fractional coordinates.
+Neighbour lists are mtpjax's on-device cell lists (:mod:`mtpjax.cell_list`, the same builder
+as the MD runner), not jax-md's: they are exact for any triclinic cell, including cells
+smaller than the cutoff (several images of one atom, images of the atom itself), and carry
+integer image shifts so that no minimum-image convention is needed. Positions wrapped back
+into the cell (as ``space.periodic_general``'s ``shift_fn`` does) are handled by correcting
+the shifts with the integer wrap counts relative to the build-time fractional coordinates.
 
 jax-md's ``box`` convention: real = ``box @ frac`` per atom, i.e. ``box`` = cell.T, where the
 mtpjax ``cell`` holds lattice vectors as rows. Units: Å, eV, eV/Å.
@@ -30,9 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mtpjax import cell_list
+from mtpjax.cell_list import CellList
 from mtpjax.io.mtp_file import read_mtp
 from mtpjax.model import ModelSpec
-from mtpjax.neighbors import allocate, update
 from mtpjax.potential import (
     Neighbors,
     site_energies,
@@ -173,20 +174,6 @@ def energy_forces_virial(spec: ModelSpec, params, positions, cell, types, neighb
 # ----------------------------------------------------------------------------- jax-md layer
 
 
-class MDNeighbors(NamedTuple):
-    """A padded neighbour list for jax-md style code (a pytree).
-
-    idx: int [N, J]; shifts: float [N, J, 3] integer image shifts at build time;
-    mask: bool [N, J]; frac_ref: float [N, 3] fractional coordinates at build time (used to
-    correct ``shifts`` for atoms wrapped into the cell since then).
-    """
-
-    idx: jax.Array
-    shifts: jax.Array
-    mask: jax.Array
-    frac_ref: jax.Array
-
-
 def _cell_from_box(box, dim: int = 3):
     """mtpjax cell (rows = lattice vectors) from a jax-md box (scalar, [3] or [3, 3])."""
     box = jnp.asarray(box)
@@ -195,13 +182,6 @@ def _cell_from_box(box, dim: int = 3):
     if box.ndim == 1:
         return jnp.diag(box)
     return box.T
-
-
-def _wrap_corrected(neighbors: MDNeighbors, frac):
-    """Neighbors with shifts corrected for integer wraps k = round(frac − frac_ref)."""
-    k = jnp.round(frac - neighbors.frac_ref)
-    shifts = neighbors.shifts + k[:, None, :] - k[neighbors.idx]
-    return Neighbors(neighbors.idx, shifts, neighbors.mask)
 
 
 def mtp_energy_fn(potential, types=None, fractional_coordinates: bool = False,
@@ -218,14 +198,15 @@ def mtp_energy_fn(potential, types=None, fractional_coordinates: bool = False,
 
     Returns:
         ``energy_fn(R, neighbor, box, perturbation=None, types=None, **unused) -> eV``.
-        ``neighbor`` is an :class:`MDNeighbors` from :func:`neighbor_list_fn`; ``box`` follows
+        ``neighbor`` is a :class:`mtpjax.cell_list.CellList` from :func:`neighbor_list_fn`
+        (its image shifts are corrected for atoms wrapped since the build); ``box`` follows
         jax-md (scalar, diagonal [3] or [3, 3] with lattice vectors as columns);
         ``perturbation`` is jax-md's strain hook (``quantity.stress``): r_ij → r_ij·P.
     """
     _, spec, params_np = load_model(potential)
     default_types = None if types is None else np.asarray(types, dtype=np.int32)
 
-    def energy_fn(R, neighbor: MDNeighbors, box=None, perturbation=None, types=None, **unused):
+    def energy_fn(R, neighbor: CellList, box=None, perturbation=None, types=None, **unused):
         if box is None:
             raise ValueError("energy_fn needs box= (the cell, jax-md convention)")
         params = {k: jnp.asarray(v, dtype) for k, v in params_np.items()}
@@ -233,14 +214,13 @@ def mtp_energy_fn(potential, types=None, fractional_coordinates: bool = False,
         if fractional_coordinates:
             from jax_md import space
 
-            frac = R
             positions = space.transform(_box_matrix(box, R), R)
         else:
             positions = R
-            frac = R @ jnp.linalg.inv(cell)
         t = types if types is not None else default_types
         t = jnp.zeros(R.shape[0], jnp.int32) if t is None else jnp.asarray(t)
-        nbrs = _wrap_corrected(neighbor, jax.lax.stop_gradient(frac))
+        nbrs = cell_list.wrap_corrected(neighbor, jax.lax.stop_gradient(positions),
+                                        jax.lax.stop_gradient(cell))
         strain = None
         if perturbation is not None:
             p = jnp.asarray(perturbation, R.dtype)
@@ -262,60 +242,47 @@ def _box_matrix(box, R):
 
 
 class NeighborListFns(NamedTuple):
-    """Host functions ``allocate(R, box)`` and ``update(R, neighbor, box)`` (jax-md style)."""
+    """``allocate(R, box)`` (host: sizes the buffers, builds on the device) and the jit-able
+    ``update(R, neighbor, box)`` (jax-md style)."""
 
     allocate: object
     update: object
 
 
 def neighbor_list_fn(cutoff: float, skin: float = 0.5, fractional_coordinates: bool = False,
-                     pbc=(True, True, True), capacity_multiplier: float = 1.25):
-    """jax-md style neighbour-list functions built on :mod:`mtpjax.neighbors` (host side).
+                     capacity_multiplier: float = 1.25) -> NeighborListFns:
+    """jax-md style neighbour-list functions over :mod:`mtpjax.cell_list` (the on-device
+    cell list; fully periodic cells, any triclinic shape and size).
 
-    ``allocate(R, box)`` builds an :class:`MDNeighbors`; ``update(R, neighbor, box)`` returns it
-    unchanged while every atom moved less than skin/2 (wraps included) and the box changed
-    within the skin, else rebuilds, growing the capacity when an atom has more neighbours (no
-    neighbour is ever dropped). Call ``update`` between jitted chunks of steps.
+    ``allocate(R, box)`` sizes the static buffers on the host and builds the list;
+    ``update(R, neighbor, box)`` is pure and jit-able: it returns ``neighbor`` unchanged while
+    no pair can have come within ``cutoff`` (displacements in scaled coordinates and the box
+    deformation, :func:`mtpjax.cell_list.is_stale`), else rebuilds it (``lax.cond``). The
+    result is a pytree (no state in a closure) usable inside ``lax.fori_loop``/``scan``;
+    check ``neighbor.did_buffer_overflow`` after a loop and, if set, re-allocate
+    (``allocate`` again, or :func:`mtpjax.cell_list.grow`) and redo it from a state before
+    the overflow, as with jax-md's own lists. Units: Å (or fractional R).
     """
-    state: dict = {}
 
     def _real(R, box):
-        R = np.asarray(R, dtype=np.float64)
-        cell = np.asarray(_cell_from_box(np.asarray(box, dtype=np.float64), R.shape[-1]))
-        pos = R @ cell if fractional_coordinates else R
-        return pos, cell
+        cell = _cell_from_box(jnp.asarray(box, R.dtype), R.shape[-1])
+        return (R @ cell if fractional_coordinates else R), cell
 
-    def _pack(nl, pos, cell):
-        frac = pos @ np.linalg.inv(cell)
-        n = nl.neighbors
-        return MDNeighbors(n.idx, n.shifts, n.mask, jnp.asarray(frac))
-
-    def allocate_fn(R, box):
+    def allocate_fn(R, box) -> CellList:
+        R = jnp.asarray(R)
         pos, cell = _real(R, box)
-        nl = allocate(pos, cell, pbc, cutoff, skin, capacity_multiplier=capacity_multiplier)
-        state["nl"] = nl
-        return _pack(nl, pos, cell)
+        spec = cell_list.plan(np.asarray(pos, np.float64), np.asarray(cell, np.float64),
+                              cutoff, skin, capacity_multiplier=capacity_multiplier)
+        return cell_list.allocate(spec, pos, cell)
 
-    def update_fn(R, neighbor: MDNeighbors, box):
-        pos, cell = _real(R, box)
-        nl = state.get("nl")
-        if nl is None or nl.reference_positions.shape != pos.shape:
-            return allocate_fn(R, box)
-        # unwrap relative to the build-time fractional coordinates before the skin check
-        frac = pos @ np.linalg.inv(cell)
-        k = np.round(frac - np.asarray(neighbor.frac_ref))
-        unwrapped = pos - k @ cell
-        new = update(nl, unwrapped, cell)
-        if new is nl:
-            return neighbor
-        state["nl"] = new
-        return _pack(new, unwrapped, cell)
+    def update_fn(R, neighbor: CellList, box) -> CellList:
+        pos, cell = _real(jnp.asarray(R), box)
+        return cell_list.update(neighbor, pos, cell)
 
     return NeighborListFns(allocate_fn, update_fn)
 
 
 __all__ = [
-    "MDNeighbors",
     "energy_forces_virial",
     "load_model",
     "local_energy",

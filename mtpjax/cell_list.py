@@ -187,6 +187,10 @@ def grow(spec: CellListSpec, nl: CellList, cell=None, growth: float = 1.25,
         if np.any(spec.reach * np.asarray(nb) / heights >= np.asarray(m)):
             n = int(nl.frac_ref.shape[0]) if n_atoms is None else int(n_atoms)
             nb, m = _bins_for(heights, spec.reach, n, slack)
+            # the counts were of the old grid: scale by the bin volume ratio (an estimate;
+            # a further overflow gives the exact count)
+            ratio = int(np.prod(spec.nb)) / int(np.prod(nb))
+            bin_capacity = max(bin_capacity, math.ceil(max_bin * growth * ratio))
     return replace(spec, capacity=capacity, bin_capacity=bin_capacity, nb=nb, m=m)
 
 
@@ -299,6 +303,9 @@ def build(spec: CellListSpec, positions, cell, start=0, count: int | None = None
 def is_stale(nl: CellList, positions, cell, max_displacement=None):
     """True when the list may miss a pair within ``cutoff`` at ``positions``/``cell``.
 
+    Whole-cell jumps (atoms wrapped since the build) are not displacements; the rows then
+    need :func:`wrap_corrected` shifts.
+
     ``max_displacement``: optional reduction of the per-atom displacement maximum over
     devices (``lax.pmax`` inside ``shard_map``); ``positions`` and ``nl.frac_ref`` then
     hold the same atoms. Jit-able.
@@ -306,13 +313,25 @@ def is_stale(nl: CellList, positions, cell, max_displacement=None):
     spec = nl.spec
     cell = jnp.asarray(cell, positions.dtype)
     frac = positions @ jnp.linalg.inv(cell)
-    disp = jnp.linalg.norm((frac - nl.frac_ref) @ cell, axis=-1)
+    delta = frac - nl.frac_ref
+    delta = delta - jnp.round(delta)  # an atom wrapped into the cell has not moved
+    disp = jnp.linalg.norm(delta @ cell, axis=-1)
     dmax = jnp.max(disp, initial=0.0)
     if max_displacement is not None:
         dmax = max_displacement(dmax)
     deform = jnp.linalg.inv(nl.cell_ref) @ cell
     sigma_min = jnp.linalg.svd(deform, compute_uv=False)[-1]
     return sigma_min * spec.reach - 2.0 * dmax < spec.cutoff
+
+
+def wrap_corrected(nl: CellList, positions, cell) -> Neighbors:
+    """Rows valid for ``positions`` in which atoms may have been wrapped into the cell since
+    the build (as jax-md's ``shift_fn`` does): S ← S + k_i − k_j with the integer jumps
+    k = round(s − s⁰). The list's own atoms must be all atoms (one block). Jit-able."""
+    frac = positions @ jnp.linalg.inv(jnp.asarray(cell, positions.dtype))
+    k = jnp.round(frac - nl.frac_ref).astype(jnp.int32)
+    shifts = nl.shifts.astype(jnp.int32) + k[:, None, :] - k[nl.idx]
+    return Neighbors(nl.idx, shifts, nl.mask)
 
 
 def allocate(spec: CellListSpec, positions, cell, centers: int | None = None) -> CellList:
@@ -351,4 +370,4 @@ def repad(nl: CellList, spec: CellListSpec) -> CellList:
 
 
 __all__ = ["BUILD_CHUNK", "CellList", "CellListSpec", "allocate", "build", "cell_heights",
-           "grow", "is_stale", "plan", "repad", "update"]
+           "grow", "is_stale", "plan", "repad", "update", "wrap_corrected"]
