@@ -129,3 +129,27 @@ def test_neighbor_overflow_under_compression(pot_path):
     np.testing.assert_allclose(sim.forces(), f, atol=1e-9)
     assert abs(float(sim.state.energy) - float(e)) < 1e-8
     np.testing.assert_allclose(np.asarray(sim.state.virial), w, atol=1e-8)
+
+
+def test_overflow_rerun_equals_large_buffer_run(pot_path):
+    """A list allocated without spare room overflows as an NPT cell is squeezed: the chunk is
+    re-run from its start with grown buffers, and the trajectory equals a run that started
+    with ample buffers (no dropped neighbour, no NaN)."""
+    atoms = diamond(2, seed=8)
+    stage = StageConfig("squeeze", "npt", 300, 300.0, 300.0, 0.0, 80.0, thermostat="langevin",
+                        barostat="iso", tau_t_fs=50.0, tau_p_fs=50.0,
+                        compressibility_per_GPa=0.01)
+    runs = {}
+    for mult in (1.0, 3.0):
+        sim = Simulation(pot_path, atoms, timestep_fs=1.0, temperature_K=300, seed=6,
+                         skin_A=0.4, capacity_multiplier=mult, chunk_steps=60)
+        sim.run_stage(stage)
+        runs[mult] = sim
+    tight, ample = runs[1.0], runs[3.0]
+    assert tight.stats["reruns"] >= 1 and tight.stats["reallocations"] >= 1
+    assert ample.stats["reruns"] == 0
+    assert tight.stats["rebuilds"] == ample.stats["rebuilds"] >= 2
+    assert abs(np.linalg.det(tight.cell())) < 0.92 * atoms.get_volume()
+    assert np.all(np.isfinite(tight.positions()))
+    np.testing.assert_allclose(tight.positions(), ample.positions(), atol=1e-10, rtol=0)
+    np.testing.assert_allclose(tight.cell(), ample.cell(), atol=1e-10, rtol=0)
