@@ -13,31 +13,47 @@ import numpy as np
 from ase import Atoms
 from ase.build import bulk
 
+def repeats(n_target: int) -> tuple[int, int]:
+    """(k, s): the 8-atom cubic cell repeated k³ times gives ≈ ``n_target`` atoms, and s (a
+    divisor of k, 4 ≤ s ≤ 8 where k ≥ 4) is the repeat of the seed cell a liquid is melted
+    in (then tiled (k/s)³ times). k is moved to the nearest value that has such a divisor."""
+    k0 = max(1, round((n_target / 8) ** (1 / 3)))
+    if k0 < 4:
+        return k0, k0
+    for k in sorted(range(max(4, k0 - 3), k0 + 4), key=lambda k: abs(k - k0)):
+        for s in range(4, 9):
+            if k % s == 0:
+                return k, s
+    return k0, k0
+
+
 def crystal_si(n_target: int, rattle: float = 0.03, seed: int = 0) -> Atoms:
-    """Cubic diamond Si (a = 5.43 Å), ≈ ``n_target`` atoms (8·k³), rattled by ``rattle`` Å."""
-    rep = max(1, round((n_target / 8) ** (1 / 3)))
+    """Cubic diamond Si (a = 5.43 Å), 8·k³ ≈ ``n_target`` atoms (:func:`repeats`), rattled by
+    ``rattle`` Å."""
+    rep = repeats(n_target)[0]
     atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((rep,) * 3)
     atoms.rattle(rattle, seed=seed)
     return atoms
 
 
 def liquid_si(n_target: int, potential: str, temperature_K: float = 3000.0,
-              seed_atoms: int = 512, steps: int = 1000, seed: int = 0) -> Atoms:
-    """Liquid Si, ≈ ``n_target`` atoms (``seed_atoms``·k³), with velocities (ASE units).
+              steps: int = 1000, seed: int = 0) -> Atoms:
+    """Liquid Si in the cell of :func:`crystal_si` (``n_target``), with velocities (ASE units).
 
-    A ``seed_atoms`` diamond cell (a = 5.43 Å) is run for ``steps`` × 1 fs of Langevin NVT at
-    ``temperature_K`` with ``potential`` (float64), then repeated k³ times.
+    The seed diamond cell (8·s³ atoms, :func:`repeats`) is run for ``steps`` × 1 fs of
+    Langevin NVT at ``temperature_K`` with ``potential`` (float64), then repeated (k/s)³ times.
     """
     from md.config import StageConfig
     from md.runner import Simulation
 
-    small = crystal_si(seed_atoms, rattle=0.1, seed=seed)
+    k, s = repeats(n_target)
+    small = crystal_si(8 * s ** 3, rattle=0.1, seed=seed)
     sim = Simulation(potential, small, timestep_fs=1.0, temperature_K=temperature_K,
                      seed=seed, skin_A=1.0, chunk_steps=steps, thermo_every=0)
     sim.run_stage(StageConfig("melt", "nvt", steps, temperature_K, temperature_K,
                               thermostat="langevin", tau_t_fs=50.0))
     liquid = sim.atoms()
-    rep = max(1, round((n_target / seed_atoms) ** (1 / 3)))
+    rep = k // s
     big = liquid.repeat((rep,) * 3)
     velocities = np.tile(liquid.get_velocities(), (rep ** 3, 1))
     big.set_velocities(velocities)
