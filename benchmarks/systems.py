@@ -2,9 +2,10 @@
 
 Liquid cells are made once at a small size by MD with the benchmark's own potential (the
 diamond crystal's cell, melted at ``temperature_K``: same cell and density as the crystal
-benchmark, so the two differ only in the motion), then tiled to the requested size, so a 10⁶-atom liquid costs no more than a 512-atom one to prepare. The tiled copies
-start identical and decorrelate within tens of steps; for throughput and rebuild counts that
-is what matters.
+benchmark, so the two differ only in the motion), then tiled to the requested size, so a
+10⁶-atom liquid costs no more than a 1000-atom one to prepare. The tiled copies start
+identical and decorrelate within tens of steps; for throughput and rebuild counts that is
+what matters.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 from ase.build import bulk
+
 
 def repeats(n_target: int) -> tuple[int, int]:
     """(k, s): the 8-atom cubic cell repeated k³ times gives ≈ ``n_target`` atoms, and s (a
