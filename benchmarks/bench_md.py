@@ -15,8 +15,9 @@ a timed stage of as many steps as fit in ``--budget`` seconds (estimated from th
 runs through the same code path as ``mtpjax md``. Reported: steps/s and atom-steps/s with
 the rebuilds included, the number of rebuilds in the timed stage, the *rebuild share* of the
 wall time (rebuilds × the time of one list build, measured separately on the same final
-positions, / wall), the process's peak RSS, setup and compile times, and the 1-min load
-average before and after. The machine is shared: read the load columns.
+positions, / wall), atom-steps per CPU-second of the process (all its threads: less
+sensitive to other jobs on a shared machine than wall time), the process's peak RSS, setup
+and compile times, and the 1-min load average before and after (the machine is shared).
 
 Usage::
 
@@ -127,9 +128,9 @@ def measure(potential: str, scenario: str, n_target: int, devices: int, budget_s
     steps = int(max(5, min(5000, budget_s / max(per_step, 1e-9))))
     r0, a0 = sim.stats["rebuilds"], sim.stats["reallocations"]
     v0 = abs(float(np.linalg.det(sim.cell())))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     sim.run_stage(_stage(scenario, steps))
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rss = _peak_rss_gib()
     rebuilds = sim.stats["rebuilds"] - r0
     build = _build_seconds(sim)
@@ -138,6 +139,7 @@ def measure(potential: str, scenario: str, n_target: int, devices: int, budget_s
         "scenario": scenario, "n_atoms": n, "devices": devices, "dtype": dtype,
         "steps": steps, "wall_s": wall, "steps_per_s": steps / wall,
         "atom_steps_per_s": steps * n / wall, "s_per_step": wall / steps,
+        "cpu_s": cpu, "atom_steps_per_cpu_s": steps * n / cpu,
         "rebuilds": rebuilds, "steps_per_rebuild": steps / rebuilds if rebuilds else None,
         "build_s": build, "rebuild_share": rebuilds * build / wall,
         "reallocations": sim.stats["reallocations"] - a0, "reruns": sim.stats["reruns"],
@@ -229,10 +231,10 @@ def report(meta: dict, results: list[dict]) -> str:
              "its docstring.", "",
              "Rates include the neighbour-list rebuilds (on the device, inside the step loop). "
              "`rebuild share` = rebuilds × one list build (timed separately) / wall.", "",
-             "| level | scenario | atoms | dev | steps | steps/s | atom-steps/s | rebuilds "
-             "| steps/rebuild | rebuild share | J | peak RSS GiB | setup s | compile s | "
-             "V/V₀ | load (1 min) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| level | scenario | atoms | dev | steps | steps/s | atom-steps/s | "
+             "atom-steps/CPU-s | rebuilds | steps/rebuild | rebuild share | J | peak RSS GiB | "
+             "setup s | compile s | V/V₀ | load (1 min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def fmt(x, spec):
         return "–" if x is None else format(x, spec)
@@ -240,10 +242,11 @@ def report(meta: dict, results: list[dict]) -> str:
     for r in results:
         head = f"| {r.get('level')} | {r['scenario']} | {r['n_atoms']} | {r['devices']} |"
         if "error" in r:
-            lines.append(f"{head} error: {r['error'][-150:]!r} |" + " |" * 11)
+            lines.append(f"{head} error: {r['error'][-150:]!r} |" + " |" * 12)
             continue
         lines.append(
             f"{head} {r['steps']} | {r['steps_per_s']:.3g} | {r['atom_steps_per_s']:.3g} | "
+            f"{r['atom_steps_per_cpu_s']:.3g} | "
             f"{r['rebuilds']} | {fmt(r['steps_per_rebuild'], '.1f')} | "
             f"{r['rebuild_share']:.1%} | {r['neighbor_capacity']} | {r['peak_rss_gib']:.2f} | "
             f"{r['setup_s']:.1f} | {r['compile_s']:.1f} | {fmt(r['volume_ratio'], '.3f')} | "
@@ -254,13 +257,14 @@ def report(meta: dict, results: list[dict]) -> str:
         if "error" not in r:
             pairs.setdefault((r.get("level"), r["n_atoms"], r["devices"]), {})[
                 r["scenario"]] = r
-    ratios = [(k, g["liquid"]["atom_steps_per_s"] / g["crystal"]["atom_steps_per_s"])
+    ratios = [(k, g["liquid"]["atom_steps_per_s"] / g["crystal"]["atom_steps_per_s"],
+               g["liquid"]["atom_steps_per_cpu_s"] / g["crystal"]["atom_steps_per_cpu_s"])
               for k, g in sorted(pairs.items()) if "liquid" in g and "crystal" in g]
     if ratios:
-        lines += ["", "Liquid (3000 K, rebuilds) / crystal (10 K, no rebuilds) atom-steps/s, "
-                  "same cell, same run:", ""]
-        lines += [f"- level {lvl}, {n} atoms, {d} device(s): **{ratio:.2f}**"
-                  for (lvl, n, d), ratio in ratios]
+        lines += ["", "Liquid (3000 K, rebuilds) / crystal (10 K, no rebuilds), same cell, "
+                  "same run: ratio of atom-steps/s (wall) and of atom-steps/CPU-s:", ""]
+        lines += [f"- level {lvl}, {n} atoms, {d} device(s): wall **{wall:.2f}**, "
+                  f"CPU **{cpu:.2f}**" for (lvl, n, d), wall, cpu in ratios]
     return "\n".join(lines) + "\n"
 
 
