@@ -83,6 +83,9 @@ def local_energy(spec: ModelSpec, params, positions, centers, cell, types, cente
 #: central atoms per chunk of :func:`local_energy_forces_virial` (a multiple of the core's
 #: 32-atom cache block): the [n, J, 3] pair vectors and gradients exist one chunk at a time
 EVAL_CHUNK = 8192
+#: the same on accelerators, where larger chunks keep the device busy (the per-pair
+#: intermediates of 65,536 atoms at level 16 take a few GB)
+EVAL_CHUNK_ACCELERATOR = 65536
 
 
 def local_energy_forces_virial(spec: ModelSpec, params, positions, centers, cell, types,
@@ -109,7 +112,7 @@ def local_energy_forces_virial(spec: ModelSpec, params, positions, centers, cell
     params = jax.tree.map(jnp.asarray, params)
     n = centers.shape[0]
     if chunk_size == "auto":
-        chunk_size = EVAL_CHUNK
+        chunk_size = EVAL_CHUNK if jax.default_backend() == "cpu" else EVAL_CHUNK_ACCELERATOR
     if chunk_size is None or n <= chunk_size:
         return _block_energy_forces_virial(spec, params, positions, centers, cell, types,
                                            center_types, neighbors, atom_mask)
