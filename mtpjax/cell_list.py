@@ -221,8 +221,8 @@ def _bin_table(frac_wrapped, spec: CellListSpec, n_real: int):
     return b, table, jnp.max(counts, initial=0)
 
 
-def _rows_chunk(centers, wrapped, wrap, bins, table, cell, spec: CellListSpec, offsets,
-                valid_row):
+def _rows_chunk(centers, wrapped, wrap, bins, table, ptable, cell, spec: CellListSpec,
+                offsets, valid_row):
     """Rows of ``centers`` (int [c]): idx [c, J], shifts int [c, J, 3], mask, counts [c]."""
     n = wrapped.shape[0]
     nb = jnp.asarray(spec.nb, jnp.int32)
@@ -232,7 +232,7 @@ def _rows_chunk(centers, wrapped, wrap, bins, table, cell, spec: CellListSpec, o
     flat = (nbin[..., 0] * spec.nb[1] + nbin[..., 1]) * spec.nb[2] + nbin[..., 2]
     cand = table[flat]  # [c, K, B]
     base = image.astype(wrapped.dtype) @ cell - wrapped[centers][:, None, :]  # [c, K, 3]
-    d = wrapped[jnp.minimum(cand, n - 1)] + base[:, :, None, :]
+    d = ptable[flat] + base[:, :, None, :]  # [c, K, B, 3]
     d2 = jnp.sum(d * d, axis=-1)
     own = (cand == centers[:, None, None]) & jnp.all(image == 0, axis=-1)[:, :, None]
     keep = (cand < n) & (d2 < spec.reach ** 2) & ~own & valid_row[:, None, None]
@@ -283,6 +283,8 @@ def build(spec: CellListSpec, positions, cell, start=0, count: int | None = None
     wrapped = positions - wrap @ cell
     wrap = wrap.astype(jnp.int32)
     bins, table, max_bin = _bin_table(fw, spec, n_real)
+    # positions by bin slot [n_bins, B, 3]: candidates are gathered a bin at a time
+    ptable = wrapped[jnp.minimum(table, n - 1)]
     offsets = jnp.asarray(spec.offsets())
     c = min(spec.chunk, max(count, 1))
     n_chunks = -(-count // c)
@@ -291,7 +293,8 @@ def build(spec: CellListSpec, positions, cell, start=0, count: int | None = None
         local = k * c + jnp.arange(c, dtype=jnp.int32)
         valid = (local < count) & (start + local < n_real)
         centers = jnp.minimum(start + local, n - 1).astype(jnp.int32)
-        return _rows_chunk(centers, wrapped, wrap, bins, table, cell, spec, offsets, valid)
+        return _rows_chunk(centers, wrapped, wrap, bins, table, ptable, cell, spec, offsets,
+                           valid)
 
     if n_chunks == 1:
         idx, shifts, mask, counts, shift_ok = one(0)
