@@ -200,17 +200,24 @@ def mtpjax_env(compile_cache: str | None) -> dict:
     return env
 
 
+def fit_options(settings: dict) -> dict:
+    """The ``fit.toml`` of every mtpjax run (FitConfig keys not given as flags)."""
+    fit = {"select_on_valid": False, "checkpoint_every": 0,
+           "eval_every": settings["monitor_every"], "memory_size": settings["memory_size"],
+           "lstsq_atoms": settings["lstsq_atoms"],
+           "relinearize_every": settings["relinearize_every"]}
+    if settings["time_limit"]:
+        fit["max_time"] = float(settings["time_limit"])
+    if settings["lstsq_configs"]:
+        fit["lstsq_configs"] = settings["lstsq_configs"]
+    return fit
+
+
 def run_mtpjax(level: int, seed: int, work: Path, args) -> dict:
     """`mtpjax train` on train.cfg from init_LL.mtp, one pinned core."""
     run_dir = work / f"mtpjax_L{level:02d}_s{seed}"
     run_dir.mkdir()
-    fit = {"select_on_valid": False, "checkpoint_every": 0,
-           "eval_every": args.monitor_every, "memory_size": args.memory_size,
-           "lstsq_atoms": args.lstsq_atoms, "relinearize_every": args.relinearize_every}
-    if args.time_limit:
-        fit["max_time"] = float(args.time_limit)
-    if args.lstsq_configs:
-        fit["lstsq_configs"] = args.lstsq_configs
+    fit = fit_options(vars(args))
     (run_dir / "fit.toml").write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in fit.items()))
     cmd = [sys.executable, "-m", "mtpjax.cli", "train", f"../init_L{level:02d}.mtp",
            "../train.cfg", f"--energy-weight={WEIGHTS['energy']}",
@@ -233,7 +240,7 @@ def run_mtpjax(level: int, seed: int, work: Path, args) -> dict:
             "command": shlex.join(["mtpjax", *cmd[3:]]), **res,
             "iterations": max((r["iter"] for r in iters), default=0),
             "fit_s": final.get("time"), "final_train_loss": final.get("loss"),
-            "curve": curve, "potential": str(run_dir / "pot.mtp")}
+            "fit_toml": fit, "curve": curve, "potential": str(run_dir / "pot.mtp")}
 
 
 def mlp_command(mlp: str, level: int, max_iter: int) -> list[str]:
@@ -398,9 +405,17 @@ def render_md(doc: dict) -> str:
                      f"{r['test_force_rmse']:.4f} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
                      f"{r['core']} | {r['load_before'][0]:.1f} → {r['load_after'][0]:.1f} | "
                      f"{'yes, ' + r['recorded_at'] if r.get('cached') else 'no'} |")
+    if s["time_limit"] and any(r["program"] == "mtpjax" and r["iterations"] < s["max_iter"]
+                               for r in doc["runs"]):
+        lines += ["", f"mtpjax runs with fewer than {s['max_iter']} iterations stopped at the "
+                  f"{s['time_limit']:g} s time limit (then the least-squares polish ran)."]
     lines += ["", "Commands (run in a per-run folder next to `init_LL.mtp`, `train.cfg`, "
               "`test.cfg`):", ""]
     lines += [f"    {c}" for c in dict.fromkeys(r["command"] for r in doc["runs"])]
+    if "mtpjax" in s["programs"]:
+        lines += ["", "`fit.toml` of the mtpjax runs (written by the script): "
+                  + ", ".join(f"`{k} = {json.dumps(v)}`" for k, v in fit_options(s).items())
+                  + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -438,6 +453,8 @@ def parse_args(argv):
                    help="JAX persistent compilation cache for the mtpjax runs (default: none, "
                         "every run compiles; --quick: WORK/jax_cache)")
     p.add_argument("--work", default=None, help="folder for the runs (default: a new temp dir)")
+    p.add_argument("--render-md", metavar="JSON", default=None,
+                   help="only write JSON's .md again from the JSON (after a change of the tables)")
     p.add_argument("--out", default=None,
                    help="result JSON (OUT.md next to it); default benchmarks/results/"
                         "bench_train.json (--quick: bench_train_quick.json)")
@@ -461,6 +478,11 @@ def main(argv=None) -> int:
     import tempfile
 
     args = parse_args(argv)
+    if args.render_md:
+        path = Path(args.render_md)
+        path.with_suffix(".md").write_text(render_md(json.loads(path.read_text())))
+        print(f"wrote {path.with_suffix('.md')}")
+        return 0
     command = shlex.join(["benchmarks/bench_train.py", *(sys.argv[1:] if argv is None
                                                         else argv)])
     started, load_before = utc(), load()
