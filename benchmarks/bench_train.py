@@ -1,50 +1,126 @@
-"""Training benchmark: fit MTPs of levels 8 and 16 to the Si PBE data (mlearn), test vs DFT.
+"""Training benchmark: `mtpjax train` against `mlp train` on the Si PBE data (mlearn).
 
-Task (SPEC §3): 214 training cells of ``data/si_mlearn/train.xyz``, MLIP level templates with
-min_dist 1.5 Å, max_dist 5.0 Å, radial_basis_size 8, species ['Si'], weights
-energy : force : stress = 1 : 0.1 : 0. Reported: wall time of the whole fit (data reading,
-neighbour lists, compilation, optimisation, polish) and the test-set (25 cells) energy MAE
-(meV/atom) and force RMSE (eV/Å) against the DFT labels. The test set is *monitored* every
-``--monitor-every`` iterations (time-to-accuracy curve) but never used to select coefficients.
-With ``MLP_BIN`` set, ``mlp train`` + ``mlp calc-errors`` run on the same data in the same run;
-otherwise the SPEC §3 reference figures (``mlp``, one core of the 2-core machine) are quoted.
+Both programs are run by this script, as subprocesses, on the same files: the training and test
+cells of ``data/si_mlearn`` written once as ``train.cfg`` / ``test.cfg`` (types 0 = Si, energies
+and forces; no stresses), the same initial template (``tests/data/mlip_templates/LL.mtp`` with
+min_dist 1.5 Å, max_dist 5.0 Å, radial_basis_size 8) and the same weights energy : force : stress
+= 1 : 0.1 : 0. Each run is pinned to one core (``os.sched_setaffinity``; XLA single-threaded),
+runs one after the other, and is timed as a whole process (start-up, data, neighbour lists,
+compilation, fit, writing the potential). Each program is run with ``--seeds`` seeds (default 3):
+for `mtpjax train` the ``--seed`` of its random initialisation; `mlp train` has no seed (it draws
+its random radial coefficients from ``std::random_device``), so for it the seed is a repetition
+index. Both programs' trained potentials are then scored by the same code (`mtpjax calc-errors`'
+conventions, which equal `mlp calc-errors`'): test energy MAE per atom (meV/atom) and force RMSE
+per component (eV/Å). Per level and program: mean, median and min–max over the runs.
+
+`mlp` runs only when ``MLP_BIN`` (or ``--mlp-bin``) names the binary. Its runs are recorded in a
+cache file (default ``benchmarks/results/bench_train_mlp_cache.json``), keyed by level, seed,
+options, the template and data hashes and the binary's hash, and reused by later invocations
+(the result file marks each reused run, with the time it was recorded); ``--no-mlp-cache``
+reruns them.
+
+Every file this script writes is written entirely by it: ``OUT.json`` (command line, versions,
+host, load averages before and after, settings, every run, the summary) and ``OUT.md`` (the same
+as tables). ``--quick``: a tiny smoke run (smallest cells, level 2, a few iterations, 2 seeds, no
+`mlp`) that the test suite runs end to end.
 
 Usage:
-    .venv/bin/python benchmarks/bench_train.py --levels 8 16 --optimizer lbfgs \
-        [--max-iter 200] [--time-limit 1200] [--out benchmarks/results/bench_train.json]
+    MLP_BIN=/path/to/mlp .venv/bin/python benchmarks/bench_train.py --levels 8 --seeds 3 \\
+        --max-iter 1000 --out benchmarks/results/bench_train_L8.json
+    .venv/bin/python benchmarks/bench_train.py --quick --out /tmp/bench_train_quick.json
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import platform
 import re
 import resource
+import shlex
+import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-import jax
-
-jax.config.update("jax_enable_x64", True)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mtpjax.fit.data import load_dataset  # noqa: E402
-from mtpjax.fit.trainer import FitConfig, Trainer  # noqa: E402
-from mtpjax.io.mtp_file import read_mtp, write_mtp  # noqa: E402
+RESULTS = ROOT / "benchmarks" / "results"
+WEIGHTS = {"energy": 1.0, "force": 0.1, "stress": 0.0}
+QUICK = {"levels": [2], "seeds": 2, "max_iter": 5, "n_train": 6, "n_test": 3}
+METRICS = ("test_energy_mae_meV", "test_force_rmse", "wall_s", "cpu_s")
 
-MLP_REFERENCE = {  # SPEC §3: mlp train --force-weight=0.1 --stress-weight=0 --max-iter=200
-    8: {"wall_s": 171.0, "energy_mae_meV": 20.7, "force_rmse": 0.182},
-    16: {"wall_s": 2385.0, "energy_mae_meV": 5.39, "force_rmse": 0.112},
-}
 
+# ---------------------------------------------------------------------------------- records
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("jax", "jaxlib", "optax", "numpy", "ase"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    try:
+        out["mtpjax_git"] = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+            text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        out["mtpjax_git"] = None
+    return out
+
+
+def host() -> dict:
+    cpu = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+        mem = round(kb / 2**20, 1)
+    except (OSError, AttributeError):
+        pass
+    return {"hostname": platform.node(), "platform": platform.platform(), "cpu_model": cpu,
+            "cpus": os.cpu_count(), "affinity": sorted(os.sched_getaffinity(0)),
+            "memory_GiB": mem}
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def sha256_bytes(*blobs: bytes) -> str:
+    h = hashlib.sha256()
+    for b in blobs:
+        h.update(hashlib.sha256(b).digest())
+    return h.hexdigest()
+
+
+def stats(values: list[float]) -> dict:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"n": 0}
+    return {"n": len(values), "mean": round(statistics.fmean(values), 6),
+            "median": round(statistics.median(values), 6), "min": min(values),
+            "max": max(values)}
+
+
+# ---------------------------------------------------------------------------------- inputs
 
 def find_data() -> Path:
     for cand in (ROOT / "data" / "si_mlearn", ROOT.parent / "shared" / "data" / "si_mlearn"):
@@ -54,127 +130,415 @@ def find_data() -> Path:
 
 
 def template(level: int):
+    from mtpjax.io.mtp_file import read_mtp
+
     pot = read_mtp(ROOT / "tests" / "data" / "mlip_templates" / f"{level:02d}.mtp")
     return dataclasses.replace(pot, min_dist=1.5, max_dist=5.0, radial_basis_size=8)
 
 
-def run_mtpjax(level: int, data: Path, args) -> dict:
-    t0 = time.perf_counter()
-    c0 = time.process_time()
-    pot = template(level)
-    kw = dict(cutoff=5.0, species=["Si"], species_count=1, force_weight=0.1)
-    train = load_dataset(data / "train.xyz", **kw)
-    test = load_dataset(data / "test.xyz", **kw)
-    cfg = FitConfig(optimizer=args.optimizer, max_iter=args.max_iter, force_weight=0.1,
-                    stress_weight=0.0, seed=args.seed, eval_every=args.monitor_every,
-                    select_on_valid=False, max_time=args.time_limit, checkpoint_every=0,
-                    lstsq_atoms=args.lstsq_atoms, lstsq_configs=args.lstsq_configs,
-                    memory_size=args.memory_size, relinearize_every=args.relinearize_every,
-                    lm_hessian_fraction=args.lm_hessian_fraction)
-    curve = []
-
-    def monitor(it, rec):
-        if "valid" in rec and it % args.monitor_every == 0:
-            curve.append({"iter": it, "time": rec["time"],
-                          "test_energy_mae_meV": 1e3 * rec["valid"]["energy_mae"],
-                          "test_force_rmse": rec["valid"]["force_rmse"]})
-            print(f"  L{level} it {it:4d} {rec['time']:8.1f} s  test E "
-                  f"{curve[-1]['test_energy_mae_meV']:.2f} meV/atom  F "
-                  f"{curve[-1]['test_force_rmse']:.4f} eV/Å", flush=True)
-
-    workdir = Path(tempfile.mkdtemp(prefix=f"bench_train_L{level}_"))
-    trainer = Trainer(pot, train, test, cfg, workdir=workdir)
-    result = trainer.run(callback=monitor, resume=False)
-    wall = time.perf_counter() - t0
-    cpu = time.process_time() - c0
-    best = result["best_params"]
-    test_m = trainer.evaluate(best, trainer.valid_batches)
-    train_m = trainer.evaluate(best, trainer.train_batches)
-    write_mtp(workdir / "trained.mtp", pot.with_params(best))
-    iters = [r["iter"] for r in trainer.history if not r.get("final")]
-    return {
-        "level": level, "optimizer": args.optimizer, "iterations": max(iters),
-        "wall_s": round(wall, 1), "process_cpu_s": round(cpu, 1),
-        "test_energy_mae_meV": round(1e3 * test_m["energy_mae"], 3),
-        "test_force_rmse": round(test_m["force_rmse"], 4),
-        "train_energy_mae_meV": round(1e3 * train_m["energy_mae"], 3),
-        "train_force_rmse": round(train_m["force_rmse"], 4),
-        "curve": curve, "potential": str(workdir / "trained.mtp"),
-    }
-
-
-def run_mlp(level: int, data: Path, mlp: str, max_iter: int) -> dict:
-    """``mlp train`` + ``mlp calc-errors`` on the same data (only with MLP_BIN)."""
+def write_data(data: Path, work: Path, n_train: int | None, n_test: int | None) -> dict:
+    """train.cfg / test.cfg in `work` (all cells, or the `n` smallest of each file)."""
     from ase.io import read
 
     from mtpjax.io.cfg import Configuration, write_cfg
 
-    work = Path(tempfile.mkdtemp(prefix=f"bench_mlp_L{level}_"))
-    for name in ("train", "test"):
-        frames = read(data / f"{name}.xyz", ":")
+    info = {"source": str(data.relative_to(ROOT) if data.is_relative_to(ROOT) else data)}
+    for name, n in (("train", n_train), ("test", n_test)):
+        src = data / f"{name}.xyz"
+        frames = read(src, ":")
+        index = list(range(len(frames)))
+        if n is not None:
+            index = sorted(sorted(index, key=lambda i: (len(frames[i]), i))[:n])
         write_cfg(work / f"{name}.cfg", [
             Configuration(positions=a.positions, types=[0] * len(a), cell=a.cell.array,
                           pbc=a.pbc, energy=a.info["REF_energy"], forces=a.arrays["REF_forces"])
-            for a in frames])
-    from mtpjax.io.mtp_file import format_mtp
+            for a in (frames[i] for i in index)])
+        info[name] = {"file": f"{name}.xyz", "file_sha256": hashlib.sha256(
+            src.read_bytes()).hexdigest(), "cells": len(index),
+            "atoms": sum(len(frames[i]) for i in index),
+            "selection": "all" if n is None else f"the {n} smallest cells"}
+    info["cfg_sha256"] = sha256_bytes((work / "train.cfg").read_bytes(),
+                                      (work / "test.cfg").read_bytes())
+    return info
 
-    (work / "init.mtp").write_text(format_mtp(template(level)))
+
+# ---------------------------------------------------------------------------------- runs
+
+# pins itself to one core, then becomes the command (no fork from a multithreaded parent)
+PIN = ("import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); "
+       "os.execvp(sys.argv[2], sys.argv[2:])")
+
+
+def run_pinned(cmd: list[str], cwd: Path, core: int, env: dict | None, log: Path) -> dict:
+    """Run `cmd` pinned to `core`; wall time, CPU time of the child and load around it."""
+    before = load()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([mlp, "train", "init.mtp", "train.cfg", "--force-weight=0.1",
-                    "--stress-weight=0", f"--max-iter={max_iter}",
-                    "--trained-pot-name=pot.mtp"], cwd=work, check=True,
-                   stdout=subprocess.DEVNULL)
+    with open(log, "w") as fh:
+        proc = subprocess.run([sys.executable, "-c", PIN, str(core), *cmd], cwd=cwd, env=env,
+                              stdout=fh, stderr=subprocess.STDOUT, check=False)
     wall = time.perf_counter() - t0
-    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
-    out = subprocess.run([mlp, "calc-errors", "pot.mtp", "test.cfg"], cwd=work, check=True,
-                         capture_output=True, text=True).stdout
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        tail = log.read_text()[-3000:]
+        raise RuntimeError(f"{shlex.join(cmd)} exited with {proc.returncode}:\n{tail}")
+    return {"wall_s": round(wall, 2),
+            "cpu_s": round((r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime), 2),
+            "core": core, "load_before": before, "load_after": load(), "finished_at": utc()}
+
+
+def mtpjax_env(compile_cache: str | None) -> dict:
+    """Single-threaded XLA; no persistent compilation cache unless asked (--quick)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
+    if compile_cache:
+        env.update(JAX_COMPILATION_CACHE_DIR=compile_cache,
+                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(":"),
+               XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return env
+
+
+def fit_options(settings: dict) -> dict:
+    """The ``fit.toml`` of every mtpjax run (FitConfig keys not given as flags)."""
+    fit = {"select_on_valid": False, "checkpoint_every": 0,
+           "eval_every": settings["monitor_every"], "memory_size": settings["memory_size"],
+           "lstsq_atoms": settings["lstsq_atoms"],
+           "relinearize_every": settings["relinearize_every"]}
+    if settings["time_limit"]:
+        fit["max_time"] = float(settings["time_limit"])
+    if settings["lstsq_configs"]:
+        fit["lstsq_configs"] = settings["lstsq_configs"]
+    return fit
+
+
+def run_mtpjax(level: int, seed: int, work: Path, args) -> dict:
+    """`mtpjax train` on train.cfg from init_LL.mtp, one pinned core."""
+    run_dir = work / f"mtpjax_L{level:02d}_s{seed}"
+    run_dir.mkdir()
+    fit = fit_options(vars(args))
+    (run_dir / "fit.toml").write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in fit.items()))
+    cmd = [sys.executable, "-m", "mtpjax.cli", "train", f"../init_L{level:02d}.mtp",
+           "../train.cfg", f"--energy-weight={WEIGHTS['energy']}",
+           f"--force-weight={WEIGHTS['force']}", f"--stress-weight={WEIGHTS['stress']}",
+           f"--max-iter={args.max_iter}", f"--seed={seed}", f"--optimizer={args.optimizer}",
+           "--trained-pot-name=pot.mtp", "--workdir=run", "--config=fit.toml", "--no-resume",
+           "--quiet"]
+    if args.monitor_every:
+        cmd.append("--valid-cfgs=../test.cfg")
+    res = run_pinned(cmd, run_dir, args.core, mtpjax_env(args.compile_cache),
+                     run_dir / "stdout.txt")
+    log = [json.loads(line) for line in (run_dir / "run" / "log.jsonl").read_text().splitlines()]
+    iters = [r for r in log if not r.get("final")]
+    curve = [{"iter": r["iter"], "time_s": r["time"], "train_loss": r.get("loss"),
+              **({"test_energy_mae_meV": round(1e3 * r["valid"]["energy_mae"], 4),
+                  "test_force_rmse": round(r["valid"]["force_rmse"], 5)} if "valid" in r else {})}
+             for r in iters if args.monitor_every and r["iter"] % args.monitor_every == 0]
+    final = next((r for r in log if r.get("final")), {})
+    return {"program": "mtpjax", "level": level, "seed": seed,
+            "command": shlex.join(["mtpjax", *cmd[3:]]), **res,
+            "iterations": max((r["iter"] for r in iters), default=0),
+            "fit_s": final.get("time"), "final_train_loss": final.get("loss"),
+            "fit_toml": fit, "curve": curve, "potential": str(run_dir / "pot.mtp")}
+
+
+def mlp_command(mlp: str, level: int, max_iter: int) -> list[str]:
+    return [mlp, "train", f"../init_L{level:02d}.mtp", "../train.cfg",
+            f"--energy-weight={WEIGHTS['energy']}", f"--force-weight={WEIGHTS['force']}",
+            f"--stress-weight={WEIGHTS['stress']}", f"--max-iter={max_iter}",
+            "--trained-pot-name=pot.mtp"]
+
+
+def mlp_calc_errors(mlp: str, run_dir: Path) -> dict:
+    """`mlp calc-errors pot.mtp test.cfg` (a cross-check of the common scoring)."""
+    out = subprocess.run([mlp, "calc-errors", "pot.mtp", "../test.cfg"], cwd=run_dir,
+                         capture_output=True, text=True, check=False).stdout
     e = re.search(r"Energy per atom:.*?Average absolute difference = ([\d.eE+-]+)", out, re.S)
     f = re.search(r"Forces:.*?RMS absolute difference = ([\d.eE+-]+)", out, re.S)
-    return {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-            "energy_mae_meV": round(1e3 * float(e.group(1)), 3) if e else None,
-            "force_rmse": float(f.group(1)) if f else None}
+    return {"test_energy_mae_meV": 1e3 * float(e.group(1)) if e else None,
+            "test_force_rmse": float(f.group(1)) if f else None}
+
+
+class MlpCache:
+    """`mlp` runs recorded once and reused: {key hash: {"key", "run", "potential"}}."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries = {}
+        if path is not None and path.is_file():
+            self.entries = json.loads(path.read_text())["runs"]
+
+    @staticmethod
+    def key(**fields) -> str:
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+    def get(self, key: str) -> dict | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, fields: dict, run: dict, potential: str) -> None:
+        self.entries[key] = {"key": fields, "run": run, "potential": potential}
+        if self.path is not None:
+            doc = {"written_by": "benchmarks/bench_train.py",
+                   "about": "mlp train runs recorded by bench_train.py and reused by later runs "
+                            "with the same key (level, seed = repetition, options, template, "
+                            "data and binary hashes); the potential is kept to score it again.",
+                   "runs": self.entries}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(doc, indent=1) + "\n")
+            os.replace(tmp, self.path)
+
+
+def run_mlp(level: int, seed: int, work: Path, mlp: str, args, cache: MlpCache,
+            key_fields: dict) -> dict:
+    run_dir = work / f"mlp_L{level:02d}_s{seed}"
+    run_dir.mkdir()
+    cmd = mlp_command(mlp, level, args.mlp_max_iter)
+    fields = {**key_fields, "level": level, "seed": seed, "options": cmd[4:]}
+    key = MlpCache.key(**fields)
+    hit = cache.get(key) if args.mlp_cache_use else None
+    if hit is not None:
+        (run_dir / "pot.mtp").write_text(hit["potential"])
+        run = {**hit["run"], "cached": True}
+    else:
+        res = run_pinned(cmd, run_dir, args.core, None, run_dir / "stdout.txt")
+        run = {"program": "mlp", "level": level, "seed": seed,
+               "command": shlex.join(["mlp", *cmd[1:]]), **res,
+               "mlp_calc_errors": mlp_calc_errors(mlp, run_dir), "recorded_at": utc(),
+               "recorded_on": platform.node()}
+        cache.put(key, fields, run, (run_dir / "pot.mtp").read_text())
+        run = {**run, "cached": False}
+    return {**run, "cache_key": key, "potential": str(run_dir / "pot.mtp")}
+
+
+def score(potential: str, test_cfg: Path) -> dict:
+    """Test errors of a trained potential, the same code for both programs."""
+    from mtpjax.calculator import MTPEvaluator
+    from mtpjax.commands.evaluate_cfg import predict
+    from mtpjax.errors_report import error_report
+    from mtpjax.io.cfg import read_cfg
+
+    reference = read_cfg(test_cfg)
+    rep = error_report(predict(MTPEvaluator(potential), reference, progress=False), reference)
+    return {"test_energy_mae_meV": round(1e3 * rep["energy_per_atom"]["mae"], 4),
+            "test_energy_rmse_meV": round(1e3 * rep["energy_per_atom"]["rmse"], 4),
+            "test_force_rmse": round(rep["forces"]["rmse"], 5),
+            "test_force_mae": round(rep["forces"]["mae"], 5)}
+
+
+# ---------------------------------------------------------------------------------- report
+
+def summarize(runs: list[dict]) -> list[dict]:
+    out = []
+    for level in sorted({r["level"] for r in runs}):
+        for program in ("mtpjax", "mlp"):
+            mine = [r for r in runs if r["level"] == level and r["program"] == program]
+            if mine:
+                out.append({"level": level, "program": program, "seeds": [r["seed"] for r in mine],
+                            "cached_runs": sum(bool(r.get("cached")) for r in mine),
+                            **{m: stats([r.get(m) for r in mine]) for m in METRICS}})
+    return out
+
+
+def _cell(s: dict, fmt: str) -> str:
+    if not s.get("n"):
+        return "–"
+    return f"{s['mean']:{fmt}} ({s['min']:{fmt}}–{s['max']:{fmt}})"
+
+
+def render_md(doc: dict) -> str:
+    s = doc["settings"]
+    lines = [
+        "# bench_train: `mtpjax train` vs `mlp train`, test errors vs DFT",
+        "",
+        f"Written by `benchmarks/bench_train.py` (every line of this file and of "
+        f"`{Path(doc['out_json']).name}`). Command: `{doc['command']}`.",
+        "",
+        f"Started {doc['started_at']}, finished {doc['finished_at']} on `{doc['host']['hostname']}`"
+        f" ({doc['host']['cpu_model']}, {doc['host']['cpus']} CPUs, "
+        f"{doc['host']['memory_GiB']} GiB); load average (1/5/15 min) "
+        f"{doc['load_before']} before, {doc['load_after']} after. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()) + ".",
+        "",
+        f"Data: {doc['data']['train']['cells']} training cells ({doc['data']['train']['atoms']} "
+        f"atoms), {doc['data']['test']['cells']} test cells ({doc['data']['test']['atoms']} "
+        f"atoms) of `{doc['data']['source']}` ({doc['data']['train']['selection']}). Weights "
+        f"energy : force : stress = {WEIGHTS['energy']:g} : {WEIGHTS['force']:g} : "
+        f"{WEIGHTS['stress']:g}. Template `tests/data/mlip_templates/LL.mtp`, min_dist 1.5 Å, "
+        f"max_dist 5.0 Å, radial_basis_size 8. `mtpjax`: optimizer {s['optimizer']}, "
+        f"max_iter {s['max_iter']}, time limit {s['time_limit'] or 'none'}, seeds "
+        f"{s['seeds']}. `mlp`: "
+        + (f"max_iter {s['mlp_max_iter']}, {s['seeds']} repetitions (no seed option: random "
+           f"start from std::random_device)." if doc["mlp"]["ran"] else
+           f"not run ({doc['mlp']['why_not']}).")
+        + f" Each run pinned to core {s['core']}, one after the other; wall and CPU time of the "
+        "whole process. Test errors: both programs' potentials scored by the same code "
+        "(`mtpjax calc-errors` conventions = `mlp calc-errors`'): energy MAE per atom, force "
+        "RMSE per component.",
+        "",
+    ]
+    if s["compile_cache"]:
+        lines += [f"The mtpjax runs shared a persistent compilation cache (`{s['compile_cache']}`"
+                  "): their wall times are not start-up-inclusive timings.", ""]
+    if doc["mlp"]["ran"]:
+        cached = [r for r in doc["runs"] if r.get("cached")]
+        lines += [f"`mlp` runs reused from the cache `{doc['mlp']['cache']}`: {len(cached)} of "
+                  f"{sum(r['program'] == 'mlp' for r in doc['runs'])}"
+                  + (" (recorded " + ", ".join(sorted({r['recorded_at'] for r in cached}))
+                     + ")" if cached else "") + ".", ""]
+    lines += ["## Summary: mean (min–max) over runs", "",
+              "| level | program | runs | test E MAE (meV/atom) | test F RMSE (eV/Å) | wall (s) "
+              "| CPU (s) |", "|---|---|---|---|---|---|---|"]
+    for row in doc["summary"]:
+        lines.append(f"| {row['level']} | {row['program']} | {row['wall_s']['n']} | "
+                     f"{_cell(row['test_energy_mae_meV'], '.2f')} | "
+                     f"{_cell(row['test_force_rmse'], '.4f')} | {_cell(row['wall_s'], '.1f')} | "
+                     f"{_cell(row['cpu_s'], '.1f')} |")
+    lines += ["", "## Runs", "",
+              "| level | program | seed | iterations | test E MAE (meV/atom) | test F RMSE (eV/Å) "
+              "| wall (s) | CPU (s) | core | load before → after | cached |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["runs"]:
+        lines.append(f"| {r['level']} | {r['program']} | {r['seed']} | "
+                     f"{r.get('iterations', '–')} | {r['test_energy_mae_meV']:.2f} | "
+                     f"{r['test_force_rmse']:.4f} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+                     f"{r['core']} | {r['load_before'][0]:.1f} → {r['load_after'][0]:.1f} | "
+                     f"{'yes, ' + r['recorded_at'] if r.get('cached') else 'no'} |")
+    if s["time_limit"] and any(r["program"] == "mtpjax" and r["iterations"] < s["max_iter"]
+                               for r in doc["runs"]):
+        lines += ["", f"mtpjax runs with fewer than {s['max_iter']} iterations stopped at the "
+                  f"{s['time_limit']:g} s time limit (then the least-squares polish ran)."]
+    lines += ["", "Commands (run in a per-run folder next to `init_LL.mtp`, `train.cfg`, "
+              "`test.cfg`):", ""]
+    lines += [f"    {c}" for c in dict.fromkeys(r["command"] for r in doc["runs"])]
+    if "mtpjax" in s["programs"]:
+        lines += ["", "`fit.toml` of the mtpjax runs (written by the script): "
+                  + ", ".join(f"`{k} = {json.dumps(v)}`" for k, v in fit_options(s).items())
+                  + "."]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------- main
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--levels", type=int, nargs="+", default=[8, 16])
+    p.add_argument("--seeds", type=int, default=3, help="runs per program and level (≥ 3)")
+    p.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "bfgs", "lm", "adam"])
+    p.add_argument("--max-iter", type=int, default=1000, help="mtpjax iterations")
+    p.add_argument("--mlp-max-iter", type=int, default=200, help="mlp BFGS iterations")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="mtpjax: seconds of iterations per run (then polish)")
+    p.add_argument("--monitor-every", type=int, default=0,
+                   help="record the test errors every N mtpjax iterations (costs time; 0: off)")
+    p.add_argument("--memory-size", type=int, default=200, help="L-BFGS memory")
+    p.add_argument("--lstsq-atoms", type=int, default=256)
+    p.add_argument("--lstsq-configs", type=int, default=None)
+    p.add_argument("--relinearize-every", type=int, default=0)
+    p.add_argument("--core", type=int, default=None,
+                   help="core every run is pinned to (default: the last one this process may use)")
+    p.add_argument("--programs", nargs="+", default=["mtpjax", "mlp"], choices=["mtpjax", "mlp"])
+    p.add_argument("--mlp-bin", default=None,
+                   help="mlp binary (default: $MLP_BIN, except with --quick; without it mlp is "
+                        "not run)")
+    p.add_argument("--mlp-cache", default=str(RESULTS / "bench_train_mlp_cache.json"))
+    p.add_argument("--no-mlp-cache", dest="mlp_cache_use", action="store_false",
+                   help="rerun mlp even where the cache has the run (the cache is updated)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 6 smallest training cells, 3 test cells, level 2, "
+                        "5 iterations, 2 seeds, a shared compilation cache (timings not "
+                        "comparable), no mlp unless --mlp-bin is given")
+    p.add_argument("--compile-cache", default=None,
+                   help="JAX persistent compilation cache for the mtpjax runs (default: none, "
+                        "every run compiles; --quick: WORK/jax_cache)")
+    p.add_argument("--work", default=None, help="folder for the runs (default: a new temp dir)")
+    p.add_argument("--render-md", metavar="JSON", default=None,
+                   help="only write JSON's .md again from the JSON (after a change of the tables)")
+    p.add_argument("--out", default=None,
+                   help="result JSON (OUT.md next to it); default benchmarks/results/"
+                        "bench_train.json (--quick: bench_train_quick.json)")
+    args = p.parse_args(argv)
+    args.n_train = args.n_test = None
+    if args.quick:
+        args.levels, args.seeds, args.max_iter = QUICK["levels"], QUICK["seeds"], QUICK["max_iter"]
+        args.n_train, args.n_test = QUICK["n_train"], QUICK["n_test"]
+    elif args.seeds < 3:
+        p.error("--seeds: at least 3 per program (--quick runs 2)")
+    if args.mlp_bin is None and not args.quick:
+        args.mlp_bin = os.environ.get("MLP_BIN") or None
+    if args.core is None:
+        args.core = max(os.sched_getaffinity(0))
+    args.out = Path(args.out or RESULTS / ("bench_train_quick.json" if args.quick
+                                           else "bench_train.json"))
+    return args
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--levels", type=int, nargs="+", default=[8, 16])
-    p.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "bfgs", "lm", "adam"])
-    p.add_argument("--max-iter", type=int, default=200)
-    p.add_argument("--time-limit", type=float, default=None,
-                   help="seconds of iterations per level (then polish and report)")
-    p.add_argument("--monitor-every", type=int, default=5)
-    p.add_argument("--lstsq-atoms", type=int, default=256)
-    p.add_argument("--lstsq-configs", type=int, default=None,
-                   help="configurations (seeded subsample) of the least-squares passes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--memory-size", type=int, default=200, help="L-BFGS memory")
-    p.add_argument("--relinearize-every", type=int, default=0,
-                   help="exact linear re-solve every N quasi-Newton iterations (0: never)")
-    p.add_argument("--lm-hessian-fraction", type=float, default=1.0,
-                   help="share of the data whose Jacobian forms the LM Gauss–Newton matrix")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_train.json"))
-    args = p.parse_args(argv)
-    data = find_data()
-    mlp = os.environ.get("MLP_BIN")
-    out = {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                       "load_avg_at_start": os.getloadavg(),
-                       "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]},
-           "results": []}
+    import tempfile
+
+    args = parse_args(argv)
+    if args.render_md:
+        path = Path(args.render_md)
+        path.with_suffix(".md").write_text(render_md(json.loads(path.read_text())))
+        print(f"wrote {path.with_suffix('.md')}")
+        return 0
+    command = shlex.join(["benchmarks/bench_train.py", *(sys.argv[1:] if argv is None
+                                                        else argv)])
+    started, load_before = utc(), load()
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_train_"))
+    work.mkdir(parents=True, exist_ok=True)
+    if args.quick and args.compile_cache is None:
+        args.compile_cache = str(work / "jax_cache")
+    data = write_data(find_data(), work, args.n_train, args.n_test)
+    from mtpjax.io.mtp_file import format_mtp
+
+    template_sha = {}
     for level in args.levels:
-        print(f"level {level}: mtpjax ({args.optimizer})", flush=True)
-        res = run_mtpjax(level, data, args)
-        res["mlp"] = (run_mlp(level, data, mlp, args.max_iter) if mlp
-                      else {"source": "SPEC §3 reference (not run here)",
-                            **MLP_REFERENCE.get(level, {})})
-        if res["mlp"].get("wall_s"):
-            res["time_ratio_mtpjax_over_mlp"] = round(res["wall_s"] / res["mlp"]["wall_s"], 3)
-        res["load_avg_at_end"] = os.getloadavg()
-        out["results"].append(res)
-        print(json.dumps({k: v for k, v in res.items() if k != "curve"}, indent=1), flush=True)
-        Path(args.out).write_text(json.dumps(out, indent=2))
+        text = format_mtp(template(level))
+        (work / f"init_L{level:02d}.mtp").write_text(text)
+        template_sha[level] = hashlib.sha256(text.encode()).hexdigest()
+    mlp = args.mlp_bin if "mlp" in args.programs else None
+    cache = MlpCache(Path(args.mlp_cache) if mlp else None)
+    mlp_info = {"ran": bool(mlp), "why_not": None if mlp else (
+        "MLP_BIN not set" if "mlp" in args.programs else "--programs without mlp")}
+    if mlp:
+        mlp_info.update(binary=mlp, binary_sha256=hashlib.sha256(Path(mlp).read_bytes())
+                        .hexdigest(), cache=str(Path(args.mlp_cache).relative_to(ROOT))
+                        if Path(args.mlp_cache).resolve().is_relative_to(ROOT)
+                        else args.mlp_cache)
+    runs = []
+    for level in args.levels:
+        for seed in range(args.seeds):
+            if "mtpjax" in args.programs:
+                print(f"L{level} mtpjax seed {seed} (core {args.core})", flush=True)
+                runs.append(run_mtpjax(level, seed, work, args))
+                runs[-1].update(score(runs[-1]["potential"], work / "test.cfg"))
+                print(f"  {runs[-1]['wall_s']:.1f} s, E {runs[-1]['test_energy_mae_meV']:.2f} "
+                      f"meV/atom, F {runs[-1]['test_force_rmse']:.4f} eV/Å", flush=True)
+            if mlp:
+                print(f"L{level} mlp repetition {seed} (core {args.core})", flush=True)
+                key_fields = {"template_sha256": template_sha[level],
+                              "data_sha256": data["cfg_sha256"],
+                              "mlp_sha256": mlp_info["binary_sha256"]}
+                runs.append(run_mlp(level, seed, work, mlp, args, cache, key_fields))
+                runs[-1].update(score(runs[-1]["potential"], work / "test.cfg"))
+                print(f"  {runs[-1]['wall_s']:.1f} s{' (cached)' if runs[-1]['cached'] else ''}"
+                      f", E {runs[-1]['test_energy_mae_meV']:.2f} meV/atom, "
+                      f"F {runs[-1]['test_force_rmse']:.4f} eV/Å", flush=True)
+    settings = {k: getattr(args, k) for k in (
+        "levels", "seeds", "optimizer", "max_iter", "mlp_max_iter", "time_limit",
+        "monitor_every", "memory_size", "lstsq_atoms", "lstsq_configs", "relinearize_every",
+        "core", "programs", "quick", "compile_cache")}
+    doc = {"script": "benchmarks/bench_train.py", "command": command, "started_at": started,
+           "finished_at": utc(), "load_before": load_before, "load_after": load(),
+           "versions": versions(), "host": host(), "settings": settings,
+           "weights": WEIGHTS, "data": data, "mlp": mlp_info, "work_dir": str(work),
+           "out_json": str(args.out), "summary": summarize(runs), "runs": runs}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(render_md(doc))
+    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
     return 0
 
 

@@ -4,8 +4,15 @@ analysis → report, each stage cached in a run directory.
 A stage's key is the sha256 of the config sections it reads and the keys of the stages it reads
 from (`STAGES`); it is skipped when ``RUN/<stage>/stamp.json`` holds the same key, so an
 interrupted run resumes, and an edited section redoes that stage and those after it. Long stages
-(fits, MD runs) stamp each sub-task too. Every event goes to ``RUN/progress.jsonl`` (stage,
-status started/done/skipped/failed, seconds) and a line on stderr.
+(fits, MD runs) stamp each sub-task too. A stage whose stamp lists sub-tasks under
+``incomplete`` (MD runs that raised) is run again by the next invocation, which redoes only those
+sub-tasks, and the stages after it that read it are redone too. Every event goes to
+``RUN/progress.jsonl`` (stage, status started/done/skipped/failed, seconds) and a line on stderr.
+
+Each invocation times itself: total wall time from the start of :func:`run` and, per stage,
+its wall and CPU seconds — or, for a stage skipped as up to date ("cached"), the time of the run
+that made it (from its stamp). When the report stage runs, this record goes into
+``RUN/report/report.md`` ("Run time") and ``RUN/report/timing.json``.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +39,7 @@ class Context:
     run_dir: Path
     folder: Path
     progress: bool = True
+    timing: dict | None = None  # this invocation's run-time record so far (see `run`)
 
     @property
     def species(self) -> list[str]:
@@ -126,6 +135,15 @@ def run(
     Returns {stage: {"status": "done" | "skipped", "seconds", "key"}}. A stage that raises stops
     the run (its folder has no stamp; rerunning resumes there).
     """
+    wall0 = time.perf_counter()
+    timing = {
+        "started_at": _utc(),
+        "command": " ".join(sys.argv),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": list(os.getloadavg()),
+        "stages": {},
+    }
     cfg = config_mod.load(config_path, run_dir)
     import jax  # the pipeline is an application: fits and MD run in float64, as `mtpjax train`
 
@@ -143,24 +161,32 @@ def run(
     write_json(root / "config.json", cfg)
     keys = {n: read_stamp(root / n)["key"] for n in missing}
     results = {}
+    refreshed: set[str] = set()  # stages redone now because a stamp was incomplete
     print(f"distill: run directory {root}", file=sys.stderr)
     for i, stage in enumerate(stages):
         folder = root / stage.name
         key = _key(stage, cfg, keys)
         keys[stage.name] = key
         head = f"[{i + 1}/{len(stages)}] {stage.name}"
-        if is_done(folder, key) and not (only and stage.name in only):
+        done = is_done(folder, key)
+        retry = done and bool(read_stamp(folder)["summary"].get("incomplete"))
+        retry = retry or (done and bool(refreshed & set(stage.needs)))
+        if done and not retry and not (only and stage.name in only):
             print(f"{head}: up to date, skipped", file=sys.stderr, flush=True)
             log_event(root, stage=stage.name, status="skipped")
             results[stage.name] = {"status": "skipped", "key": key}
+            timing["stages"][stage.name] = _cached_timing(folder)
             continue
-        print(f"{head}: running", file=sys.stderr, flush=True)
+        if retry:
+            refreshed.add(stage.name)
+        print(f"{head}: running" + (" (retrying what an earlier run left incomplete)" if retry
+                                     else ""), file=sys.stderr, flush=True)
         log_event(root, stage=stage.name, status="started")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "stamp.json").unlink(missing_ok=True)
         start, cpu0 = time.perf_counter(), _cpu_seconds()
         try:
-            summary = stage.run(Context(cfg, root, folder, progress))
+            summary = stage.run(Context(cfg, root, folder, progress, timing))
         except Exception as exc:
             log_event(root, stage=stage.name, status="failed", error=repr(exc))
             raise
@@ -171,5 +197,31 @@ def run(
                   cpu_seconds=round(cpu, 2), load=round(os.getloadavg()[0], 2))
         print(f"{head}: done in {seconds:.1f} s (CPU {cpu:.1f} s, load "
               f"{os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+        if summary.get("incomplete"):
+            print(f"{head}: incomplete ({', '.join(summary['incomplete'])} raised; see "
+                  f"error.txt): the next run retries them", file=sys.stderr, flush=True)
         results[stage.name] = {"status": "done", "key": key, "seconds": seconds}
+        timing["stages"][stage.name] = {
+            "status": "ran", "wall_s": round(seconds, 3), "cpu_s": round(cpu, 2),
+            "load_average_at_end": round(os.getloadavg()[0], 2), "finished_at": _utc()}
+    if results.get("report", {}).get("status") == "done":
+        from distill.report import write_timing
+
+        timing.update(finished_at=_utc(), total_wall_s=round(time.perf_counter() - wall0, 2),
+                      load_average_at_end=list(os.getloadavg()))
+        write_timing(root / "report", timing)
     return results
+
+
+def _utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _cached_timing(folder: Path) -> dict:
+    """Run-time entry of a stage skipped as up to date: the time of the run that made it."""
+    stamp = read_stamp(folder)
+    summary = stamp.get("summary", {})
+    return {"status": "cached", "wall_s": stamp.get("seconds"),
+            "cpu_s": summary.get("cpu_seconds"),
+            "load_average_at_end": summary.get("load_average"),
+            "finished_at": stamp.get("finished_at")}

@@ -3,6 +3,12 @@
 Every number in the report is read from a stage's stamp or JSON output and printed with the
 formats below (`fmt_e`, `fmt_f`, `fmt_cost`), so a test can recompute each cell from the stage
 outputs. The config that produced the run is appended verbatim (as validated JSON).
+
+The "Run time" section is the pipeline's own record of the invocation that wrote the report
+(:func:`distill.pipeline.run`): total wall time and per-stage wall/CPU seconds, stages skipped
+as up to date marked "cached" with the time of the run that made them. When the invocation ends,
+:func:`write_timing` puts the final record (the report stage and the total included) into the
+section and into ``timing.json`` next to the report.
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ import os
 import time
 from pathlib import Path
 
-from distill.stages.cache import read_json, read_stamp, write_text
+from distill.stages.cache import read_json, read_stamp, write_json, write_text
+
+TIMING_BEGIN = "<!-- run-time: written by distill.pipeline -->"
+TIMING_END = "<!-- /run-time -->"
 
 TEACHER_SETS = ("rss.xyz:M1", "compression.xyz:M1", "dft_test.xyz:M1")
 ALL_TARGETS = TEACHER_SETS + ("dft_test_m0.xyz:M0",)
@@ -105,17 +114,84 @@ def figure_error_vs_cost(errors: dict, cost: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _get(stamp: dict, key: str) -> str:
-    value = stamp["summary"].get(key)
-    return "-" if value is None else f"{value:.1f}"
-
-
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def render(run_dir: Path, cfg: dict, out: Path) -> str:
+def fmt_duration(seconds: float) -> str:
+    """Wall time as ``1234.5 s (20 min 34 s)``."""
+    m, s = divmod(round(seconds), 60)
+    return f"{seconds:.1f} s ({m} min {s} s)" if m else f"{seconds:.1f} s"
+
+
+def timing_section(timing: dict | None, run_dir: Path) -> str:
+    """The "Run time" section from the pipeline's timing record (see module docstring)."""
+    lines = [TIMING_BEGIN, "## Run time", ""]
+    if timing is None:  # rendered outside a pipeline run: the stamps' times only
+        stages = {}
+        for name in ("teacher", "sample", "labels", "fits", "tests", "evaluate", "md",
+                     "analysis"):
+            if (run_dir / name / "stamp.json").is_file():
+                s = read_stamp(run_dir / name)
+                stages[name] = {"status": "stamp", "wall_s": s["seconds"],
+                                "cpu_s": s["summary"].get("cpu_seconds"),
+                                "load_average_at_end": s["summary"].get("load_average"),
+                                "finished_at": s.get("finished_at")}
+        timing = {"stages": stages}
+    total = timing.get("total_wall_s")
+    ran = [v for v in timing["stages"].values() if v["status"] == "ran"]
+    cached = [n for n, v in timing["stages"].items() if v["status"] == "cached"]
+    if total is not None:
+        lines.append(f"This run (`{timing.get('command', '')}`, started {timing['started_at']}, "
+                     f"{timing.get('cpus')} CPUs on `{timing.get('host')}`): **total wall time "
+                     f"{fmt_duration(total)}** from the start of `distill run` to the end of "
+                     f"the report stage; load average {timing['load_average_at_start'][0]:.1f} "
+                     f"at start, {timing['load_average_at_end'][0]:.1f} at end.")
+    elif "started_at" in timing:
+        lines.append(f"This run started {timing['started_at']} (provisional: the total is "
+                     f"written when the report stage ends).")
+    if cached:
+        lines.append(f"Stages {', '.join(cached)} were up to date (cached): the total does not "
+                     f"include them; their times are those of the run that made them.")
+    walls = [v["wall_s"] for v in timing["stages"].values() if v.get("wall_s") is not None]
+    lines += [
+        "",
+        "Per stage: wall and CPU seconds (CPU: this process and its finished children), load "
+        "average at its end; recorded in `timing.json` next to this report.",
+        "",
+        _table(
+            ["stage", "status", "wall s", "CPU s", "load", "finished (UTC)"],
+            [[n, v["status"], _num(v.get("wall_s")), _num(v.get("cpu_s")),
+              _num(v.get("load_average_at_end")), str(v.get("finished_at") or "-")]
+             for n, v in timing["stages"].items()],
+        ),
+        "",
+        f"Sum of stage wall times: {fmt_duration(sum(walls))}"
+        + (f" ({len(ran)} stage(s) run now)." if "started_at" in timing else "."),
+        TIMING_END,
+    ]
+    return "\n".join(lines)
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def write_timing(folder: Path, timing: dict) -> None:
+    """Write ``timing.json`` and the final "Run time" section into ``report.md`` in `folder`."""
+    folder = Path(folder)
+    write_json(folder / "timing.json", timing)
+    report = folder / "report.md"
+    if report.is_file():
+        text = report.read_text()
+        head, sep, rest = text.partition(TIMING_BEGIN)
+        if sep:
+            tail = rest.partition(TIMING_END)[2]
+            write_text(report, head + timing_section(timing, folder.parent) + tail)
+
+
+def render(run_dir: Path, cfg: dict, out: Path, timing: dict | None = None) -> str:
     """The Markdown report (figures written next to it into `out`)."""
     run_dir = Path(run_dir)
     st = {
@@ -130,19 +206,7 @@ def render(run_dir: Path, cfg: dict, out: Path) -> str:
         f"; load average at report time {os.getloadavg()[0]:.1f}. Config: see the end.",
         "",
     ]
-    parts += [
-        "## Stages",
-        "",
-        "Wall and CPU seconds of each stage's last run (CPU: this process and its finished "
-        "children), with the load average at its end.",
-        "",
-        _table(
-            ["stage", "wall s", "CPU s", "load"],
-            [[n, f"{s['seconds']:.1f}", _get(s, "cpu_seconds"), _get(s, "load_average")]
-             for n, s in st.items()],
-        ),
-        "",
-    ]
+    parts += [timing_section(timing, run_dir), ""]
     if "teacher" in st:
         t = st["teacher"]["summary"]
         parts += [
@@ -339,7 +403,7 @@ def _md_section(run_dir: Path, st: dict) -> list[str]:
 
 def report_stage(ctx) -> dict:
     """Write RUN/report/report.md; the summary names it."""
-    text = render(ctx.run_dir, ctx.cfg, ctx.folder)
+    text = render(ctx.run_dir, ctx.cfg, ctx.folder, getattr(ctx, "timing", None))
     write_text(ctx.folder / "report.md", text)
     ctx.log(f"wrote {ctx.folder / 'report.md'}")
     return {"report": str(ctx.folder / "report.md")}

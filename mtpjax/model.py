@@ -15,19 +15,9 @@ from mtpjax.basis import BasisSpec
 from mtpjax.potential_data import MTPotential
 
 
-def _monomial_table(basic: np.ndarray):
-    """Unique exponent triples (a, b, c) among basic moments and each basic's index into them."""
-    exps = [tuple(int(v) for v in row[1:]) for row in basic]
-    unique = sorted(set(exps), key=lambda e: (sum(e), -e[0], -e[1]))
-    where = {e: i for i, e in enumerate(unique)}
-    return np.asarray(unique, dtype=np.int32).reshape(-1, 3), np.asarray(
-        [where[e] for e in exps], dtype=np.int32
-    )
-
-
 def full_monomials(max_power: int) -> np.ndarray:
     """Every exponent triple (a, b, c) with a+b+c ≤ ``max_power``, int [T, 3], in the layered
-    order of :func:`mtpjax.moments.layered_monomials` (degree ascending, then a, b descending)."""
+    order of :func:`mtpjax.moments.monomial_layers` (degree ascending, then a, b descending)."""
     rows = [
         (a, b, d - a - b)
         for d in range(max_power + 1)
@@ -144,9 +134,6 @@ class ModelSpec:
         min_dist, max_dist: radial range (Å); max_dist is the cutoff.
         radial_basis_size: R.  radial_funcs_count: K (μ = 0..K−1).
         scaling: radial basis scaling.  repulsive: ``RBChebyshev_repuls`` when True.
-        monomials: int [T, 3] unique exponents (a, b, c) of the basic moments.
-        basic_mu: int [B] μ of each basic moment; basic_monomial: int [B] index into monomials.
-        waves: list of (p, q, w, k) int/float arrays, one per dependency wave of products.
         exps: int [T, 3] every monomial of degree ≤ max_power (:func:`full_monomials`).
         layer_k: K_d, radial functions used with the monomials of degree d.
         basic_flat, grad_src, grad_scale: index tables of the layered moment contraction and
@@ -162,10 +149,6 @@ class ModelSpec:
     radial_funcs_count: int
     scaling: float
     repulsive: bool
-    monomials: np.ndarray
-    basic_mu: np.ndarray
-    basic_monomial: np.ndarray
-    waves: tuple
     exps: np.ndarray
     layer_k: tuple
     basic_flat: np.ndarray
@@ -178,16 +161,6 @@ class ModelSpec:
     @classmethod
     def from_potential(cls, pot: MTPotential) -> ModelSpec:
         basis = pot.basis
-        monomials, basic_monomial = _monomial_table(basis.alpha_index_basic)
-        waves = tuple(
-            (
-                w[:, 0].astype(np.int32),
-                w[:, 1].astype(np.int32),
-                w[:, 2].astype(np.float64),
-                w[:, 3].astype(np.int32),
-            )
-            for w in basis.product_waves()
-        )
         return cls(
             basis=basis,
             species_count=pot.species_count,
@@ -197,10 +170,6 @@ class ModelSpec:
             radial_funcs_count=int(pot.radial_funcs_count),
             scaling=float(pot.scaling),
             repulsive=pot.radial_basis_type == "RBChebyshev_repuls",
-            monomials=monomials,
-            basic_mu=basis.alpha_index_basic[:, 0].astype(np.int32),
-            basic_monomial=basic_monomial,
-            waves=waves,
             **_layer_tables(basis.alpha_index_basic),
             **_row_tables(basis),
         )
@@ -211,4 +180,5 @@ class ModelSpec:
 
     @property
     def max_power(self) -> int:
-        return int(self.monomials.max()) if self.monomials.size else 0
+        """Largest monomial degree a+b+c of the basic moments."""
+        return int(self.exps.sum(axis=1).max())

@@ -184,7 +184,7 @@ def _site_energies_block(spec: ModelSpec, params, vectors, types, neighbor_types
     )  # [N, J, R]
     radial = jnp.where(inside[..., None], _radial_values(spec, params, q, types, neighbor_types),
                        0.0)
-    mono = monomial_layers(unit, int(spec.exps[:, 0].max()))
+    mono = monomial_layers(unit, spec.max_power)
     basic = basic_from_tensor(spec, moment_tensor(spec, radial, mono)).T  # [B, N]
     energy = _energy_from_basic(spec, params, types, basic)
     if spec.repulsive:
@@ -225,7 +225,7 @@ def _site_energies_and_gradients_block(spec: ModelSpec, params, vectors, types, 
     radial = jnp.where(inside[..., None], _radial_values(spec, params, q, types, neighbor_types),
                        0.0)
     d_radial_dr = _radial_values(spec, params, dq, types, neighbor_types)
-    mono = monomial_layers(unit, int(spec.exps[:, 0].max()))
+    mono = monomial_layers(unit, spec.max_power)
     basic = basic_from_tensor(spec, moment_tensor(spec, radial, mono)).T  # [B, N]
     energy, vjp = jax.vjp(lambda b: _energy_from_basic(spec, params, types, b), basic)
     (grad_basic,) = vjp(weights)

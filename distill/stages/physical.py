@@ -3,9 +3,12 @@
 md: each protocol of ``[md.protocol.NAME]`` (the `mtpjax md` TOML format: structure, run,
 neighbors, stage) is run with M''_L and/or M'_L through `md.runner` at the demo size, and with the
 teacher on the same stages through ASE (`distill.sampling`) at ``teacher_structure`` (default:
-the same structure). Every run is a sub-task with its own stamp; a run that raises or ends with
-non-finite energies, or whose volume leaves 8–60 Å³/atom, is marked ``failed`` and the pipeline
-goes on (the paper marks failed runs the same way).
+the same structure). Every run is a sub-task with its own stamp. A run that fails physically —
+a non-finite energy (the MD runner's ``FloatingPointError``, or a non-finite value in the thermo
+log) or a volume outside 8–60 Å³/atom — is stamped ``failed`` and the pipeline goes on (the paper
+marks failed runs the same way). A run that raises any other exception (a bug, a missing file, an
+interrupted worker) is recorded as ``error`` *without* a stamp and the md stage's stamp lists it
+under ``incomplete``: the next ``distill run`` retries it (and redoes the analysis and report).
 
 analysis: `mtpjax analyze` on the finished runs of each protocol (labels = model names), giving a
 Table-I-style comparison (N3, N5, H⁻¹, θ̄, Δθ, ΔE) against the teacher run.
@@ -41,28 +44,49 @@ def _md_doc(table: dict, pot: Path, species, out: Path, teacher: bool) -> dict:
     return doc
 
 
-def last_thermo(thermo_csv: Path) -> dict:
-    """The last row of a CSV thermo log (`mtpjax md`'s or `distill.sampling`'s columns)."""
+VOLUME_PER_ATOM_A3 = (8.0, 60.0)  # outside: the cell collapsed or exploded
+PHYSICAL_FAILURES = (FloatingPointError,)  # the MD runner's "non-finite energy at step …"
+
+
+def read_thermo(path: Path) -> list[dict]:
+    """Rows of a thermo log, CSV (with header) or JSON lines (`mtpjax md`'s or
+    `distill.sampling`'s columns)."""
     import csv
+    import json
 
-    with open(thermo_csv) as fh:
-        rows = list(csv.DictReader(fh))
-    return rows[-1] if rows else {}
+    path = Path(path)
+    if not path.is_file():
+        return []
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
 
 
-def check_run(thermo_csv: Path) -> tuple[bool, str]:
-    """(ok, reason) from a thermo log: finite energies and 8–60 Å³/atom at the end."""
-    row = last_thermo(thermo_csv)
-    if not row:
+def check_rows(rows: list[dict], n_atoms: int) -> tuple[bool, str]:
+    """(ok, reason): every energy and volume finite, and 8–60 Å³/atom at the end.
+
+    Rows carry the energy as ``E_pot`` (`mtpjax md`) or ``E`` (`distill.sampling`) and the
+    volume as ``V_A3`` or ``V`` (Å³); `n_atoms` comes from the run, not from the log.
+    """
+    if not rows:
         return False, "empty thermo log"
-    e = float(row.get("E_pot", row.get("E", "nan")))
-    v = float(row.get("V_A3", row.get("V", "nan")))
-    n = float(row["N"]) if "N" in row else None
-    if not (math.isfinite(e) and math.isfinite(v)):
-        return False, f"non-finite energy/volume at the end (E={e}, V={v})"
-    if n and not 8.0 <= v / n <= 60.0:
-        return False, f"volume {v / n:.1f} Å³/atom at the end (collapsed or exploded)"
+    for row in rows:
+        e = float(row.get("E_pot", row.get("E", "nan")))
+        v = float(row.get("V_A3", row.get("V", "nan")))
+        if not (math.isfinite(e) and math.isfinite(v)):
+            return False, f"non-finite energy/volume at step {row.get('step', '?')} (E={e}, V={v})"
+    lo, hi = VOLUME_PER_ATOM_A3
+    per_atom = float(rows[-1].get("V_A3", rows[-1].get("V"))) / n_atoms
+    if not lo <= per_atom <= hi:
+        return False, (f"volume {per_atom:.1f} Å³/atom at the end, outside {lo:g}–{hi:g} "
+                       "(collapsed or exploded)")
     return True, ""
+
+
+def check_run(thermo: Path, n_atoms: int) -> tuple[bool, str]:
+    """(ok, reason) of a finished run from its thermo log (:func:`check_rows`)."""
+    return check_rows(read_thermo(thermo), n_atoms)
 
 
 def run_student(doc: dict, source: str, out: Path) -> dict:
@@ -74,7 +98,11 @@ def run_student(doc: dict, source: str, out: Path) -> dict:
     start = time.perf_counter()
     sim = run_config(cfg, progress=False)
     wall = time.perf_counter() - start
-    ok, reason = check_run(out / "thermo.csv")
+    import numpy as np
+
+    final = {"step": sim.step, "E_pot": float(sim.state.energy),
+             "V_A3": abs(float(np.linalg.det(sim.cell())))}
+    ok, reason = check_rows([*sim.history, final], sim.n_atoms)
     return {
         "status": "ok" if ok else "failed",
         "reason": reason,
@@ -109,7 +137,7 @@ def run_teacher(doc: dict, source: str, out: Path, run_dir: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_extxyz(out / "trajectory.extxyz", snaps)
     sampling.write_thermo(out / "thermo.csv", thermo, len(atoms))
-    ok, reason = check_run(out / "thermo.csv")
+    ok, reason = check_run(out / "thermo.csv", len(atoms))
     steps = thermo[-1].step
     return {
         "status": "ok" if ok else "failed",
@@ -122,9 +150,11 @@ def run_teacher(doc: dict, source: str, out: Path, run_dir: Path) -> dict:
 
 
 def md_stage(ctx) -> dict:
-    """Every (protocol, model) run, each stamped; failures are recorded, not raised."""
+    """Every (protocol, model) run; physical failures are stamped and recorded, runs that
+    raised are recorded as ``error``, not stamped, and listed under ``incomplete`` (retried by
+    the next ``distill run``)."""
     m, level = ctx.cfg["md"], md_level(ctx.cfg)
-    runs = {}
+    runs, incomplete = {}, []
     for proto in m["protocols"]:
         table = m["protocol"][proto]
         jobs = [
@@ -150,7 +180,8 @@ def md_stage(ctx) -> dict:
                 continue
             ctx.log(f"md {name}")
             out.mkdir(parents=True, exist_ok=True)
-            for old in ("thermo.csv", "trajectory.extxyz", "restart.npz", "trajectory.traj"):
+            for old in ("thermo.csv", "thermo.jsonl", "trajectory.extxyz", "restart.npz",
+                        "trajectory.traj", "error.txt"):
                 (out / old).unlink(missing_ok=True)
             start = time.perf_counter()
             try:
@@ -159,14 +190,21 @@ def md_stage(ctx) -> dict:
                     if is_teacher
                     else run_student(doc, name, out)
                 )
-            except Exception as exc:  # noqa: BLE001 - an unstable run is a result, not a crash
+            except PHYSICAL_FAILURES as exc:  # an unstable run is a result, not a crash
                 res = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
                 (out / "error.txt").write_text(traceback.format_exc())
+            except Exception as exc:  # noqa: BLE001 - not a result: retried by the next run
+                res = {"status": "error", "reason": f"{type(exc).__name__}: {exc} (see "
+                       f"error.txt; retried by the next distill run)"}
+                (out / "error.txt").write_text(traceback.format_exc())
             res.update({"model": label, "protocol": proto, "dir": str(out)})
-            write_stamp(out, key, time.perf_counter() - start, res)
+            if res["status"] == "error":
+                incomplete.append(name)
+            else:
+                write_stamp(out, key, time.perf_counter() - start, res)
             ctx.log(f"md {name}: {res['status']} {res.get('reason', '')}")
             runs[name] = res
-    return {"level": level, "runs": runs}
+    return {"level": level, "runs": runs, "incomplete": incomplete}
 
 
 def _sha(path: Path) -> str:

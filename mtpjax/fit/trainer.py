@@ -75,8 +75,8 @@ class FitConfig:
     max_linesearch_steps: int = 20
     # every this many (L-)BFGS iterations, re-solve the linear coefficients exactly (least
     # squares for the current radial coefficients; mlp's BFGS does it every 50). 0: never —
-    # the default, because on the level-16 benchmark one full re-solve costs 30-50 iterations
-    # and gains less (benchmarks/results/bench_train.md)
+    # the default, because in earlier level-16 runs one full re-solve cost 30-50 iterations
+    # and gained less (docs/fitting.md)
     relinearize_every: int = 0
     tol: float = 0.0  # stop when the gradient norm (scaled variables) falls below
     # Levenberg–Marquardt (full Jacobian, groups of lstsq_atoms atoms)

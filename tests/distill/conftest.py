@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -10,6 +12,18 @@ from ase.build import bulk
 from distill.teachers import TeacherSpec
 
 EMT = TeacherSpec("ase", "ase.calculators.emt:EMT")
+
+
+def require_extra(module: str, extra: str):
+    """Import an optional third-party extra the test suite needs; fail (never skip) without it.
+
+    ``make test`` installs ``.[test,quippy,dask]``, so a missing extra is a broken environment.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"{module} is required by the test suite: pip install -e '.[{extra}]' "
+                          f"(make test installs .[test,quippy,dask])") from exc
 
 
 def make_structures(n: int = 12, seed: int = 0) -> list[Atoms]:

@@ -6,9 +6,9 @@ import pytest
 
 from distill.engine import label
 from distill.store import open_store
-from tests.distill.conftest import EMT, faulty, labels_by_skey
+from tests.distill.conftest import EMT, faulty, labels_by_skey, require_extra
 
-distributed = pytest.importorskip("distributed")
+distributed = require_extra("distributed", "dask")
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,10 @@ from distill.engine import label
 from distill.gap_fit import STAMP_NAME, GapSettings, accuracy, cache_key, fit_gap, model_files
 from distill.store import open_store
 from distill.teachers import TeacherSpec, teacher_identity
-from tests.distill.conftest import labels_by_skey
+from tests.distill.conftest import labels_by_skey, require_extra
 
-pytest.importorskip("quippy")
+require_extra("quippy", "quippy")
+
 DATA = Path(__file__).resolve().parents[2] / "data" / "si_mlearn"
 TINY = dataclasses.replace(GapSettings(), soap_sparse=30, l_max=4, n_max=4, two_body_sparse=10)
 

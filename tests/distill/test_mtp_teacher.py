@@ -1,4 +1,4 @@
-"""Self-distillation: an mtpjax MTP as the teacher (skipped until mtpjax.calculator exists)."""
+"""Self-distillation: an mtpjax MTP as the teacher."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from pathlib import Path
 
 import ase.io
 import numpy as np
-import pytest
 
 from distill.engine import label
 from distill.store import open_store
@@ -15,10 +14,8 @@ from tests.distill.conftest import labels_by_skey
 
 ROOT = Path(__file__).resolve().parents[2]
 POT = ROOT / "tests/data/parity/si_L08/pot.mtp"
-pytest.importorskip("mtpjax.calculator")
 
 
-@pytest.mark.skipif(not POT.exists(), reason="parity potential not present")
 def test_mtp_teacher_pool_equals_serial(tmp_path):
     spec = parse_teacher(f"mtp:{POT}:Si")
     identity = teacher_identity(spec)

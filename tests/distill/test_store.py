@@ -10,6 +10,7 @@ from distill.engine import label
 from distill.export import export_cfg, export_extxyz
 from distill.splits import assign_splits, parse_fractions
 from distill.store import open_store, select_labelled
+from mtpjax.io.cfg import read_cfg
 from tests.distill.conftest import EMT, faulty, make_structures
 
 
@@ -86,9 +87,8 @@ def test_extxyz_export_round_trip(db, tmp_path):
 
 
 def test_cfg_export(db, tmp_path):
-    cfg = pytest.importorskip("mtpjax.io.cfg")
     n = export_cfg(db, tmp_path / "out.cfg", ["Cu"])
-    configs = cfg.read_cfg(tmp_path / "out.cfg")
+    configs = read_cfg(tmp_path / "out.cfg")
     rows = {row.uid: row for row in select_labelled(db)}
     assert n == len(configs) == len(rows)
     for conf in configs:

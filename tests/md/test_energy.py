@@ -10,6 +10,7 @@ from md.config import StageConfig
 from md.energy import energy_forces_virial, load_model, mtp_energy_fn, neighbor_list_fn
 from md.runner import Simulation
 from md.units import KB, MVV2E
+from mtpjax.calculator import MTPCalculator
 from mtpjax.neighbors import allocate
 from mtpjax.potential import energy_forces_virial as core_efv
 from tests.md.conftest import diamond
@@ -39,11 +40,10 @@ def test_block_energy_equals_core(pot_path, cell, request):
 def test_md_forces_equal_calculator_after_steps(pot_path, si64):
     """Forces held by the MD state after 30 NVE steps (positions moved, list reused) equal a
     fresh MTPCalculator evaluation at the same positions."""
-    calc_mod = pytest.importorskip("mtpjax.calculator")
     sim = Simulation(pot_path, si64, timestep_fs=1.0, temperature_K=900, skin_A=1.0)
     sim.run_stage(StageConfig("nve", "nve", 30, 900.0, 900.0))
     atoms = sim.atoms()
-    atoms.calc = calc_mod.MTPCalculator(str(pot_path), species=["Si"])
+    atoms.calc = MTPCalculator(str(pot_path), species=["Si"])
     np.testing.assert_allclose(sim.forces(), atoms.get_forces(), atol=1e-9)
     assert abs(float(sim.state.energy) - atoms.get_potential_energy()) < 1e-8
     virial = np.asarray(sim.state.virial)

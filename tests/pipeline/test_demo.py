@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.report import fmt_e, fmt_f
+from distill.report import fmt_duration, fmt_e, fmt_f
+from tests.pipeline.checks import check_comparison_counts
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,5 +31,8 @@ def test_demo_runs_end_to_end(tmp_path):
             if model != "teacher":
                 assert f"{fmt_e(e['energy_mae_meV_per_atom'])} / " \
                        f"{fmt_f(e['force_mae_eV_per_A'])}" in report, (model, target)
-    for level in (4, 8):
-        assert f"Level {level}: M''_{level} ≤ M'_{level} on" in report
+    check_comparison_counts(report, errors, [4, 8])
+    timing = json.loads((run_dir / "report" / "timing.json").read_text())
+    assert {v["status"] for v in timing["stages"].values()} == {"ran"}  # a fresh run directory
+    assert timing["total_wall_s"] >= sum(v["wall_s"] for v in timing["stages"].values()) - 1
+    assert f"total wall time {fmt_duration(timing['total_wall_s'])}" in report

@@ -1,0 +1,108 @@
+"""benchmarks/bench_train.py end to end: ``--quick`` writes its result files, and `mlp` runs
+(a stand-in binary here) are recorded in the cache and reused."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "bench_train.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("bench_train", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_writes_result_end_to_end(tmp_path):
+    out = tmp_path / "res" / "quick.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("MLP_BIN", None)
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out), "--work",
+                           str(tmp_path / "work")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["script"] == "benchmarks/bench_train.py"
+    assert doc["command"].startswith("benchmarks/bench_train.py --quick")
+    assert len(doc["load_before"]) == 3 and len(doc["load_after"]) == 3
+    assert {"python", "jax", "jaxlib", "optax", "numpy"} <= set(doc["versions"])
+    assert all(doc["versions"][k] for k in ("python", "jax", "jaxlib", "optax", "numpy"))
+    assert {"hostname", "platform", "cpus", "cpu_model"} <= set(doc["host"])
+    assert doc["data"]["train"]["cells"] == 6 and doc["data"]["test"]["cells"] == 3
+    assert doc["mlp"]["ran"] is False and doc["mlp"]["why_not"]
+    runs = doc["runs"]
+    assert [(r["program"], r["level"], r["seed"]) for r in runs] == [
+        ("mtpjax", 2, 0), ("mtpjax", 2, 1)]
+    for r in runs:
+        assert r["iterations"] == 5
+        for key in ("test_energy_mae_meV", "test_force_rmse", "wall_s", "cpu_s"):
+            assert math.isfinite(r[key]) and r[key] > 0, (key, r)
+        assert r["core"] in doc["host"]["affinity"] or r["core"] < doc["host"]["cpus"]
+        assert len(r["load_before"]) == 3 and len(r["load_after"]) == 3
+    (summary,) = doc["summary"]
+    assert summary["program"] == "mtpjax" and summary["wall_s"]["n"] == 2
+    e = [r["test_energy_mae_meV"] for r in runs]
+    assert summary["test_energy_mae_meV"]["min"] == min(e)
+    assert summary["test_energy_mae_meV"]["max"] == max(e)
+    md = out.with_suffix(".md").read_text()
+    assert doc["command"] in md and "| 2 | mtpjax | 2 |" in md
+
+
+FAKE_MLP = """#!{python}
+# stand-in for `mlp`: `train` writes the template with random coefficients, logs the call
+import sys
+sys.path.insert(0, {root!r})
+with open({log!r}, "a") as fh:
+    fh.write(" ".join(sys.argv[1:]) + "\\n")
+if sys.argv[1] == "train":
+    from mtpjax.io.mtp_file import read_mtp, write_mtp
+    from mtpjax.model import ModelSpec
+    from mtpjax.params import init_params
+    pot = read_mtp(sys.argv[2])
+    out = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--trained-pot-name=")][0]
+    write_mtp(out, pot.with_params(init_params(ModelSpec.from_potential(pot), 7)))
+"""
+
+
+def test_mlp_runs_cached_and_reused(tmp_path):
+    log = tmp_path / "calls.txt"
+    fake = tmp_path / "mlp"
+    fake.write_text(FAKE_MLP.format(python=sys.executable, root=str(ROOT), log=str(log)))
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    bench = _load_script()
+    common = ["--quick", "--programs", "mlp", "--mlp-bin", str(fake),
+              "--mlp-cache", str(tmp_path / "cache.json")]
+    assert bench.main([*common, "--out", str(tmp_path / "a.json"),
+                       "--work", str(tmp_path / "wa")]) == 0
+    first = json.loads((tmp_path / "a.json").read_text())
+    calls = log.read_text().splitlines()
+    assert sum(c.startswith("train ") for c in calls) == 2
+    assert all("--force-weight=0.1" in c and "--stress-weight=0.0" in c
+               for c in calls if c.startswith("train "))
+    assert [r["cached"] for r in first["runs"]] == [False, False]
+
+    assert bench.main([*common, "--out", str(tmp_path / "b.json"),
+                       "--work", str(tmp_path / "wb")]) == 0
+    second = json.loads((tmp_path / "b.json").read_text())
+    assert log.read_text().splitlines() == calls  # mlp not run again
+    assert [r["cached"] for r in second["runs"]] == [True, True]
+    for a, b in zip(first["runs"], second["runs"], strict=True):
+        assert b["recorded_at"] == a["recorded_at"] and b["wall_s"] == a["wall_s"]
+        assert b["test_energy_mae_meV"] == a["test_energy_mae_meV"]  # scored again, same pot
+        assert b["cache_key"] == a["cache_key"]
+    assert "reused from the cache" in (tmp_path / "b.md").read_text()
+    assert second["summary"][0]["cached_runs"] == 2
+
+    assert bench.main([*common, "--no-mlp-cache", "--out", str(tmp_path / "c.json"),
+                       "--work", str(tmp_path / "wc")]) == 0
+    assert sum(c.startswith("train ") for c in log.read_text().splitlines()) == 4
