@@ -17,7 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 from ase.neighborlist import primitive_neighbor_list
 
+from mtpjax.errors import GeometryError
 from mtpjax.potential import Neighbors
+
+#: pairs closer than this (Å) are coincident atoms: no potential can evaluate them
+COINCIDENT_TOL = 1e-6
 
 
 class NeighborOverflowError(RuntimeError):
@@ -31,12 +35,13 @@ def validate_geometry(positions, cell, pbc) -> tuple[np.ndarray, np.ndarray, np.
         raise ValueError(f"positions must have shape [N, 3], got {positions.shape}")
     if not np.all(np.isfinite(positions)):
         bad = np.argwhere(~np.isfinite(positions))[0][0]
-        raise ValueError(f"positions contain NaN or infinite values (atom {bad})")
+        raise GeometryError(f"positions contain NaN or infinite values (atom {bad})",
+                            atoms=[bad])
     cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
     if cell.shape != (3, 3):
         raise ValueError(f"cell must have shape [3, 3], got {cell.shape}")
     if not np.all(np.isfinite(cell)):
-        raise ValueError("cell contains NaN or infinite values")
+        raise GeometryError("cell contains NaN or infinite values")
     pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
     if pbc.any():
         periodic = cell[pbc]
@@ -44,11 +49,11 @@ def validate_geometry(positions, cell, pbc) -> tuple[np.ndarray, np.ndarray, np.
         if np.linalg.matrix_rank(periodic, tol=1e-8 * max(1.0, np.abs(periodic).max())) < len(
             periodic
         ) or np.any(np.linalg.norm(periodic, axis=1) < 1e-8):
-            raise ValueError(
+            raise GeometryError(
                 f"singular cell for periodic directions {pbc.tolist()}: {cell.tolist()}"
             )
         if pbc.all() and abs(np.linalg.det(cell)) < 1e-8:
-            raise ValueError(f"singular cell (volume {np.linalg.det(cell):.3g} Å^3)")
+            raise GeometryError(f"singular cell (volume {np.linalg.det(cell):.3g} Å^3)")
     return positions, cell, pbc
 
 
@@ -105,6 +110,11 @@ def pair_list(positions, cell, pbc, cutoff: float, method: str = "auto"):
     much faster for large cells; only where :func:`fast_path_applies`) or "auto" (matscipy
     for ≥ ``FAST_MIN_ATOMS`` atoms where it applies, else ASE).
     Returns int arrays i [P], j [P], S [P, 3], sorted by i (then j).
+
+    Raises:
+        GeometryError: (an :class:`~mtpjax.errors.InputError`) for NaN positions, a singular
+            periodic cell, or two atoms (or an atom and an image) closer than
+            ``COINCIDENT_TOL`` = 1e-6 Å; ``err.atoms`` holds the 0-based indices.
     """
     positions, cell, pbc = validate_geometry(positions, cell, pbc)
     if len(positions) == 0:
@@ -117,14 +127,31 @@ def pair_list(positions, cell, pbc, cutoff: float, method: str = "auto"):
                          f"≥ 2·cutoff = {2 * cutoff} Å")
     if fast and (method == "matscipy" or len(positions) >= FAST_MIN_ATOMS):
         i, j, S = _matscipy_pairs(positions, cell, cutoff)
-        order = np.lexsort((j, i))
-        return i[order], j[order], S[order]
-    box = _bounding_cell(positions, cell, pbc, cutoff)
-    i, j, S = primitive_neighbor_list(
-        "ijS", pbc, box, positions, cutoff, self_interaction=False, use_scaled_positions=False
-    )
+    else:
+        box = _bounding_cell(positions, cell, pbc, cutoff)
+        i, j, S = primitive_neighbor_list(
+            "ijS", pbc, box, positions, cutoff, self_interaction=False, use_scaled_positions=False
+        )
+    _check_coincident(positions, cell, i, j, S)
     order = np.lexsort((j, i))
     return i[order], j[order], S[order]
+
+
+def _check_coincident(positions, cell, i, j, S) -> None:
+    """Raise :class:`GeometryError` naming the first pair closer than ``COINCIDENT_TOL``."""
+    if len(i) == 0:
+        return
+    d2 = np.einsum("pk,pk->p", *(2 * [positions[j] + S @ cell - positions[i]]))
+    close = np.flatnonzero(d2 < COINCIDENT_TOL**2)
+    if len(close):
+        p = close[0]
+        a, b = int(i[p]), int(j[p])
+        image = "" if not np.any(S[p]) else f" (periodic image {S[p].tolist()})"
+        raise GeometryError(
+            f"atoms {a} and {b}{image} coincide (distance {np.sqrt(d2[p]):.3g} Å < "
+            f"{COINCIDENT_TOL:g} Å; 0-based atom indices)",
+            atoms=sorted({a, b}),
+        )
 
 
 @dataclass(frozen=True)

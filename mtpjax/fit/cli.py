@@ -17,6 +17,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+from mtpjax.errors import InputError
+
 # flag → FitConfig field (flags left at None do not override the TOML file / defaults)
 FLAG_FIELDS = {
     "energy_weight": "energy_weight", "force_weight": "force_weight",
@@ -56,6 +58,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     o.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_stress_arguments(o)
+
+
+def add_stress_arguments(parser) -> None:
+    """``--stress-unit`` / ``--stress-sign``: how stress labels are written (docs/units.md)."""
+    from mtpjax.units import STRESS_SIGNS, STRESS_UNITS
+
+    parser.add_argument("--stress-unit", choices=list(STRESS_UNITS), default="eV/A3",
+                        help="unit of the stress labels: extxyz/ASE stress in UNIT, .cfg "
+                             "PlusStress in UNIT·Å³ (default eV/A3, i.e. PlusStress in eV)")
+    parser.add_argument("--stress-sign", choices=list(STRESS_SIGNS), default="ase",
+                        help="sign of extxyz/ASE stress labels: ase (positive under tension, "
+                             "default) or vasp (positive under compression)")
 
 
 def _species(values):
@@ -76,8 +91,10 @@ def build_config(args):
         try:
             with open(args.config, "rb") as fh:
                 doc = tomllib.load(fh)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise SystemExit(f"mtpjax train: cannot read {args.config}: {exc}") from exc
+        except OSError as exc:
+            raise InputError(f"cannot read the config: {exc.strerror}", args.config) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"invalid TOML ({exc})", args.config) from exc
         values.update({k: v for k, v in doc.items() if not isinstance(v, dict)})
         values.update(doc.get("fit", {}))
     for flag, name in FLAG_FIELDS.items():
@@ -91,7 +108,7 @@ def build_config(args):
     try:
         return FitConfig.from_dict(values), species
     except (TypeError, ValueError) as exc:
-        raise SystemExit(f"mtpjax train: bad option: {exc}") from exc
+        raise InputError(f"bad fit option: {exc}", args.config) from exc
 
 
 def plot_learning_curve(history, path) -> None:
@@ -129,26 +146,19 @@ def run(args) -> int:
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    from mtpjax.fit.data import TrainingDataError, load_dataset
+    from mtpjax.fit.data import load_dataset
     from mtpjax.fit.trainer import Trainer
-    from mtpjax.io.errors import FileFormatError
     from mtpjax.io.mtp_file import read_mtp, write_mtp
 
     config, species = build_config(args)
-    try:
-        pot = read_mtp(args.init)
-    except (OSError, FileFormatError, ValueError) as exc:
-        raise SystemExit(f"mtpjax train: {exc}") from exc
+    pot = read_mtp(args.init)  # errors: InputError, one line from mtpjax.cli
     if config.init_params == "same" and not pot.is_trained:
-        raise SystemExit(f"mtpjax train: {args.init} has no coefficients; "
-                         "use --init-params=random")
-    try:
-        kw = dict(cutoff=pot.max_dist, species=species, species_count=pot.species_count,
-                  energy_weight=config.energy_weight, force_weight=config.force_weight)
-        train = load_dataset(args.train, **kw)
-        valid = load_dataset(args.valid_cfgs, **kw) if args.valid_cfgs else None
-    except TrainingDataError as exc:
-        raise SystemExit(f"mtpjax train: bad training data: {exc}") from exc
+        raise InputError("has no coefficients; use --init-params=random", args.init)
+    kw = dict(cutoff=pot.max_dist, species=species, species_count=pot.species_count,
+              energy_weight=config.energy_weight, force_weight=config.force_weight,
+              stress_unit=args.stress_unit, stress_sign=args.stress_sign)
+    train = load_dataset(args.train, **kw)
+    valid = load_dataset(args.valid_cfgs, **kw) if args.valid_cfgs else None
 
     out = Path(args.trained_pot_name)
     workdir = Path(args.workdir) if args.workdir else out.with_name(out.name + ".run")
