@@ -81,7 +81,8 @@ def test_bad_data_messages(tmp_path):
     path, frames = _extxyz(tmp_path)
     frames[1].info["REF_energy"] = float("nan")
     ase.io.write(tmp_path / "nan.xyz", frames, format="extxyz")
-    with pytest.raises(TrainingDataError, match=r"nan\.xyz:\d+: configuration 1: energy.*NaN") as err:
+    with pytest.raises(TrainingDataError,
+                       match=r"nan\.xyz:\d+: configuration 1: energy.*NaN") as err:
         load_dataset(tmp_path / "nan.xyz", 5.0, species=["Si"], species_count=1)
     assert err.value.line == 1 + len(frames[0]) + 2  # the frame's atom-count line
     for a in frames:
