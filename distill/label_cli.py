@@ -11,7 +11,6 @@ Teacher syntax: see `distill.teachers.parse_teacher` and docs/labelling.md.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from distill.inputs import StructureFileError, read_structures
@@ -76,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except (StructureFileError, FileNotFoundError, ValueError) as exc:
-        print(f"mtpjax label: error: {exc}", file=sys.stderr)
-        return 2
+        from mtpjax.cli import error_exit
+
+        return error_exit(exc)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ to ``run.output_dir`` (or ``--output-dir``): ``thermo.csv``/``.jsonl``, ``trajec
 from __future__ import annotations
 
 import argparse
-import sys
 
 from md.config import ConfigError, load_config
 
@@ -38,12 +37,8 @@ def _devices(value):
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config)
-        devices = _devices(args.devices)
-    except ConfigError as exc:
-        print(f"mtpjax md: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config)  # ConfigError (an InputError): one line from mtpjax.cli
+    devices = _devices(args.devices)
     import jax
 
     jax.config.update("jax_enable_x64", cfg.dtype == "float64")
@@ -58,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
         sim = run_config(cfg, resume=args.resume, progress=False if args.no_progress else None,
                          devices=devices, output_dir=args.output_dir)
     except (ValueError, FileExistsError) as exc:
-        print(f"mtpjax md: {exc}", file=sys.stderr)
-        return 2
+        from mtpjax.cli import error_exit
+
+        return error_exit(exc)
     st = sim.stats
     rate = st["steps"] * sim.n_atoms / max(st["wall_s"], 1e-9)
     print(f"done: {sim.step} steps, {sim.n_atoms} atoms, {st['rebuilds']} neighbour rebuilds "
