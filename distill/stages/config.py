@@ -238,6 +238,7 @@ def _check(cfg: dict, checker: Checker, base: Path | None) -> None:
         if not p.is_file():
             fail(f"d0.{key}", f"file not found: {p}")
         cfg["d0"][key] = str(p)
+        _check_d0(p, f"d0.{key}", fail, species)
     levels = cfg["fit"]["levels"]
     if not levels:
         fail("fit.levels", "give at least one level")
@@ -258,6 +259,25 @@ def _check(cfg: dict, checker: Checker, base: Path | None) -> None:
                 fail(f"md.protocol.{name}.{key}", f"unknown key (allowed: {sorted(PROTOCOL_KEYS)})")
         _check_md_protocol(name, table, checker, base, species)
     _check_relations(cfg, fail, species)
+
+
+def _check_d0(path: Path, key: str, fail, species: list[str]) -> None:
+    """D0 files must be readable, hold DFT energies and forces for every frame, and only
+    ``run.species`` elements (errors name the frame and its line)."""
+    import ase.io
+
+    from mtpjax.fit.data import TrainingDataError, require_labels
+
+    try:
+        frames = ase.io.read(str(path), index=":")
+    except Exception as exc:  # any parser error: name the key and the file
+        fail(key, f"cannot read {path}: {exc}")
+    if not frames:
+        fail(key, f"{path}: no structures")
+    try:
+        require_labels(frames, path, ("energy", "forces"), species)
+    except TrainingDataError as exc:
+        fail(key, str(exc))
 
 
 def _check_relations(cfg: dict, fail, species: list[str]) -> None:
