@@ -43,18 +43,23 @@ def run(args: argparse.Namespace) -> int:
 
     jax.config.update("jax_enable_x64", cfg.dtype == "float64")
     from md.runner import build_structure, run_config
+    from mtpjax.cli import error_exit
+    from mtpjax.errors import GeometryError
 
-    if args.check:
-        atoms = build_structure(cfg)
-        print(f"{args.config}: OK — {len(atoms)} atoms, {len(cfg.stages)} stage(s), "
-              f"{cfg.total_steps} steps of {cfg.timestep_fs} fs")
-        return 0
+    where = cfg.structure.get("file", args.config)
     try:
+        if args.check:
+            atoms = build_structure(cfg)
+            print(f"{args.config}: OK — {len(atoms)} atoms, {len(cfg.stages)} stage(s), "
+                  f"{cfg.total_steps} steps of {cfg.timestep_fs} fs")
+            return 0
         sim = run_config(cfg, resume=args.resume, progress=False if args.no_progress else None,
                          devices=devices, output_dir=args.output_dir)
+    except GeometryError as exc:  # coincident atoms, singular cell: in the starting structure
+        if exc.path is None:
+            exc = exc.located(where, None, "starting structure: ")
+        return error_exit(exc)
     except (ValueError, FileExistsError) as exc:
-        from mtpjax.cli import error_exit
-
         return error_exit(exc)
     st = sim.stats
     rate = st["steps"] * sim.n_atoms / max(st["wall_s"], 1e-9)

@@ -134,6 +134,13 @@ def parse_config(data: dict, source: str = "<config>", base: Path | None = None,
         c.fail("potential.file", "required")
     pot_file = c.path(pot["file"], "potential.file", base)
     species = c.species(pot.get("species", ["Si"]), "potential.species")
+    if pot_file.suffix == ".mtp":  # (the pipeline validates protocols with a placeholder)
+        from mtpjax.io.mtp_file import read_mtp
+
+        count = read_mtp(pot_file).species_count  # a broken .mtp: FileFormatError, its line
+        if count != len(species):
+            c.fail("potential.species", f"{len(species)} element(s) {species} but "
+                   f"{pot_file} has species_count = {count}")
 
     structure = dict(data["structure"])
     c.keys(structure, _STRUCTURE, "structure")

@@ -262,20 +262,14 @@ def _check(cfg: dict, checker: Checker, base: Path | None) -> None:
 
 
 def _check_d0(path: Path, key: str, fail, species: list[str]) -> None:
-    """D0 files must be readable, hold DFT energies and forces for every frame, and only
-    ``run.species`` elements (errors name the frame and its line)."""
-    import ase.io
-
-    from mtpjax.fit.data import TrainingDataError, require_labels
+    """D0 files must be readable and hold, for every frame, DFT energies and forces (finite,
+    stresses plausible if present) and only ``run.species`` elements (errors name the frame
+    and its line)."""
+    from mtpjax.fit.data import TrainingDataError, check_samples, read_samples
 
     try:
-        frames = ase.io.read(str(path), index=":")
-    except Exception as exc:  # any parser error: name the key and the file
-        fail(key, f"cannot read {path}: {exc}")
-    if not frames:
-        fail(key, f"{path}: no structures")
-    try:
-        require_labels(frames, path, ("energy", "forces"), species)
+        samples = read_samples(path, species=species, species_count=len(species))
+        check_samples(samples, energy_weight=1.0, force_weight=1.0)
     except TrainingDataError as exc:
         fail(key, str(exc))
 

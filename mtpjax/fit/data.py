@@ -191,33 +191,6 @@ def _from_atoms(atoms, n: int, path: Path, table: dict, line: int | None = None,
     )
 
 
-def require_labels(frames, path, need=("energy", "forces"), species=None) -> None:
-    """Every ASE frame of ``path`` must carry the labels in ``need`` (``"energy"``,
-    ``"forces"``, ``"stress"``; looked for as :func:`read_samples` does: ``REF_*`` or plain
-    info/arrays keys, then an attached calculator) and, if ``species`` is given, only those
-    elements. Raises :class:`TrainingDataError` naming the file, the frame's line (extxyz) and
-    its 0-based index."""
-    from ase.data import chemical_symbols
-
-    keys = {"energy": ENERGY_KEYS, "forces": FORCE_KEYS, "stress": STRESS_KEYS}
-    suffix = Path(path).suffix.lower()
-    lines = _frame_lines(frames) if suffix in (".xyz", ".extxyz") else [None] * len(frames)
-    for n, atoms in enumerate(frames):
-        results = dict(atoms.calc.results) if atoms.calc is not None else {}
-        for label in need:
-            store = atoms.arrays if label == "forces" else atoms.info
-            if _first(store, keys[label]) is None and results.get(label) is None:
-                raise TrainingDataError(
-                    f"configuration {n}: no {label} label; expected one of "
-                    f"{', '.join(keys[label])} in the frame (or a calculator's {label})",
-                    path, lines[n])
-        if species is not None:
-            extra = sorted({chemical_symbols[z] for z in atoms.numbers} - set(species))
-            if extra:
-                raise TrainingDataError(f"configuration {n}: element(s) {', '.join(extra)} not "
-                                        f"in species {list(species)}", path, lines[n])
-
-
 def species_table(species) -> dict[int, int]:
     """Atomic number → MLIP type for ``species`` (list of element symbols)."""
     from ase.data import atomic_numbers

@@ -82,7 +82,7 @@ CASES = {
     "distill_md_timestep.toml": (49, ["md.protocol.compress.run.timestep_fs", "> 0"]),
     "distill_density.toml": (16, ["sample.density_g_cm3", "> 0"]),
     "distill_species.toml": (4, ["run.species", "'Xx'"]),
-    "distill_d0_labels.toml": (10, ["d0.train", "xyz_no_forces.xyz:9", "no forces label"]),
+    "distill_d0_labels.toml": (10, ["d0.train", "xyz_no_forces.xyz:9", "no force labels"]),
 }
 
 
