@@ -62,14 +62,17 @@ def predict(evaluator: MTPEvaluator, configs, progress: bool = True) -> list[Con
     """
     check_types(configs, evaluator.spec.species_count)
     out = []
-    for cfg in tqdm(configs, desc="evaluating", unit="cfg", disable=not progress):
+    bar = tqdm(configs, desc="evaluating", unit="cfg", disable=not progress)
+    for cfg in bar:
         pbc = np.asarray(cfg.pbc, dtype=bool)
         try:
             res = evaluator.compute(cfg.positions, cfg.cell, pbc, cfg.types)
-        except GeometryError as exc:
-            raise cfg.error(exc.message + _atoms_named(cfg, exc.atoms),
-                            atom=exc.atoms[0] if exc.atoms else None) from exc
-        except FloatingPointError as exc:
+        except (GeometryError, FloatingPointError) as exc:
+            bar.leave = False  # the error line stays the only one on stderr
+            bar.close()
+            if isinstance(exc, GeometryError):
+                raise cfg.error(exc.message + _atoms_named(cfg, exc.atoms),
+                                atom=exc.atoms[0] if exc.atoms else None) from exc
             raise cfg.error(f"{exc} (atoms closer than min_dist or an unstable potential?)"
                             ) from exc
         v = -res["virial"]
