@@ -97,10 +97,10 @@ def fast_path_applies(cell, pbc, cutoff: float) -> bool:
 def _matscipy_pairs(positions, cell, cutoff: float):
     from matscipy.neighbours import neighbour_list
 
-    i, j, S = neighbour_list("ijS", positions=positions, cell=cell, pbc=np.ones(3, bool),
-                             cutoff=float(cutoff))
+    i, j, S, d = neighbour_list("ijSd", positions=positions, cell=cell, pbc=np.ones(3, bool),
+                                cutoff=float(cutoff))
     # S refers to the positions as given (atoms outside the cell included; checked in tests)
-    return i, j, S
+    return i, j, S, d
 
 
 def pair_list(positions, cell, pbc, cutoff: float, method: str = "auto"):
@@ -126,29 +126,30 @@ def pair_list(positions, cell, pbc, cutoff: float, method: str = "auto"):
         raise ValueError("the matscipy neighbour list needs a periodic cell with heights "
                          f"≥ 2·cutoff = {2 * cutoff} Å")
     if fast and (method == "matscipy" or len(positions) >= FAST_MIN_ATOMS):
-        i, j, S = _matscipy_pairs(positions, cell, cutoff)
+        i, j, S, d = _matscipy_pairs(positions, cell, cutoff)
     else:
         box = _bounding_cell(positions, cell, pbc, cutoff)
-        i, j, S = primitive_neighbor_list(
-            "ijS", pbc, box, positions, cutoff, self_interaction=False, use_scaled_positions=False
+        i, j, S, d = primitive_neighbor_list(
+            "ijSd", pbc, box, positions, cutoff, self_interaction=False,
+            use_scaled_positions=False
         )
-    _check_coincident(positions, cell, i, j, S)
+    _check_coincident(i, j, S, d)
     order = np.lexsort((j, i))
     return i[order], j[order], S[order]
 
 
-def _check_coincident(positions, cell, i, j, S) -> None:
-    """Raise :class:`GeometryError` naming the first pair closer than ``COINCIDENT_TOL``."""
-    if len(i) == 0:
+def _check_coincident(i, j, S, d) -> None:
+    """Raise :class:`GeometryError` naming the first pair (distances ``d``, Å) closer than
+    ``COINCIDENT_TOL``."""
+    if len(i) == 0 or d.min() >= COINCIDENT_TOL:
         return
-    d2 = np.einsum("pk,pk->p", *(2 * [positions[j] + S @ cell - positions[i]]))
-    close = np.flatnonzero(d2 < COINCIDENT_TOL**2)
+    close = np.flatnonzero(d < COINCIDENT_TOL)
     if len(close):
-        p = close[0]
+        p = close[np.lexsort((j[close], i[close]))[0]]
         a, b = int(i[p]), int(j[p])
         image = "" if not np.any(S[p]) else f" (periodic image {S[p].tolist()})"
         raise GeometryError(
-            f"atoms {a} and {b}{image} coincide (distance {np.sqrt(d2[p]):.3g} Å < "
+            f"atoms {a} and {b}{image} coincide (distance {d[p]:.3g} Å < "
             f"{COINCIDENT_TOL:g} Å; 0-based atom indices)",
             atoms=sorted({a, b}),
         )
