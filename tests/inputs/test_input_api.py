@@ -262,3 +262,21 @@ def test_toml_key_line():
     line = toml_key_line(text, "md.protocol.compress.stage[1].tau_p_fs")
     assert '"compress"' in lines[line - 1]
     assert toml_key_line(text, "nowhere.key") is None
+
+
+def test_md_structure_file_with_coincident_atoms(tmp_path, capsys):
+    import ase.io
+    from ase.build import bulk
+
+    from mtpjax.cli import main
+
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.positions[3] = atoms.positions[1]
+    ase.io.write(tmp_path / "start.extxyz", atoms)
+    text = MD.replace("../parity/si_L08/pot.mtp", str(POT)).replace(
+        "random = { n_atoms = 16, density_g_cm3 = 2.3, min_distance_A = 2.1, seed = 1 }",
+        'file = "start.extxyz"')
+    (tmp_path / "md.toml").write_text(text)
+    assert main(["md", str(tmp_path / "md.toml"), "--check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mtpjax: error: ") and "start.extxyz: frame -1: atoms 1 and 3" in err
