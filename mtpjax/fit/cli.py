@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -87,20 +88,27 @@ def build_config(args):
     from mtpjax.fit.trainer import FitConfig
 
     values = {}
+    from_toml: dict[str, str] = {}  # option -> its dotted key in the TOML file
+    text = None
     if args.config:
         try:
-            with open(args.config, "rb") as fh:
-                doc = tomllib.load(fh)
+            text = Path(args.config).read_text()
+            doc = tomllib.loads(text)
         except OSError as exc:
             raise InputError(f"cannot read the config: {exc.strerror}", args.config) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"invalid TOML ({exc})", args.config) from exc
-        values.update({k: v for k, v in doc.items() if not isinstance(v, dict)})
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise InputError(f"invalid TOML ({getattr(exc, 'msg', exc)})", args.config,
+                             getattr(exc, "lineno", None)) from exc
+        top = {k: v for k, v in doc.items() if not isinstance(v, dict)}
+        values.update(top)
+        from_toml.update({k: k for k in top})
         values.update(doc.get("fit", {}))
+        from_toml.update({k: f"fit.{k}" for k in doc.get("fit", {})})
     for flag, name in FLAG_FIELDS.items():
         value = getattr(args, flag, None)
         if value is not None:
             values[name] = value
+            from_toml.pop(name, None)
     if args.skip_preinit:
         values["skip_preinit"] = True
     species = _species(args.species) or values.pop("species", None)
@@ -108,7 +116,18 @@ def build_config(args):
     try:
         return FitConfig.from_dict(values), species
     except (TypeError, ValueError) as exc:
-        raise InputError(f"bad fit option: {exc}", args.config) from exc
+        # name the TOML line of the option at fault, or the flag
+        message = str(exc)
+        names = [n for n in re.findall(r"[a-z_]+", message) if n in values]
+        name = names[0] if names else None
+        if name in from_toml:
+            from mtpjax.config_check import toml_key_line
+
+            raise InputError(f"{from_toml[name]}: {message}", args.config,
+                             toml_key_line(text, from_toml[name])) from exc
+        flag = next((f for f, n in FLAG_FIELDS.items() if n == name), None)
+        where = f"--{flag.replace('_', '-')}: " if flag else ""
+        raise InputError(f"{where}bad fit option: {message}") from exc
 
 
 def plot_learning_curve(history, path) -> None:

@@ -280,3 +280,22 @@ def test_md_structure_file_with_coincident_atoms(tmp_path, capsys):
     assert main(["md", str(tmp_path / "md.toml"), "--check"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mtpjax: error: ") and "start.extxyz: frame -1: atoms 1 and 3" in err
+
+
+def test_fit_options_name_toml_line_or_flag(tmp_path):
+    import argparse
+
+    from mtpjax.fit.cli import add_arguments, build_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    toml = tmp_path / "fit.toml"
+    toml.write_text('species = ["Si"]\n[fit]\noptimizer = "lbfgs"\nforce_weight = -0.1\n')
+    with pytest.raises(InputError) as err:
+        build_config(parser.parse_args(["a.mtp", "b.cfg", "--config", str(toml)]))
+    assert (err.value.path, err.value.line) == (str(toml), 4)
+    assert err.value.message.startswith("fit.force_weight: force_weight must be")
+    with pytest.raises(InputError) as err:
+        build_config(parser.parse_args(["a.mtp", "b.cfg", "--config", str(toml),
+                                        "--force-weight", "0.1", "--max-iter", "-2"]))
+    assert err.value.path is None and err.value.message.startswith("--max-iter: ")
