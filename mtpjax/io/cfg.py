@@ -86,17 +86,11 @@ class Configuration:
             return None
         return float(abs(np.linalg.det(self.cell)))
 
-    @property
-    def where(self) -> str:
-        """``configuration K (0-based) from line L``, for error messages."""
-        if self.index is None:
-            return "configuration"
-        return f"configuration {self.index} (0-based, BEGIN_CFG on line {self.line})"
-
     def error(self, message: str, atom: int | None = None,
               field: str | None = None) -> FileFormatError:
         """An error located in this configuration: at the row of ``atom`` or the value line of
-        ``field`` (``"Energy"``, ``"PlusStress"``) when known, else at its ``BEGIN_CFG``."""
+        ``field`` (``"Energy"``, ``"PlusStress"``) when known, else at its ``BEGIN_CFG``; the
+        message starts with ``configuration K:`` (K 0-based)."""
         line = self.field_lines.get(field, self.line) if field else self.line
         if atom is not None and self.atom_lines is not None and 0 <= atom < len(self.atom_lines):
             line = int(self.atom_lines[atom])
@@ -353,7 +347,7 @@ def iter_cfg(path):
                         cfg = _parse_block(block, path, begin_line, count)
                     except FileFormatError as exc:
                         raise exc.located(exc.path, exc.line,
-                                          f"configuration {count} (0-based): ") from None
+                                          f"configuration {count}: ") from None
                     yield cfg
                     count += 1
                     block = None

@@ -51,10 +51,18 @@ def _parse_numbers(text: str, path, line: int | None, kind=float) -> list:
 
 
 def _parse_nested(text: str, path, line: int, width: int) -> list[list[int]]:
-    flat = _parse_numbers(text, path, line, kind=int)
-    if len(flat) % width:
-        raise FileFormatError(path, line, f"expected groups of {width} integers")
-    return [flat[i : i + width] for i in range(0, len(flat), width)]
+    """``{{a, b, c, d}, ...}``: groups of ``width`` integers (also accepted flat)."""
+    flat = _parse_numbers(text, path, line, kind=int)  # braces balanced, integers only
+    if text.count("{") <= 1:
+        groups = [flat[i : i + width] for i in range(0, len(flat), width)]
+    else:
+        groups = [_parse_numbers(g, path, line, kind=int)
+                  for g in re.findall(r"\{([^{}]*)\}", text)]
+    for k, g in enumerate(groups):
+        if len(g) != width:
+            raise FileFormatError(path, line, f"group {k} has {len(g)} integers, expected "
+                                  f"{width} ({{{', '.join(['i'] * width)}}})")
+    return groups
 
 
 def _unknown_key(key: str, path, line: int) -> FileFormatError:

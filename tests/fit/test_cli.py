@@ -52,7 +52,7 @@ def test_bad_data_stops_before_compute(tmp_path, template_l08, labelled, capsys)
     assert main(["train", str(init), str(tmp_path / "bad.cfg"), "--workdir",
                  str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert re.search(r"^mtpjax: error: \S*bad\.cfg:\d+: configuration 2 \(0-based\): .*'nan'",
+    assert re.search(r"^mtpjax: error: \S*bad\.cfg:\d+: configuration 2: .*'nan'",
                      err) and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
