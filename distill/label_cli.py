@@ -89,6 +89,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.inputs and not args.teacher:
         raise ValueError("--teacher is required to label --in files")
+    for flag, value, low in (("--workers", args.workers, 0), ("--chunk-size", args.chunk_size, 1),
+                             ("--recycle", args.recycle, 1)):
+        if value is not None and value < low:
+            raise ValueError(f"{flag} must be ≥ {low}, got {value}")
     spec = parse_teacher(args.teacher) if args.teacher else None
     teacher_id = teacher_identity(spec)["teacher_id"] if spec else None
     db = open_store(args.db)

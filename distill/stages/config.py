@@ -357,4 +357,5 @@ def _check_md_protocol(name: str, table: dict, checker: Checker, base: Path | No
                          source=checker.source, base=base, text=checker.text,
                          prefix=f"{prefix}.teacher_structure")
     except ConfigError as exc:
-        raise PipelineConfigError(exc.message, exc.path, exc.line) from None
+        message = exc.message.replace(".teacher_structure.structure", ".teacher_structure")
+        raise PipelineConfigError(message, exc.path, exc.line) from None
