@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from md.ensembles import BAROSTATS, ENSEMBLES, THERMOSTATS
-from mtpjax.config_check import MAX_DENSITY_G_CM3, MAX_TIMESTEP_FS, Checker, check_packing
+from mtpjax.config_check import (
+    MAX_DENSITY_G_CM3,
+    MAX_TIMESTEP_FS,
+    Checker,
+    check_packing,
+    toml_error,
+)
 from mtpjax.errors import InputError
 
 
@@ -112,8 +118,8 @@ def load_config(path: str | Path) -> MDConfig:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        raise ConfigError(f"invalid TOML ({getattr(exc, 'msg', exc)})", path, line) from exc
+        message, line = toml_error(exc)
+        raise ConfigError(message, path, line) from exc
     return parse_config(data, source=str(path), base=path.resolve().parent, text=text)
 
 

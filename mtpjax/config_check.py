@@ -72,6 +72,18 @@ def toml_key_line(text: str | None, key: str) -> int | None:
     return line
 
 
+def toml_error(exc: Exception) -> tuple[str, int | None]:
+    """(message, line) of a :class:`tomllib.TOMLDecodeError` (Python 3.11 keeps the line only in
+    the text: ``Invalid value (at line 2, column 5)``)."""
+    line = getattr(exc, "lineno", None)
+    text = str(getattr(exc, "msg", None) or exc)
+    m = re.search(r"\s*\(at line (\d+), column \d+\)", text)
+    if m:
+        line = line or int(m.group(1))
+        text = text[: m.start()] + text[m.end():]
+    return f"invalid TOML: {text.strip()}", line
+
+
 class Checker:
     """Validation helpers that raise ``error(f"{key}: {message}", path, line)``.
 

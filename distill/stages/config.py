@@ -16,7 +16,13 @@ import copy
 import tomllib
 from pathlib import Path
 
-from mtpjax.config_check import MAX_DENSITY_G_CM3, MAX_TIMESTEP_FS, Checker, check_packing
+from mtpjax.config_check import (
+    MAX_DENSITY_G_CM3,
+    MAX_TIMESTEP_FS,
+    Checker,
+    check_packing,
+    toml_error,
+)
 from mtpjax.errors import InputError
 
 STAGES = ("teacher", "sample", "labels", "fits", "tests", "evaluate", "md", "analysis", "report")
@@ -160,9 +166,8 @@ def load(path: str | Path, run_dir: str | Path | None = None) -> dict:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        raise PipelineConfigError(f"invalid TOML ({getattr(exc, 'msg', exc)})", path,
-                                  line) from None
+        message, line = toml_error(exc)
+        raise PipelineConfigError(message, path, line) from None
     if run_dir is not None:
         raw.setdefault("run", {})["dir"] = str(run_dir)
     return validate(raw, source=str(path), base=path.resolve().parent, text=text)

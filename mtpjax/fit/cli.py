@@ -97,8 +97,9 @@ def build_config(args):
         except OSError as exc:
             raise InputError(f"cannot read the config: {exc.strerror}", args.config) from exc
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise InputError(f"invalid TOML ({getattr(exc, 'msg', exc)})", args.config,
-                             getattr(exc, "lineno", None)) from exc
+            from mtpjax.config_check import toml_error
+
+            raise InputError(*toml_error(exc)[:1], args.config, toml_error(exc)[1]) from exc
         top = {k: v for k, v in doc.items() if not isinstance(v, dict)}
         values.update(top)
         from_toml.update({k: k for k in top})

@@ -76,6 +76,7 @@ CASES = {
     "md_stage_steps.toml": (25, ["stage[1].steps"]),
     "md_packing.toml": (6, ["structure.random.min_distance_A", "cannot be met"]),
     "md_tau.toml": (25, ["stage[1].tau_p_fs", "2 time steps"]),
+    "md_invalid_toml.toml": (17, ["invalid TOML"]),
     "distill_workers.toml": (22, ["labels.workers", "≥ 0", "-3"]),
     "distill_dist_order.toml": (23, ["min_dist_A < max_dist_A"]),
     "distill_optimizer.toml": (26, ["fit.optimizer", "'sgd'", "lbfgs"]),
