@@ -138,6 +138,32 @@ def pair_list(positions, cell, pbc, cutoff: float, method: str = "auto"):
     return i[order], j[order], S[order]
 
 
+def find_duplicate_atoms(positions, cell=None, pbc=(False, False, False)):
+    """A fast (O(N log N)) pre-check for atoms at the same place: the first pair (a, b) of atoms
+    whose positions, wrapped into a fully periodic cell, agree to 1e-6 Å after rounding, or
+    None. Exact duplicates (a repeated atom line) are always found; the neighbour list
+    (:func:`pair_list`) remains the exact test for pairs closer than ``COINCIDENT_TOL``."""
+    positions = np.asarray(positions, dtype=np.float64)
+    if len(positions) < 2 or not np.all(np.isfinite(positions)):
+        return None
+    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+    if pbc.all() and cell is not None and abs(np.linalg.det(cell)) > 1e-8:
+        cell = np.asarray(cell, dtype=np.float64)
+        frac = positions @ np.linalg.inv(cell)
+        frac -= np.floor(frac)
+        frac[frac > 1.0 - 1e-12] = 0.0
+        positions = frac @ cell
+    keys = np.round(positions / COINCIDENT_TOL).astype(np.int64)
+    _, first, inverse, counts = np.unique(keys, axis=0, return_index=True, return_inverse=True,
+                                          return_counts=True)
+    inverse = inverse.reshape(-1)
+    dup = np.flatnonzero(counts[inverse] > 1)
+    if not len(dup):
+        return None
+    b = int(dup[np.argmax(dup != first[inverse[dup]])])
+    return int(first[inverse[b]]), b
+
+
 def _check_coincident(i, j, S, d) -> None:
     """Raise :class:`GeometryError` naming the first pair (distances ``d``, Å) closer than
     ``COINCIDENT_TOL``."""

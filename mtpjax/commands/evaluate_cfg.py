@@ -10,6 +10,7 @@ from tqdm import tqdm
 from mtpjax.calculator import MTPEvaluator
 from mtpjax.errors import GeometryError
 from mtpjax.io.cfg import Configuration
+from mtpjax.neighbors import find_duplicate_atoms
 
 
 def check_types(configs, species_count: int, potential_path=None) -> None:
@@ -61,6 +62,14 @@ def predict(evaluator: MTPEvaluator, configs, progress: bool = True) -> list[Con
             located at the configuration (file, line, 0-based index) and naming the atoms.
     """
     check_types(configs, evaluator.spec.species_count)
+    for cfg in configs:  # fail fast: a repeated atom line in the last configuration
+        pair = find_duplicate_atoms(cfg.positions, cfg.cell, cfg.pbc)
+        if pair is not None:
+            a, b = pair
+            image = "" if np.allclose(cfg.positions[a], cfg.positions[b], rtol=0,
+                                      atol=1e-6) else " (through a periodic image)"
+            raise cfg.error(f"atoms {a} and {b}{image} coincide (0-based atom indices)"
+                            + _atoms_named(cfg, pair), atom=a)
     out = []
     bar = tqdm(configs, desc="evaluating", unit="cfg", disable=not progress)
     for cfg in bar:

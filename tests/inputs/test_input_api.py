@@ -129,6 +129,11 @@ def test_coincident_atoms_name_atoms():
     cell = np.eye(3) * 3.0
     with pytest.raises(GeometryError, match="periodic image"):
         pair_list(np.array([[0.0, 0, 0], [3.0, 0, 0]]), cell, [True] * 3, 2.0)
+    from mtpjax.neighbors import find_duplicate_atoms
+
+    assert find_duplicate_atoms(pos) == (1, 2)
+    assert find_duplicate_atoms(np.array([[0.0, 0, 0], [3.0, 0, 0]]), cell, [True] * 3) == (0, 1)
+    assert find_duplicate_atoms(np.random.default_rng(0).random((500, 3)) * 10) is None
 
 
 # ------------------------------------------------------------------ stress units
