@@ -8,9 +8,11 @@ from pathlib import Path
 import ase.io
 from ase import Atoms
 
+from mtpjax.errors import InputError
 
-class StructureFileError(ValueError):
-    """A structure file is missing, empty or cannot be parsed."""
+
+class StructureFileError(InputError):
+    """A structure file is missing, empty or cannot be parsed (``path``, ``line`` where known)."""
 
 
 def iter_structures(path: Path | str, index: str = ":") -> Iterator[Atoms]:
@@ -21,9 +23,9 @@ def iter_structures(path: Path | str, index: str = ":") -> Iterator[Atoms]:
     """
     path = Path(path)
     if not path.is_file():
-        raise StructureFileError(f"{path}: structure file not found")
+        raise StructureFileError("structure file not found", path)
     if path.stat().st_size == 0:
-        raise StructureFileError(f"{path}: no structures found (empty file)")
+        raise StructureFileError("no structures found (empty file)", path)
     xyz = path.suffix in (".xyz", ".extxyz")
     line, n = 1, 0
     try:
@@ -34,14 +36,12 @@ def iter_structures(path: Path | str, index: str = ":") -> Iterator[Atoms]:
     except StructureFileError:
         raise
     except Exception as exc:
-        where = (
-            f"{path}:{line}: structure {n} (0-based, starting on this line)"
-            if xyz
-            else (f"{path}: structure {n} (0-based)")
-        )
-        raise StructureFileError(f"{where}: cannot read it: {exc}") from exc
+        where = f"structure {n} (0-based, starting on this line)" if xyz else (
+            f"structure {n} (0-based)")
+        raise StructureFileError(f"{where}: cannot read it: {exc}", path,
+                                 line if xyz else None) from exc
     if n == 0:
-        raise StructureFileError(f"{path}: no structures found")
+        raise StructureFileError("no structures found", path)
 
 
 def read_structures(paths: list[Path | str], index: str = ":") -> list[Atoms]:

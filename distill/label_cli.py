@@ -11,7 +11,6 @@ Teacher syntax: see `distill.teachers.parse_teacher` and docs/labelling.md.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from distill.inputs import StructureFileError, read_structures
@@ -76,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except (StructureFileError, FileNotFoundError, ValueError) as exc:
-        print(f"mtpjax label: error: {exc}", file=sys.stderr)
-        return 2
+        from mtpjax.cli import error_exit
+
+        return error_exit(exc)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -89,6 +89,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.inputs and not args.teacher:
         raise ValueError("--teacher is required to label --in files")
+    for flag, value, low in (("--workers", args.workers, 0), ("--chunk-size", args.chunk_size, 1),
+                             ("--recycle", args.recycle, 1)):
+        if value is not None and value < low:
+            raise ValueError(f"{flag} must be ≥ {low}, got {value}")
     spec = parse_teacher(args.teacher) if args.teacher else None
     teacher_id = teacher_identity(spec)["teacher_id"] if spec else None
     db = open_store(args.db)

@@ -154,8 +154,8 @@ def run(
     for name in sorted(missing):  # a needed stage left out must have been run before
         if not (root / name / "stamp.json").is_file():
             raise config_mod.PipelineConfigError(
-                f"{config_path}: run.stages: stage {name!r} is needed but neither listed nor "
-                f"done in {root}"
+                f"run.stages: stage {name!r} is needed but neither listed nor done in {root}",
+                config_path,
             )
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / "config.json", cfg)

@@ -7,7 +7,6 @@ before anything is computed (exit 2 with the key named); see docs/pipeline.md.
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
             args.config, args.run_dir, progress=not args.no_progress, only=args.redo
         )
     except PipelineConfigError as exc:
-        print(f"mtpjax distill: config error: {exc}", file=sys.stderr)
-        return 2
+        from mtpjax.cli import error_exit
+
+        return error_exit(exc)
     done = [k for k, v in results.items() if v["status"] == "done"]
     print(
         f"distill: finished; ran {', '.join(done) or 'nothing'} "

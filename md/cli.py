@@ -8,7 +8,6 @@ to ``run.output_dir`` (or ``--output-dir``): ``thermo.csv``/``.jsonl``, ``trajec
 from __future__ import annotations
 
 import argparse
-import sys
 
 from md.config import ConfigError, load_config
 
@@ -38,28 +37,30 @@ def _devices(value):
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config)
-        devices = _devices(args.devices)
-    except ConfigError as exc:
-        print(f"mtpjax md: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config)  # ConfigError (an InputError): one line from mtpjax.cli
+    devices = _devices(args.devices)
     import jax
 
     jax.config.update("jax_enable_x64", cfg.dtype == "float64")
     from md.runner import build_structure, run_config
+    from mtpjax.cli import error_exit
+    from mtpjax.errors import GeometryError
 
-    if args.check:
-        atoms = build_structure(cfg)
-        print(f"{args.config}: OK — {len(atoms)} atoms, {len(cfg.stages)} stage(s), "
-              f"{cfg.total_steps} steps of {cfg.timestep_fs} fs")
-        return 0
+    where = cfg.structure.get("file", args.config)
     try:
+        if args.check:
+            atoms = build_structure(cfg)
+            print(f"{args.config}: OK — {len(atoms)} atoms, {len(cfg.stages)} stage(s), "
+                  f"{cfg.total_steps} steps of {cfg.timestep_fs} fs")
+            return 0
         sim = run_config(cfg, resume=args.resume, progress=False if args.no_progress else None,
                          devices=devices, output_dir=args.output_dir)
+    except GeometryError as exc:  # coincident atoms, singular cell: in the starting structure
+        if exc.path is None:
+            exc = exc.located(where, None, "starting structure: ")
+        return error_exit(exc)
     except (ValueError, FileExistsError) as exc:
-        print(f"mtpjax md: {exc}", file=sys.stderr)
-        return 2
+        return error_exit(exc)
     st = sim.stats
     rate = st["steps"] * sim.n_atoms / max(st["wall_s"], 1e-9)
     print(f"done: {sim.step} steps, {sim.n_atoms} atoms, {st['rebuilds']} neighbour rebuilds "

@@ -27,10 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from md.ensembles import BAROSTATS, ENSEMBLES, THERMOSTATS
+from mtpjax.config_check import (
+    MAX_DENSITY_G_CM3,
+    MAX_TIMESTEP_FS,
+    Checker,
+    check_packing,
+    toml_error,
+)
+from mtpjax.errors import InputError
 
 
-class ConfigError(ValueError):
-    """Invalid MD configuration; the message names the file and the key."""
+class ConfigError(InputError):
+    """Invalid MD configuration: ``path`` (the file), ``line`` (of the key, where found) and a
+    message naming the key (``stage[2].steps``)."""
 
 
 @dataclass(frozen=True)
@@ -93,73 +102,34 @@ _STAGE = {"name", "ensemble", "thermostat", "barostat", "steps", "duration_ps", 
           "tau_p_fs", "compressibility_per_GPa", "chain_length"}
 
 
-class _Checker:
-    def __init__(self, source: str):
-        self.source = source
+class _Checker(Checker):
+    """:class:`mtpjax.config_check.Checker` raising :class:`ConfigError`."""
 
-    def fail(self, key: str, msg: str):
-        raise ConfigError(f"{self.source}: {key}: {msg}")
-
-    def keys(self, table, allowed: set, where: str):
-        if not isinstance(table, dict):
-            self.fail(where, f"expected a table, got {type(table).__name__}")
-        for k in table:
-            if k not in allowed:
-                self.fail(f"{where}.{k}" if where else k,
-                          f"unknown key (allowed: {', '.join(sorted(allowed))})")
-
-    def number(self, table, key, where, default=None, positive=False, nonneg=False,
-               integer=False):
-        if key not in table:
-            if default is None:
-                self.fail(f"{where}.{key}", "required")
-            return default
-        v = table[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (
-                integer and not isinstance(v, int)):
-            self.fail(f"{where}.{key}", f"expected {'an integer' if integer else 'a number'}, "
-                      f"got {v!r}")
-        if positive and not v > 0:
-            self.fail(f"{where}.{key}", f"must be > 0, got {v}")
-        if nonneg and v < 0:
-            self.fail(f"{where}.{key}", f"must be ≥ 0, got {v}")
-        return v
-
-    def choice(self, table, key, where, options, default):
-        v = table.get(key, default)
-        if v not in options:
-            self.fail(f"{where}.{key}", f"must be one of {list(options)}, got {v!r}")
-        return v
-
-    def path(self, value, key, base: Path | None):
-        if not isinstance(value, str) or not value:
-            self.fail(key, f"expected a file path, got {value!r}")
-        p = Path(value).expanduser()
-        if p.is_file() or p.is_absolute():
-            if not p.is_file():
-                self.fail(key, f"file not found: {p}")
-            return p
-        if base is not None and (base / p).is_file():
-            return base / p
-        where = f" (also tried {base / p})" if base is not None else ""
-        self.fail(key, f"file not found: {p.resolve()}{where}")
+    def __init__(self, source: str, text: str | None = None, prefix: str = ""):
+        super().__init__(source, text, ConfigError, prefix)
 
 
 def load_config(path: str | Path) -> MDConfig:
     """Read and validate a TOML config file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
+        raise ConfigError("no such config file", path)
+    text = path.read_text()
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
-    return parse_config(data, source=str(path), base=path.resolve().parent)
+        message, line = toml_error(exc)
+        raise ConfigError(message, path, line) from exc
+    return parse_config(data, source=str(path), base=path.resolve().parent, text=text)
 
 
-def parse_config(data: dict, source: str = "<config>", base: Path | None = None) -> MDConfig:
-    """Validate a config dictionary (as read from TOML)."""
-    c = _Checker(source)
+def parse_config(data: dict, source: str = "<config>", base: Path | None = None,
+                 text: str | None = None, prefix: str = "") -> MDConfig:
+    """Validate a config dictionary (as read from TOML): keys, types, ranges and relations.
+
+    ``text`` (the TOML source) lets errors carry the line of the key; ``prefix`` is the dotted
+    key of this config inside a larger file (``md.protocol.compress``)."""
+    c = _Checker(source, text, prefix)
     c.keys(data, _SECTIONS, "")
     for section in ("potential", "structure", "stage"):
         if section not in data:
@@ -169,16 +139,14 @@ def parse_config(data: dict, source: str = "<config>", base: Path | None = None)
     if "file" not in pot:
         c.fail("potential.file", "required")
     pot_file = c.path(pot["file"], "potential.file", base)
-    species = pot.get("species", ["Si"])
-    if isinstance(species, str):
-        species = [species]
-    if not isinstance(species, list) or not all(isinstance(s, str) for s in species):
-        c.fail("potential.species", f"expected a list of element symbols, got {species!r}")
-    from ase.data import atomic_numbers
+    species = c.species(pot.get("species", ["Si"]), "potential.species")
+    if pot_file.suffix == ".mtp":  # (the pipeline validates protocols with a placeholder)
+        from mtpjax.io.mtp_file import read_mtp
 
-    for s in species:
-        if s not in atomic_numbers:
-            c.fail("potential.species", f"unknown element {s!r}")
+        count = read_mtp(pot_file).species_count  # a broken .mtp: FileFormatError, its line
+        if count != len(species):
+            c.fail("potential.species", f"{len(species)} element(s) {species} but "
+                   f"{pot_file} has species_count = {count}")
 
     structure = dict(data["structure"])
     c.keys(structure, _STRUCTURE, "structure")
@@ -190,18 +158,22 @@ def parse_config(data: dict, source: str = "<config>", base: Path | None = None)
     elif "random" in structure:
         r = structure["random"]
         c.keys(r, _RANDOM, "structure.random")
-        c.number(r, "n_atoms", "structure.random", positive=True, integer=True)
-        c.number(r, "density_g_cm3", "structure.random", positive=True)
-        c.number(r, "min_distance_A", "structure.random", default=2.0, positive=True)
+        n = c.number(r, "n_atoms", "structure.random", positive=True, integer=True)
+        rho = c.number(r, "density_g_cm3", "structure.random", positive=True,
+                       high=MAX_DENSITY_G_CM3, unit="g/cm³")
+        dmin = c.number(r, "min_distance_A", "structure.random", default=2.0, positive=True,
+                        high=10.0, unit="Å")
         c.number(r, "seed", "structure.random", default=0, nonneg=True, integer=True)
         if r.get("element", species[0]) not in species:
             c.fail("structure.random.element", f"not in potential.species {species}")
+        check_packing(c, "structure.random.min_distance_A", n, rho, dmin,
+                      r.get("element", species[0]))
     else:
         r = structure["crystal"]
         c.keys(r, _CRYSTAL, "structure.crystal")
         if r.get("name") not in ("diamond", "fcc", "bcc", "sc"):
             c.fail("structure.crystal.name", f"one of diamond, fcc, bcc, sc; got {r.get('name')!r}")
-        c.number(r, "a_A", "structure.crystal", positive=True)
+        c.number(r, "a_A", "structure.crystal", positive=True, high=100.0, unit="Å")
         rep = r.get("repeat", [1, 1, 1])
         if not (isinstance(rep, list) and len(rep) == 3 and all(
                 isinstance(x, int) and x > 0 for x in rep)):
@@ -211,8 +183,9 @@ def parse_config(data: dict, source: str = "<config>", base: Path | None = None)
 
     run = data.get("run", {})
     c.keys(run, _RUN, "run")
-    dt = c.number(run, "timestep_fs", "run", default=1.0, positive=True)
-    t0 = c.number(run, "temperature_K", "run", default=300.0, nonneg=True)
+    dt = c.number(run, "timestep_fs", "run", default=1.0, positive=True,
+                  high=MAX_TIMESTEP_FS, unit="fs")
+    t0 = c.number(run, "temperature_K", "run", default=300.0, nonneg=True, high=1e5, unit="K")
     devices = run.get("devices", 1)
     if not (devices == "all" or (isinstance(devices, int) and not isinstance(devices, bool)
                                  and devices >= 1)):
@@ -232,7 +205,7 @@ def parse_config(data: dict, source: str = "<config>", base: Path | None = None)
 
     nb = data.get("neighbors", {})
     c.keys(nb, _NEIGHBORS, "neighbors")
-    skin = c.number(nb, "skin_A", "neighbors", default=1.0, positive=True)
+    skin = c.number(nb, "skin_A", "neighbors", default=1.0, positive=True, high=10.0, unit="Å")
     mult = c.number(nb, "capacity_multiplier", "neighbors", default=1.25, positive=True)
     if mult < 1:
         c.fail("neighbors.capacity_multiplier", f"must be ≥ 1, got {mult}")
@@ -276,12 +249,16 @@ def _stage(c: _Checker, s, i: int, dt: float, t0: float) -> StageConfig:
     where = f"stage[{i}]"
     c.keys(s, _STAGE, where)
     ens = c.choice(s, "ensemble", where, ENSEMBLES, None)
-    temp = c.number(s, "temperature_K", where, default=t0, nonneg=True)
-    temp_end = c.number(s, "temperature_end_K", where, default=temp, nonneg=True)
+    temp = c.number(s, "temperature_K", where, default=t0, nonneg=True, high=1e5, unit="K")
+    temp_end = c.number(s, "temperature_end_K", where, default=temp, nonneg=True, high=1e5,
+                        unit="K")
+    if ens != "nve" and temp <= 0:
+        c.fail(f"{where}.temperature_K", f"a {ens} stage needs a temperature > 0 K")
     if ens == "nve" and "temperature_end_K" in s:
         c.fail(f"{where}.temperature_end_K", "a temperature ramp needs ensemble nvt or npt")
-    p0 = c.number(s, "pressure_GPa", where, default=0.0)
-    p1 = c.number(s, "pressure_end_GPa", where, default=p0)
+    p0 = c.number(s, "pressure_GPa", where, default=0.0, low=-100.0, high=1000.0, unit="GPa")
+    p1 = c.number(s, "pressure_end_GPa", where, default=p0, low=-100.0, high=1000.0,
+                  unit="GPa")
     if ens != "npt" and ("pressure_GPa" in s or "pressure_end_GPa" in s):
         c.fail(f"{where}.pressure_GPa", "pressure targets need ensemble npt")
     given = [k for k in ("steps", "duration_ps", "rate_K_per_s") if k in s]
@@ -308,8 +285,10 @@ def _stage(c: _Checker, s, i: int, dt: float, t0: float) -> StageConfig:
         pressure_end_GPa=float(p1),
         thermostat=c.choice(s, "thermostat", where, THERMOSTATS, "nhc"),
         barostat=c.choice(s, "barostat", where, BAROSTATS, "iso"),
-        tau_t_fs=float(c.number(s, "tau_t_fs", where, default=100.0, positive=True)),
-        tau_p_fs=float(c.number(s, "tau_p_fs", where, default=1000.0, positive=True)),
+        tau_t_fs=float(c.number(s, "tau_t_fs", where, default=100.0, low=2 * dt, unit="fs "
+                                "(≥ 2 time steps)")),
+        tau_p_fs=float(c.number(s, "tau_p_fs", where, default=1000.0, low=2 * dt, unit="fs "
+                                "(≥ 2 time steps)")),
         compressibility_per_GPa=float(c.number(s, "compressibility_per_GPa", where,
                                                default=0.01, positive=True)),
         chain_length=int(c.number(s, "chain_length", where, default=3, positive=True,

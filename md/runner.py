@@ -496,12 +496,22 @@ def build_structure(cfg: MDConfig) -> Atoms:
     if "file" in s:
         import ase.io
 
+        from mtpjax.errors import InputError
+
         try:
             atoms = ase.io.read(s["file"], index=s.get("index", -1))
         except Exception as exc:
-            raise ValueError(f"{s['file']}: cannot read structure ({exc})") from exc
+            raise InputError(f"cannot read structure ({exc})", s["file"]) from exc
         if not np.all(atoms.pbc) or atoms.cell.volume <= 0:
-            raise ValueError(f"{s['file']}: the structure must be periodic in 3D")
+            raise InputError("the structure must be periodic in 3D (pbc T T T and a cell of "
+                             "non-zero volume)", s["file"])
+        from mtpjax.errors import GeometryError
+        from mtpjax.neighbors import pair_list
+
+        try:  # coincident atoms (< 1e-6 Å, images included) would give NaN forces at step 0
+            pair_list(atoms.positions, atoms.cell.array, atoms.pbc, 1e-3)
+        except GeometryError as exc:
+            raise exc.located(s["file"], None, f"frame {s.get('index', -1)}: ") from exc
         return atoms
     if "random" in s:
         r = s["random"]

@@ -15,6 +15,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 from ase.data import atomic_numbers
 
+from mtpjax.errors import InputError
 from mtpjax.io.mtp_file import read_mtp
 from mtpjax.model import ModelSpec
 from mtpjax.neighbors import allocate, update
@@ -65,7 +66,11 @@ class MTPEvaluator:
     def __init__(self, potential, dtype: str = "float64", skin: float = 0.5):
         pot = potential if isinstance(potential, MTPotential) else read_mtp(potential)
         if not pot.is_trained:
-            raise ValueError("the potential has no coefficients (an untrained template?)")
+            raise InputError(
+                "the potential has no coefficients (an untrained template?); expected a trained "
+                ".mtp (radial_coeffs, species_coeffs, moment_coeffs)",
+                None if isinstance(potential, MTPotential) else potential,
+            )
         if dtype not in ("float64", "float32"):
             raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
         self.potential = pot

@@ -3,6 +3,11 @@
 Each sub-command lives in its own module exposing ``add_arguments(parser)`` and
 ``run(args) -> int``. Modules are imported lazily so that `mtpjax --help` is fast and a
 missing optional extra (quippy, dask) only affects the command that needs it.
+
+Bad input (any :class:`mtpjax.errors.InputError`: a malformed file, an implausible label, a
+config value out of range) ends every command with one line on stderr,
+``mtpjax: error: FILE:LINE: message``, and exit status 2; ``mtpjax --debug COMMAND ...`` shows
+the traceback instead.
 """
 
 from __future__ import annotations
@@ -10,6 +15,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
+
+from mtpjax.errors import InputError
+
+#: set by ``--debug``: errors are re-raised with their traceback instead of one line
+DEBUG = False
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -34,8 +45,19 @@ def _load(name: str):
         raise
 
 
+def error_exit(exc: BaseException) -> int:
+    """Print ``mtpjax: error: <exc>`` on one line (the traceback too with ``--debug``); 2."""
+    if DEBUG:
+        traceback.print_exception(exc)
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"mtpjax: error: {message}", file=sys.stderr)
+    return 2
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtpjax", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (anywhere on the command line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
@@ -45,14 +67,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; 0 on success, 2 on bad input (one line on stderr), 130 if stopped."""
+    global DEBUG
     argv = list(sys.argv[1:] if argv is None else argv)
+    DEBUG = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     command = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser(command)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    return int(_load(args.command).run(args) or 0)
+    try:
+        return int(_load(args.command).run(args) or 0)
+    except InputError as exc:
+        return error_exit(exc)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 from ase.neighborlist import primitive_neighbor_list
 
+from mtpjax.errors import GeometryError
 from mtpjax.potential import Neighbors
+
+#: pairs closer than this (Å) are coincident atoms: no potential can evaluate them
+COINCIDENT_TOL = 1e-6
 
 
 class NeighborOverflowError(RuntimeError):
@@ -31,12 +35,13 @@ def validate_geometry(positions, cell, pbc) -> tuple[np.ndarray, np.ndarray, np.
         raise ValueError(f"positions must have shape [N, 3], got {positions.shape}")
     if not np.all(np.isfinite(positions)):
         bad = np.argwhere(~np.isfinite(positions))[0][0]
-        raise ValueError(f"positions contain NaN or infinite values (atom {bad})")
+        raise GeometryError(f"positions contain NaN or infinite values (atom {bad})",
+                            atoms=[bad])
     cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
     if cell.shape != (3, 3):
         raise ValueError(f"cell must have shape [3, 3], got {cell.shape}")
     if not np.all(np.isfinite(cell)):
-        raise ValueError("cell contains NaN or infinite values")
+        raise GeometryError("cell contains NaN or infinite values")
     pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
     if pbc.any():
         periodic = cell[pbc]
@@ -44,11 +49,11 @@ def validate_geometry(positions, cell, pbc) -> tuple[np.ndarray, np.ndarray, np.
         if np.linalg.matrix_rank(periodic, tol=1e-8 * max(1.0, np.abs(periodic).max())) < len(
             periodic
         ) or np.any(np.linalg.norm(periodic, axis=1) < 1e-8):
-            raise ValueError(
+            raise GeometryError(
                 f"singular cell for periodic directions {pbc.tolist()}: {cell.tolist()}"
             )
         if pbc.all() and abs(np.linalg.det(cell)) < 1e-8:
-            raise ValueError(f"singular cell (volume {np.linalg.det(cell):.3g} Å^3)")
+            raise GeometryError(f"singular cell (volume {np.linalg.det(cell):.3g} Å^3)")
     return positions, cell, pbc
 
 
@@ -92,10 +97,10 @@ def fast_path_applies(cell, pbc, cutoff: float) -> bool:
 def _matscipy_pairs(positions, cell, cutoff: float):
     from matscipy.neighbours import neighbour_list
 
-    i, j, S = neighbour_list("ijS", positions=positions, cell=cell, pbc=np.ones(3, bool),
-                             cutoff=float(cutoff))
+    i, j, S, d = neighbour_list("ijSd", positions=positions, cell=cell, pbc=np.ones(3, bool),
+                                cutoff=float(cutoff))
     # S refers to the positions as given (atoms outside the cell included; checked in tests)
-    return i, j, S
+    return i, j, S, d
 
 
 def pair_list(positions, cell, pbc, cutoff: float, method: str = "auto"):
@@ -105,6 +110,11 @@ def pair_list(positions, cell, pbc, cutoff: float, method: str = "auto"):
     much faster for large cells; only where :func:`fast_path_applies`) or "auto" (matscipy
     for ≥ ``FAST_MIN_ATOMS`` atoms where it applies, else ASE).
     Returns int arrays i [P], j [P], S [P, 3], sorted by i (then j).
+
+    Raises:
+        GeometryError: (an :class:`~mtpjax.errors.InputError`) for NaN positions, a singular
+            periodic cell, or two atoms (or an atom and an image) closer than
+            ``COINCIDENT_TOL`` = 1e-6 Å; ``err.atoms`` holds the 0-based indices.
     """
     positions, cell, pbc = validate_geometry(positions, cell, pbc)
     if len(positions) == 0:
@@ -116,15 +126,59 @@ def pair_list(positions, cell, pbc, cutoff: float, method: str = "auto"):
         raise ValueError("the matscipy neighbour list needs a periodic cell with heights "
                          f"≥ 2·cutoff = {2 * cutoff} Å")
     if fast and (method == "matscipy" or len(positions) >= FAST_MIN_ATOMS):
-        i, j, S = _matscipy_pairs(positions, cell, cutoff)
-        order = np.lexsort((j, i))
-        return i[order], j[order], S[order]
-    box = _bounding_cell(positions, cell, pbc, cutoff)
-    i, j, S = primitive_neighbor_list(
-        "ijS", pbc, box, positions, cutoff, self_interaction=False, use_scaled_positions=False
-    )
+        i, j, S, d = _matscipy_pairs(positions, cell, cutoff)
+    else:
+        box = _bounding_cell(positions, cell, pbc, cutoff)
+        i, j, S, d = primitive_neighbor_list(
+            "ijSd", pbc, box, positions, cutoff, self_interaction=False,
+            use_scaled_positions=False
+        )
+    _check_coincident(i, j, S, d)
     order = np.lexsort((j, i))
     return i[order], j[order], S[order]
+
+
+def find_duplicate_atoms(positions, cell=None, pbc=(False, False, False)):
+    """A fast (O(N log N)) pre-check for atoms at the same place: the first pair (a, b) of atoms
+    whose positions, wrapped into a fully periodic cell, agree to 1e-6 Å after rounding, or
+    None. Exact duplicates (a repeated atom line) are always found; the neighbour list
+    (:func:`pair_list`) remains the exact test for pairs closer than ``COINCIDENT_TOL``."""
+    positions = np.asarray(positions, dtype=np.float64)
+    if len(positions) < 2 or not np.all(np.isfinite(positions)):
+        return None
+    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+    if pbc.all() and cell is not None and abs(np.linalg.det(cell)) > 1e-8:
+        cell = np.asarray(cell, dtype=np.float64)
+        frac = positions @ np.linalg.inv(cell)
+        frac -= np.floor(frac)
+        frac[frac > 1.0 - 1e-12] = 0.0
+        positions = frac @ cell
+    keys = np.round(positions / COINCIDENT_TOL).astype(np.int64)
+    _, first, inverse, counts = np.unique(keys, axis=0, return_index=True, return_inverse=True,
+                                          return_counts=True)
+    inverse = inverse.reshape(-1)
+    dup = np.flatnonzero(counts[inverse] > 1)
+    if not len(dup):
+        return None
+    b = int(dup[np.argmax(dup != first[inverse[dup]])])
+    return int(first[inverse[b]]), b
+
+
+def _check_coincident(i, j, S, d) -> None:
+    """Raise :class:`GeometryError` naming the first pair (distances ``d``, Å) closer than
+    ``COINCIDENT_TOL``."""
+    if len(i) == 0 or d.min() >= COINCIDENT_TOL:
+        return
+    close = np.flatnonzero(d < COINCIDENT_TOL)
+    if len(close):
+        p = close[np.lexsort((j[close], i[close]))[0]]
+        a, b = int(i[p]), int(j[p])
+        image = "" if not np.any(S[p]) else f" (periodic image {S[p].tolist()})"
+        raise GeometryError(
+            f"atoms {a} and {b}{image} coincide (distance {d[p]:.3g} Å < "
+            f"{COINCIDENT_TOL:g} Å; 0-based atom indices)",
+            atoms=sorted({a, b}),
+        )
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,12 @@
 """The pipeline's TOML config: schema with defaults, validated before any computation.
 
-Every section is a table of known keys; an unknown section or key, a wrong type, a level that is
-not even (2..28), an unknown stage name or a missing file raises `PipelineConfigError` naming the
-key (``fit.levels[1]``). The result is a plain dict (defaults filled in, paths resolved) whose
+Every section is a table of known keys; an unknown section or key, a wrong type, a value out of
+its range (:data:`RANGES`: time steps, densities, temperatures, step counts, workers, ...), a
+broken relation (``fit.min_dist_A < fit.max_dist_A``, ``rss.min_atoms ≤ rss.max_atoms``, a
+snapshot interval longer than the run, ...), a level that is not even (2..28), an unknown stage,
+optimiser or species, or a missing file raises `PipelineConfigError` (an
+:class:`~mtpjax.errors.InputError`) with the file, the line of the key and the key itself
+(``fit.levels[1]``). The result is a plain dict (defaults filled in, paths resolved) whose
 sections are hashed into the stage stamps. See docs/pipeline.md for every key.
 """
 
@@ -12,11 +16,21 @@ import copy
 import tomllib
 from pathlib import Path
 
+from mtpjax.config_check import (
+    MAX_DENSITY_G_CM3,
+    MAX_TIMESTEP_FS,
+    Checker,
+    check_packing,
+    toml_error,
+)
+from mtpjax.errors import InputError
+
 STAGES = ("teacher", "sample", "labels", "fits", "tests", "evaluate", "md", "analysis", "report")
 
 
-class PipelineConfigError(ValueError):
-    """Invalid pipeline config; the message names the file and the key."""
+class PipelineConfigError(InputError):
+    """Invalid pipeline config: ``path``, ``line`` (of the key, where found), and a message
+    naming the key."""
 
 
 # section -> key -> default (type is checked against the default's type; None = any / optional)
@@ -95,6 +109,49 @@ SCHEMA: dict[str, dict] = {
     },
     "analysis": {"soap": False, "relax_references": False},
 }
+# numeric ranges: (section, key) -> dict(low/high/positive/nonneg/integer, unit) for Checker.value
+_T = dict(nonneg=True, high=1e5, unit="K")
+_DT = dict(positive=True, high=MAX_TIMESTEP_FS, unit="fs")
+_RHO = dict(positive=True, high=MAX_DENSITY_G_CM3, unit="g/cm³")
+_P = dict(low=-100.0, high=1000.0, unit="GPa")
+_COUNT = dict(integer=True, low=1)
+_STEPS = dict(integer=True, nonneg=True)
+RANGES: dict[tuple[str, str], dict] = {
+    ("run", "seed"): _STEPS,
+    ("teacher", "gap_sparse"): _COUNT, ("teacher", "gap_threads"): _COUNT,
+    ("d0", "max_structures"): _STEPS,
+    ("sample", "runs"): _COUNT, ("sample", "n_atoms"): _COUNT, ("sample", "density_g_cm3"): _RHO,
+    ("sample", "min_distance_A"): dict(positive=True, high=10.0, unit="Å"),
+    ("sample", "timestep_fs"): _DT, ("sample", "temperature_K"): _T,
+    ("sample", "nvt_steps"): _STEPS, ("sample", "ramp_steps"): _STEPS,
+    ("sample", "pressure_start_GPa"): _P, ("sample", "pressure_end_GPa"): _P,
+    ("sample", "snapshot_every"): _COUNT,
+    ("sample", "tau_t_fs"): dict(positive=True, unit="fs"),
+    ("sample", "tau_p_fs"): dict(positive=True, unit="fs"),
+    ("labels", "workers"): _STEPS, ("labels", "chunk_size"): _COUNT,
+    ("fit", "min_dist_A"): dict(nonneg=True, high=20.0, unit="Å"),
+    ("fit", "max_dist_A"): dict(positive=True, high=20.0, unit="Å"),
+    ("fit", "radial_basis_size"): dict(integer=True, low=2, high=64),
+    ("fit", "max_iter"): _STEPS, ("fit", "seed"): _STEPS,
+    ("fit", "energy_weight"): dict(nonneg=True), ("fit", "force_weight"): dict(nonneg=True),
+    ("fit", "stress_weight"): dict(nonneg=True),
+    ("rss", "n_structures"): _COUNT, ("rss", "min_atoms"): _COUNT, ("rss", "max_atoms"): _COUNT,
+    ("rss", "volume_per_atom_A3"): dict(positive=True, high=1000.0, unit="Å³"),
+    ("rss", "volume_spread_A3"): dict(nonneg=True, unit="Å³"),
+    ("rss", "min_distance_A"): dict(positive=True, high=10.0, unit="Å"),
+    ("rss", "max_ops"): _STEPS, ("rss", "pressure_scale_GPa"): dict(nonneg=True, unit="GPa"),
+    ("rss", "relax_steps"): _STEPS, ("rss", "fmax"): dict(positive=True, unit="eV/Å"),
+    ("compression", "runs"): _COUNT, ("compression", "n_atoms"): _COUNT,
+    ("compression", "density_g_cm3"): _RHO, ("compression", "timestep_fs"): _DT,
+    ("compression", "temperature_K"): _T, ("compression", "nvt_steps"): _STEPS,
+    ("compression", "ramp_steps"): _STEPS, ("compression", "pressure_end_GPa"): _P,
+    ("compression", "snapshot_every"): _COUNT,
+    ("compression", "tau_p_fs"): dict(positive=True, unit="fs"),
+    ("evaluate", "cost_cells"): _COUNT, ("evaluate", "cost_repeats"): _COUNT,
+    ("md", "level"): _STEPS,
+}
+#: the optimisers of mtpjax.fit.trainer.OPTIMIZERS (not imported: checking needs no JAX)
+OPTIMIZERS = ("lbfgs", "bfgs", "adam", "lm")
 # md protocol tables ([md.protocol.NAME]) follow md/config.py's format: structure, run, stage
 PROTOCOL_KEYS = {"structure", "run", "neighbors", "stage", "teacher_structure"}
 MODELS = ("indirect", "direct")
@@ -104,21 +161,24 @@ def load(path: str | Path, run_dir: str | Path | None = None) -> dict:
     """Read and validate the TOML config at `path`; `run_dir` overrides ``run.dir``."""
     path = Path(path)
     if not path.is_file():
-        raise PipelineConfigError(f"{path}: no such config file")
+        raise PipelineConfigError("no such config file", path)
+    text = path.read_text()
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise PipelineConfigError(f"{path}: invalid TOML ({exc})") from None
+        message, line = toml_error(exc)
+        raise PipelineConfigError(message, path, line) from None
     if run_dir is not None:
         raw.setdefault("run", {})["dir"] = str(run_dir)
-    return validate(raw, source=str(path), base=path.resolve().parent)
+    return validate(raw, source=str(path), base=path.resolve().parent, text=text)
 
 
-def validate(raw: dict, source: str = "<config>", base: Path | None = None) -> dict:
-    """Defaults filled in and every value checked; see the module docstring."""
-
-    def fail(key, msg):
-        raise PipelineConfigError(f"{source}: {key}: {msg}")
+def validate(raw: dict, source: str = "<config>", base: Path | None = None,
+             text: str | None = None) -> dict:
+    """Defaults filled in and every value checked; see the module docstring. ``text`` (the
+    TOML source) lets errors carry the line of the key."""
+    checker = Checker(source, text, PipelineConfigError)
+    fail = checker.fail
 
     cfg = copy.deepcopy(SCHEMA)
     for section, table in raw.items():
@@ -136,7 +196,9 @@ def validate(raw: dict, source: str = "<config>", base: Path | None = None) -> d
                 fail(f"{section}.{key}", f"expected {type(default).__name__}, got {value!r}")
             cfg[section][key] = value
     cfg["md"]["protocol"] = raw.get("md", {}).get("protocol", {})
-    _check(cfg, fail, base)
+    for (section, key), rule in RANGES.items():
+        checker.value(cfg[section][key], f"{section}.{key}", **rule)
+    _check(cfg, checker, base)
     return cfg
 
 
@@ -158,7 +220,9 @@ def resolve(value: str, base: Path | None) -> Path:
     return base / p if (base / p).exists() else p
 
 
-def _check(cfg: dict, fail, base: Path | None) -> None:
+def _check(cfg: dict, checker: Checker, base: Path | None) -> None:
+    fail = checker.fail
+    species = checker.species(cfg["run"]["species"], "run.species")
     for i, stage in enumerate(cfg["run"]["stages"]):
         if stage not in STAGES:
             fail(f"run.stages[{i}]", f"unknown stage {stage!r} (stages: {', '.join(STAGES)})")
@@ -171,11 +235,15 @@ def _check(cfg: dict, fail, base: Path | None) -> None:
         )
     if t["spec"]:
         _check_teacher(t, fail, base)
+        if list(t["resolved"]["species"]) and list(t["resolved"]["species"]) != species:
+            fail("teacher.spec", f"the teacher's species {t['resolved']['species']} differ from "
+                 f"run.species {species}")
     for key in ("train", "test"):
         p = resolve(cfg["d0"][key], base)
         if not p.is_file():
             fail(f"d0.{key}", f"file not found: {p}")
         cfg["d0"][key] = str(p)
+        _check_d0(p, f"d0.{key}", fail, species)
     levels = cfg["fit"]["levels"]
     if not levels:
         fail("fit.levels", "give at least one level")
@@ -194,24 +262,70 @@ def _check(cfg: dict, fail, base: Path | None) -> None:
         for key in table:
             if key not in PROTOCOL_KEYS:
                 fail(f"md.protocol.{name}.{key}", f"unknown key (allowed: {sorted(PROTOCOL_KEYS)})")
-        _check_md_protocol(name, table, fail, base)
-    for section, key in (
-        ("sample", "snapshot_every"),
-        ("compression", "snapshot_every"),
-        ("sample", "n_atoms"),
-        ("compression", "n_atoms"),
-        ("fit", "max_iter"),
-        ("evaluate", "cost_repeats"),
-    ):
-        if cfg[section][key] < (0 if key == "max_iter" else 1):
-            fail(f"{section}.{key}", f"must be positive, got {cfg[section][key]}")
+        _check_md_protocol(name, table, checker, base, species)
+    _check_relations(cfg, fail, species)
+
+
+def _check_d0(path: Path, key: str, fail, species: list[str]) -> None:
+    """D0 files must be readable and hold, for every frame, DFT energies and forces (finite,
+    stresses plausible if present) and only ``run.species`` elements (errors name the frame
+    and its line)."""
+    from mtpjax.fit.data import TrainingDataError, check_samples, read_samples
+
+    try:
+        samples = read_samples(path, species=species, species_count=len(species))
+        check_samples(samples, energy_weight=1.0, force_weight=1.0)
+    except TrainingDataError as exc:
+        fail(key, str(exc))
+
+
+def _check_relations(cfg: dict, fail, species: list[str]) -> None:
+    """Relations between keys and choices (ranges are in :data:`RANGES`)."""
+    fit = cfg["fit"]
+    if fit["min_dist_A"] >= fit["max_dist_A"]:
+        fail("fit.max_dist_A", f"need min_dist_A < max_dist_A, got {fit['min_dist_A']} ≥ "
+             f"{fit['max_dist_A']} Å")
+    if fit["optimizer"] not in OPTIMIZERS:
+        fail("fit.optimizer", f"unknown optimiser {fit['optimizer']!r}; expected one of "
+             f"{', '.join(OPTIMIZERS)}")
+    if fit["energy_weight"] + fit["force_weight"] + fit["stress_weight"] <= 0:
+        fail("fit.energy_weight", "all loss weights are 0: nothing to fit")
+    for section in ("sample", "compression"):
+        sec = cfg[section]
+        total = sec["nvt_steps"] + sec["ramp_steps"]
+        if total < 1:
+            fail(f"{section}.ramp_steps", "nvt_steps + ramp_steps must be ≥ 1")
+        if sec["snapshot_every"] > total:
+            fail(f"{section}.snapshot_every", f"{sec['snapshot_every']} > nvt_steps + ramp_steps "
+                 f"= {total}: no snapshot would be taken")
+        for key in ("tau_t_fs", "tau_p_fs"):
+            if key in sec and sec[key] < 2 * sec["timestep_fs"]:
+                fail(f"{section}.{key}", f"{sec[key]} fs is shorter than two time steps "
+                     f"(timestep_fs = {sec['timestep_fs']})")
+    s = cfg["sample"]
+    check_packing(_Fail(fail), "sample.min_distance_A", s["n_atoms"], s["density_g_cm3"],
+                  s["min_distance_A"], species[0])
     w = cfg["compression"]["window_GPa"]
     if len(w) != 2 or w[0] > w[1]:
         fail("compression.window_GPa", f"expected [p_min, p_max], got {w}")
-    if cfg["rss"]["min_atoms"] > cfg["rss"]["max_atoms"] or cfg["rss"]["min_atoms"] < 1:
-        fail("rss.min_atoms", "need 1 ≤ min_atoms ≤ max_atoms")
+    rss = cfg["rss"]
+    if rss["min_atoms"] > rss["max_atoms"]:
+        fail("rss.min_atoms", f"need 1 ≤ min_atoms ≤ max_atoms, got {rss['min_atoms']} > "
+             f"{rss['max_atoms']}")
+    if rss["volume_spread_A3"] >= rss["volume_per_atom_A3"]:
+        fail("rss.volume_spread_A3", "must be smaller than volume_per_atom_A3 (volumes must "
+             "stay positive)")
     if cfg["labels"]["executor"] not in ("local", "serial"):
         fail("labels.executor", "expected 'local' or 'serial'")
+    if cfg["md"]["level"] and cfg["md"]["level"] % 2:
+        fail("md.level", f"levels are even, got {cfg['md']['level']}")
+
+
+class _Fail:
+    """Adapter giving a ``fail(key, msg)`` function the Checker interface of check_packing."""
+
+    def __init__(self, fail):
+        self.fail = fail
 
 
 def _check_teacher(t: dict, fail, base: Path | None) -> None:
@@ -232,19 +346,21 @@ def _check_teacher(t: dict, fail, base: Path | None) -> None:
     }
 
 
-def _check_md_protocol(name: str, table: dict, fail, base: Path | None) -> None:
-    """Validate a protocol with md.config (a placeholder potential file: the config itself)."""
+def _check_md_protocol(name: str, table: dict, checker: Checker, base: Path | None,
+                       species: list[str]) -> None:
+    """Validate a protocol with md.config (a placeholder potential file: the config itself;
+    the species of ``run.species``). Errors name ``md.protocol.NAME.key`` and its line."""
     from md.config import ConfigError, parse_config
 
     doc = {k: v for k, v in table.items() if k != "teacher_structure"}
-    doc["potential"] = {"file": __file__, "species": ["Si"]}
+    doc["potential"] = {"file": __file__, "species": list(species)}
+    prefix = f"md.protocol.{name}"
     try:
-        parse_config(doc, source=f"md.protocol.{name}", base=base)
+        parse_config(doc, source=checker.source, base=base, text=checker.text, prefix=prefix)
         if "teacher_structure" in table:
-            parse_config(
-                {**doc, "structure": table["teacher_structure"]},
-                source=f"md.protocol.{name}.teacher_structure",
-                base=base,
-            )
+            parse_config({**doc, "structure": table["teacher_structure"]},
+                         source=checker.source, base=base, text=checker.text,
+                         prefix=f"{prefix}.teacher_structure")
     except ConfigError as exc:
-        fail(f"md.protocol.{name}", str(exc))
+        message = exc.message.replace(".teacher_structure.structure", ".teacher_structure")
+        raise PipelineConfigError(message, exc.path, exc.line) from None

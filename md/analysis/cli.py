@@ -80,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except ValueError as exc:
-        print(f"mtpjax analyze: error: {exc}", file=sys.stderr)
-        return 2
+        from mtpjax.cli import error_exit
+
+        return error_exit(exc)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -8,8 +8,6 @@ The file has no coefficients, so ``mtpjax train`` / ``mlp train`` start from scr
 
 from __future__ import annotations
 
-import sys
-
 from mtpjax.basis_generate import MAX_LEVEL, generate_basis
 from mtpjax.io.mtp_file import write_mtp
 from mtpjax.potential_data import RADIAL_BASIS_TYPES, MTPotential
@@ -72,8 +70,9 @@ def run(args) -> int:
     try:
         pot, species = build_potential(args)
     except ValueError as exc:
-        print(f"mtpjax new: error: {exc}", file=sys.stderr)
-        return 2
+        from mtpjax.cli import error_exit
+
+        return error_exit(exc)
     write_mtp(args.output, pot)
     b = pot.basis
     print(f"wrote {args.output}: level {args.level}, {b.scalar_count} basis functions, "

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tomllib
 from pathlib import Path
+
+from mtpjax.errors import InputError
 
 # flag → FitConfig field (flags left at None do not override the TOML file / defaults)
 FLAG_FIELDS = {
@@ -56,6 +59,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     o.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_stress_arguments(o)
+
+
+def add_stress_arguments(parser) -> None:
+    """``--stress-unit`` / ``--stress-sign``: how stress labels are written (docs/units.md)."""
+    from mtpjax.units import STRESS_SIGNS, STRESS_UNITS
+
+    parser.add_argument("--stress-unit", choices=list(STRESS_UNITS), default="eV/A3",
+                        help="unit of the stress labels: extxyz/ASE stress in UNIT, .cfg "
+                             "PlusStress in UNIT·Å³ (default eV/A3, i.e. PlusStress in eV)")
+    parser.add_argument("--stress-sign", choices=list(STRESS_SIGNS), default="ase",
+                        help="sign of extxyz/ASE stress labels: ase (positive under tension, "
+                             "default) or vasp (positive under compression)")
 
 
 def _species(values):
@@ -72,18 +88,28 @@ def build_config(args):
     from mtpjax.fit.trainer import FitConfig
 
     values = {}
+    from_toml: dict[str, str] = {}  # option -> its dotted key in the TOML file
+    text = None
     if args.config:
         try:
-            with open(args.config, "rb") as fh:
-                doc = tomllib.load(fh)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise SystemExit(f"mtpjax train: cannot read {args.config}: {exc}") from exc
-        values.update({k: v for k, v in doc.items() if not isinstance(v, dict)})
+            text = Path(args.config).read_text()
+            doc = tomllib.loads(text)
+        except OSError as exc:
+            raise InputError(f"cannot read the config: {exc.strerror}", args.config) from exc
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            from mtpjax.config_check import toml_error
+
+            raise InputError(*toml_error(exc)[:1], args.config, toml_error(exc)[1]) from exc
+        top = {k: v for k, v in doc.items() if not isinstance(v, dict)}
+        values.update(top)
+        from_toml.update({k: k for k in top})
         values.update(doc.get("fit", {}))
+        from_toml.update({k: f"fit.{k}" for k in doc.get("fit", {})})
     for flag, name in FLAG_FIELDS.items():
         value = getattr(args, flag, None)
         if value is not None:
             values[name] = value
+            from_toml.pop(name, None)
     if args.skip_preinit:
         values["skip_preinit"] = True
     species = _species(args.species) or values.pop("species", None)
@@ -91,7 +117,18 @@ def build_config(args):
     try:
         return FitConfig.from_dict(values), species
     except (TypeError, ValueError) as exc:
-        raise SystemExit(f"mtpjax train: bad option: {exc}") from exc
+        # name the TOML line of the option at fault, or the flag
+        message = str(exc)
+        names = [n for n in re.findall(r"[a-z_]+", message) if n in values]
+        name = names[0] if names else None
+        if name in from_toml:
+            from mtpjax.config_check import toml_key_line
+
+            raise InputError(f"{from_toml[name]}: {message}", args.config,
+                             toml_key_line(text, from_toml[name])) from exc
+        flag = next((f for f, n in FLAG_FIELDS.items() if n == name), None)
+        where = f"--{flag.replace('_', '-')}: " if flag else ""
+        raise InputError(f"{where}bad fit option: {message}") from exc
 
 
 def plot_learning_curve(history, path) -> None:
@@ -129,26 +166,19 @@ def run(args) -> int:
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    from mtpjax.fit.data import TrainingDataError, load_dataset
+    from mtpjax.fit.data import load_dataset
     from mtpjax.fit.trainer import Trainer
-    from mtpjax.io.errors import FileFormatError
     from mtpjax.io.mtp_file import read_mtp, write_mtp
 
     config, species = build_config(args)
-    try:
-        pot = read_mtp(args.init)
-    except (OSError, FileFormatError, ValueError) as exc:
-        raise SystemExit(f"mtpjax train: {exc}") from exc
+    pot = read_mtp(args.init)  # errors: InputError, one line from mtpjax.cli
     if config.init_params == "same" and not pot.is_trained:
-        raise SystemExit(f"mtpjax train: {args.init} has no coefficients; "
-                         "use --init-params=random")
-    try:
-        kw = dict(cutoff=pot.max_dist, species=species, species_count=pot.species_count,
-                  energy_weight=config.energy_weight, force_weight=config.force_weight)
-        train = load_dataset(args.train, **kw)
-        valid = load_dataset(args.valid_cfgs, **kw) if args.valid_cfgs else None
-    except TrainingDataError as exc:
-        raise SystemExit(f"mtpjax train: bad training data: {exc}") from exc
+        raise InputError("has no coefficients; use --init-params=random", args.init)
+    kw = dict(cutoff=pot.max_dist, species=species, species_count=pot.species_count,
+              energy_weight=config.energy_weight, force_weight=config.force_weight,
+              stress_unit=args.stress_unit, stress_sign=args.stress_sign)
+    train = load_dataset(args.train, **kw)
+    valid = load_dataset(args.valid_cfgs, **kw) if args.valid_cfgs else None
 
     out = Path(args.trained_pot_name)
     workdir = Path(args.workdir) if args.workdir else out.with_name(out.name + ".run")

@@ -32,13 +32,17 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mtpjax.errors import InputError
 from mtpjax.neighbors import pack, pair_list
+from mtpjax.units import check_stress_magnitude
 
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))  # xx yy zz yz xz xy
 
 
-class TrainingDataError(ValueError):
-    """Unusable training data; the message names the file and the configuration index."""
+class TrainingDataError(InputError):
+    """Unusable training data: ``path`` (the file), ``line`` (the configuration's first line
+    where known: ``BEGIN_CFG`` of a ``.cfg``, the frame's atom-count line of an extxyz) and a
+    message naming the 0-based configuration index."""
 
 
 @dataclass(eq=False)
@@ -49,7 +53,8 @@ class Sample:
         positions: float [N, 3] (Å). types: int [N] MLIP types. cell: float [3, 3] (rows).
         pbc: bool [3]. energy: eV or None. forces: float [N, 3] (eV/Å) or None.
         virial: float [3, 3] ∂E/∂ε (eV) or None. weight: per-configuration weight (≥ 0).
-        source: file it came from. index: 0-based position in that file.
+        source: file it came from. index: 0-based position in that file. line: its first line
+            in that file (1-based) where known.
         neighbors: filled by :func:`precompute_neighbors`: (idx [N, J], offsets [N, J, 3],
             mask [N, J]) numpy arrays with J = the configuration's largest neighbour count.
     """
@@ -64,6 +69,7 @@ class Sample:
     weight: float = 1.0
     source: str = ""
     index: int = 0
+    line: int | None = None
     neighbors: tuple | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -72,6 +78,11 @@ class Sample:
     @property
     def where(self) -> str:
         return f"{self.source}: configuration {self.index}"
+
+    def error(self, message: str) -> TrainingDataError:
+        """A :class:`TrainingDataError` located at this configuration."""
+        return TrainingDataError(f"configuration {self.index}: {message}", self.source or None,
+                                 self.line)
 
     @property
     def max_neighbors(self) -> int:
@@ -95,26 +106,28 @@ def _voigt_to_matrix(v) -> np.ndarray:
     return m
 
 
-def _from_cfg(path: Path, species_count: int | None) -> list[Sample]:
+def _from_cfg(path: Path, species_count: int | None, stress_factor: float = 1.0
+              ) -> list[Sample]:
+    """Samples of a ``.cfg``; ``PlusStress`` (eV, or UNIT·Å³) × ``stress_factor`` → eV."""
     from mtpjax.io.cfg import read_cfg
 
     samples = []
     for n, cfg in enumerate(read_cfg(path)):
         types = np.asarray(cfg.types, dtype=np.int32)
         if species_count is not None and len(types) and types.max() >= species_count:
-            raise TrainingDataError(
-                f"{path}: configuration {n}: atom type {int(types.max())} but the potential has "
-                f"species_count = {species_count} (types are 0-based)"
-            )
+            atom = int(np.argmax(types >= species_count))
+            raise cfg.error(
+                f"atom type {int(types[atom])} but the potential has species_count = "
+                f"{species_count} (expected types 0..{species_count - 1})", atom=atom)
         virial = None
         if cfg.plus_stress is not None:
-            virial = -_voigt_to_matrix(cfg.plus_stress)
+            virial = -_voigt_to_matrix(cfg.plus_stress) * stress_factor
         cell = np.zeros((3, 3)) if cfg.cell is None else np.asarray(cfg.cell, np.float64)
         samples.append(Sample(
             positions=np.asarray(cfg.positions, np.float64), types=types, cell=cell,
             pbc=np.asarray(cfg.pbc, bool), energy=cfg.energy,
             forces=None if cfg.forces is None else np.asarray(cfg.forces, np.float64),
-            virial=virial, source=str(path), index=n,
+            virial=virial, source=str(path), index=n, line=cfg.line,
         ))
     return samples
 
@@ -126,41 +139,55 @@ def _first(mapping, keys):
     return None
 
 
-def _from_atoms(atoms, n: int, path: Path, table: dict) -> Sample:
+#: where labels are looked for in an ASE frame, in this order (info/arrays keys, then the
+#: attached calculator's results)
+ENERGY_KEYS = ("REF_energy", "energy")
+FORCE_KEYS = ("REF_forces", "forces")
+STRESS_KEYS = ("REF_stress", "stress")
+
+
+def _from_atoms(atoms, n: int, path: Path, table: dict, line: int | None = None,
+                stress_factor: float = 1.0) -> Sample:
+    """A sample from an ASE frame; ``stress`` (× ``stress_factor`` → eV/Å³, ASE sign) × V."""
     from ase.data import chemical_symbols
+
+    def fail(msg):
+        return TrainingDataError(f"configuration {n}: {msg}", path, line)
 
     numbers = atoms.get_atomic_numbers()
     unknown = sorted({int(z) for z in numbers} - set(table))
     if unknown:
         names = ", ".join(chemical_symbols[z] for z in unknown)
         species = [chemical_symbols[z] for z, _ in sorted(table.items(), key=lambda kv: kv[1])]
-        raise TrainingDataError(
-            f"{path}: configuration {n}: element(s) {names} not in species {species}"
-        )
+        raise fail(f"element(s) {names} not in species {species}")
     types = np.asarray([table[int(z)] for z in numbers], dtype=np.int32)
     results = dict(atoms.calc.results) if atoms.calc is not None else {}
-    energy = _first(atoms.info, ("REF_energy", "energy"))
+    energy = _first(atoms.info, ENERGY_KEYS)
     if energy is None:
         energy = _first(results, ("energy", "free_energy"))
-    forces = _first(atoms.arrays, ("REF_forces", "forces"))
+    forces = _first(atoms.arrays, FORCE_KEYS)
     if forces is None:
         forces = results.get("forces")
-    stress = _first(atoms.info, ("REF_stress", "stress"))
+    stress = _first(atoms.info, STRESS_KEYS)
     if stress is None:
         stress = results.get("stress")
     pbc = np.asarray(atoms.pbc, bool)
     cell = np.asarray(atoms.cell.array, np.float64)
+    try:
+        energy = None if energy is None else float(energy)
+    except (TypeError, ValueError):
+        raise fail(f"energy label {energy!r} is not a number") from None
     virial = None
     if stress is not None and pbc.all():
         try:
-            virial = _voigt_to_matrix(stress) * abs(np.linalg.det(cell))
+            virial = _voigt_to_matrix(stress) * stress_factor * abs(np.linalg.det(cell))
         except ValueError as exc:
-            raise TrainingDataError(f"{path}: configuration {n}: {exc}") from exc
+            raise fail(str(exc)) from exc
     return Sample(
         positions=np.asarray(atoms.positions, np.float64), types=types, cell=cell, pbc=pbc,
-        energy=None if energy is None else float(energy),
+        energy=energy,
         forces=None if forces is None else np.asarray(forces, np.float64),
-        virial=virial, source=str(path), index=n,
+        virial=virial, source=str(path), index=n, line=line,
     )
 
 
@@ -174,14 +201,16 @@ def species_table(species) -> dict[int, int]:
     table = {}
     for t, s in enumerate(species):
         if s not in atomic_numbers:
-            raise TrainingDataError(f"unknown element symbol {s!r} in species {species}")
+            raise TrainingDataError(f"unknown element symbol {s!r} in species {species}; "
+                                    "expected element symbols such as Si")
         if atomic_numbers[s] in table:
             raise TrainingDataError(f"species has duplicates: {species}")
         table[atomic_numbers[s]] = t
     return table
 
 
-def read_samples(path, species=None, species_count: int | None = None) -> list[Sample]:
+def read_samples(path, species=None, species_count: int | None = None, *,
+                 stress_unit: str = "eV/A3", stress_sign: str = "ase") -> list[Sample]:
     """Read labelled configurations from ``path``.
 
     Args:
@@ -191,12 +220,23 @@ def read_samples(path, species=None, species_count: int | None = None) -> list[S
             ``None`` and ``species_count == 1``, a file holding a single element maps it to
             type 0.
         species_count: the potential's C (checks ``.cfg`` types and the ``species`` length).
+        stress_unit: unit of the stress labels as written: ``"eV/A3"`` (default), ``"GPa"``
+            or ``"kbar"``; a ``.cfg`` ``PlusStress`` is then in UNIT·Å³ (eV by default).
+        stress_sign: ``"ase"`` (default, positive under tension) or ``"vasp"`` (positive under
+            compression) for extxyz/ASE ``stress`` labels; ``.cfg`` ``PlusStress`` always
+            follows mlp's convention (see docs/units.md).
     Raises:
         TrainingDataError: unreadable or empty file, unknown elements (the message names the file).
     """
+    from mtpjax.units import stress_factor as _stress_factor
+
     path = Path(path)
     if not path.exists():
-        raise TrainingDataError(f"{path}: no such file")
+        raise TrainingDataError("no such file", path)
+    try:
+        factor = _stress_factor(stress_unit, stress_sign)
+    except ValueError as exc:
+        raise TrainingDataError(str(exc)) from exc
     if species is not None and species_count is not None:
         n_species = 1 if isinstance(species, str) else len(species)
         if n_species != species_count:
@@ -207,7 +247,7 @@ def read_samples(path, species=None, species_count: int | None = None) -> list[S
     suffix = path.suffix.lower()
     try:
         if suffix == ".cfg":
-            samples = _from_cfg(path, species_count)
+            samples = _from_cfg(path, species_count, _stress_factor(stress_unit))
         else:
             if suffix in (".db", ".aselmdb") or (suffix == ".json" and _is_ase_db(path)):
                 import ase.db
@@ -235,17 +275,29 @@ def read_samples(path, species=None, species_count: int | None = None) -> list[S
                     table = {numbers[0]: 0}
                 elif frames:
                     raise TrainingDataError(
-                        f"{path}: a species list is needed to map elements to MLIP types "
-                        f"(--species, e.g. --species Si)"
-                    )
-            samples = [_from_atoms(a, n, path, table) for n, a in enumerate(frames)]
+                        "a species list is needed to map elements to MLIP types "
+                        "(--species, e.g. --species Si)", path)
+            lines = _frame_lines(frames) if suffix in (".xyz", ".extxyz") else None
+            samples = [_from_atoms(a, n, path, table, lines[n] if lines else None, factor)
+                       for n, a in enumerate(frames)]
     except TrainingDataError:
         raise
+    except InputError as exc:  # a .cfg format error: keep its file and line
+        raise TrainingDataError(exc.message, exc.path, exc.line) from exc
     except Exception as exc:  # parser errors of any reader: name the file
-        raise TrainingDataError(f"{path}: cannot read training data: {exc}") from exc
+        raise TrainingDataError(f"cannot read training data: {exc}", path) from exc
     if not samples:
-        raise TrainingDataError(f"{path}: no configurations (empty file)")
+        raise TrainingDataError("no configurations (empty file)", path)
     return samples
+
+
+def _frame_lines(frames) -> list[int]:
+    """1-based line of each (ext)xyz frame's atom-count line (frames are N + 2 lines)."""
+    out, line = [], 1
+    for atoms in frames:
+        out.append(line)
+        line += len(atoms) + 2
+    return out
 
 
 def _is_ase_db(path: Path) -> bool:
@@ -261,44 +313,52 @@ def _is_ase_db(path: Path) -> bool:
 
 
 def check_samples(samples: list[Sample], *, energy_weight: float = 1.0,
-                  force_weight: float = 0.01, species_count: int | None = None) -> None:
-    """Validate before any compute; raise :class:`TrainingDataError` naming file and index."""
+                  force_weight: float = 0.01, species_count: int | None = None,
+                  stress_unit: str = "eV/A3") -> None:
+    """Validate before any compute; raise :class:`TrainingDataError` naming file and index.
+
+    Besides finiteness and shapes, a stress label (virial / volume, eV/Å³) beyond
+    :data:`mtpjax.units.MAX_PLAUSIBLE_STRESS` is refused as being in the wrong unit
+    (``stress_unit`` is the unit the labels were read in, for the message)."""
     if not samples:
         raise TrainingDataError("no training configurations")
     for s in samples:
         if len(s) == 0:
-            raise TrainingDataError(f"{s.where}: no atoms")
+            raise s.error("no atoms")
         if not np.all(np.isfinite(s.positions)):
-            raise TrainingDataError(f"{s.where}: positions contain NaN or infinite values")
+            raise s.error("positions contain NaN or infinite values")
         if not np.all(np.isfinite(s.cell)):
-            raise TrainingDataError(f"{s.where}: cell contains NaN or infinite values")
+            raise s.error("cell contains NaN or infinite values")
         if species_count is not None and s.types.max() >= species_count:
-            raise TrainingDataError(
-                f"{s.where}: atom type {int(s.types.max())} ≥ species_count {species_count}"
-            )
+            raise s.error(f"atom type {int(s.types.max())} but the potential has species_count "
+                          f"= {species_count} (expected types 0..{species_count - 1})")
         if s.energy is not None and not np.isfinite(s.energy):
-            raise TrainingDataError(f"{s.where}: energy label is NaN or infinite")
+            raise s.error("energy label is NaN or infinite")
         if s.energy is None and energy_weight > 0:
-            raise TrainingDataError(
-                f"{s.where}: no energy label but the energy weight is {energy_weight}"
-            )
+            raise s.error(f"no energy label (looked for {', '.join(ENERGY_KEYS)} and a "
+                          f"calculator's energy) but the energy weight is {energy_weight}")
         if s.forces is not None:
             if s.forces.shape != s.positions.shape:
-                raise TrainingDataError(
-                    f"{s.where}: forces have shape {s.forces.shape}, expected {s.positions.shape}"
-                )
+                raise s.error(f"forces have shape {s.forces.shape}, expected "
+                              f"{s.positions.shape}")
             if not np.all(np.isfinite(s.forces)):
                 atom = int(np.argwhere(~np.isfinite(s.forces))[0][0])
-                raise TrainingDataError(f"{s.where}: force label of atom {atom} is NaN or infinite")
+                raise s.error(f"force label of atom {atom} is NaN or infinite")
         elif force_weight > 0:
-            raise TrainingDataError(
-                f"{s.where}: no force labels but the force weight is {force_weight} "
-                f"(use --force-weight=0 to fit energies only)"
-            )
+            raise s.error(f"no force labels (looked for {', '.join(FORCE_KEYS)} and a "
+                          f"calculator's forces) but the force weight is {force_weight} "
+                          "(use --force-weight=0 to fit energies only)")
         if s.virial is not None and not np.all(np.isfinite(s.virial)):
-            raise TrainingDataError(f"{s.where}: stress label is NaN or infinite")
+            raise s.error("stress label is NaN or infinite")
+        if s.virial is not None and np.all(s.pbc):
+            volume = abs(np.linalg.det(s.cell))
+            if volume > 0:
+                try:
+                    check_stress_magnitude(s.virial / volume, stress_unit)
+                except ValueError as exc:
+                    raise s.error(str(exc)) from None
         if not (np.isfinite(s.weight) and s.weight >= 0):
-            raise TrainingDataError(f"{s.where}: weight must be finite and ≥ 0, got {s.weight}")
+            raise s.error(f"weight must be finite and ≥ 0, got {s.weight}")
 
 
 # ----------------------------------------------------------------------------- neighbours
@@ -312,7 +372,7 @@ def precompute_neighbors(samples: list[Sample], cutoff: float) -> None:
         try:
             i, j, S = pair_list(s.positions, s.cell, s.pbc, cutoff)
         except ValueError as exc:
-            raise TrainingDataError(f"{s.where}: {exc}") from exc
+            raise s.error(exc.message if isinstance(exc, InputError) else str(exc)) from exc
         nbrs, max_count = pack(i, j, S, len(s), None)
         offsets = nbrs.shifts @ s.cell  # [N, J, 3] Cartesian image offsets
         s.neighbors = (nbrs.idx, offsets, nbrs.mask, cutoff)
@@ -486,10 +546,12 @@ def pack_buckets(samples: list[Sample], atoms_per_group: int | None = None,
 
 
 def load_dataset(path, cutoff: float, species=None, species_count=None, *,
-                 energy_weight: float = 1.0, force_weight: float = 0.01) -> list[Sample]:
-    """read → check → neighbours, the usual entry point."""
-    samples = read_samples(path, species=species, species_count=species_count)
+                 energy_weight: float = 1.0, force_weight: float = 0.01,
+                 stress_unit: str = "eV/A3", stress_sign: str = "ase") -> list[Sample]:
+    """read → check → neighbours, the usual entry point (see :func:`read_samples`)."""
+    samples = read_samples(path, species=species, species_count=species_count,
+                           stress_unit=stress_unit, stress_sign=stress_sign)
     check_samples(samples, energy_weight=energy_weight, force_weight=force_weight,
-                  species_count=species_count)
+                  species_count=species_count, stress_unit=stress_unit)
     precompute_neighbors(samples, cutoff)
     return samples

@@ -107,6 +107,22 @@ class FitConfig:
             raise ValueError("lm_hessian_fraction must be in (0, 1]")
         if self.relinearize_every < 0:
             raise ValueError("relinearize_every must be ≥ 0")
+        for name in ("energy_weight", "force_weight", "stress_weight", "lstsq_ridge",
+                     "weight_decay"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number ≥ 0, got {value!r}")
+        if self.weighting not in ("vibrations", "molecules", "structures"):
+            raise ValueError(f"weighting must be vibrations, molecules or structures, got "
+                             f"{self.weighting!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("batch_size", "eval_every", "memory_size", "lstsq_atoms", "target_atoms",
+                     "max_linesearch_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.checkpoint_every < 0 or self.warmup_steps < 0:
+            raise ValueError("checkpoint_every and warmup_steps must be ≥ 0")
 
     @classmethod
     def from_dict(cls, values: dict) -> FitConfig:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from mtpjax.errors import InputError
 
-class FileFormatError(ValueError):
-    """Malformed input file. ``str(err)`` reads ``path:line: message``."""
+
+class FileFormatError(InputError):
+    """Malformed input file. ``str(err)`` reads ``path:line: message``.
+
+    Kept for compatibility: the positional order is ``(path, line, message)``."""
 
     def __init__(self, path, line: int | None, message: str):
-        self.path = str(path)
-        self.line = line
-        self.message = message
-        where = f"{self.path}:{line}" if line is not None else self.path
-        super().__init__(f"{where}: {message}")
+        super().__init__(message, path, line)

@@ -6,6 +6,7 @@ float64 bit; the layout follows what ``mlp`` writes so ``mlp`` reads our files.
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 
@@ -13,38 +14,87 @@ import numpy as np
 
 from mtpjax.basis import BasisSpec
 from mtpjax.io.errors import FileFormatError
-from mtpjax.potential_data import MTPotential
+from mtpjax.potential_data import RADIAL_BASIS_TYPES, MTPotential
 
 _KEY_VALUE = re.compile(r"^\s*([A-Za-z_]+)\s*=\s*(.*?)\s*$")
 _PAIR = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
+#: every key of an MLIP-2 ``.mtp`` file (version 1.1.0), in the order ``mlp`` writes them
+KNOWN_KEYS = (
+    "version", "potential_name", "scaling", "species_count", "potential_tag",
+    "radial_basis_type", "min_dist", "max_dist", "radial_basis_size", "radial_funcs_count",
+    "alpha_moments_count", "alpha_index_basic_count", "alpha_index_basic",
+    "alpha_index_times_count", "alpha_index_times", "alpha_scalar_moments",
+    "alpha_moment_mapping", "species_coeffs", "moment_coeffs",
+)
+_VERSION = "1.1.0"
 
-def _parse_numbers(text: str, path, line: int, kind=float) -> list:
+
+def _parse_numbers(text: str, path, line: int | None, kind=float) -> list:
+    """Numbers of a ``{a, b, ...}`` (possibly nested) value; finite floats or integers."""
+    if text.count("{") != text.count("}"):
+        raise FileFormatError(
+            path, line, f"unbalanced braces in {text[:60]!r} (truncated file?); expected "
+            "'{...}' closed on the same line")
     cleaned = text.replace("{", " ").replace("}", " ").replace(",", " ").split()
-    try:
-        return [kind(tok) for tok in cleaned]
-    except ValueError as exc:
-        raise FileFormatError(path, line, f"cannot parse number in {text[:60]!r}") from exc
+    out = []
+    for tok in cleaned:
+        try:
+            value = kind(tok)
+        except ValueError as exc:
+            what = "an integer" if kind is int else "a number"
+            raise FileFormatError(path, line, f"expected {what}, got {tok!r}") from exc
+        if kind is float and not np.isfinite(value):
+            raise FileFormatError(path, line, f"expected a finite number, got {tok!r}")
+        out.append(value)
+    return out
 
 
 def _parse_nested(text: str, path, line: int, width: int) -> list[list[int]]:
-    flat = _parse_numbers(text, path, line, kind=int)
-    if len(flat) % width:
-        raise FileFormatError(path, line, f"expected groups of {width} integers")
-    return [flat[i : i + width] for i in range(0, len(flat), width)]
+    """``{{a, b, c, d}, ...}``: groups of ``width`` integers (also accepted flat)."""
+    flat = _parse_numbers(text, path, line, kind=int)  # braces balanced, integers only
+    if text.count("{") <= 1:
+        groups = [flat[i : i + width] for i in range(0, len(flat), width)]
+    else:
+        groups = [_parse_numbers(g, path, line, kind=int)
+                  for g in re.findall(r"\{([^{}]*)\}", text)]
+    for k, g in enumerate(groups):
+        if len(g) != width:
+            raise FileFormatError(path, line, f"group {k} has {len(g)} integers, expected "
+                                  f"{width} ({{{', '.join(['i'] * width)}}})")
+    return groups
+
+
+def _unknown_key(key: str, path, line: int) -> FileFormatError:
+    close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return FileFormatError(
+        path, line, f"unknown key {key!r}{hint}; expected one of: {', '.join(KNOWN_KEYS)}"
+    )
 
 
 def read_mtp(path) -> MTPotential:
-    """Read an ``.mtp`` file (trained or untrained template) into :class:`MTPotential`."""
+    """Read an ``.mtp`` file (trained or untrained template) into :class:`MTPotential`.
+
+    Strict: unknown or repeated keys, a version other than 1.1.0, declared counts that disagree
+    with their tables, ``min_dist ≥ max_dist``, radial blocks of the wrong size, non-finite
+    numbers and truncated values raise :class:`~mtpjax.io.errors.FileFormatError` (an
+    :class:`~mtpjax.errors.InputError`) with ``path`` and ``line``. Distances in Å,
+    coefficients in eV.
+    """
     path = Path(path)
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
         raise FileFormatError(path, None, f"cannot read file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise FileFormatError(path, None, "not a text file (expected an MLIP .mtp file)") from exc
     if not lines or lines[0].strip() != "MTP":
-        raise FileFormatError(path, 1, "first line must be 'MTP'")
+        raise FileFormatError(path, 1, "first line must be 'MTP' (is this an MLIP .mtp file?)")
     values: dict[str, tuple[str, int]] = {}
-    radial_blocks: dict[tuple[int, int], list[list[float]]] = {}
+    # (i, j) -> (line of the 'i-j' header, [(line, row), ...])
+    radial_blocks: dict[tuple[int, int], tuple[int, list[tuple[int, list[float]]]]] = {}
+    radial_line = None
     n = 1
     while n < len(lines):
         raw = lines[n]
@@ -53,6 +103,10 @@ def read_mtp(path) -> MTPotential:
         if not raw.strip() or raw.strip().startswith("#"):
             continue
         if raw.strip() == "radial_coeffs":
+            if radial_line is not None:
+                raise FileFormatError(path, lineno, f"radial_coeffs repeated (first on line "
+                                      f"{radial_line})")
+            radial_line = lineno
             current = None
             while n < len(lines):
                 sub = lines[n]
@@ -64,39 +118,62 @@ def read_mtp(path) -> MTPotential:
                 pair = _PAIR.match(sub)
                 if pair:
                     current = (int(pair.group(1)), int(pair.group(2)))
-                    radial_blocks[current] = []
+                    if current in radial_blocks:
+                        raise FileFormatError(path, n, f"radial_coeffs block {sub.strip()} "
+                                              "repeated")
+                    radial_blocks[current] = (n, [])
                 elif sub.strip().startswith("{"):
                     if current is None:
                         raise FileFormatError(path, n, "radial coefficients before a 'i-j' block")
-                    radial_blocks[current].append(_parse_numbers(sub, path, n))
+                    radial_blocks[current][1].append((n, _parse_numbers(sub, path, n)))
                 else:
-                    raise FileFormatError(path, n, f"unexpected line in radial_coeffs: {sub!r}")
+                    raise FileFormatError(path, n, f"unexpected line in radial_coeffs: "
+                                          f"{sub.strip()[:60]!r}; expected 'i-j' or "
+                                          "'{c_0, ..., c_R-1}'")
             continue
         m = _KEY_VALUE.match(raw)
         if not m:
-            raise FileFormatError(path, lineno, f"expected 'key = value', got {raw.strip()!r}")
-        values[m.group(1)] = (m.group(2), lineno)
+            raise FileFormatError(path, lineno, f"expected 'key = value', got "
+                                  f"{raw.strip()[:60]!r}")
+        key = m.group(1)
+        if key not in KNOWN_KEYS:
+            raise _unknown_key(key, path, lineno)
+        if key in values:
+            raise FileFormatError(path, lineno, f"{key} given twice (first on line "
+                                  f"{values[key][1]})")
+        values[key] = (m.group(2), lineno)
+
+    def line_of(key):
+        return values[key][1] if key in values else None
 
     def get(key, kind=str, default=None, required=True):
         if key not in values:
             if required and default is None:
-                raise FileFormatError(path, None, f"missing required key {key!r}")
+                raise FileFormatError(path, None, f"missing required key {key!r} (truncated "
+                                      "file?)")
             return default
         text, line = values[key]
         try:
-            return kind(text)
+            value = kind(text)
         except ValueError as exc:
-            raise FileFormatError(path, line, f"bad value for {key}: {text!r}") from exc
+            what = {int: "an integer", float: "a number"}.get(kind, "a value")
+            raise FileFormatError(path, line, f"bad value for {key}: {text!r}; expected "
+                                  f"{what}") from exc
+        if kind is float and not np.isfinite(value):
+            raise FileFormatError(path, line, f"{key} must be finite, got {text!r}")
+        return value
 
-    version = get("version", str, "1.1.0")
-    if version != "1.1.0":
-        raise FileFormatError(path, values["version"][1], f"unsupported version {version!r}")
-    if "alpha_index_basic" not in values:
-        raise FileFormatError(path, None, "missing required key 'alpha_index_basic'")
-    basic = _parse_nested(*values["alpha_index_basic"][:1], path, values["alpha_index_basic"][1], 4)
-    times_text = values.get("alpha_index_times", ("{}", 0))
-    times = _parse_nested(times_text[0], path, times_text[1], 4)
-    map_text, map_line = values.get("alpha_moment_mapping", ("", None))
+    version = get("version", str, _VERSION)
+    if version != _VERSION:
+        raise FileFormatError(path, line_of("version"), f"unsupported version {version!r}; "
+                              f"expected {_VERSION} (MLIP-2 format)")
+    for key in ("alpha_index_basic", "alpha_moment_mapping"):
+        if key not in values:
+            raise FileFormatError(path, None, f"missing required key {key!r} (truncated file?)")
+    basic = _parse_nested(values["alpha_index_basic"][0], path, line_of("alpha_index_basic"), 4)
+    times_text, times_line = values.get("alpha_index_times", ("{}", None))
+    times = _parse_nested(times_text, path, times_line, 4)
+    map_text, map_line = values["alpha_moment_mapping"]
     mapping = _parse_numbers(map_text, path, map_line, kind=int)
     counts = {
         "alpha_index_basic_count": (len(basic), "alpha_index_basic"),
@@ -107,53 +184,99 @@ def read_mtp(path) -> MTPotential:
         declared = get(key, int, required=False)
         if declared is not None and declared != actual:
             raise FileFormatError(
-                path, values[key][1], f"{key} = {declared} but {what} has {actual} entries"
+                path, values[key][1], f"{key} = {declared} but {what} (line {line_of(what)}) "
+                f"has {actual} entries"
             )
+    n_moments = get("alpha_moments_count", int)
     try:
-        basis = BasisSpec(
-            basic, np.asarray(times).reshape(-1, 4), mapping, get("alpha_moments_count", int)
-        )
+        basis = BasisSpec(basic, np.asarray(times).reshape(-1, 4), mapping, n_moments)
     except ValueError as exc:
         raise FileFormatError(path, values["alpha_index_basic"][1], str(exc)) from exc
+    if mapping and (min(mapping) < 0 or max(mapping) >= n_moments):
+        raise FileFormatError(path, map_line, f"alpha_moment_mapping refers to moment "
+                              f"{max(mapping)} but alpha_moments_count = {n_moments}")
 
     species_count = get("species_count", int)
+    if species_count < 1:
+        raise FileFormatError(path, line_of("species_count"), f"species_count must be ≥ 1, "
+                              f"got {species_count}")
     R = get("radial_basis_size", int)
+    if R < 2:
+        raise FileFormatError(path, line_of("radial_basis_size"), f"radial_basis_size must be "
+                              f"≥ 2, got {R}")
     K = get("radial_funcs_count", int)
+    if K < basis.radial_funcs_needed:
+        raise FileFormatError(path, line_of("radial_funcs_count"), f"radial_funcs_count = {K} "
+                              f"but alpha_index_basic uses radial functions μ up to "
+                              f"{basis.radial_funcs_needed - 1}; expected ≥ "
+                              f"{basis.radial_funcs_needed}")
+    min_dist, max_dist = get("min_dist", float), get("max_dist", float)
+    if not 0 <= min_dist < max_dist:
+        raise FileFormatError(path, line_of("min_dist"), f"need 0 ≤ min_dist < max_dist (Å), "
+                              f"got min_dist = {min_dist}, max_dist = {max_dist} (line "
+                              f"{line_of('max_dist')})")
+    radial_type = get("radial_basis_type", str)
+    if radial_type not in RADIAL_BASIS_TYPES:
+        raise FileFormatError(path, line_of("radial_basis_type"), f"radial_basis_type "
+                              f"{radial_type!r} not supported; expected one of "
+                              f"{', '.join(RADIAL_BASIS_TYPES)}")
     radial = None
     if radial_blocks:
         radial = np.zeros((species_count, species_count, K, R))
+        for (i, j), (head_line, _) in radial_blocks.items():
+            if i >= species_count or j >= species_count:
+                raise FileFormatError(path, head_line, f"radial_coeffs block {i}-{j} but "
+                                      f"species_count = {species_count} (types 0..."
+                                      f"{species_count - 1})")
         for i in range(species_count):
             for j in range(species_count):
-                block = radial_blocks.get((i, j))
-                if block is None:
-                    raise FileFormatError(path, None, f"radial_coeffs block {i}-{j} missing")
-                arr = np.asarray(block, dtype=np.float64)
-                if arr.shape != (K, R):
+                if (i, j) not in radial_blocks:
+                    raise FileFormatError(path, radial_line, f"radial_coeffs block {i}-{j} "
+                                          f"missing: species_count = {species_count} (line "
+                                          f"{line_of('species_count')}) needs "
+                                          f"{species_count}² blocks 0-0 ... "
+                                          f"{species_count - 1}-{species_count - 1}")
+                head_line, rows = radial_blocks[(i, j)]
+                if len(rows) != K:
                     raise FileFormatError(
-                        path,
-                        None,
-                        f"radial_coeffs block {i}-{j} has shape {arr.shape}, expected ({K}, {R})",
-                    )
-                radial[i, j] = arr
-    species = None
-    if "species_coeffs" in values:
-        species = np.asarray(_parse_numbers(*values["species_coeffs"], path))
-    moments = None
-    if "moment_coeffs" in values:
-        moments = np.asarray(_parse_numbers(*values["moment_coeffs"], path))
+                        path, rows[-1][0] if rows else head_line,
+                        f"radial_coeffs block {i}-{j} has {len(rows)} rows, expected "
+                        f"radial_funcs_count = {K}")
+                for row_line, row in rows:
+                    if len(row) != R:
+                        raise FileFormatError(
+                            path, row_line, f"radial_coeffs block {i}-{j}: row of {len(row)} "
+                            f"numbers, expected radial_basis_size = {R}")
+                radial[i, j] = [row for _, row in rows]
+    coeffs = {}
+    for key, size in (("species_coeffs", species_count), ("moment_coeffs", basis.scalar_count)):
+        if key in values:
+            text, line = values[key]
+            arr = np.asarray(_parse_numbers(text, path, line))
+            if arr.shape != (size,):
+                what = "species_count" if key == "species_coeffs" else "alpha_scalar_moments"
+                raise FileFormatError(path, line, f"{key} has {arr.size} numbers, expected "
+                                      f"{what} = {size}")
+            coeffs[key] = arr
+    present = [k for k, v in (("radial_coeffs", radial), *coeffs.items()) if v is not None]
+    if present and len(present) != 3:
+        missing = sorted({"radial_coeffs", "species_coeffs", "moment_coeffs"} - set(present))
+        raise FileFormatError(path, None, f"has {', '.join(present)} but not "
+                              f"{', '.join(missing)}: a trained potential needs all three, a "
+                              "template none (truncated file?)")
     try:
         return MTPotential(
             basis=basis,
             species_count=species_count,
-            min_dist=get("min_dist", float),
-            max_dist=get("max_dist", float),
+            min_dist=min_dist,
+            max_dist=max_dist,
             radial_basis_size=R,
             radial_funcs_count=K,
-            radial_basis_type=get("radial_basis_type", str),
+            radial_basis_type=radial_type,
             scaling=get("scaling", float, 1.0),
             radial_coeffs=radial,
-            species_coeffs=species,
-            moment_coeffs=moments,
+            species_coeffs=coeffs.get("species_coeffs"),
+            moment_coeffs=coeffs.get("moment_coeffs"),
             potential_name=get("potential_name", str, "MTP1m"),
             potential_tag=get("potential_tag", str, "", required=False) or "",
         )

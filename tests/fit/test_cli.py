@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from mtpjax.cli import main
+from mtpjax.errors import InputError
 from mtpjax.fit.cli import build_config
 from mtpjax.io.cfg import Configuration, write_cfg
 from mtpjax.io.mtp_file import format_mtp, read_mtp
@@ -47,9 +49,11 @@ def test_bad_data_stops_before_compute(tmp_path, template_l08, labelled, capsys)
     init = tmp_path / "init.mtp"
     init.write_text(format_mtp(template_l08))
     _write_cfg(tmp_path / "bad.cfg", labelled[:4], nan_at=2)
-    with pytest.raises(SystemExit, match=r"bad\.cfg: configuration 2: energy label is NaN"):
-        main(["train", str(init), str(tmp_path / "bad.cfg"), "--workdir",
-              str(tmp_path / "run")])
+    assert main(["train", str(init), str(tmp_path / "bad.cfg"), "--workdir",
+                 str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"^mtpjax: error: \S*bad\.cfg:\d+: configuration 2: .*'nan'",
+                     err) and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
 
@@ -68,5 +72,5 @@ def test_toml_config_and_flag_precedence(tmp_path):
     assert (cfg.optimizer, cfg.max_iter, cfg.force_weight, cfg.batch_size) == ("adam", 9, 0.1, 4)
     assert species == ["Si"]
     toml.write_text("[fit]\nno_such_option = 1\n")
-    with pytest.raises(SystemExit, match="no_such_option"):
+    with pytest.raises(InputError, match="no_such_option"):
         build_config(parser.parse_args(["a.mtp", "b.cfg", "--config", str(toml)]))

@@ -81,19 +81,21 @@ def test_bad_data_messages(tmp_path):
     path, frames = _extxyz(tmp_path)
     frames[1].info["REF_energy"] = float("nan")
     ase.io.write(tmp_path / "nan.xyz", frames, format="extxyz")
-    with pytest.raises(TrainingDataError, match=r"nan\.xyz: configuration 1: energy.*NaN"):
+    with pytest.raises(TrainingDataError,
+                       match=r"nan\.xyz:\d+: configuration 1: energy.*NaN") as err:
         load_dataset(tmp_path / "nan.xyz", 5.0, species=["Si"], species_count=1)
+    assert err.value.line == 1 + len(frames[0]) + 2  # the frame's atom-count line
     for a in frames:
         a.info["REF_energy"] = -1.0
     del frames[2].arrays["REF_forces"]
     ase.io.write(tmp_path / "nof.xyz", frames, format="extxyz")
-    with pytest.raises(TrainingDataError, match=r"nof\.xyz: configuration 2: no force labels"):
+    with pytest.raises(TrainingDataError, match=r"nof\.xyz:\d+: configuration 2: no force labels"):
         load_dataset(tmp_path / "nof.xyz", 5.0, species=["Si"], force_weight=0.1)
     # energies-only fit accepts it
     load_dataset(tmp_path / "nof.xyz", 5.0, species=["Si"], force_weight=0.0)
     frames[0].numbers[1] = 6
     ase.io.write(tmp_path / "elem.xyz", frames, format="extxyz")
-    with pytest.raises(TrainingDataError, match=r"elem\.xyz: configuration 0: element\(s\) C"):
+    with pytest.raises(TrainingDataError, match=r"elem\.xyz:1: configuration 0: element\(s\) C"):
         read_samples(tmp_path / "elem.xyz", species=["Si"])
     (tmp_path / "empty.cfg").write_text("")
     with pytest.raises(TrainingDataError, match=r"empty\.cfg: no configurations"):
@@ -119,7 +121,7 @@ def test_force_nan_and_cfg_type(tmp_path, labelled):
     cfg = tmp_path / "t.cfg"
     write_cfg(cfg, [Configuration(positions=np.zeros((1, 3)), types=np.array([1]),
                                   energy=0.0)])
-    with pytest.raises(TrainingDataError, match=r"t\.cfg: configuration 0: atom type 1"):
+    with pytest.raises(TrainingDataError, match=r"t\.cfg:5: configuration 0: atom type 1"):
         read_samples(cfg, species_count=1)
 
 
