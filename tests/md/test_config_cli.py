@@ -129,7 +129,7 @@ def test_cli_run_outputs_and_resume(tmp_path, pot_path, monkeypatch, fmt):
     # a crashed run: the restart file stops at step 40, logs and frames went on to step 60
     out2 = tmp_path / "crash"
     write = md.runner.Simulation.write_restart
-    events = md.runner.Simulation._events
+    events = md.runner.Simulation._io_events
 
     def write_40(self, p):
         if self.step == 40:
@@ -141,7 +141,7 @@ def test_cli_run_outputs_and_resume(tmp_path, pot_path, monkeypatch, fmt):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(md.runner.Simulation, "write_restart", write_40)
-    monkeypatch.setattr(md.runner.Simulation, "_events", crash_60)
+    monkeypatch.setattr(md.runner.Simulation, "_io_events", crash_60)
     with pytest.raises(KeyboardInterrupt):
         main(["md", str(path), "-o", str(out2), "--no-progress"])
     monkeypatch.undo()
