@@ -3,7 +3,7 @@
 Two steps, as in jax-md: :func:`allocate` runs on the host (numpy, exact for any cell: cells
 smaller than the cutoff, several images of one atom and images of the atom itself are all
 found), sizes a padded ``[N, J]`` buffer and records reference positions and cell;
-:func:`needs_rebuild` is jit-able and tells when the skin is used up, and :func:`update`
+:func:`needs_rebuild` (host, numpy) tells when the skin is used up, and :func:`update`
 rebuilds on the host, reallocating when the capacity is exceeded, so that no neighbour is
 ever dropped. Rows hold every neighbour within ``cutoff + skin``; the energy applies the
 exact cutoff.
@@ -278,15 +278,20 @@ def image_bound(cell, pbc, reach: float) -> float:
 
 
 def needs_rebuild(reference_positions, reference_cell, positions, cell, skin: float,
-                  shift_bound: float):
-    """Jit-able test: True when a pair may have crossed the listed range ``cutoff + skin``.
+                  shift_bound: float) -> bool:
+    """Host test (numpy): True when a pair may have crossed the listed range ``cutoff + skin``.
 
     A pair vector changes by at most 2·max|Δx| + |S|·‖Δcell‖₂, with |S| ≤ ``shift_bound``
-    (see :func:`image_bound`); the list stays exact while that is ≤ ``skin``.
+    (see :func:`image_bound`); the list stays exact while that is ≤ ``skin``. Numpy, not
+    jnp: the ASE calculator calls it on every evaluation, and eager jnp ops would dispatch
+    (and compile) on the device each time. The MD loop's on-device test is
+    :func:`mtpjax.cell_list.is_stale`.
     """
-    disp = jnp.linalg.norm(jnp.asarray(positions) - jnp.asarray(reference_positions), axis=-1)
-    dcell = jnp.linalg.norm(jnp.asarray(cell) - jnp.asarray(reference_cell), ord=2)
-    return 2.0 * jnp.max(disp, initial=0.0) + shift_bound * dcell > skin
+    disp = np.linalg.norm(np.asarray(positions, np.float64)
+                          - np.asarray(reference_positions, np.float64), axis=-1)
+    dcell = np.linalg.norm(np.asarray(cell, np.float64) - np.asarray(reference_cell, np.float64),
+                           ord=2)
+    return bool(2.0 * disp.max(initial=0.0) + shift_bound * dcell > skin)
 
 
 def update(nl: NeighborList, positions, cell=None, *, force: bool = False,
