@@ -1,0 +1,54 @@
+"""benchmarks/gpu_check.py --small: every measurement runs and is recorded (CPU, ~1 min)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_gpu_check_small(tmp_path):
+    out = tmp_path / "x.json"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--small", "--out",
+         str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    report = json.loads(out.read_text())
+
+    for key in ("command", "date", "device", "versions", "host", "targets"):
+        assert key in report
+    assert report["device"]["count"] >= 1 and report["device"]["kind"]
+    assert report["versions"]["jax"] and report["versions"]["python"]
+    assert len(report["host"]["load_before"]) == 3 and report["host"]["cpu_count"] >= 1
+    assert "--small" in report["command"]
+
+    entries = report["energy_forces"] + report["md"] + [report["fit"]]
+    assert not [e for e in entries if "error" in e or "iteration_error" in e], entries
+
+    ef = [e for e in report["energy_forces"] if "atom_steps_per_s" in e]
+    assert {e["dtype"] for e in ef} == {"float32", "float64"}
+    assert {e["atoms"] for e in ef} == {1000, 4096}
+    for e in ef:
+        assert e["atom_steps_per_s"] > 0 and e["step_s_median"] > 0 and e["calls"] >= 5
+        assert e["compile_s"] >= 0 and e["neighbor_list"]["capacity"] > 0
+
+    md = [e for e in report["md"] if "steps_per_s" in e]
+    assert md and md[0]["dtype"] == "float32"
+    assert md[0]["timed_steps"] > 0 and md[0]["steps_per_s"] > 0
+    assert md[0]["atom_steps_per_s"] > 0 and md[0]["rebuilds_timed"] >= 0
+    assert md[0]["atoms"] > 1000
+
+    fit = report["fit"]
+    assert fit["loss_grad_s_median"] > 0 and fit["iteration_s_median"] > 0
+    assert fit["iteration_compiles"] in (1, None)  # no recompilation after the first step
+
+    # targets are computed, not claimed: a level-8 CPU run meets none
+    t = report["targets"]
+    assert t["energy_forces"]["met"] is False and t["md"]["met"] is False
+    assert t["energy_forces"]["threshold_atom_steps_per_s"] == 2e7
+    assert t["md"]["threshold_steps_per_s"] == 20.0
