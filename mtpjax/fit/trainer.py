@@ -117,12 +117,13 @@ class FitConfig:
                              f"{self.weighting!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        for name in ("batch_size", "eval_every", "memory_size", "lstsq_atoms", "target_atoms",
+        for name in ("batch_size", "memory_size", "lstsq_atoms", "target_atoms",
                      "max_linesearch_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.checkpoint_every < 0 or self.warmup_steps < 0:
-            raise ValueError("checkpoint_every and warmup_steps must be ≥ 0")
+        for name in ("eval_every", "checkpoint_every", "warmup_steps"):  # 0: never / none
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be ≥ 0 (0: never), got {getattr(self, name)}")
 
     @classmethod
     def from_dict(cls, values: dict) -> FitConfig:

@@ -136,13 +136,13 @@ def test_overflow_rerun_equals_large_buffer_run(pot_path):
     re-run from its start with grown buffers, and the trajectory equals a run that started
     with ample buffers (no dropped neighbour, no NaN)."""
     atoms = diamond(2, seed=8)
-    stage = StageConfig("squeeze", "npt", 300, 300.0, 300.0, 0.0, 80.0, thermostat="langevin",
-                        barostat="iso", tau_t_fs=50.0, tau_p_fs=50.0,
+    stage = StageConfig("squeeze", "npt", 150, 300.0, 300.0, 0.0, 120.0, thermostat="langevin",
+                        barostat="iso", tau_t_fs=50.0, tau_p_fs=30.0,
                         compressibility_per_GPa=0.01)
     runs = {}
     for mult in (1.0, 3.0):
         sim = Simulation(pot_path, atoms, timestep_fs=1.0, temperature_K=300, seed=6,
-                         skin_A=0.4, capacity_multiplier=mult, chunk_steps=60)
+                         skin_A=0.3, capacity_multiplier=mult, chunk_steps=50)
         sim.run_stage(stage)
         runs[mult] = sim
     tight, ample = runs[1.0], runs[3.0]
