@@ -1,0 +1,186 @@
+"""MaxVol grades and selection against MLIP-2 ``mlp`` 2.1.2 (calc-grade, select-add)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mtpjax import grade as G
+from mtpjax.cli import main
+from mtpjax.io.cfg import read_cfg
+from tests.conftest import DATA
+
+REF = DATA / "grade" / "si_L08"
+
+
+@pytest.fixture(scope="module")
+def train():
+    return read_cfg(REF / "train.cfg")
+
+
+@pytest.fixture(scope="module")
+def candidates():
+    return read_cfg(REF / "in.cfg")
+
+
+@pytest.fixture(scope="module")
+def grader():
+    return G.Grader(REF / "pot.mtp")
+
+
+@pytest.fixture(scope="module")
+def train_rows(grader, train):
+    return grader.rows(train)
+
+
+@pytest.fixture(scope="module")
+def calc_grade_run(tmp_path_factory):
+    """``mtpjax calc-grade`` on the reference, saving the active set."""
+    tmp = tmp_path_factory.mktemp("calc_grade")
+    out, als = tmp / "grades.cfg", tmp / "state.als"
+    rc = main(["calc-grade", str(REF / "pot.mtp"), str(REF / "train.cfg"),
+               str(REF / "in.cfg"), str(out), "--als-filename", str(als)])
+    assert rc == 0
+    return out, als
+
+
+def _grades(path) -> np.ndarray:
+    return np.array([float(c.features["MV_grade"]) for c in read_cfg(path)])
+
+
+def _assert_mlp_grades(ours, ref):
+    # mlp prints 6 decimals: 1e-4 relative, 2e-6 absolute floor for small grades
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=2e-6)
+
+
+def test_calc_grade_matches_mlp(calc_grade_run):
+    out, _ = calc_grade_run
+    ref = _grades(REF / "grades.cfg")
+    ours = _grades(out)
+    assert len(ours) == len(ref) == 34
+    _assert_mlp_grades(ours, ref)
+    assert (ref > 1).any() and (ref < 1).any()  # the case exercises both sides
+
+
+def test_saved_active_set_is_reusable(calc_grade_run, tmp_path, candidates):
+    out, als = calc_grade_run
+    again = tmp_path / "again.cfg"
+    assert main(["calc-grade", str(REF / "pot.mtp"), "-", str(REF / "in.cfg"), str(again),
+                 "--load-als", str(als)]) == 0
+    np.testing.assert_array_equal(_grades(again), _grades(out))
+    loaded = G.Grader.load(als)
+    assert loaded.maxvol.inited_rows() == sum(lab is not None for lab in loaded.maxvol.labels)
+    assert len(loaded.active_configs) > 0
+
+    # the ASE calculator's grade() with the same state
+    from ase import Atoms
+
+    from mtpjax.calculator import MTPCalculator
+
+    calc = MTPCalculator(REF / "pot.mtp", species=["Si"], active_set=als)
+    ref = _grades(REF / "grades.cfg")
+    for k in (0, 3, 28):
+        c = candidates[k]
+        atoms = Atoms("Si" * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
+        assert calc.grade(atoms) == pytest.approx(ref[k], rel=1e-4, abs=2e-6)
+
+
+def test_select_add_matches_mlp(tmp_path):
+    diff = tmp_path / "diff.cfg"
+    rc = main(["select-add", str(REF / "pot.mtp"), str(REF / "train.cfg"), str(REF / "in.cfg"),
+               str(diff), "--selected-filename", str(tmp_path / "active.cfg")])
+    assert rc == 0
+    ours, ref = read_cfg(diff), read_cfg(REF / "selected.cfg")
+    assert len(ours) == len(ref) == 9
+    for a, b in zip(ours, ref, strict=True):  # same configurations, same order
+        assert len(a) == len(b)
+        np.testing.assert_allclose(a.positions, b.positions, atol=2e-6)
+        assert (a.cell is None) == (b.cell is None)
+        if a.cell is not None:
+            np.testing.assert_allclose(a.cell, b.cell, atol=2e-6)
+    assert len(read_cfg(tmp_path / "active.cfg")) == G.coefficient_count(G.Grader(
+        REF / "pot.mtp").spec) - 3  # 3 rows stay uninitialised: their radial columns are zero
+
+
+def test_training_grades_bounded_after_selection(train_rows):
+    for select, swap in ((G.SELECT_THRESHOLD, G.SWAP_THRESHOLD), (1.5, 1.2)):
+        mv = G.MaxVol.new(train_rows.shape[1])
+        swaps = mv.select(train_rows, list(range(len(train_rows))), select, swap)
+        assert swaps
+        grades = mv.grades(train_rows)
+        assert grades.max() <= swap * (1 + 1e-9)
+        # the active rows are A's rows: unit coefficients
+        for lab in set(mv.labels) - {None}:
+            assert grades[lab] == pytest.approx(1.0, abs=1e-8)
+
+
+def test_rank_one_updates_match_direct_inverse(train_rows):
+    mv = G.MaxVol.new(train_rows.shape[1])
+    mv.select(train_rows, list(range(len(train_rows))), 1.1, 1.0000001)
+    live = [j for j, lab in enumerate(mv.labels) if lab is not None]
+    np.testing.assert_allclose(mv.A[live], train_rows[[mv.labels[j] for j in live]], rtol=0,
+                               atol=0)
+    ident = mv.A @ mv.A_inv
+    np.testing.assert_allclose(ident, np.eye(mv.n), atol=1e-8)
+    sign, logdet = np.linalg.slogdet(mv.A)
+    assert mv.log_det == pytest.approx(logdet, rel=1e-10)
+
+
+def test_maxvol_small_matrices():
+    rng = np.random.default_rng(0)
+    B = rng.normal(size=(40, 5))
+    mv = G.MaxVol.new(5, 1e-5)
+    swaps = mv.select(B, list(range(40)), 1.1, 1.0000001)
+    assert mv.inited_rows() == 5 and len(swaps) >= 5
+    assert mv.grades(B).max() <= 1.0000001
+    # a row already in the span with small coefficients is not selected
+    assert mv.select(0.1 * B[:3], ["x", "y", "z"], 1.1, 1.0000001) == []
+    # a far-out row is, and replaces exactly one row
+    far = 100 * B[:1]
+    assert len(mv.select(far, ["far"], 1.1, 1.0000001)) == 1
+    assert "far" in mv.labels
+
+
+def test_grade_invariance(grader, candidates, train_rows):
+    from scipy.spatial.transform import Rotation
+
+    from mtpjax.io.cfg import Configuration
+
+    ref = _grades(REF / "grades.cfg")
+    state = G.MaxVol.new(train_rows.shape[1])
+    state.select(train_rows, list(range(len(train_rows))), G.SELECT_THRESHOLD,
+                 G.SWAP_THRESHOLD)
+    picks = [0, 3, 27]
+    base = [candidates[k] for k in picks]
+    g0 = state.grades(grader.rows(base))
+    np.testing.assert_allclose(g0, ref[picks], rtol=1e-4, atol=2e-6)
+
+    rot = Rotation.from_euler("zyx", [0.3, -1.1, 2.0]).as_matrix()
+    rng = np.random.default_rng(1)
+    moved = []
+    for c in base:
+        perm = rng.permutation(len(c))
+        moved.append(Configuration(positions=(c.positions @ rot.T)[perm] + 1.7,
+                                   types=c.types[perm],
+                                   cell=None if c.cell is None else c.cell @ rot.T, pbc=c.pbc))
+    np.testing.assert_allclose(state.grades(grader.rows(moved)), g0, rtol=1e-8)
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--select-threshold", "0.9"], "--select-threshold must be > 1"),
+    (["--init-threshold", "0"], "--init-threshold must be > 0"),
+])
+def test_bad_options_one_line(tmp_path, capsys, args, text):
+    rc = main(["calc-grade", str(REF / "pot.mtp"), str(REF / "train.cfg"),
+               str(REF / "in.cfg"), str(tmp_path / "o.cfg"), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and text in err[0]
+
+
+def test_bad_active_set_file(tmp_path, capsys):
+    bad = tmp_path / "state.als"
+    bad.write_text("not an archive")
+    rc = main(["calc-grade", str(REF / "pot.mtp"), "-", str(REF / "in.cfg"),
+               str(tmp_path / "o.cfg"), "--load-als", str(bad)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "active-set file" in err[0]
