@@ -184,3 +184,30 @@ def test_bad_active_set_file(tmp_path, capsys):
                str(tmp_path / "o.cfg"), "--load-als", str(bad)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "active-set file" in err[0]
+
+
+def test_md_records_grades(tmp_path, train_rows):
+    from md.config import StageConfig
+    from md.runner import Simulation
+    from tests.md.conftest import diamond
+
+    grader = G.Grader(REF / "pot.mtp")
+    grader.maxvol.select(train_rows, list(range(len(train_rows))), G.SELECT_THRESHOLD,
+                         G.SWAP_THRESHOLD)
+    sim = Simulation(REF / "pot.mtp", diamond(2), timestep_fs=1.0, temperature_K=300, seed=2,
+                     chunk_steps=8, thermo_every=4, output_dir=tmp_path, active_set=grader,
+                     grade_every=5)
+    sim.run_stage(StageConfig("nve", "nve", 12, 300.0, 300.0))
+    assert [s for s, _ in sim.grades] == [5, 10]
+    assert [r["step"] for r in sim.history] == [0, 4, 8, 12]  # thermo rows unchanged
+    lines = (tmp_path / "grades.csv").read_text().splitlines()
+    assert lines[0] == "step,gamma" and [int(x.split(",")[0]) for x in lines[1:]] == [5, 10]
+    gamma = sim.grades[-1][1]
+    assert gamma > 0 and np.isfinite(gamma)
+    sim.run_stage(StageConfig("nve", "nve", 3, 300.0, 300.0))  # ends on step 15
+    sim.close()
+    assert sim.grades[-1][0] == 15
+    assert grader.grade_atoms(sim.atoms(), ["Si"]) == pytest.approx(sim.grades[-1][1],
+                                                                   rel=1e-10)
+    with pytest.raises(ValueError, match="active_set"):
+        Simulation(REF / "pot.mtp", diamond(1), grade_every=5)
