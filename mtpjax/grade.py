@@ -82,7 +82,10 @@ def make_group_rows(spec):
             e = jnp.where(g.atom_mask, e, 0.0)
             return jax.ops.segment_sum(e, g.atom_conf, num_segments=Cg + 1)[:Cg]
 
-        return jax.jacfwd(energies)(_flat(params))
+        theta = _flat(params)
+        # forward mode costs ~P energy passes, reverse mode ~Cg: take the cheaper
+        jac = jax.jacrev if Cg < theta.shape[0] else jax.jacfwd
+        return jac(energies)(theta)
 
     import hashlib
     import pickle

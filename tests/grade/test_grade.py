@@ -211,3 +211,38 @@ def test_md_records_grades(tmp_path, train_rows):
                                                                    rel=1e-10)
     with pytest.raises(ValueError, match="active_set"):
         Simulation(REF / "pot.mtp", diamond(1), grade_every=5)
+
+
+def test_two_species_rows_and_invariance():
+    """Rows of a 2-species potential: MLIP's column layout (species columns = N_t / N, the
+    linear part reproduces the energy) and γ invariant under permutations mixing species."""
+    from mtpjax.calculator import MTPEvaluator
+    from mtpjax.io.cfg import Configuration
+
+    case = DATA / "parity" / "species2_L16"
+    configs = [read_cfg(case / "configs.cfg")[k] for k in (1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+                                                           13)]  # one neighbour capacity
+    grader = G.Grader(case / "pot.mtp")
+    rows = grader.rows(configs)
+    spec, params = grader.spec, grader.params
+    q = params["radial_coeffs"].size
+    C = spec.species_count
+    assert rows.shape == (12, G.coefficient_count(spec))
+    ev = MTPEvaluator(case / "pot.mtp")
+    lin = np.concatenate([params["species_coeffs"], params["moment_coeffs"]])
+    for k, (c, r) in enumerate(zip(configs, rows, strict=True)):
+        n = len(c)
+        np.testing.assert_allclose(r[q:q + C], np.bincount(c.types, minlength=C) / n,
+                                   atol=1e-14)
+        if k == 0:  # (each evaluator shape compiles)
+            e = ev.compute(c.positions, c.cell, c.pbc, c.types)["energy"]
+            assert n * r[q:] @ lin == pytest.approx(e, rel=1e-10)
+    mv = G.MaxVol.new(rows.shape[1])
+    mv.select(rows[:10], list(range(10)), 1.1, 1.0000001)
+    rng = np.random.default_rng(5)
+    moved = []
+    for c in configs[10:]:
+        perm = rng.permutation(len(c))
+        moved.append(Configuration(positions=c.positions[perm] - 0.3, types=c.types[perm],
+                                   cell=c.cell, pbc=c.pbc))
+    np.testing.assert_allclose(mv.grades(grader.rows(moved)), mv.grades(rows[10:]), rtol=1e-8)
