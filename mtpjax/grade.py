@@ -122,7 +122,7 @@ def energy_rows(spec, params, configs, weighting: str = "vibrations", *,
     ``pbc`` [3] (e.g. :class:`~mtpjax.io.cfg.Configuration`). Empty configurations give zero
     rows. ``weighting``: ``"vibrations"``/``"structures"`` (÷ N) or ``"molecules"``.
     """
-    from mtpjax.fit.data import pack_buckets, precompute_neighbors
+    from mtpjax.fit.data import group_configurations, pack_groups, precompute_neighbors, round_up
     from mtpjax.params import to_jax
 
     if weighting not in WEIGHTINGS:
@@ -140,14 +140,19 @@ def energy_rows(spec, params, configs, weighting: str = "vibrations", *,
                          f"{spec.species_count}")
     precompute_neighbors(sub, spec.cutoff)
     rows_fn = rows_fn or make_group_rows(spec)
+    # one group shape per call, rounded coarsely so that calls share compiled code
+    sizes = [len(x) for x in sub]
+    A = max(int(target_atoms), round_up(max(sizes), 256))
+    J = round_up(max(x.max_neighbors for x in sub), 16)
+    groups = group_configurations(sizes, A)
+    Cg = round_up(max(len(g) for g in groups), 32)
     with jax.enable_x64(True):
         jparams = to_jax(params, jnp.float64)
-        for bucket in pack_buckets(sub, target_atoms=target_atoms):
-            batch = jax.tree.map(jnp.asarray, bucket.batch)
-            for g, members in enumerate(bucket.groups):
-                J = np.asarray(rows_fn(jparams, jax.tree.map(lambda x, g=g: x[g], batch)))
-                for c, k in enumerate(members):
-                    out[keep[k]] = J[c]
+        for members in groups:
+            batch = pack_groups(sub, [members], A, J, Cg)
+            rows = np.asarray(rows_fn(jparams, jax.tree.map(lambda x: jnp.asarray(x[0]), batch)))
+            for c, k in enumerate(members):
+                out[keep[k]] = rows[c]
     if weighting != "molecules":
         n = np.array([max(len(s), 1) for s in samples], np.float64)
         out /= n[:, None]
