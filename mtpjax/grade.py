@@ -20,8 +20,10 @@ only, its defaults):
   γ > 1 extrapolation. mlp writes it as ``Feature MV_grade`` with 6 decimals (``9.9e99`` when
   γ > 10¹⁰).
 
-Rows are computed on the device, configurations packed in padded groups (one jit per
-neighbour-capacity bucket); the MaxVol updates are O(P²) per swap on the host, in float64.
+Rows are computed on the device, configurations packed in padded groups of one coarsely
+rounded shape per call (forward-mode Jacobian when a group holds more configurations than there
+are coefficients, reverse mode otherwise); the MaxVol updates are O(P²) per swap on the host,
+in float64.
 """
 
 from __future__ import annotations
@@ -134,10 +136,13 @@ def energy_rows(spec, params, configs, weighting: str = "vibrations", *,
     if not keep:
         return out
     sub = [samples[k] for k in keep]
-    types = np.concatenate([s.types for s in sub])
-    if types.min() < 0 or types.max() >= spec.species_count:
-        raise InputError(f"atom type {int(types.max())} but the potential has species_count = "
-                         f"{spec.species_count}")
+    for k in keep:
+        t = samples[k].types
+        if t.min() < 0 or t.max() >= spec.species_count:
+            msg = (f"atom type {int(t.max())} but the potential has species_count = "
+                   f"{spec.species_count}")
+            c = configs[k]
+            raise c.error(msg) if hasattr(c, "error") else InputError(msg)
     precompute_neighbors(sub, spec.cutoff)
     rows_fn = rows_fn or make_group_rows(spec)
     # one group shape per call, rounded coarsely so that calls share compiled code
@@ -145,7 +150,7 @@ def energy_rows(spec, params, configs, weighting: str = "vibrations", *,
     A = max(int(target_atoms), round_up(max(sizes), 256))
     J = round_up(max(x.max_neighbors for x in sub), 16)
     groups = group_configurations(sizes, A)
-    Cg = round_up(max(len(g) for g in groups), 32)
+    Cg = 1 << (max(len(g) for g in groups) - 1).bit_length()  # a power of two
     with jax.enable_x64(True):
         jparams = to_jax(params, jnp.float64)
         for members in groups:
@@ -270,7 +275,9 @@ class Grader:
         potential: :class:`~mtpjax.potential_data.MTPotential` or a ``.mtp`` path.
         maxvol: the active set (:class:`MaxVol`); ``None``: empty (call :meth:`select_training`).
         weighting: row weighting (``"vibrations"``, mlp's default).
-        active_configs: the configurations of the active set, by label (for saving).
+        init_threshold: A starts as ``init_threshold``·I (when ``maxvol`` is None).
+
+    ``active_configs`` maps the labels of A's rows to their configurations (saved with the state).
     """
 
     def __init__(self, potential, maxvol: MaxVol | None = None, weighting: str = "vibrations",

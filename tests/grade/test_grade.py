@@ -216,27 +216,24 @@ def test_md_records_grades(tmp_path, train_rows):
 def test_two_species_rows_and_invariance():
     """Rows of a 2-species potential: MLIP's column layout (species columns = N_t / N, the
     linear part reproduces the energy) and γ invariant under permutations mixing species."""
-    from mtpjax.calculator import MTPEvaluator
     from mtpjax.io.cfg import Configuration
 
     case = DATA / "parity" / "species2_L16"
-    configs = [read_cfg(case / "configs.cfg")[k] for k in (1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12,
-                                                           13)]  # one neighbour capacity
+    picks = (1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)  # one neighbour capacity
+    configs = [read_cfg(case / "configs.cfg")[k] for k in picks]
+    mlp = np.load(case / "reference.npz")  # mlp calc-efs 2.1.2
     grader = G.Grader(case / "pot.mtp")
     rows = grader.rows(configs)
     spec, params = grader.spec, grader.params
     q = params["radial_coeffs"].size
     C = spec.species_count
     assert rows.shape == (12, G.coefficient_count(spec))
-    ev = MTPEvaluator(case / "pot.mtp")
     lin = np.concatenate([params["species_coeffs"], params["moment_coeffs"]])
     for k, (c, r) in enumerate(zip(configs, rows, strict=True)):
         n = len(c)
         np.testing.assert_allclose(r[q:q + C], np.bincount(c.types, minlength=C) / n,
                                    atol=1e-14)
-        if k == 0:  # (each evaluator shape compiles)
-            e = ev.compute(c.positions, c.cell, c.pbc, c.types)["energy"]
-            assert n * r[q:] @ lin == pytest.approx(e, rel=1e-10)
+        assert n * r[q:] @ lin == pytest.approx(float(mlp[f"energy_{picks[k]}"]), rel=1e-9)
     mv = G.MaxVol.new(rows.shape[1])
     mv.select(rows[:10], list(range(10)), 1.1, 1.0000001)
     rng = np.random.default_rng(5)
@@ -246,3 +243,12 @@ def test_two_species_rows_and_invariance():
         moved.append(Configuration(positions=c.positions[perm] - 0.3, types=c.types[perm],
                                    cell=c.cell, pbc=c.pbc))
     np.testing.assert_allclose(mv.grades(grader.rows(moved)), mv.grades(rows[10:]), rtol=1e-8)
+
+
+def test_wrong_species_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.cfg"
+    bad.write_text((REF / "in.cfg").read_text().replace("\n    1 0 ", "\n    1 1 ", 1))
+    rc = main(["calc-grade", str(REF / "pot.mtp"), str(bad), str(REF / "in.cfg"),
+               str(tmp_path / "o.cfg")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "bad.cfg" in err[0] and "species_count" in err[0]
