@@ -273,7 +273,8 @@ class Grader:
 
     Args:
         potential: :class:`~mtpjax.potential_data.MTPotential` or a ``.mtp`` path.
-        maxvol: the active set (:class:`MaxVol`); ``None``: empty (call :meth:`select_training`).
+        maxvol: the active set (:class:`MaxVol`); ``None``: empty (fill it with :meth:`select`,
+            or use :func:`training_grader`).
         weighting: row weighting (``"vibrations"``, mlp's default).
         init_threshold: A starts as ``init_threshold``·I (when ``maxvol`` is None).
 
@@ -310,8 +311,11 @@ class Grader:
     def select(self, configs, select_threshold: float, swap_threshold: float,
                swap_limit: int | None = None, tag: str = "cfg") -> list[tuple[int, int]]:
         """Add ``configs`` to the active set (one MaxVol selection run); labels are
-        ``(tag, index)``. Returns the swaps (configuration index, A row)."""
+        ``(tag, index)`` (a tag not yet in the active set; a loaded state uses ``"active"``).
+        Returns the swaps (configuration index, A row)."""
         configs = list(configs)
+        if any(lab is not None and lab[0] == tag for lab in self.maxvol.labels):
+            raise ValueError(f"tag {tag!r} is already used by rows of the active set")
         labels = [(tag, k) for k in range(len(configs))]
         swaps = self.maxvol.select(self.rows(configs), labels, select_threshold,
                                    swap_threshold, swap_limit)
@@ -372,6 +376,10 @@ class Grader:
         path = Path(path)
         if not path.exists():
             raise InputError("no such file", path)
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head.startswith(b"MTP"):
+            return cls._load_mlp(path)
         try:
             with np.load(path, allow_pickle=False) as z:
                 if str(z["format"]) != "mtpjax-active-set-1":
@@ -395,6 +403,50 @@ class Grader:
         grader = cls(pot, mv, str(data["weighting"]))
         grader.active_configs = {("active", n): c for n, c in enumerate(configs)}
         return grader
+
+
+    @classmethod
+    def _load_mlp(cls, path: Path) -> Grader:
+        """Read the potential and A, A⁻¹ of an ``mlp`` ``.als`` state (MLIP-2 layout: the
+        ``.mtp`` text, ``\\n^``, 4 float64 selection weights, ``\\n#``, A and A⁻¹ᵀ as P×P
+        float64, then the row-to-configuration table and the configurations, not read here)."""
+        import tempfile
+
+        from mtpjax.io.mtp_file import read_mtp
+
+        data = path.read_bytes()
+        cut = data.find(b"\n^")
+        if cut < 0:
+            raise InputError("not an mlp active-learning state (no '^' after the potential)",
+                             path)
+        with tempfile.TemporaryDirectory() as tmp:
+            pot_path = Path(tmp) / "pot.mtp"
+            pot_path.write_bytes(data[:cut] + b"\n")
+            try:
+                pot = read_mtp(pot_path)
+            except InputError as exc:
+                raise InputError(f"potential part of the mlp state: {exc.message}", path) from exc
+        pos = cut + 2
+        weights = np.frombuffer(data[pos:pos + 32], "<f8")
+        if weights.size != 4:
+            raise InputError("truncated mlp active-learning state", path)
+        if weights[1] == 0 or np.any(weights[[0, 2, 3]] != 0):
+            raise InputError("only energy-weighted mlp states are supported (weights nbh, "
+                             f"energy, forces, stress = {weights.tolist()})", path)
+        pos = data.find(b"#", pos + 32) + 1
+        from mtpjax.model import ModelSpec
+
+        n = coefficient_count(ModelSpec.from_potential(pot))
+        mats = np.frombuffer(data[pos:pos + 16 * n * n], "<f8")
+        if pos == 0 or mats.size != 2 * n * n:
+            raise InputError(f"truncated mlp active-learning state (expected two {n}×{n} "
+                             "matrices)", path)
+        A = mats[:n * n].reshape(n, n).copy()
+        A_inv = mats[n * n:].reshape(n, n).T.copy()  # stored column by column
+        labels = [("mlp", j) for j in range(n)]
+        sign, logdet = np.linalg.slogdet(A)
+        mv = MaxVol(A, A_inv, float("nan"), labels, float(logdet))
+        return cls(pot, mv)
 
 
 @dataclass

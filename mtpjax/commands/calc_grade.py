@@ -4,7 +4,8 @@ Selects the active set from TRAIN.cfg (``--init-threshold``, ``--select-threshol
 ``--swap-threshold``, mlp's defaults), grades every configuration of IN.cfg and writes it to
 OUT.cfg with ``Feature MV_grade`` (6 decimals, as ``mlp calc-grade``). ``--als-filename``
 saves the active-set state (an mtpjax ``.npz`` archive, reusable with ``--load-als`` and the
-Python API :class:`mtpjax.grade.Grader`; not mlp's binary ``.als`` layout).
+Python API :class:`mtpjax.grade.Grader`; not mlp's binary ``.als`` layout, which ``--load-als``
+reads too).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("output", help="output .cfg with Feature MV_grade")
     add_threshold_arguments(parser)
     parser.add_argument("--load-als", metavar="PATH",
-                        help="use a saved active-set state instead of selecting from TRAIN "
-                             "(pass - as TRAIN)")
+                        help="use a saved active-set state (mtpjax's, or an mlp .als) instead "
+                             "of selecting from TRAIN (pass - as TRAIN)")
 
 
 def check_thresholds(args) -> None:

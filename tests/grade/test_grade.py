@@ -7,6 +7,7 @@ import pytest
 
 from mtpjax import grade as G
 from mtpjax.cli import main
+from mtpjax.errors import InputError
 from mtpjax.io.cfg import read_cfg
 from tests.conftest import DATA
 
@@ -252,3 +253,34 @@ def test_wrong_species_one_line(tmp_path, capsys):
                str(tmp_path / "o.cfg")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "bad.cfg" in err[0] and "species_count" in err[0]
+
+
+def test_reads_mlp_binary_state(tmp_path, train_rows, candidates):
+    """An ``mlp`` ``.als`` (MLIP-2 layout, written here from our own selection) is read for
+    grading: potential text, ``^``, 4 weights, ``#``, A, A⁻¹ stored column by column."""
+    from mtpjax.calculator import MTPCalculator
+
+    mv = G.MaxVol.new(train_rows.shape[1])
+    mv.select(train_rows, list(range(len(train_rows))), G.SELECT_THRESHOLD, G.SWAP_THRESHOLD)
+    als = tmp_path / "state.als"
+    with open(als, "wb") as fh:
+        fh.write((REF / "pot.mtp").read_bytes().rstrip(b"\n") + b"\n^")
+        fh.write(np.array([0.0, 1.0, 0.0, 0.0]).tobytes() + b"\n#")
+        fh.write(mv.A.tobytes() + mv.A_inv.T.copy().tobytes() + b"\n")
+        fh.write("".join(f"{j} 0\n" for j in range(mv.n)).encode())
+    loaded = G.Grader.load(als)
+    np.testing.assert_array_equal(loaded.maxvol.A_inv, mv.A_inv)
+    ref = _grades(REF / "grades.cfg")
+    np.testing.assert_allclose(loaded.maxvol.grades(train_rows), mv.grades(train_rows))
+    calc = MTPCalculator(REF / "pot.mtp", species=["Si"], active_set=als)
+    from ase import Atoms
+
+    c = candidates[28]
+    atoms = Atoms("Si" * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
+    assert calc.grade(atoms) == pytest.approx(ref[28], rel=1e-4)
+    # a state selected with force or stress equations is refused
+    raw = als.read_bytes().replace(np.array([0.0, 1.0, 0.0, 0.0]).tobytes(),
+                                   np.array([0.0, 1.0, 1.0, 0.0]).tobytes())
+    als.write_bytes(raw)
+    with pytest.raises(InputError, match="energy-weighted"):
+        G.Grader.load(als)
