@@ -28,7 +28,7 @@ def add_threshold_arguments(parser) -> None:
                              "(default 1.0000001)")
     parser.add_argument("--weighting", choices=G.WEIGHTINGS, default="vibrations",
                         help="row weighting by atom count (default vibrations: E/N)")
-    parser.add_argument("--als-filename", metavar="PATH",
+    parser.add_argument("--als-filename", "--mvs-filename", metavar="PATH",
                         help="save the active-set state here (mtpjax .npz format)")
 
 
