@@ -147,6 +147,7 @@ class Simulation:
                  dtype: str = "float64", chunk_steps: int = 100, output_dir=None,
                  thermo_every: int = 10, thermo_format: str = "csv", trajectory_every: int = 0,
                  trajectory_formats=("extxyz",), restart_every: int = 0, progress: bool = False,
+                 active_set=None, grade_every: int = 0,
                  _restart: tuple[dict, dict] | None = None):
         if timestep_fs <= 0:
             raise ValueError(f"timestep_fs must be > 0, got {timestep_fs}")
@@ -171,6 +172,9 @@ class Simulation:
         self.stats = {"rebuilds": 0, "reallocations": 0, "steps": 0, "wall_s": 0.0,
                       "reruns": 0}
         self.history: list[dict] = []
+        self.grade_every = int(grade_every)
+        self.grader = _grader(active_set, self.potential) if self.grade_every else None
+        self.grades: list[tuple[int, float]] = []  # (step, MaxVol grade γ)
         n_dev = len(jax.devices()) if devices == "all" else int(devices)
         with self._ctx():
             self._dt_np = np.float64 if self.x64 else np.float32
@@ -268,8 +272,12 @@ class Simulation:
                                          for f in trajectory_formats):
             raise FileExistsError(
                 f"{out} already holds MD output; use resume or another output_dir")
+        grades_path = out / "grades.csv"
+        if resume:
+            mdio.truncate_thermo(grades_path, self.step)
         self._out = {
             "dir": out,
+            "grades": _GradeLog(grades_path) if self.grade_every else None,
             "thermo": mdio.ThermoLog(thermo_path, THERMO_EXTRA),
             "traj": mdio.TrajectoryWriter(traj_stem, trajectory_formats)
             if self.trajectory_every else None,
@@ -385,16 +393,32 @@ class Simulation:
         for every in (self.trajectory_every, self.restart_every):
             if every and self._out is not None:
                 stop = min(stop, (first // every + 1) * every)
+        if self.grade_every:  # γ needs the positions at its steps: a chunk ends there
+            stop = min(stop, (first // self.grade_every + 1) * self.grade_every)
         return stop - first
 
     def _io_events(self) -> None:
         s = self.step
+        if self.grade_every and s % self.grade_every == 0:
+            self._record_grade()
         if self._out is None:
             return
         if self.trajectory_every and s % self.trajectory_every == 0 and self._out["traj"]:
             self._out["traj"].write(self._frame())
         if self.restart_every and s % self.restart_every == 0:
             self.write_restart(self._out["restart"])
+
+    def _record_grade(self) -> float:
+        """MaxVol extrapolation grade γ of the current positions (as ``mlp calc-grade``),
+        appended to :attr:`grades` and ``grades.csv``."""
+        from mtpjax.grade import _AtomsView
+
+        view = _AtomsView(self.positions(), self.types, self.cell(), np.ones(3, bool))
+        gamma = float(self.grader.grade([view])[0])
+        self.grades.append((int(self.step), gamma))
+        if self._out is not None and self._out.get("grades") is not None:
+            self._out["grades"].write(int(self.step), gamma)
+        return gamma
 
     def _record(self, obs, step: int, sched) -> dict:
         """Append the thermo row of ``obs`` (host :class:`~md.ensembles.Observables`) at
@@ -451,6 +475,41 @@ class Simulation:
     def close(self) -> None:
         if self._out is not None:
             self._out["thermo"].close()
+            if self._out.get("grades") is not None:
+                self._out["grades"].close()
+
+
+def _grader(active_set, potential):
+    """The :class:`mtpjax.grade.Grader` of ``active_set`` (a Grader or a saved state path),
+    checked to belong to ``potential``."""
+    from mtpjax.grade import Grader
+
+    if active_set is None:
+        raise ValueError("grade_every needs an active_set (a state saved by mtpjax calc-grade "
+                         "--als-filename, or a mtpjax.grade.Grader)")
+    grader = active_set if isinstance(active_set, Grader) else Grader.load(active_set)
+    mine, theirs = potential.params(), grader.potential.params()
+    if any(not np.array_equal(mine[k], theirs[k]) for k in mine):
+        raise ValueError("the active set was selected with a different potential")
+    return grader
+
+
+class _GradeLog:
+    """``grades.csv``: ``step,gamma`` rows, appended and flushed per row."""
+
+    def __init__(self, path: Path):
+        new = not path.exists() or path.stat().st_size == 0
+        self._fh = open(path, "a")
+        if new:
+            self._fh.write("step,gamma\n")
+            self._fh.flush()
+
+    def write(self, step: int, gamma: float) -> None:
+        self._fh.write(f"{step},{gamma:.10g}\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
 
 
 # ---------------------------------------------------------------------- structures

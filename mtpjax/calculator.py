@@ -156,18 +156,40 @@ class MTPCalculator(Calculator):
         species: element symbols, ``species[t]`` = element of MLIP type t.
         dtype: ``"float64"`` (default) or ``"float32"`` (≈1e-6 relative accuracy).
         skin: neighbour-list skin (Å).
+        active_set: for :meth:`grade`: a :class:`mtpjax.grade.Grader` or the path of a state
+            saved by ``mtpjax calc-grade/select-add --als-filename`` (same potential).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(
-        self, potential_or_path, species=None, dtype: str = "float64", skin: float = 0.5, **kwargs
+        self, potential_or_path, species=None, dtype: str = "float64", skin: float = 0.5,
+        active_set=None, **kwargs
     ):
         super().__init__(**kwargs)
         if isinstance(potential_or_path, (str, Path)) and not Path(potential_or_path).exists():
             raise FileNotFoundError(f"potential file not found: {potential_or_path}")
         self.evaluator = MTPEvaluator(potential_or_path, dtype=dtype, skin=skin)
         self.species = _check_species(species, self.evaluator.spec.species_count)
+        self.active_set = None
+        if active_set is not None:
+            from mtpjax.grade import Grader
+
+            grader = active_set if isinstance(active_set, Grader) else Grader.load(active_set)
+            mine, theirs = self.evaluator.potential.params(), grader.potential.params()
+            if any(not np.array_equal(mine[k], theirs[k]) for k in mine):
+                raise InputError("the active set was selected with a different potential")
+            self.active_set = grader
+
+    def grade(self, atoms=None) -> float:
+        """MaxVol extrapolation grade γ of ``atoms`` (default: the attached atoms), as
+        ``mlp calc-grade`` (needs ``active_set``); γ > 1 means extrapolation."""
+        if self.active_set is None:
+            raise ValueError("grade() needs an active set: MTPCalculator(..., active_set=PATH)")
+        atoms = atoms if atoms is not None else self.atoms
+        if atoms is None:
+            raise ValueError("no atoms to grade")
+        return self.active_set.grade_atoms(atoms, self.species)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
