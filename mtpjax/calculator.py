@@ -7,7 +7,10 @@ Gives energy, free_energy (eV), per-atom energies (eV), forces (eV/Å) and stres
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +25,11 @@ from mtpjax.neighbors import allocate, update
 from mtpjax.padding import bucket_size, pad_atoms, pad_neighbors
 from mtpjax.potential import Neighbors, energy_forces_virial, pair_vectors, site_energies
 from mtpjax.potential_data import MTPotential
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ase import Atoms
+
+    from mtpjax.grade import Grader
 
 
 def types_from_numbers(numbers, species: list[str]) -> np.ndarray:
@@ -67,7 +75,8 @@ class MTPEvaluator:
         skin: neighbour-list skin (Å) for reuse between nearby geometries.
     """
 
-    def __init__(self, potential, dtype: str = "float64", skin: float = 0.5):
+    def __init__(self, potential: MTPotential | str | os.PathLike, dtype: str = "float64",
+                 skin: float = 0.5) -> None:
         pot = potential if isinstance(potential, MTPotential) else read_mtp(potential)
         if not pot.is_trained:
             raise InputError(
@@ -204,9 +213,10 @@ class MTPCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(
-        self, potential_or_path, species=None, dtype: str = "float64", skin: float = 0.5,
-        active_set=None, **kwargs
-    ):
+        self, potential_or_path: MTPotential | str | os.PathLike,
+        species: Sequence[str] | str | None = None, dtype: str = "float64", skin: float = 0.5,
+        active_set: Grader | str | os.PathLike | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         if isinstance(potential_or_path, (str, Path)) and not Path(potential_or_path).exists():
             raise FileNotFoundError(f"potential file not found: {potential_or_path}")
@@ -222,7 +232,7 @@ class MTPCalculator(Calculator):
                 raise InputError("the active set was selected with a different potential")
             self.active_set = grader
 
-    def grade(self, atoms=None) -> float:
+    def grade(self, atoms: Atoms | None = None) -> float:
         """MaxVol extrapolation grade γ of ``atoms`` (default: the attached atoms), as
         ``mlp calc-grade`` (needs ``active_set``); γ > 1 means extrapolation."""
         if self.active_set is None:
