@@ -7,7 +7,10 @@ Gives energy, free_energy (eV), per-atom energies (eV), forces (eV/Å) and stres
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -20,21 +23,30 @@ from mtpjax.io.mtp_file import read_mtp
 from mtpjax.model import ModelSpec
 from mtpjax.neighbors import allocate, update
 from mtpjax.padding import bucket_size, pad_atoms, pad_neighbors
-from mtpjax.potential import energy_forces_virial, pair_vectors, site_energies
+from mtpjax.potential import Neighbors, energy_forces_virial, pair_vectors, site_energies
 from mtpjax.potential_data import MTPotential
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ase import Atoms
+
+    from mtpjax.grade import Grader
 
 
 def types_from_numbers(numbers, species: list[str]) -> np.ndarray:
     """MLIP type index of each atom, int [N]; ``ValueError`` for an element not in ``species``."""
-    table = {atomic_numbers[s]: t for t, s in enumerate(species)}
-    numbers = np.asarray(numbers)
-    missing = sorted({int(z) for z in numbers if int(z) not in table})
-    if missing:
+    table = np.full(max(atomic_numbers.values()) + 1, -1, dtype=np.int32)
+    for t, s in enumerate(species):
+        table[atomic_numbers[s]] = t
+    numbers = np.asarray(numbers, dtype=np.int64)
+    types = table[np.clip(numbers, 0, len(table) - 1)]  # vectorised: called on every evaluation
+    bad = (types < 0) | (numbers < 0) | (numbers >= len(table))
+    if bad.any():
         from ase.data import chemical_symbols
 
-        names = ", ".join(chemical_symbols[z] for z in missing)
+        names = ", ".join(chemical_symbols[z] if 0 <= z < len(chemical_symbols) else str(z)
+                          for z in sorted({int(z) for z in numbers[bad]}))
         raise ValueError(f"element(s) {names} not in the potential's species {species}")
-    return np.asarray([table[int(z)] for z in numbers], dtype=np.int32)
+    return types
 
 
 def _check_species(species, species_count: int) -> list[str]:
@@ -63,7 +75,8 @@ class MTPEvaluator:
         skin: neighbour-list skin (Å) for reuse between nearby geometries.
     """
 
-    def __init__(self, potential, dtype: str = "float64", skin: float = 0.5):
+    def __init__(self, potential: MTPotential | str | os.PathLike, dtype: str = "float64",
+                 skin: float = 0.5) -> None:
         pot = potential if isinstance(potential, MTPotential) else read_mtp(potential)
         if not pot.is_trained:
             raise InputError(
@@ -79,6 +92,12 @@ class MTPEvaluator:
         self.skin = float(skin)
         self._params_np = pot.params()
         self._nl = None
+        # device-side caches, so that a positions-only call transfers positions and cell only:
+        # parameters per dtype; padded neighbour arrays per neighbour list (rebuilt lists are new
+        # objects); padded types and atom mask per type array
+        self._params_dev: dict[str, dict] = {}
+        self._nbrs_dev = None  # (NeighborList, n_pad, capacity, dtype, device Neighbors)
+        self._types_dev = None  # (types, n_pad, device types, device atom mask)
         spec = self.spec
         self._efv = jax.jit(
             lambda p, x, c, t, n, m: energy_forces_virial(spec, p, x, c, t, n, atom_mask=m)
@@ -123,29 +142,60 @@ class MTPEvaluator:
         nbrs = self.neighbors(positions, cell, pbc)
         n_pad = bucket_size(n)
         capacity = bucket_size(int(nbrs.idx.shape[1]), minimum=16)
-        pos_p, types_p, atom_mask = pad_atoms(positions, types, n_pad)
-        nbrs_p = pad_neighbors(nbrs, n_pad, capacity)
+        pos_p = np.zeros((n_pad, 3), dtype=np.float64)
+        pos_p[:n] = positions
         with self._x64():
             dt = jnp.float64 if self.dtype == "float64" else jnp.float32
-            params = {k: jnp.asarray(v, dt) for k, v in self._params_np.items()}
-            args = (
-                params,
-                jnp.asarray(pos_p, dt),
-                jnp.asarray(cell, dt),
-                jnp.asarray(types_p),
-                jax.tree.map(jnp.asarray, nbrs_p),
-            )
-            energy, forces, virial = self._efv(*args, jnp.asarray(atom_mask))
+            params = self._device_params()
+            x = jnp.asarray(pos_p, dt)
+            c = jnp.asarray(cell, dt)
+            types_p, atom_mask = self._device_types(types, n_pad)
+            nbrs_p = self._device_neighbors(n_pad, capacity)
+            energy, forces, virial = self._efv(params, x, c, types_p, nbrs_p, atom_mask)
             out = {
                 "energy": float(energy),
                 "forces": np.asarray(forces, dtype=np.float64)[:n],
                 "virial": np.asarray(virial, dtype=np.float64),
             }
             if per_atom:
-                out["energies"] = np.asarray(self._sites(*args), dtype=np.float64)[:n]
+                sites = self._sites(params, x, c, types_p, nbrs_p)
+                out["energies"] = np.asarray(sites, dtype=np.float64)[:n]
         if not (np.isfinite(out["energy"]) and np.all(np.isfinite(out["forces"]))):
             raise FloatingPointError("MTP evaluation produced NaN or infinite values")
         return out
+
+    def _device_params(self) -> dict:
+        """The potential's parameters as device arrays of this evaluator's dtype (cached)."""
+        params = self._params_dev.get(self.dtype)
+        if params is None:
+            dt = jnp.float64 if self.dtype == "float64" else jnp.float32
+            params = {k: jnp.asarray(v, dt) for k, v in self._params_np.items()}
+            self._params_dev[self.dtype] = params
+        return params
+
+    def _device_types(self, types: np.ndarray, n_pad: int):
+        """Padded types int [n_pad] and atom mask bool [n_pad] on the device (cached)."""
+        cached = self._types_dev
+        if cached is None or cached[1] != n_pad or not np.array_equal(cached[0], types):
+            _, types_p, atom_mask = pad_atoms(np.zeros((len(types), 3)), types, n_pad)
+            cached = (types.copy(), n_pad, jnp.asarray(types_p), jnp.asarray(atom_mask))
+            self._types_dev = cached
+        return cached[2], cached[3]
+
+    def _device_neighbors(self, n_pad: int, capacity: int) -> Neighbors:
+        """The current neighbour list padded to [n_pad, capacity], on the device; padded and
+        transferred once per list (a rebuild makes a new list object)."""
+        nl = self._nl
+        key = (n_pad, capacity, self.dtype)
+        cached = self._nbrs_dev
+        if cached is None or cached[0] is not nl or cached[1] != key:
+            nbrs_p = pad_neighbors(nl.neighbors, n_pad, capacity)
+            dt = jnp.float64 if self.dtype == "float64" else jnp.float32
+            dev = Neighbors(jnp.asarray(nbrs_p.idx), jnp.asarray(nbrs_p.shifts, dt),
+                            jnp.asarray(nbrs_p.mask))
+            cached = (nl, key, dev)
+            self._nbrs_dev = cached
+        return cached[2]
 
 
 class MTPCalculator(Calculator):
@@ -163,9 +213,10 @@ class MTPCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(
-        self, potential_or_path, species=None, dtype: str = "float64", skin: float = 0.5,
-        active_set=None, **kwargs
-    ):
+        self, potential_or_path: MTPotential | str | os.PathLike,
+        species: Sequence[str] | str | None = None, dtype: str = "float64", skin: float = 0.5,
+        active_set: Grader | str | os.PathLike | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         if isinstance(potential_or_path, (str, Path)) and not Path(potential_or_path).exists():
             raise FileNotFoundError(f"potential file not found: {potential_or_path}")
@@ -181,7 +232,7 @@ class MTPCalculator(Calculator):
                 raise InputError("the active set was selected with a different potential")
             self.active_set = grader
 
-    def grade(self, atoms=None) -> float:
+    def grade(self, atoms: Atoms | None = None) -> float:
         """MaxVol extrapolation grade γ of ``atoms`` (default: the attached atoms), as
         ``mlp calc-grade`` (needs ``active_set``); γ > 1 means extrapolation."""
         if self.active_set is None:

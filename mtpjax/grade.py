@@ -28,14 +28,22 @@ in float64.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mtpjax.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ase import Atoms
+
+    from mtpjax.potential_data import MTPotential
 
 WEIGHTINGS = ("vibrations", "molecules", "structures")
 
@@ -281,8 +289,9 @@ class Grader:
     ``active_configs`` maps the labels of A's rows to their configurations (saved with the state).
     """
 
-    def __init__(self, potential, maxvol: MaxVol | None = None, weighting: str = "vibrations",
-                 init_threshold: float = INIT_THRESHOLD):
+    def __init__(self, potential: MTPotential | str | os.PathLike,
+                 maxvol: MaxVol | None = None, weighting: str = "vibrations",
+                 init_threshold: float = INIT_THRESHOLD) -> None:
         from mtpjax.io.mtp_file import read_mtp
         from mtpjax.model import ModelSpec
 
@@ -334,12 +343,12 @@ class Grader:
                 out.append(lab[1])
         return out
 
-    def grade(self, configs) -> np.ndarray:
+    def grade(self, configs: Iterable) -> np.ndarray:
         """γ of each configuration, float [M] (0 for empty ones)."""
         configs = list(configs)
         return self.maxvol.grades(self.rows(configs)) if configs else np.zeros(0)
 
-    def grade_atoms(self, atoms, species) -> float:
+    def grade_atoms(self, atoms: Atoms, species: Sequence[str]) -> float:
         """γ of one ASE ``Atoms`` (``species``: element per MLIP type)."""
         from mtpjax.calculator import types_from_numbers
 
@@ -348,7 +357,7 @@ class Grader:
         return float(self.grade([cfg])[0])
 
     # ----------------------------------------------------------------- files
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike) -> None:
         """Write the active-set state (potential, A, A⁻¹, the active configurations) to
         ``path`` (an ``.npz`` archive under any name; *not* mlp's binary ``.als`` layout)."""
         from mtpjax.io.cfg import format_configuration
@@ -366,7 +375,7 @@ class Grader:
                      configs=np.array(text), **self.maxvol.to_arrays())
 
     @classmethod
-    def load(cls, path) -> Grader:
+    def load(cls, path: str | os.PathLike) -> Grader:
         """Read a state written by :meth:`save`."""
         import tempfile
 

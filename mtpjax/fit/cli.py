@@ -166,7 +166,7 @@ def run(args) -> int:
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    from mtpjax.fit.data import load_dataset
+    from mtpjax.fit.data import load_fit_data
     from mtpjax.fit.trainer import Trainer
     from mtpjax.io.mtp_file import read_mtp, write_mtp
 
@@ -174,11 +174,10 @@ def run(args) -> int:
     pot = read_mtp(args.init)  # errors: InputError, one line from mtpjax.cli
     if config.init_params == "same" and not pot.is_trained:
         raise InputError("has no coefficients; use --init-params=random", args.init)
-    kw = dict(cutoff=pot.max_dist, species=species, species_count=pot.species_count,
-              energy_weight=config.energy_weight, force_weight=config.force_weight,
-              stress_unit=args.stress_unit, stress_sign=args.stress_sign)
-    train = load_dataset(args.train, **kw)
-    valid = load_dataset(args.valid_cfgs, **kw) if args.valid_cfgs else None
+    train, valid = load_fit_data(
+        pot, args.train, args.valid_cfgs, species=species, energy_weight=config.energy_weight,
+        force_weight=config.force_weight, stress_unit=args.stress_unit,
+        stress_sign=args.stress_sign)
 
     out = Path(args.trained_pot_name)
     workdir = Path(args.workdir) if args.workdir else out.with_name(out.name + ".run")

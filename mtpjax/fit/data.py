@@ -555,3 +555,18 @@ def load_dataset(path, cutoff: float, species=None, species_count=None, *,
                   species_count=species_count, stress_unit=stress_unit)
     precompute_neighbors(samples, cutoff)
     return samples
+
+
+def load_fit_data(pot, train, valid=None, *, species=None, energy_weight: float = 1.0,
+                  force_weight: float = 0.01, stress_unit: str = "eV/A3",
+                  stress_sign: str = "ase") -> tuple[list[Sample], list[Sample] | None]:
+    """Training and validation samples for fitting ``pot`` (an :class:`MTPotential`): the
+    paths ``train``/``valid`` (``.cfg``, extxyz, ASE db; ``valid`` may be None) read with
+    :func:`load_dataset` at the potential's cutoff and species count. Used by
+    ``mtpjax train`` and :func:`mtpjax.fit`."""
+    kw = dict(cutoff=pot.max_dist, species=species, species_count=pot.species_count,
+              energy_weight=energy_weight, force_weight=force_weight,
+              stress_unit=stress_unit, stress_sign=stress_sign)
+    train_samples = load_dataset(train, **kw)
+    valid_samples = load_dataset(valid, **kw) if valid else None
+    return train_samples, valid_samples
