@@ -1,0 +1,156 @@
+"""`.mtp` files written by mtpjax are what MLIP-2's reader (``mlp``, LAMMPS ``pair_style mlip``)
+needs: a strict replay of ``MLMTPR::Load`` reads them with every value intact, and, where the
+``mlp`` binary is available (``MLP_BIN``), ``mlp calc-efs`` on them equals ``MTPCalculator``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+
+import numpy as np
+import pytest
+from ase import Atoms
+
+from mtpjax.calculator import MTPCalculator
+from mtpjax.io.cfg import read_cfg
+from mtpjax.io.mtp_file import format_mtp, read_mtp, write_mtp
+from tests.conftest import PARITY, TEMPLATES
+from tests.lammps.mlip_reader import MlipReadError, read_like_mlip
+
+MLIP_FILES = [PARITY / c / "pot.mtp" for c in ("si_L08", "species2_L16")] + [
+    TEMPLATES / f"{level:02d}.mtp" for level in (2, 12, 22)
+]
+
+
+def _assert_same(parsed: dict, pot) -> None:
+    """Every value MLIP reads equals the potential's (bit for bit)."""
+    k = pot.basis.radial_funcs_needed
+    assert parsed["species_count"] == pot.species_count
+    assert parsed["radial_basis_type"] == pot.radial_basis_type
+    assert (parsed["min_dist"], parsed["max_dist"]) == (pot.min_dist, pot.max_dist)
+    assert parsed["radial_basis_size"] == pot.radial_basis_size
+    assert parsed["radial_funcs_count"] == k
+    assert parsed["scaling"] == pot.scaling
+    b = pot.basis
+    assert parsed["alpha_moments_count"] == b.alpha_moments_count
+    np.testing.assert_array_equal(parsed["alpha_index_basic"], b.alpha_index_basic)
+    np.testing.assert_array_equal(parsed["alpha_index_times"], b.alpha_index_times.reshape(-1, 4))
+    np.testing.assert_array_equal(parsed["alpha_moment_mapping"], b.alpha_moment_mapping)
+    if pot.is_trained:
+        np.testing.assert_array_equal(parsed["radial_coeffs"], pot.radial_coeffs[:, :, :k])
+        np.testing.assert_array_equal(parsed["species_coeffs"], pot.species_coeffs)
+        np.testing.assert_array_equal(parsed["moment_coeffs"], pot.moment_coeffs)
+    else:
+        assert parsed["radial_coeffs"] is None and parsed["moment_coeffs"] is None
+
+
+@pytest.mark.parametrize("path", MLIP_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_replayed_reader_reads_mlip_files(path):
+    """The replay agrees with mtpjax's reader on files that mlp itself wrote."""
+    _assert_same(read_like_mlip(path.read_text()), read_mtp(path))
+
+
+def _awkward(pot, rng):
+    """``pot`` with what MLIP's reader cannot take as such: a name of several words, a tag
+    over two lines and (when trained) two radial functions no basic moment uses."""
+    extra = {"potential_name": "my  Si potential", "potential_tag": "fitted\nby mtpjax"}
+    if pot.is_trained:
+        c, _, k, r = pot.radial_coeffs.shape
+        extra["radial_coeffs"] = np.concatenate(
+            [pot.radial_coeffs, rng.normal(size=(c, c, 2, r))], axis=2)
+        extra["radial_funcs_count"] = k + 2
+    return dataclasses.replace(pot, **extra)
+
+
+@pytest.mark.parametrize("path", MLIP_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_written_files_parse_as_mlip_reads_them(tmp_path, path):
+    pot = _awkward(read_mtp(path), np.random.default_rng(0))
+    out = tmp_path / "pot.mtp"
+    write_mtp(out, pot)
+    text = out.read_text()
+    parsed = read_like_mlip(text)
+    _assert_same(parsed, pot)
+    assert parsed["potential_name"] == "my_Si_potential"
+    assert "potential_tag = fitted by mtpjax\n" in text
+    lines = text.splitlines()
+    assert lines[:2] == ["MTP", "version = 1.1.0"]
+    for line in lines[2:]:  # every key = value with the single-space separator
+        if "=" in line:
+            key, _, value = line.strip().partition(" = ")
+            assert key.isidentifier() and value == value.strip(), line
+    # mtpjax reads its own file back to the same potential (less the unused radial functions)
+    again = read_mtp(out)
+    assert format_mtp(again) == text
+
+
+def test_dropped_radial_functions_change_nothing(tmp_path):
+    pot = read_mtp(PARITY / "si_L08" / "pot.mtp")
+    padded = _awkward(pot, np.random.default_rng(1))
+    out = tmp_path / "pot.mtp"
+    write_mtp(out, padded)
+    atoms = Atoms("Si5", positions=[[0, 0, 0], [2.1, 0.3, 0], [0.2, 2.2, 0.4], [1.1, 1.0, 1.9],
+                                      [2.4, 2.0, 1.3]], cell=np.eye(3) * 5.6, pbc=True)
+    results = []
+    for p in (padded, read_mtp(out)):
+        atoms.calc = MTPCalculator(p, species=["Si"])
+        results.append((atoms.get_potential_energy(), atoms.get_forces()))
+    # equal up to rounding (the einsums run over a different number of radial functions)
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-14)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("potential_name = MTP1m", "potential_name = MTP 1m", "expected species_count"),
+        ("version = 1.1.0", "version = 1.1.0 ", "version"),
+        ("species_count = 2", "species_count=2", "expected species_count"),
+        ("alpha_moments_count = ", "alpha_moments_count = x", "an integer"),
+        ("radial_funcs_count = 4", "radial_funcs_count = 5", "stream fails"),
+        ("species_coeffs = {", "species_coeffs =  {", "a double"),
+    ],
+)
+def test_replayed_reader_is_strict(old, new, message):
+    """The replay fails where MLIP fails, so passing it means something."""
+    text = (PARITY / "species2_L16" / "pot.mtp").read_text()
+    assert old in text
+    with pytest.raises(MlipReadError, match=message):
+        read_like_mlip(text.replace(old, new, 1))
+
+
+def test_replayed_reader_wants_radial_funcs_count_exact():
+    text = (TEMPLATES / "12.mtp").read_text()
+    assert "radial_funcs_count = 3" in text
+    read_like_mlip(text)
+    with pytest.raises(MlipReadError, match="Wrong number of radial functions"):
+        read_like_mlip(text.replace("radial_funcs_count = 3", "radial_funcs_count = 4"))
+
+
+MLP_BIN = os.environ.get("MLP_BIN")
+
+
+@pytest.mark.skipif(not MLP_BIN, reason="MLP_BIN (the mlp binary of MLIP-2) is not set")
+def test_mlp_calc_efs_on_written_potential_equals_calculator(tmp_path):
+    """``mlp calc-efs`` reads an mtpjax-written potential (two species, a name of several
+    words, unused radial functions) and gives MTPCalculator's energies and forces (to the
+    digits mlp prints: 12 decimals for energies, 6 for forces)."""
+    case = PARITY / "species2_L16"
+    pot = _awkward(read_mtp(case / "pot.mtp"), np.random.default_rng(2))
+    write_mtp(tmp_path / "pot.mtp", pot)
+    configs = read_cfg(case / "configs.cfg")[:4]
+    from mtpjax.io.cfg import write_cfg
+
+    write_cfg(tmp_path / "in.cfg", configs)
+    run = subprocess.run([MLP_BIN, "calc-efs", str(tmp_path / "pot.mtp"), str(tmp_path / "in.cfg"),
+                          str(tmp_path / "out.cfg")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    ours = read_cfg(tmp_path / "out.cfg")
+    assert len(ours) == len(configs)
+    calc = MTPCalculator(pot, species=["Si", "O"])
+    for cfg, ref in zip(configs, ours, strict=True):
+        atoms = Atoms(numbers=[14 if t == 0 else 8 for t in cfg.types], positions=cfg.positions,
+                      cell=cfg.cell, pbc=cfg.pbc)
+        atoms.calc = calc
+        assert abs(atoms.get_potential_energy() - ref.energy) <= 1e-9 * len(atoms)
+        assert np.abs(atoms.get_forces() - ref.forces).max() <= 1e-6
