@@ -320,7 +320,7 @@ def load_bundle(bundle: dict | str | os.PathLike) -> dict:
             template, fun_name=name,
             mlir_module_serialized=base64.b64decode(bundle["programs"][key]),
             disabled_safety_checks=(jax.export.DisabledSafetyCheck.platform(),))
-        calls[name] = exported.call
+        calls[name] = jax.jit(exported.call)  # compiled once per input shapes
     return calls
 
 

