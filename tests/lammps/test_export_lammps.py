@@ -3,6 +3,7 @@ full neighbour list, reproduces MTPCalculator (float64 to 1e-10; float32 to its 
 
 from __future__ import annotations
 
+import base64
 import json
 
 import jax
@@ -80,6 +81,14 @@ def test_cli_bundle_contract(si_bundle):
     assert list(bundle) == sorted(bundle)  # lammps-jax looks keys up by first match
     assert all(bundle["programs"][k] for k in (
         "energy_mlir_b64", "force_mlir_b64", "energy_and_forces_mlir_b64"))
+    # XLA compile options: one replica, portable, without the exporter's debug options
+    from jaxlib import xla_client
+
+    raw = base64.b64decode(bundle["compile_options_b64"])
+    options = xla_client.CompileOptions.ParseFromString(raw)
+    assert (options.num_replicas, options.num_partitions) == (1, 1)
+    assert options.compile_portable_executable
+    assert len(raw) < len(xla_client.CompileOptions().SerializeAsString()) / 10
 
 
 def test_cli_bundle_reproduces_calculator_float64(si_bundle):
