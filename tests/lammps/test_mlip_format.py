@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +155,52 @@ def test_mlp_calc_efs_on_written_potential_equals_calculator(tmp_path):
         atoms.calc = calc
         assert abs(atoms.get_potential_energy() - ref.energy) <= 1e-9 * len(atoms)
         assert np.abs(atoms.get_forces() - ref.forces).max() <= 1e-6
+
+
+MLIP_INTERFACE_LIB = os.environ.get("MLIP_INTERFACE_LIB")
+
+
+@pytest.mark.skipif(not MLIP_INTERFACE_LIB,
+                    reason="MLIP_INTERFACE_LIB (MLIP-2's lib_mlip_interface.a) is not set")
+def test_pair_style_mlip_path_on_written_potential(tmp_path):
+    """What ``pair_style mlip`` runs (MLIP_init on an mlip.ini, MLIP_calc_nbh over a full
+    neighbour list of local atoms with ghosts, newton on), driven without LAMMPS by
+    mlip_nbh_driver.cpp, on an mtpjax-written two-species potential: MTPCalculator's energy
+    and forces (ghost forces folded onto their owners)."""
+    from ase.build import bulk
+
+    from tests.lammps.lammps_style import fold_ghost_forces, full_edges, local_and_ghosts
+
+    driver = tmp_path / "driver"
+    build = subprocess.run(
+        ["g++", "-O2", str(Path(__file__).with_name("mlip_nbh_driver.cpp")),
+         MLIP_INTERFACE_LIB, "-L/lib", "-l:libopenblas.a", "-L/usr/local/gfortran/lib",
+         "-lgfortran", "-o", str(driver)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    pot = _awkward(read_mtp(PARITY / "species2_L16" / "pot.mtp"), np.random.default_rng(4))
+    write_mtp(tmp_path / "pot.mtp", pot)
+    (tmp_path / "mlip.ini").write_text("mtp-filename    pot.mtp\nselect          FALSE\n")
+    atoms = bulk("SiO", "zincblende", a=5.0, cubic=True)
+    atoms.positions += np.random.default_rng(8).normal(scale=0.08, size=atoms.positions.shape)
+    types = np.array([0 if s == "Si" else 1 for s in atoms.get_chemical_symbols()])
+    n = len(atoms)
+    x, owner = local_and_ghosts(atoms.positions, atoms.cell.array, pot.max_dist + 1.0)
+    senders, receivers = full_edges(x, pot.max_dist + 1.0)
+    lines = [f"{n} {len(x) - n} 2"]
+    lines += [f"{types[o] + 1} {a!r} {b!r} {c!r}"
+              for o, (a, b, c) in zip(owner, x.tolist(), strict=True)]
+    for i in range(n):
+        js = receivers[senders == i]
+        lines.append(" ".join(str(v) for v in [len(js), *js]))
+    run = subprocess.run([str(driver), "mlip.ini"], input="\n".join(lines) + "\n", cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout.splitlines()
+    start = next(k for k, line in enumerate(out) if line.startswith("cutoff"))
+    assert float(out[start].split()[1]) == pot.max_dist
+    energy = float(out[start + 1].split()[1])
+    forces = np.array([[float(v) for v in line.split()] for line in out[start + 2:]])
+    atoms.calc = MTPCalculator(pot, species=["Si", "O"])
+    assert abs(energy - atoms.get_potential_energy()) <= 1e-10
+    folded = fold_ghost_forces(forces, owner, n)
+    assert np.abs(folded - atoms.get_forces()).max() <= 1e-10
