@@ -172,10 +172,13 @@ def test_pair_style_mlip_path_on_written_potential(tmp_path):
     from tests.lammps.lammps_style import fold_ghost_forces, full_edges, local_and_ghosts
 
     driver = tmp_path / "driver"
+    # link flags of MLIP-2's make/config.mk (OpenBLAS, gfortran); MLIP_LDFLAGS overrides them
+    ldflags = os.environ.get(
+        "MLIP_LDFLAGS", "-L/lib -l:libopenblas.a -L/usr/local/gfortran/lib -lgfortran").split()
     build = subprocess.run(
         ["g++", "-O2", str(Path(__file__).with_name("mlip_nbh_driver.cpp")),
-         MLIP_INTERFACE_LIB, "-L/lib", "-l:libopenblas.a", "-L/usr/local/gfortran/lib",
-         "-lgfortran", "-o", str(driver)], capture_output=True, text=True, timeout=300)
+         MLIP_INTERFACE_LIB, *ldflags, "-o", str(driver)],
+        capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
     pot = _awkward(read_mtp(PARITY / "species2_L16" / "pot.mtp"), np.random.default_rng(4))
     write_mtp(tmp_path / "pot.mtp", pot)
