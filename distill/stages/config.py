@@ -107,7 +107,8 @@ SCHEMA: dict[str, dict] = {
         "protocols": ["compress"],
         "teacher": True,
     },
-    "analysis": {"soap": False, "relax_references": False},
+    "analysis": {"soap": False, "relax_references": False, "crystals": ["sh"],
+                 "p_step_GPa": 1.0},
 }
 # numeric ranges: (section, key) -> dict(low/high/positive/nonneg/integer, unit) for Checker.value
 _T = dict(nonneg=True, high=1e5, unit="K")
@@ -149,6 +150,7 @@ RANGES: dict[tuple[str, str], dict] = {
     ("compression", "tau_p_fs"): dict(positive=True, unit="fs"),
     ("evaluate", "cost_cells"): _COUNT, ("evaluate", "cost_repeats"): _COUNT,
     ("md", "level"): _STEPS,
+    ("analysis", "p_step_GPa"): dict(positive=True, high=100.0, unit="GPa"),
 }
 #: the optimisers of mtpjax.fit.trainer.OPTIMIZERS (not imported: checking needs no JAX)
 OPTIMIZERS = ("lbfgs", "bfgs", "adam", "lm")
@@ -264,6 +266,18 @@ def _check(cfg: dict, checker: Checker, base: Path | None) -> None:
                 fail(f"md.protocol.{name}.{key}", f"unknown key (allowed: {sorted(PROTOCOL_KEYS)})")
         _check_md_protocol(name, table, checker, base, species)
     _check_relations(cfg, fail, species)
+    _check_crystals(cfg, fail)
+
+
+def _check_crystals(cfg: dict, fail) -> None:
+    """``analysis.crystals`` must name reference crystals of md.analysis.crystals."""
+    from md.analysis.crystals import canonical_name
+
+    for i, name in enumerate(cfg["analysis"]["crystals"]):
+        try:
+            canonical_name(str(name))
+        except ValueError as exc:
+            fail(f"analysis.crystals[{i}]", str(exc))
 
 
 def _check_d0(path: Path, key: str, fail, species: list[str]) -> None:
