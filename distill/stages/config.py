@@ -100,7 +100,8 @@ SCHEMA: dict[str, dict] = {
         "snapshot_every": 100,
         "tau_p_fs": 100.0,
     },
-    "evaluate": {"cost_cells": 3, "cost_repeats": 5},
+    "evaluate": {"md_repeat": 5, "md_steps": 50, "md_warmup_steps": 10, "teacher_steps": 3,
+                 "md_temperature_K": 500.0},
     "md": {
         "level": 0,
         "models": ["indirect", "direct"],
@@ -148,7 +149,9 @@ RANGES: dict[tuple[str, str], dict] = {
     ("compression", "ramp_steps"): _STEPS, ("compression", "pressure_end_GPa"): _P,
     ("compression", "snapshot_every"): _COUNT,
     ("compression", "tau_p_fs"): dict(positive=True, unit="fs"),
-    ("evaluate", "cost_cells"): _COUNT, ("evaluate", "cost_repeats"): _COUNT,
+    ("evaluate", "md_repeat"): dict(integer=True, low=1, high=100),
+    ("evaluate", "md_steps"): _COUNT, ("evaluate", "md_warmup_steps"): _COUNT,
+    ("evaluate", "teacher_steps"): _COUNT, ("evaluate", "md_temperature_K"): _T,
     ("md", "level"): _STEPS,
     ("analysis", "p_step_GPa"): dict(positive=True, high=100.0, unit="GPa"),
 }

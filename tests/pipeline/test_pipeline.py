@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from distill.report import ALL_TARGETS, fmt_cost, fmt_e, fmt_f
-from tests.pipeline.checks import check_comparison_counts
+from tests.pipeline.checks import check_comparison_counts, check_cost_is_md_throughput
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = Path(__file__).with_name("tiny.toml")
@@ -111,8 +111,9 @@ def check_report_numbers_are_stage_outputs(resumed_run):
             e = errors[m][target]
             expected = f"{fmt_e(e['energy_mae_meV_per_atom'])} / {fmt_f(e['force_mae_eV_per_A'])}"
             assert cell == expected, (m, target, cell)
-        assert cells[-2] == fmt_cost(cost[m]["s_per_atom_step"])
+        assert cells[-2] == fmt_cost(cost[m]["atom_steps_per_s"])
         assert cells[-1] == fmt_cost(cost[m]["speedup_vs_teacher"])
+    check_cost_is_md_throughput(report, cost, models)
     # the finding is stated per level, from the same numbers
     check_comparison_counts(report, errors, [2])
     # fits and MD tables come from the stamps
