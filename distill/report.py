@@ -413,11 +413,78 @@ def _md_section(run_dir: Path, st: dict) -> list[str]:
                 lines += [res.get("status", "no analysis"), ""]
                 continue
             lines += [format_table(res["table"], markdown=True), ""]
+            if res.get("quench"):
+                rate = res.get("cooling_rate_K_per_s")
+                lines += [("Melt-quench at a reduced rate: fastest cooling "
+                           f"{rate:.2g} K/s (paper: 1e11 K/s); " if rate else "Melt-quench; ")
+                          + "Table-I metrics of the last frame relaxed at 0 GPa by each run's "
+                          "own model (ΔE above that model's relaxed diamond).", ""]
+                lines += table_i_section(res["table"])
+            for crystal, runs_ in res.get("similarity", {}).items():
+                lines += similarity_section(crystal, runs_)
             for fig in ("sq.png", "bond_angles.png", "pv.png", "similarity_pressure.png"):
                 if (run_dir / "analysis" / proto / fig).is_file():
                     lines.append(f"![{proto} {fig}](../analysis/{proto}/{fig})")
             lines.append("")
     return lines
+
+
+def _columns():
+    """Table-I columns compared with the teacher: (metrics key, header, format)."""
+    from md.analysis.summary import TABLE_COLUMNS
+
+    return TABLE_COLUMNS
+
+
+def table_i_section(table: dict) -> list[str]:
+    """The paper's Table I beside ours, and each student's difference to our teacher beside
+    the paper's differences to GAP-18 (its teacher)."""
+    from distill.paper_values import TABLE_I, TABLE_I_SOURCE
+    from md.analysis.summary import format_table
+
+    lines = [f"Paper ({TABLE_I_SOURCE}):", "", format_table(TABLE_I, markdown=True), ""]
+    cols = _columns()
+    rows = []
+    teacher = table.get("teacher")
+
+    def diff(row, ref, key, fmt):
+        a, b = row.get(key), ref.get(key)
+        return "-" if a is None or b is None else fmt.format(abs(a - b))
+
+    if teacher:
+        for label, row in table.items():
+            if label != "teacher":
+                rows.append([f"{label} − teacher (ours)"]
+                            + [diff(row, teacher, k, f) for k, _, f in cols])
+    for label in ("M''_16", "M'_16", "M''_20", "M'_20"):
+        rows.append([f"{label} − GAP-18 (paper)"]
+                    + [diff(TABLE_I[label], TABLE_I["GAP-18"], k, f) for k, _, f in cols])
+    lines += ["Absolute differences to the teacher:", "",
+              _table(["difference"] + [h for _, h, _ in cols], rows), ""]
+    return lines
+
+
+def similarity_section(crystal: str, runs: dict) -> list[str]:
+    """Mean SOAP similarity to ``crystal`` per pressure window (Fig. 4's measure), and each
+    student's difference to the teacher."""
+    windows = next(iter(runs.values()))
+    header = ["run"] + [f"{w['p_lo']:g}–{w['p_hi']:g} GPa" for w in windows]
+
+    def cell(w):
+        return "-" if w["mean"] is None else f"{w['mean']:.3f} ({w['n']})"
+
+    rows = [[label] + [cell(w) for w in ws] for label, ws in runs.items()]
+    teacher = runs.get("teacher")
+    if teacher:
+        for label, ws in runs.items():
+            if label == "teacher":
+                continue
+            rows.append([f"{label} − teacher"] + [
+                "-" if a["mean"] is None or b["mean"] is None else f"{a['mean'] - b['mean']:+.3f}"
+                for a, b in zip(ws, teacher, strict=True)])
+    return [f"Mean SOAP similarity to pressure-adjusted {crystal} Si along the run (frames in "
+            "each pressure window in brackets; Fig. 4's quality measure):", "",
+            _table(header, rows), ""]
 
 
 def report_stage(ctx) -> dict:

@@ -239,7 +239,9 @@ def analysis_stage(ctx) -> dict:
     ``analysis.soap`` the SOAP similarity of every frame to ``analysis.crystals`` is added;
     with ``analysis.relax_references`` the reference crystals are relaxed by the teacher on a
     ``analysis.p_step_GPa`` grid up to the protocol's highest pressure and shared by all runs
-    (the paper's DFT-relaxed, pressure-adjusted references), else the fixed literature cells."""
+    (the paper's DFT-relaxed, pressure-adjusted references), else the fixed literature cells.
+    In the melt-quench protocols (``analysis.quench_protocols``) the last frame is relaxed
+    (``analysis.relax_final_steps``) by the run's own model before its Table-I metrics."""
     from md.analysis.references import pressure_adjusted_references, pressure_grid
     from md.analysis.runs import analyse_run, write_comparison
 
@@ -265,6 +267,7 @@ def analysis_stage(ctx) -> dict:
                                                 cell_filter="unit")
             names["reference_mode"] = (f"pressure-adjusted, relaxed by the teacher every "
                                        f"{a['p_step_GPa']:g} GPa up to {grid[-1]:g} GPa")
+        quench = proto in a["quench_protocols"]
         results = {}
         for r in ok:
             label = r["model"]
@@ -273,11 +276,41 @@ def analysis_stage(ctx) -> dict:
                 ctx.folder / proto / label.replace("'", "p"),
                 thermo=Path(r["dir"]) / "thermo.csv", reference_calc=calcs[label],
                 references=refs, crystals=crystals, soap=bool(crystals), cell_filter="unit",
-                symbol=ctx.species[0],
+                symbol=ctx.species[0], relax_final_steps=a["relax_final_steps"] if quench else 0,
                 names={**names, "reference_calc": label,
                        "relax_with": "teacher" if refs is not None else None})
         write_comparison(results, ctx.folder / proto)
-        out[proto] = {"table": read_json(ctx.folder / proto / "table.json")}
+        out[proto] = {"table": read_json(ctx.folder / proto / "table.json"), "quench": quench,
+                      "cooling_rate_K_per_s": cooling_rate(ctx.cfg["md"]["protocol"][proto],
+                                                           ctx.species),
+                      "similarity": similarity_summary(results, a["similarity_edges_GPa"])}
+    return out
+
+
+def cooling_rate(table: dict, species) -> float | None:
+    """Fastest cooling rate (K/s) of a protocol's stages (students' structure and timing);
+    None when no stage cools."""
+    from md.config import parse_config
+
+    doc = {k: v for k, v in table.items() if k != "teacher_structure"}
+    doc["potential"] = {"file": __file__, "species": list(species)}
+    cfg = parse_config(doc, source="protocol")
+    rates = [(st.temperature_K - st.temperature_end_K) / (st.steps * cfg.timestep_fs * 1e-15)
+             for st in cfg.stages if st.steps and st.temperature_end_K < st.temperature_K]
+    return max(rates) if rates else None
+
+
+def similarity_summary(results: dict, edges) -> dict:
+    """{crystal: {label: [{p_lo, p_hi, mean, n}]}}: each run's mean SOAP similarity to each
+    reference crystal in pressure windows (Fig. 4's measure), from its analysis result."""
+    from md.analysis.summary import similarity_by_pressure
+
+    out: dict[str, dict] = {}
+    for label, res in results.items():
+        series = res["series"]
+        for crystal, values in series.get("similarity", {}).items():
+            out.setdefault(crystal, {})[label] = similarity_by_pressure(
+                series["pressure_GPa"], values, edges)
     return out
 
 

@@ -20,6 +20,7 @@ from .references import (
     fixed_references,
     pressure_adjusted_references,
     pressure_grid,
+    relax_at_pressure,
 )
 from .soap import SoapSettings
 from .summary import (
@@ -42,6 +43,7 @@ def analyse_run(path: str | Path, label: str, out: str | Path, *,
                 crystals: Sequence[str] = (), soap: bool = True,
                 options: AnalysisOptions = AnalysisOptions(), every: int = 1,
                 cell_filter: str = "frechet", p_step: float = 1.0, symbol: str = "Si",
+                relax_final_steps: int = 0,
                 names: Mapping[str, str | None] | None = None) -> dict:
     """Analyse one trajectory; write ``out/analysis.json`` and figures; return the result.
 
@@ -56,6 +58,9 @@ def analyse_run(path: str | Path, label: str, out: str | Path, *,
         references: ready reference grids {name: ReferenceGrid} (e.g. shared between runs).
         crystals: reference crystals for the SOAP similarity series (none: no similarity).
         soap: compute the similarity series (needs quippy).
+        relax_final_steps: with ``reference_calc``, relax the last frame (positions and cell,
+            0 GPa, at most this many optimiser steps, fmax 0.05 eV/Å) before its Table-I
+            metrics — the paper's quenched models are relaxed; 0: the frame as it is.
         names: descriptions of the calculators for the result (``reference_calc``,
             ``relax_with``) and the reference mode (``reference_mode``).
     """
@@ -64,9 +69,14 @@ def analyse_run(path: str | Path, label: str, out: str | Path, *,
     log = read_thermo(thermo) if thermo else None
     pressures = pressures_for_frames(traj.frames, traj.indices, traj.n_total, log)
     final = traj.frames[-1]
+    if relax_final_steps and reference_calc is not None:
+        final = relax_at_pressure(final, reference_calc, 0.0, fmax=0.05,
+                                  steps=relax_final_steps, cell_filter=cell_filter)
+        final.calc = None
     analysis = structure_metrics(final, options)
     metrics = analysis["metrics"]
     metrics["frame"] = int(traj.indices[-1])
+    metrics["final_frame_relaxed_steps"] = int(relax_final_steps if reference_calc else 0)
     if reference_calc is not None:
         if diamond_energy is None:
             diamond_energy = diamond_energy_per_atom(reference_calc, symbol,
