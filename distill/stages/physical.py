@@ -257,7 +257,8 @@ def analysis_stage(ctx) -> dict:
         ctx.log(f"analysis {proto}: {', '.join(r['model'] for r in ok)}")
         for r in ok:
             calcs.setdefault(r["model"], run_calculator(ctx, r["model"]))
-        crystals = list(a["crystals"]) if a["soap"] else []
+        quench = proto in a["quench_protocols"]
+        crystals = list(a["crystals"]) if a["soap"] and not quench else []  # Fig. 4: compression
         refs, names = None, {}
         if crystals and a["relax_references"]:
             top = max_pressure(Path(r["dir"]) / "thermo.csv" for r in ok)
@@ -267,7 +268,6 @@ def analysis_stage(ctx) -> dict:
                                                 cell_filter="unit")
             names["reference_mode"] = (f"pressure-adjusted, relaxed by the teacher every "
                                        f"{a['p_step_GPa']:g} GPa up to {grid[-1]:g} GPa")
-        quench = proto in a["quench_protocols"]
         results = {}
         for r in ok:
             label = r["model"]

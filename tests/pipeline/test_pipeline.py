@@ -145,6 +145,7 @@ def check_physical_validation(run_dir: Path, report: str) -> None:
     analysis = json.loads((run_dir / "analysis" / "stamp.json").read_text())["summary"]
     quench, compress = analysis["quench"], analysis["compress"]
     assert quench["quench"] and not compress["quench"]
+    assert not quench["similarity"]  # Fig. 4's measure is for the compression only
     assert set(quench["table"]) == {"teacher", "M'_2", "M''_2"}
     assert quench["cooling_rate_K_per_s"] == pytest.approx(2000 / 20e-15)
     for label, row in quench["table"].items():
