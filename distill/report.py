@@ -44,8 +44,14 @@ def fmt_f(x: float) -> str:
 
 
 def fmt_cost(x: float) -> str:
-    """Seconds per atom-step / speed-up factor."""
+    """Atom-steps per second / speed-up factor."""
     return f"{x:.3g}"
+
+
+def relative_cost(cost: dict, model: str) -> float:
+    """Cost per MD step of ``model`` relative to the teacher's (Fig. 3 x-axis): teacher MD
+    atom-steps/s over the model's, both measured on the same cell (evaluate/cost.json)."""
+    return cost["teacher"]["atom_steps_per_s"] / cost[model]["atom_steps_per_s"]
 
 
 def models(errors: dict) -> list[str]:
@@ -83,7 +89,7 @@ def figure_error_vs_cost(errors: dict, cost: dict, path: Path) -> None:
     for target, marker in (("rss.xyz:M1", "o"), ("compression.xyz:M1", "s")):
         for kind, color in (("M'", "tab:blue"), ("M''", "tab:red")):
             pts = [
-                (cost[m]["s_per_atom_step"] / cost["teacher_s_per_atom_step"], errors[m][target])
+                (relative_cost(cost, m), errors[m][target])
                 for m in models(errors)
                 if m.split("_")[0] == kind and target in errors[m] and m in cost
             ]
@@ -106,7 +112,7 @@ def figure_error_vs_cost(errors: dict, cost: dict, path: Path) -> None:
     ):
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("cost per MD step relative to the teacher")
+        ax.set_xlabel("cost per MD step relative to the teacher (MD atom-steps/s ratio)")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -291,7 +297,7 @@ def _errors_section(run_dir: Path, cfg: dict, out: Path) -> list[str]:
     header = (
         ["model"]
         + [f"{SET_NAMES[t]} E / F" for t in ALL_TARGETS]
-        + ["s/atom-step", "speed-up vs teacher"]
+        + ["MD atom-steps/s", "speed-up vs teacher"]
     )
     rows = []
     for m in models(errors):
@@ -305,10 +311,12 @@ def _errors_section(run_dir: Path, cfg: dict, out: Path) -> list[str]:
             )
         c = cost.get(m, {})
         cells += (
-            [fmt_cost(c["s_per_atom_step"]), fmt_cost(c["speedup_vs_teacher"])] if c else ["-", "-"]
+            [fmt_cost(c["atom_steps_per_s"]), fmt_cost(c["speedup_vs_teacher"])] if c
+            else ["-", "-"]
         )
         rows.append(cells)
     t0 = errors["teacher"]["dft_test_m0.xyz:M0"]
+    teacher = cost["teacher"]
     rows.append(
         [
             "teacher (M1)",
@@ -316,19 +324,30 @@ def _errors_section(run_dir: Path, cfg: dict, out: Path) -> list[str]:
             "-",
             "-",
             f"{fmt_e(t0['energy_mae_meV_per_atom'])} / {fmt_f(t0['force_mae_eV_per_A'])}",
-            fmt_cost(cost["teacher_s_per_atom_step"]),
+            fmt_cost(teacher["atom_steps_per_s"]),
             "1",
         ]
     )
     figure_error_vs_cost(errors, cost, out / "fig3_error_vs_cost.png")
+    target = cost.get("target_speedup", 30.0)
+    speed = [m for m in models(errors) if m in cost]
+    met = [m for m in speed if cost[m]["speedup_vs_teacher"] >= target]
     lines = [
         "## Errors and cost (Fig. 3)",
         "",
-        "Energy MAE in meV/atom / force MAE in eV/Å (Cartesian components). Cost: seconds "
-        f"per atom per energy+forces call on {cost['cells']} compression cell(s) of "
-        f"{cost['atoms_per_cell']} atoms, best of {cfg['evaluate']['cost_repeats']}.",
+        "Energy MAE in meV/atom / force MAE in eV/Å (Cartesian components). Cost as the paper "
+        f"measures it: MD throughput on the same {cost['n_atoms']}-atom cell ({cost['cell']}) — "
+        "each student with the MD engine after a compiling warm-up "
+        f"({cost[speed[0]]['steps'] if speed else '-'} timed steps), the teacher with ASE MD, "
+        f"{teacher['steps']} step(s) timed after 1 warm-up step ({teacher['wall_s']:.1f} s; "
+        "a short run, its rate taken as the teacher's). Speed-up = student atom-steps/s / "
+        "teacher atom-steps/s; Fig. 3's cost axis is its inverse.",
         "",
         _table(header, rows),
+        "",
+        f"Target: student MD ≥ {target:g}× the teacher's atom-steps/s at {cost['n_atoms']} "
+        f"atoms — met by {len(met)} of {len(speed)} students"
+        + (f" ({', '.join(met)})" if met else "") + ".",
         "",
         "![error vs cost](fig3_error_vs_cost.png)",
         "",
@@ -394,11 +413,78 @@ def _md_section(run_dir: Path, st: dict) -> list[str]:
                 lines += [res.get("status", "no analysis"), ""]
                 continue
             lines += [format_table(res["table"], markdown=True), ""]
+            if res.get("quench"):
+                rate = res.get("cooling_rate_K_per_s")
+                lines += [("Melt-quench at a reduced rate: fastest cooling "
+                           f"{rate:.2g} K/s (paper: 1e11 K/s); " if rate else "Melt-quench; ")
+                          + "Table-I metrics of the last frame relaxed at 0 GPa by each run's "
+                          "own model (ΔE above that model's relaxed diamond).", ""]
+                lines += table_i_section(res["table"])
+            for crystal, runs_ in res.get("similarity", {}).items():
+                lines += similarity_section(crystal, runs_)
             for fig in ("sq.png", "bond_angles.png", "pv.png", "similarity_pressure.png"):
                 if (run_dir / "analysis" / proto / fig).is_file():
                     lines.append(f"![{proto} {fig}](../analysis/{proto}/{fig})")
             lines.append("")
     return lines
+
+
+def _columns():
+    """Table-I columns compared with the teacher: (metrics key, header, format)."""
+    from md.analysis.summary import TABLE_COLUMNS
+
+    return TABLE_COLUMNS
+
+
+def table_i_section(table: dict) -> list[str]:
+    """The paper's Table I beside ours, and each student's difference to our teacher beside
+    the paper's differences to GAP-18 (its teacher)."""
+    from distill.paper_values import TABLE_I, TABLE_I_SOURCE
+    from md.analysis.summary import format_table
+
+    lines = [f"Paper ({TABLE_I_SOURCE}):", "", format_table(TABLE_I, markdown=True), ""]
+    cols = _columns()
+    rows = []
+    teacher = table.get("teacher")
+
+    def diff(row, ref, key, fmt):
+        a, b = row.get(key), ref.get(key)
+        return "-" if a is None or b is None else fmt.format(abs(a - b))
+
+    if teacher:
+        for label, row in table.items():
+            if label != "teacher":
+                rows.append([f"{label} − teacher (ours)"]
+                            + [diff(row, teacher, k, f) for k, _, f in cols])
+    for label in ("M''_16", "M'_16", "M''_20", "M'_20"):
+        rows.append([f"{label} − GAP-18 (paper)"]
+                    + [diff(TABLE_I[label], TABLE_I["GAP-18"], k, f) for k, _, f in cols])
+    lines += ["Absolute differences to the teacher:", "",
+              _table(["difference"] + [h for _, h, _ in cols], rows), ""]
+    return lines
+
+
+def similarity_section(crystal: str, runs: dict) -> list[str]:
+    """Mean SOAP similarity to ``crystal`` per pressure window (Fig. 4's measure), and each
+    student's difference to the teacher."""
+    windows = next(iter(runs.values()))
+    header = ["run"] + [f"{w['p_lo']:g}–{w['p_hi']:g} GPa" for w in windows]
+
+    def cell(w):
+        return "-" if w["mean"] is None else f"{w['mean']:.3f} ({w['n']})"
+
+    rows = [[label] + [cell(w) for w in ws] for label, ws in runs.items()]
+    teacher = runs.get("teacher")
+    if teacher:
+        for label, ws in runs.items():
+            if label == "teacher":
+                continue
+            rows.append([f"{label} − teacher"] + [
+                "-" if a["mean"] is None or b["mean"] is None else f"{a['mean'] - b['mean']:+.3f}"
+                for a, b in zip(ws, teacher, strict=True)])
+    return [f"Mean SOAP similarity to pressure-adjusted {crystal} Si along the run (frames in "
+            "each pressure window in brackets; Fig. 4's quality measure):", "",
+            _table(header, rows), ""]
 
 
 def report_stage(ctx) -> dict:

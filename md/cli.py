@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", cfg.dtype == "float64")
-    from md.runner import build_structure, run_config
+    from md.runner import run_config
+    from md.structures import build_structure
     from mtpjax.cli import error_exit
     from mtpjax.errors import GeometryError
 

@@ -44,6 +44,36 @@ def write_potential(path: PathLike, potential: MTPotential) -> None:
     write_mtp(path, potential)
 
 
+def new_potential(level: int, species_count: int = 1, *, min_dist: float = 1.5,
+                  max_dist: float = 5.0, radial_basis_size: int = 8,
+                  radial_funcs_count: int | None = None,
+                  radial_basis_type: str = "RBChebyshev") -> MTPotential:
+    """The untrained MTP of basis ``level`` (even, 2..28) for ``species_count`` species, as
+    ``mtpjax new`` writes it: the basis from the level formula
+    (:func:`mtpjax.basis_generate.generate_basis`), no coefficients.
+
+    Args:
+        min_dist, max_dist: radial basis range in Å (max_dist is the cutoff).
+        radial_basis_size: number of Chebyshev functions.
+        radial_funcs_count: number of radial functions f_μ (None: as many as the basis uses;
+            more is refused, as MLIP's reader refuses it).
+        radial_basis_type: ``"RBChebyshev"`` or ``"RBChebyshev_repuls"``.
+    """
+    from mtpjax.basis_generate import generate_basis
+    from mtpjax.potential_data import MTPotential
+
+    basis = generate_basis(level)
+    k = basis.radial_funcs_needed if radial_funcs_count is None else radial_funcs_count
+    if k > basis.radial_funcs_needed:
+        # MLIP-2's reader stops on such a file ("Wrong number of radial functions specified")
+        raise ValueError(f"radial_funcs_count = {k}, but level {level} uses "
+                         f"{basis.radial_funcs_needed} radial functions and MLIP's reader "
+                         "requires exactly that many")
+    return MTPotential(basis=basis, species_count=species_count, min_dist=min_dist,
+                       max_dist=max_dist, radial_basis_size=radial_basis_size,
+                       radial_funcs_count=k, radial_basis_type=radial_basis_type)
+
+
 def energy_fn(spec: ModelSpec, params: dict[str, jax.Array], positions: jax.Array,
               cell: jax.Array, types: jax.Array, neighbors: Neighbors,
               atom_mask: jax.Array | None = None,

@@ -100,14 +100,17 @@ SCHEMA: dict[str, dict] = {
         "snapshot_every": 100,
         "tau_p_fs": 100.0,
     },
-    "evaluate": {"cost_cells": 3, "cost_repeats": 5},
+    "evaluate": {"md_repeat": 5, "md_steps": 50, "md_warmup_steps": 10, "teacher_steps": 3,
+                 "md_temperature_K": 500.0},
     "md": {
         "level": 0,
         "models": ["indirect", "direct"],
         "protocols": ["compress"],
         "teacher": True,
     },
-    "analysis": {"soap": False, "relax_references": False},
+    "analysis": {"soap": False, "relax_references": False, "crystals": ["sh"],
+                 "p_step_GPa": 1.0, "similarity_edges_GPa": [0.0, 5.0, 10.0, 15.0, 20.0, 25.0],
+                 "quench_protocols": [], "relax_final_steps": 200},
 }
 # numeric ranges: (section, key) -> dict(low/high/positive/nonneg/integer, unit) for Checker.value
 _T = dict(nonneg=True, high=1e5, unit="K")
@@ -147,8 +150,12 @@ RANGES: dict[tuple[str, str], dict] = {
     ("compression", "ramp_steps"): _STEPS, ("compression", "pressure_end_GPa"): _P,
     ("compression", "snapshot_every"): _COUNT,
     ("compression", "tau_p_fs"): dict(positive=True, unit="fs"),
-    ("evaluate", "cost_cells"): _COUNT, ("evaluate", "cost_repeats"): _COUNT,
+    ("evaluate", "md_repeat"): dict(integer=True, low=1, high=100),
+    ("evaluate", "md_steps"): _COUNT, ("evaluate", "md_warmup_steps"): _COUNT,
+    ("evaluate", "teacher_steps"): _COUNT, ("evaluate", "md_temperature_K"): _T,
     ("md", "level"): _STEPS,
+    ("analysis", "p_step_GPa"): dict(positive=True, high=100.0, unit="GPa"),
+    ("analysis", "relax_final_steps"): _STEPS,
 }
 #: the optimisers of mtpjax.fit.trainer.OPTIMIZERS (not imported: checking needs no JAX)
 OPTIMIZERS = ("lbfgs", "bfgs", "adam", "lm")
@@ -264,6 +271,30 @@ def _check(cfg: dict, checker: Checker, base: Path | None) -> None:
                 fail(f"md.protocol.{name}.{key}", f"unknown key (allowed: {sorted(PROTOCOL_KEYS)})")
         _check_md_protocol(name, table, checker, base, species)
     _check_relations(cfg, fail, species)
+    _check_crystals(cfg, fail)
+
+
+def _check_crystals(cfg: dict, fail) -> None:
+    """``analysis.crystals`` must name reference crystals of md.analysis.crystals, the
+    similarity windows must increase, and ``analysis.quench_protocols`` must be protocols of
+    ``md.protocols``."""
+    from md.analysis.crystals import canonical_name
+
+    a = cfg["analysis"]
+    for i, name in enumerate(a["crystals"]):
+        try:
+            canonical_name(str(name))
+        except ValueError as exc:
+            fail(f"analysis.crystals[{i}]", str(exc))
+    edges = a["similarity_edges_GPa"]
+    numbers = all(isinstance(e, int | float) and not isinstance(e, bool) for e in edges)
+    if len(edges) < 2 or not numbers or any(
+            b <= e for e, b in zip(edges[:-1], edges[1:], strict=True)):
+        fail("analysis.similarity_edges_GPa", f"expected ≥ 2 increasing pressures, got {edges}")
+    for i, name in enumerate(a["quench_protocols"]):
+        if name not in cfg["md"]["protocols"]:
+            fail(f"analysis.quench_protocols[{i}]", f"{name!r} is not in md.protocols "
+                 f"{cfg['md']['protocols']}")
 
 
 def _check_d0(path: Path, key: str, fail, species: list[str]) -> None:

@@ -62,7 +62,7 @@ def teacher_id(run_dir: Path) -> str:
 # ------------------------------------------------------------------ D1 sampling
 def sample_stage(ctx) -> dict:
     """Teacher MD: random cell → NVT → NPT pressure ramp; a snapshot every k steps → d1.xyz."""
-    from md.runner import random_structure
+    from md.structures import random_structure
 
     s = ctx.cfg["sample"]
     calc = build_calculator(load_teacher(ctx.run_dir))
@@ -187,7 +187,7 @@ TEST_SETS = ("rss", "compression", "dft_test")
 def tests_stage(ctx) -> dict:
     """RSS cells and compression snapshots made and labelled by the teacher; the DFT test cells
     labelled by the teacher too (their DFT labels are kept in dft_test_m0.xyz)."""
-    from md.runner import random_structure
+    from md.structures import random_structure
 
     cfg, seed = ctx.cfg, ctx.cfg["run"]["seed"]
     calc = build_calculator(load_teacher(ctx.run_dir))

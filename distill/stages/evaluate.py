@@ -5,9 +5,12 @@ M''_L against the teacher (M1) on the RSS, compression and DFT-test cells, and a
 on the DFT-test cells (the teacher's own M0 error is given too). Models are evaluated in padded
 batches through `mtpjax.fit` (one compilation per neighbour-capacity bucket).
 
-Cost: seconds per atom per MD step (energy + forces) of each model and of the teacher, measured
-on the same compression cells, best of `cost_repeats` timed calls after a warm-up; the speed-up
-is teacher cost / model cost (the paper's Fig. 3 x-axis).
+Cost, as the paper measures it: MD throughput (atom-steps per second) of each model (the MD
+engine, :func:`md.throughput.mtp_md_rate`, after a compiling warm-up) and of the teacher (ASE
+Langevin MD, a few steps after a warm-up step) on the same cell of ``8·md_repeat³`` atoms
+(demo: 1000); the speed-up is model rate / teacher rate, and the cost relative to the teacher
+(the paper's Fig. 3 x-axis) its inverse. Target: a speed-up ≥ :data:`TARGET_SPEEDUP` at
+1000 atoms, reported as met or not.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from distill.hashing import structure_key
 from distill.stages.cache import write_json
 from distill.stages.data import load_teacher
 from distill.stages.fits import NAMES, potential_path
+
+#: the speed-up of student MD over teacher MD the project aims at (issue 18), at 1000 atoms
+TARGET_SPEEDUP = 30.0
 
 #: (test set file in tests/, reference name) pairs evaluated
 TARGETS = (
@@ -123,49 +129,64 @@ def errors(run_dir: Path, cfg: dict, species) -> dict:
     return out
 
 
-def time_calc(calc, cells, repeats: int) -> float:
-    """Best-of-`repeats` seconds per atom per energy+forces call on `cells` (after a warm-up)."""
-    best = np.inf
-    rng = np.random.default_rng(0)
-    for rep in range(repeats + 2):
-        total, n = 0.0, 0
-        for atoms in cells:
-            a = atoms.copy()
-            a.positions += rng.normal(0, 1e-3, a.positions.shape)  # defeat result caching
-            a.calc = calc
-            t = time.perf_counter()
-            a.get_potential_energy()
-            a.get_forces()
-            total += time.perf_counter() - t
-            n += len(a)
-        if rep > 1:  # reps 0 and 1 compile / warm up (neighbour-list capacities settle)
-            best = min(best, total / n)
-    return float(best)
+def cost_cell(cfg: dict, species) -> ase.Atoms:
+    """The cell every model's and the teacher's MD throughput is measured on: diamond
+    (a = 5.431 Å) repeated ``evaluate.md_repeat``³ times (8·r³ atoms), rattled by 0.05 Å."""
+    from md.analysis.crystals import build_crystal
+
+    r = cfg["evaluate"]["md_repeat"]
+    atoms = build_crystal("diamond", species[0]).repeat((r, r, r))
+    atoms.rattle(0.05, seed=0)
+    return atoms
+
+
+def teacher_md_rate(calc, atoms, steps: int, temperature_K: float) -> dict:
+    """The teacher's MD throughput: ASE Langevin NVT (`distill.sampling.run_protocol`), one
+    untimed warm-up step, then ``steps`` timed steps (one energy+forces call each). A short run:
+    its rate is what a long run of the same cell would sustain (no compilation, no caches)."""
+    from distill import sampling
+    from md.throughput import nvt_stage
+
+    atoms = atoms.copy()
+    sampling.run_protocol(atoms, calc, [nvt_stage("warm-up", 1, temperature_K)],
+                          thermo_every=10**9)
+    t0 = time.perf_counter()
+    sampling.run_protocol(atoms, calc, [nvt_stage("timed", steps, temperature_K)], seed=1,
+                          thermo_every=10**9)
+    wall = time.perf_counter() - t0
+    n = len(atoms)
+    return {"n_atoms": n, "steps": int(steps), "warmup_steps": 1, "wall_s": wall,
+            "atom_steps_per_s": steps * n / wall, "s_per_atom_step": wall / (steps * n)}
 
 
 def cost(run_dir: Path, cfg: dict, species) -> dict:
-    """Seconds per atom-step of the teacher and every model on the same compression cells."""
+    """MD throughput (atom-steps/s) of the teacher and every model on the same cell
+    (:func:`cost_cell`); the speed-up of a model is its rate over the teacher's."""
     from distill.teachers import build_calculator
-    from mtpjax.calculator import MTPCalculator
+    from md.throughput import mtp_md_rate
 
-    cells = read_frames(Path(run_dir) / "tests" / "compression.xyz")
-    if not cells:
-        cells = read_frames(Path(run_dir) / "tests" / "dft_test.xyz")
-    cells = cells[: cfg["evaluate"]["cost_cells"]]
-    reps = cfg["evaluate"]["cost_repeats"]
+    e = cfg["evaluate"]
+    atoms = cost_cell(cfg, species)
+    teacher = teacher_md_rate(build_calculator(load_teacher(run_dir)), atoms, e["teacher_steps"],
+                              e["md_temperature_K"])
     out = {
-        "cells": len(cells),
-        "atoms_per_cell": [len(a) for a in cells],
-        "teacher_s_per_atom_step": time_calc(build_calculator(load_teacher(run_dir)), cells, reps),
+        "method": "md_throughput",
+        "n_atoms": len(atoms),
+        "cell": f"diamond {e['md_repeat']}x{e['md_repeat']}x{e['md_repeat']} (a = 5.431 A, "
+                f"rattled 0.05 A), NVT Langevin {e['md_temperature_K']:g} K, 1 fs",
+        "teacher": {**teacher, "how": f"ASE Langevin MD, {teacher['steps']} step(s) timed "
+                    "after 1 warm-up step; the rate of this short run is taken as the "
+                    "teacher's MD throughput"},
+        "teacher_s_per_atom_step": teacher["s_per_atom_step"],
+        "target_speedup": TARGET_SPEEDUP,
     }
     for level in cfg["fit"]["levels"]:
         for model in ("direct", "indirect"):
-            calc = MTPCalculator(str(potential_path(run_dir, level, model)), species=species)
-            s = time_calc(calc, cells, reps)
+            r = mtp_md_rate(str(potential_path(run_dir, level, model)), atoms, species,
+                            steps=e["md_steps"], warmup_steps=e["md_warmup_steps"],
+                            temperature_K=e["md_temperature_K"])
             out[f"{NAMES[model]}_{level}"] = {
-                "s_per_atom_step": s,
-                "speedup_vs_teacher": out["teacher_s_per_atom_step"] / s,
-            }
+                **r, "speedup_vs_teacher": r["atom_steps_per_s"] / teacher["atom_steps_per_s"]}
     return out
 
 
@@ -174,7 +195,7 @@ def evaluate_stage(ctx) -> dict:
     ctx.log("errors of every model on every test set")
     err = errors(ctx.run_dir, ctx.cfg, ctx.species)
     write_json(ctx.folder / "errors.json", err)
-    ctx.log("cost per MD step (teacher and models, same cells)")
+    ctx.log("MD throughput (teacher and models, same cell)")
     c = cost(ctx.run_dir, ctx.cfg, ctx.species)
     write_json(ctx.folder / "cost.json", c)
     return {"errors": err, "cost": c}

@@ -8,7 +8,6 @@ resumes inside the unfinished fit and does not redo the finished ones.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -30,18 +29,10 @@ def potential_path(run_dir: Path, level: int, model: str) -> Path:
 
 def untrained(level: int, f: dict, species: list[str]):
     """The untrained MTP of `level` (the same template as ``mtpjax new``)."""
-    from mtpjax.commands.new import build_potential
+    from mtpjax.api import new_potential
 
-    ns = argparse.Namespace(
-        level=level,
-        species=list(species),
-        min_dist=f["min_dist_A"],
-        max_dist=f["max_dist_A"],
-        radial_basis_size=f["radial_basis_size"],
-        radial_funcs_count=None,
-        radial_basis_type="RBChebyshev",
-    )
-    return build_potential(ns)[0]
+    return new_potential(level, len(species), min_dist=f["min_dist_A"],
+                         max_dist=f["max_dist_A"], radial_basis_size=f["radial_basis_size"])
 
 
 def fit_one(

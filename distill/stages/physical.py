@@ -10,24 +10,21 @@ marks failed runs the same way). A run that raises any other exception (a bug, a
 interrupted worker) is recorded as ``error`` *without* a stamp and the md stage's stamp lists it
 under ``incomplete``: the next ``distill run`` retries it (and redoes the analysis and report).
 
-analysis: `mtpjax analyze` on the finished runs of each protocol (labels = model names), giving a
-Table-I-style comparison (N3, N5, H⁻¹, θ̄, Δθ, ΔE) against the teacher run.
+analysis: :func:`md.analysis.runs.analyse_run` on the finished runs of each protocol (labels =
+model names), giving a Table-I-style comparison (N3, N5, H⁻¹, θ̄, Δθ, ΔE) against the teacher
+run, and the SOAP similarity to reference crystals along the run (Fig. 4's measure).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import time
 import traceback
 from pathlib import Path
 
-from distill.stages.cache import is_done, read_json, read_stamp, stage_key, write_json, write_stamp
+from distill.stages.cache import is_done, read_json, read_stamp, stage_key, write_stamp
 from distill.stages.data import load_teacher
 from distill.stages.fits import NAMES, potential_path
-
-TEACHER_ENV = "DISTILL_TEACHER_JSON"
 
 
 def md_level(cfg: dict) -> int:
@@ -119,7 +116,7 @@ def run_teacher(doc: dict, source: str, out: Path, run_dir: Path) -> dict:
     from distill.stages.cache import write_extxyz
     from distill.teachers import build_calculator
     from md.config import parse_config
-    from md.runner import build_structure
+    from md.structures import build_structure
 
     cfg = parse_config(doc, source=source, base=Path.cwd())
     atoms = build_structure(cfg)
@@ -213,52 +210,107 @@ def _sha(path: Path) -> str:
     return file_sha256(path)
 
 
-def teacher_calculator():
-    """Factory for `mtpjax analyze --reference-calc distill.stages.physical:teacher_calculator`:
-    builds the teacher named by the file in $DISTILL_TEACHER_JSON (set by the analysis stage)."""
-    from distill.teachers import build_calculator
+def run_calculator(ctx, label: str):
+    """The ASE calculator of a run's model: the teacher, or the MTP of ``M'_L`` / ``M''_L``."""
+    if label == "teacher":
+        from distill.teachers import build_calculator
 
-    return build_calculator(load_teacher(Path(os.environ[TEACHER_ENV]).parent.parent))
+        return build_calculator(load_teacher(ctx.run_dir))
+    from mtpjax.calculator import MTPCalculator
+
+    return MTPCalculator(str(_pot_of(ctx, label)), species=list(ctx.species))
+
+
+def max_pressure(thermo_paths) -> float:
+    """Highest pressure (GPa) in the thermo logs (0 when none has a pressure column)."""
+    from md.analysis.thermo import read_thermo as read_log
+
+    top = 0.0
+    for path in thermo_paths:
+        log = read_log(path)
+        if "P" in log and len(log["P"]):
+            top = max(top, float(max(log["P"])))
+    return top
 
 
 def analysis_stage(ctx) -> dict:
-    """`mtpjax analyze` per protocol over the successful runs; table.json per protocol."""
-    from md.analysis.cli import add_arguments
-    from md.analysis.cli import run as analyze
+    """Per protocol, the structural analysis of every successful run (:mod:`md.analysis.runs`;
+    ΔE with the run's own model) and a Table-I comparison (``table.json``). With
+    ``analysis.soap`` the SOAP similarity of every frame to ``analysis.crystals`` is added;
+    with ``analysis.relax_references`` the reference crystals are relaxed by the teacher on a
+    ``analysis.p_step_GPa`` grid up to the protocol's highest pressure and shared by all runs
+    (the paper's DFT-relaxed, pressure-adjusted references), else the fixed literature cells.
+    In the melt-quench protocols (``analysis.quench_protocols``) the last frame is relaxed
+    (``analysis.relax_final_steps``) by the run's own model before its Table-I metrics."""
+    from md.analysis.references import pressure_adjusted_references, pressure_grid
+    from md.analysis.runs import analyse_run, write_comparison
 
     runs = read_json(ctx.run_dir / "md" / "stamp.json")["summary"]["runs"]
-    os.environ[TEACHER_ENV] = str(ctx.run_dir / "teacher" / "teacher.json")
     a = ctx.cfg["analysis"]
+    calcs: dict[str, object] = {}
     out = {}
     for proto in ctx.cfg["md"]["protocols"]:
         ok = [r for name, r in runs.items() if r["protocol"] == proto and r["status"] == "ok"]
         if not ok:
             out[proto] = {"status": "no successful runs"}
             continue
-        argv = [str(Path(r["dir"]) / "trajectory.extxyz") for r in ok]
-        argv += ["--labels", *[r["model"] for r in ok], "--out", str(ctx.folder / proto)]
-        for r in ok:
-            argv += ["--thermo", str(Path(r["dir"]) / "thermo.csv")]
-            ref = (
-                "distill.stages.physical:teacher_calculator"
-                if r["model"] == "teacher"
-                else f"mtp:{_pot_of(ctx, r['model'])}"
-            )
-            argv += ["--reference-calc", ref]
-            argv += ["--relax-with", ref if a["relax_references"] else "none"]
-        if not a["soap"]:
-            argv.append("--no-soap")
-        parser = argparse.ArgumentParser()
-        add_arguments(parser)
         ctx.log(f"analysis {proto}: {', '.join(r['model'] for r in ok)}")
-        rc = analyze(parser.parse_args(argv))
-        if rc != 0:
-            raise RuntimeError(f"mtpjax analyze failed on {proto} (exit {rc})")
-        table = ctx.folder / proto / "table.json"
-        if len(ok) == 1:
-            res = read_json(ctx.folder / proto / "analysis.json")
-            write_json(table, {ok[0]["model"]: res["metrics"]})
-        out[proto] = {"table": read_json(table)}
+        for r in ok:
+            calcs.setdefault(r["model"], run_calculator(ctx, r["model"]))
+        quench = proto in a["quench_protocols"]
+        crystals = list(a["crystals"]) if a["soap"] and not quench else []  # Fig. 4: compression
+        refs, names = None, {}
+        if crystals and a["relax_references"]:
+            top = max_pressure(Path(r["dir"]) / "thermo.csv" for r in ok)
+            grid = pressure_grid(max(top, 0.0), step=a["p_step_GPa"])
+            calcs.setdefault("teacher", run_calculator(ctx, "teacher"))
+            refs = pressure_adjusted_references(crystals, calcs["teacher"], grid,
+                                                cell_filter="unit")
+            names["reference_mode"] = (f"pressure-adjusted, relaxed by the teacher every "
+                                       f"{a['p_step_GPa']:g} GPa up to {grid[-1]:g} GPa")
+        results = {}
+        for r in ok:
+            label = r["model"]
+            results[label] = analyse_run(
+                Path(r["dir"]) / "trajectory.extxyz", label,
+                ctx.folder / proto / label.replace("'", "p"),
+                thermo=Path(r["dir"]) / "thermo.csv", reference_calc=calcs[label],
+                references=refs, crystals=crystals, soap=bool(crystals), cell_filter="unit",
+                symbol=ctx.species[0], relax_final_steps=a["relax_final_steps"] if quench else 0,
+                names={**names, "reference_calc": label,
+                       "relax_with": "teacher" if refs is not None else None})
+        write_comparison(results, ctx.folder / proto)
+        out[proto] = {"table": read_json(ctx.folder / proto / "table.json"), "quench": quench,
+                      "cooling_rate_K_per_s": cooling_rate(ctx.cfg["md"]["protocol"][proto],
+                                                           ctx.species),
+                      "similarity": similarity_summary(results, a["similarity_edges_GPa"])}
+    return out
+
+
+def cooling_rate(table: dict, species) -> float | None:
+    """Fastest cooling rate (K/s) of a protocol's stages (students' structure and timing);
+    None when no stage cools."""
+    from md.config import parse_config
+
+    doc = {k: v for k, v in table.items() if k != "teacher_structure"}
+    doc["potential"] = {"file": __file__, "species": list(species)}
+    cfg = parse_config(doc, source="protocol")
+    rates = [(st.temperature_K - st.temperature_end_K) / (st.steps * cfg.timestep_fs * 1e-15)
+             for st in cfg.stages if st.steps and st.temperature_end_K < st.temperature_K]
+    return max(rates) if rates else None
+
+
+def similarity_summary(results: dict, edges) -> dict:
+    """{crystal: {label: [{p_lo, p_hi, mean, n}]}}: each run's mean SOAP similarity to each
+    reference crystal in pressure windows (Fig. 4's measure), from its analysis result."""
+    from md.analysis.summary import similarity_by_pressure
+
+    out: dict[str, dict] = {}
+    for label, res in results.items():
+        series = res["series"]
+        for crystal, values in series.get("similarity", {}).items():
+            out.setdefault(crystal, {})[label] = similarity_by_pressure(
+                series["pressure_GPa"], values, edges)
     return out
 
 

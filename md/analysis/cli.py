@@ -10,32 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import ase.io
-import numpy as np
-
-from . import plots
+from . import runs as run_lib
 from .bonds import SI_BOND_CUTOFF
 from .calculators import load_calculator
 from .crystals import canonical_name, crystal_names
-from .energetics import diamond_energy_per_atom, energy_per_atom
-from .references import fixed_references, pressure_adjusted_references, pressure_grid
-from .soap import SoapSettings
+from .energetics import diamond_energy_per_atom
 from .structure_factor import WINDOWS
 from .summary import (
     AnalysisOptions,
     format_table,
-    frame_series,
-    json_ready,
-    options_dict,
-    similarity_series,
-    structure_metrics,
 )
-from .thermo import pressures_for_frames, read_thermo
-from .trajectory import read_trajectory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,75 +150,23 @@ class _Context:
 
 def analyse_run(path: Path, label: str, specs: _RunSpecs, crystals: list[str],
                 context: _Context, out: Path) -> dict:
-    """Analyse one trajectory; write ``out/analysis.json`` and figures; return the result."""
+    """:func:`md.analysis.runs.analyse_run` with the calculators named by ``specs``."""
     args = context.args
-    traj = read_trajectory(path, args.every)
-    thermo = read_thermo(specs.thermo) if specs.thermo else None
-    pressures = pressures_for_frames(traj.frames, traj.indices, traj.n_total, thermo)
-    final = traj.frames[-1]
-    analysis = structure_metrics(final, context.options)
-    metrics = analysis["metrics"]
-    metrics["frame"] = int(traj.indices[-1])
-    if specs.reference_calc:
-        e_dia = context.diamond_energy(specs.reference_calc)
-        metrics["energy_per_atom_eV"] = energy_per_atom(final, context.calc(specs.reference_calc))
-        metrics["diamond_energy_per_atom_eV"] = e_dia
-        metrics["delta_E_eV_per_atom"] = metrics["energy_per_atom_eV"] - e_dia
-    series = frame_series(traj.frames, traj.indices, pressures, args.cutoff)
-    if thermo is not None and "P" in thermo and "V" in thermo:
-        n_atoms = thermo["N"] if "N" in thermo else len(final)
-        series["thermo_pressure_GPa"] = thermo["P"].tolist()
-        series["thermo_volume_per_atom_A3"] = (thermo["V"] / n_atoms).tolist()
-    relax_spec = specs.relax_with
-    if not args.no_soap and crystals:
-        known = pressures[~np.isnan(pressures)]
-        if relax_spec and known.size:
-            grid = pressure_grid(max(float(known.max()), 0.0), step=args.p_step)
-            refs = pressure_adjusted_references(crystals, context.calc(relax_spec), grid,
-                                                cell_filter=args.cell_filter)
-            series["reference_mode"] = f"pressure-adjusted ({relax_spec}, step {args.p_step} GPa)"
-            out.mkdir(parents=True, exist_ok=True)
-            ase.io.write(out / "references.extxyz",
-                         [a for grid_ in refs.values() for a in grid_.structures])
-        else:
-            refs = fixed_references(crystals)
-            series["reference_mode"] = "fixed (literature cells)"
-        series["similarity"] = similarity_series(traj.frames, pressures, refs, SoapSettings())
-    result = {
-        "label": label, "source": str(path), "n_frames_in_file": traj.n_total,
-        "thermo": specs.thermo, "reference_calc": specs.reference_calc,
-        "relax_with": specs.relax_with, "options": options_dict(context.options),
-        "metrics": metrics, "series": series, "curves": analysis["curves"],
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    result = json_ready(result)
-    (out / "analysis.json").write_text(json.dumps(result, indent=1))
-    _figures({label: result}, out)
-    print(f"{label}: wrote {out / 'analysis.json'}", file=sys.stderr)
-    return result
-
-
-def _figures(results: dict, out: Path) -> None:
-    curves = {k: r["curves"] for k, r in results.items()}
-    plots.plot_structure_factor(curves, out / "sq.png")
-    plots.plot_bond_angles(curves, out / "bond_angles.png")
-    series = {k: r["series"] for k, r in results.items()
-              if any(p is not None for p in r["series"]["pressure_GPa"])
-              or "thermo_pressure_GPa" in r["series"]}
-    if series:
-        plots.plot_pressure_volume(series, out / "pv.png")
-        with_similarity = {k: s for k, s in series.items() if "similarity" in s}
-        if with_similarity:
-            plots.plot_similarity_pressure(with_similarity, out / "similarity_pressure.png")
+    ref, relax = specs.reference_calc, specs.relax_with
+    return run_lib.analyse_run(
+        path, label, out, thermo=specs.thermo,
+        reference_calc=context.calc(ref) if ref else None,
+        diamond_energy=context.diamond_energy(ref) if ref else None,
+        relax_calc=context.calc(relax) if relax else None,
+        crystals=[] if args.no_soap else crystals, soap=not args.no_soap,
+        options=context.options, every=args.every, cell_filter=args.cell_filter,
+        p_step=args.p_step, symbol=args.species[0],
+        names={"reference_calc": ref, "relax_with": relax})
 
 
 def _write_comparison(results: dict, out: Path, print_markdown: bool = False) -> None:
-    rows = {label: r["metrics"] for label, r in results.items()}
-    text, markdown = format_table(rows), format_table(rows, markdown=True)
-    print(markdown if print_markdown else text)
-    (out / "table.md").write_text(markdown + "\n")
-    (out / "table.json").write_text(json.dumps(json_ready(rows), indent=1))
-    _figures(results, out)
+    rows = run_lib.write_comparison(results, out)
+    print(format_table(rows, markdown=print_markdown))
 
 
 def _load_result(path: Path) -> dict:

@@ -5,10 +5,28 @@ lattice parameters with their source. Experimental parameters refer to the press
 for similarities at other pressures use the pressure-adjusted references of
 :mod:`md.analysis.references`, which relax these cells with a calculator.
 
-Caveat: the parameters were entered from the cited literature without access to the papers
-in this environment; they are checked only for coordination numbers, bond lengths and volumes
-(``tests/analysis/test_soap_crystals.py``). Verify them against the sources before
-publication-quality use; pressure-adjusted references are relaxed with a calculator anyway.
+What was checked, and against what (tests/analysis/test_reference_crystals.py relaxes every
+entry at 0 GPa with the shipped level-16 MTP, data/potentials/si_L16_mlp.mtp):
+
+* space groups and Wyckoff sites of diamond (Fd-3m 8a), β-Sn (I4_1/amd 4a) and simple
+  hexagonal (P6/mmm 1a) agree with the AFLOW Library of Crystallographic Prototypes (Mehl et
+  al., Comp. Mat. Sci. 136, S1 (2017): A4, A5 = A_tI4_141_a, A_f = A_hP1_191_a);
+* DFT (PBE): only diamond has a value at hand here — the mlearn PBE set (Zuo et al., J. Phys.
+  Chem. A 124, 731 (2020), data/si_mlearn) strains a 2×2×2 cell of edge 10.9375 Å, i.e.
+  a = 5.469 Å, 20.45 Å³/atom; the level-16 MTP relaxes diamond to the same volume within
+  1 %. PBE energies and volumes of the other phases (Materials Project / ICSD entries) could not
+  be retrieved in this environment, so they are not compared numerically;
+* with the level-16 MTP at 0 GPa, diamond is the lowest phase (as in DFT and experiment); bct4
+  and R8 lie 0.14–0.15 eV/atom above it; β-Sn and sh 0.32 eV/atom above it at 15.2–15.3 Å³/atom
+  (denser than diamond, as the experimental cells below); **Imma and Cmca relax into sh and hcp
+  into a six-fold structure at 0 GPa**, and **R8 relaxes towards BC8** (rhombohedral angle
+  109.47°): they are high-pressure phases, meaningful only as pressure-adjusted references
+  (:mod:`md.analysis.references`), not as 0 GPa "fixed" ones;
+* not verified against the papers (not accessible here): the Imma internal coordinate (chosen,
+  see its entry), the Cmca, hcp and R8 internal parameters (R8: the 6f signs were chosen to
+  give a four-coordinated network), and the bct4 geometry (scaled from bct-C4). The paper's bct
+  is the four-fold phase of its Ref. S4 (Fujimoto et al. 2008), i.e. bct4 as here — not Boyer's
+  five-fold bct5 (Phys. Rev. Lett. 67, 715 (1991), I4/mmm 4e), which is a different structure.
 
 Names (case-insensitive): ``diamond``, ``beta-Sn``, ``sh``, ``Imma``, ``Cmca``, ``hcp``, ``bct``,
 ``R8`` (aliases: ``dia``, ``bsn``/``beta_sn``, ``simple_hexagonal``, ``bct4``, ``si-xii``...).

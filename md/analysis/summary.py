@@ -124,6 +124,21 @@ def similarity_series(frames: Sequence[Atoms], pressures: np.ndarray,
     return out
 
 
+def similarity_by_pressure(pressures: Sequence[float | None], values: Sequence[float],
+                           edges: Sequence[float]) -> list[dict]:
+    """Mean similarity of the frames in each pressure window [edges[k], edges[k+1]) (GPa):
+    ``[{"p_lo", "p_hi", "mean", "n"}]`` (``mean`` None for an empty window; frames without a
+    pressure are left out). Fig. 4's quality measure, binned."""
+    p = np.array([np.nan if x is None else float(x) for x in pressures])
+    v = np.asarray(values, dtype=float)
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (p >= lo) & (p < hi)
+        out.append({"p_lo": float(lo), "p_hi": float(hi),
+                    "mean": float(v[sel].mean()) if sel.any() else None, "n": int(sel.sum())})
+    return out
+
+
 def frame_series(frames: Sequence[Atoms], indices: np.ndarray, pressures: np.ndarray,
                  cutoff: float = SI_BOND_CUTOFF) -> dict[str, list]:
     """Cheap per-frame quantities: index, step, pressure (GPa), V/atom (Å³), density, N3–N5."""

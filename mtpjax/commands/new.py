@@ -8,7 +8,7 @@ The file has no coefficients, so ``mtpjax train`` / ``mlp train`` start from scr
 
 from __future__ import annotations
 
-from mtpjax.basis_generate import MAX_LEVEL, generate_basis
+from mtpjax.basis_generate import MAX_LEVEL
 from mtpjax.io.mtp_file import write_mtp
 from mtpjax.potential_data import RADIAL_BASIS_TYPES, MTPotential
 
@@ -50,24 +50,15 @@ def parse_species(values: list[str]) -> list[str]:
 
 
 def build_potential(args) -> tuple[MTPotential, list[str]]:
-    """The untrained potential described by the parsed arguments, and the species list."""
+    """The untrained potential described by the parsed arguments, and the species list
+    (:func:`mtpjax.api.new_potential`)."""
+    from mtpjax.api import new_potential
+
     species = parse_species(args.species)
-    basis = generate_basis(args.level)
-    k = basis.radial_funcs_needed if args.radial_funcs_count is None else args.radial_funcs_count
-    if k > basis.radial_funcs_needed:
-        # MLIP-2's reader stops on such a file ("Wrong number of radial functions specified")
-        raise ValueError(f"radial_funcs_count = {k}, but level {args.level} uses "
-                         f"{basis.radial_funcs_needed} radial functions and MLIP's reader "
-                         "requires exactly that many")
-    pot = MTPotential(
-        basis=basis,
-        species_count=len(species),
-        min_dist=args.min_dist,
-        max_dist=args.max_dist,
-        radial_basis_size=args.radial_basis_size,
-        radial_funcs_count=k,
-        radial_basis_type=args.radial_basis_type,
-    )
+    pot = new_potential(args.level, len(species), min_dist=args.min_dist,
+                        max_dist=args.max_dist, radial_basis_size=args.radial_basis_size,
+                        radial_funcs_count=args.radial_funcs_count,
+                        radial_basis_type=args.radial_basis_type)
     return pot, species
 
 

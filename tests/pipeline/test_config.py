@@ -57,6 +57,11 @@ def test_tiny_config_is_valid():
         ("d0", 'train = "missing.xyz"', "d0.train"),
         ("md", 'protocols = ["melt"]', "md.protocols[0]"),
         ("md", 'models = ["student"]', "md.models[0]"),
+        ("analysis", 'crystals = ["sh", "wurtzite"]', "analysis.crystals[1]"),
+        ("analysis", 'quench_protocols = ["melt"]', "analysis.quench_protocols[0]"),
+        ("analysis", "similarity_edges_GPa = [0.0, 10.0, 5.0]", "analysis.similarity_edges_GPa"),
+        ("analysis", "p_step_GPa = 0.0", "analysis.p_step_GPa"),
+        ("evaluate", "md_repeat = 0", "evaluate.md_repeat"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, section, line, key):
@@ -99,3 +104,9 @@ def test_shipped_configs_validate():
     cfg = validate(raw, base=root)
     assert cfg["fit"]["levels"] == [12, 14, 16, 18, 20, 22, 24]
     assert cfg["sample"]["n_atoms"] == 1000
+    medium = load(root / "distill/configs/medium.toml")  # written, not yet run (see its header)
+    assert medium["fit"]["levels"] == [8, 12, 16, 20]
+    s = medium["sample"]
+    snapshots = s["runs"] * (s["nvt_steps"] + s["ramp_steps"]) // s["snapshot_every"]
+    assert snapshots * s["n_atoms"] >= 1e5  # D1 of at least 10^5 environments
+    assert 8 * medium["evaluate"]["md_repeat"] ** 3 >= 1000

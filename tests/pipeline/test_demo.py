@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from distill.report import fmt_duration, fmt_e, fmt_f
-from tests.pipeline.checks import check_comparison_counts
+from tests.pipeline.checks import check_comparison_counts, check_cost_is_md_throughput
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,6 +32,16 @@ def test_demo_runs_end_to_end(tmp_path):
                 assert f"{fmt_e(e['energy_mae_meV_per_atom'])} / " \
                        f"{fmt_f(e['force_mae_eV_per_A'])}" in report, (model, target)
     check_comparison_counts(report, errors, [4, 8])
+    cost = json.loads((run_dir / "evaluate" / "cost.json").read_text())
+    assert cost["n_atoms"] >= 1000  # the paper's cost measure on a 1000-atom cell
+    check_cost_is_md_throughput(report, cost, [m for m in errors if m != "teacher"])
+    analysis = json.loads((run_dir / "analysis" / "stamp.json").read_text())["summary"]
+    runs = json.loads((run_dir / "md" / "stamp.json").read_text())["summary"]["runs"]
+    table = analysis["melt_quench"]["table"]
+    assert "teacher" in table
+    for model in ("M'_8", "M''_8"):  # in Table I, or marked failed (an unstable run is a result)
+        assert model in table or runs[f"melt_quench/{model}"]["status"] == "failed", model
+    assert "sh" in analysis["compress"]["similarity"]
     timing = json.loads((run_dir / "report" / "timing.json").read_text())
     assert {v["status"] for v in timing["stages"].values()} == {"ran"}  # a fresh run directory
     assert timing["total_wall_s"] >= sum(v["wall_s"] for v in timing["stages"].values()) - 1

@@ -16,8 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from distill.report import ALL_TARGETS, fmt_cost, fmt_e, fmt_f
-from tests.pipeline.checks import check_comparison_counts
+from tests.pipeline.checks import check_comparison_counts, check_cost_is_md_throughput
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = Path(__file__).with_name("tiny.toml")
@@ -111,8 +113,9 @@ def check_report_numbers_are_stage_outputs(resumed_run):
             e = errors[m][target]
             expected = f"{fmt_e(e['energy_mae_meV_per_atom'])} / {fmt_f(e['force_mae_eV_per_A'])}"
             assert cell == expected, (m, target, cell)
-        assert cells[-2] == fmt_cost(cost[m]["s_per_atom_step"])
+        assert cells[-2] == fmt_cost(cost[m]["atom_steps_per_s"])
         assert cells[-1] == fmt_cost(cost[m]["speedup_vs_teacher"])
+    check_cost_is_md_throughput(report, cost, models)
     # the finding is stated per level, from the same numbers
     check_comparison_counts(report, errors, [2])
     # fits and MD tables come from the stamps
@@ -127,6 +130,37 @@ def check_report_numbers_are_stage_outputs(resumed_run):
         assert f"| {name} | {r['status']} |" in report
     assert runs["compress/teacher"]["status"] == "ok"
     assert (run_dir / "report" / "fig3_error_vs_cost.png").stat().st_size > 1000
+    check_physical_validation(run_dir, report)
     # every test set is labelled by the teacher and non-empty
     tests = json.loads((run_dir / "tests" / "stamp.json").read_text())["summary"]["sets"]
     assert all(v["structures"] > 0 for v in tests.values()), tests
+
+
+def check_physical_validation(run_dir: Path, report: str) -> None:
+    """The melt-quench's Table I beside the paper's, and the SOAP similarity to
+    pressure-adjusted sh per pressure window, as the analysis stage wrote them."""
+    from distill.paper_values import TABLE_I
+    from md.analysis.summary import format_table
+
+    analysis = json.loads((run_dir / "analysis" / "stamp.json").read_text())["summary"]
+    quench, compress = analysis["quench"], analysis["compress"]
+    assert quench["quench"] and not compress["quench"]
+    assert not quench["similarity"]  # Fig. 4's measure is for the compression only
+    assert set(quench["table"]) == {"teacher", "M'_2", "M''_2"}
+    assert quench["cooling_rate_K_per_s"] == pytest.approx(2000 / 20e-15)
+    for label, row in quench["table"].items():
+        assert row["final_frame_relaxed_steps"] == 10, label
+        assert row["delta_E_eV_per_atom"] is not None, label
+    assert format_table(quench["table"], markdown=True) in report
+    assert format_table(TABLE_I, markdown=True) in report  # the paper's values beside ours
+    teacher = quench["table"]["teacher"]
+    n5 = abs(quench["table"]["M''_2"]["N5"] - teacher["N5"])
+    assert "| M''_2 − teacher (ours) | " in report and f" {n5:.2f} |" in report
+    sims = compress["similarity"]["sh"]
+    assert set(sims) == {"teacher", "M'_2", "M''_2"}
+    assert sum(w["n"] for w in sims["teacher"]) > 0
+    assert "Mean SOAP similarity to pressure-adjusted sh Si" in report
+    for label, windows in sims.items():
+        cells = " | ".join("-" if w["mean"] is None else f"{w['mean']:.3f} ({w['n']})"
+                           for w in windows)
+        assert f"| {label} | {cells} |" in report, label

@@ -7,7 +7,7 @@ import pytest
 
 from distill import sampling, testsets
 from md.analysis.calculators import stillinger_weber_si
-from md.runner import random_structure
+from md.structures import random_structure
 
 
 def test_berendsen_moves_towards_target():
