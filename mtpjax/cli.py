@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                    "MaxVol extrapolation grades of a .cfg (like mlp calc-grade)"),
     "select-add": ("mtpjax.commands.select_add",
                    "configurations to add to a training set by MaxVol (like mlp select-add)"),
+    "export-lammps": ("mtpjax.commands.export_lammps",
+                      "a model bundle for LAMMPS pair_style jax/kk (lammps-jax)"),
     "train": ("mtpjax.fit.cli", "fit an MTP (mlp train compatible flags)"),
     "label": ("distill.label_cli", "label structures with a teacher into a dataset store"),
     "md": ("md.cli", "run molecular dynamics from a TOML config"),

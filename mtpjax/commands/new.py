@@ -24,8 +24,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--radial-basis-size", type=int, default=8,
                         help="number of Chebyshev functions (default 8)")
     parser.add_argument("--radial-funcs-count", type=int, default=None,
-                        help="number of radial functions f_μ (default: the number the basis "
-                             "uses)")
+                        help="number of radial functions f_μ: must be the number the basis "
+                             "uses (the default), as MLIP's reader requires")
     parser.add_argument("--radial-basis-type", choices=RADIAL_BASIS_TYPES,
                         default="RBChebyshev")
     parser.add_argument("-o", "--output", required=True, help="output .mtp file")
@@ -54,6 +54,11 @@ def build_potential(args) -> tuple[MTPotential, list[str]]:
     species = parse_species(args.species)
     basis = generate_basis(args.level)
     k = basis.radial_funcs_needed if args.radial_funcs_count is None else args.radial_funcs_count
+    if k > basis.radial_funcs_needed:
+        # MLIP-2's reader stops on such a file ("Wrong number of radial functions specified")
+        raise ValueError(f"radial_funcs_count = {k}, but level {args.level} uses "
+                         f"{basis.radial_funcs_needed} radial functions and MLIP's reader "
+                         "requires exactly that many")
     pot = MTPotential(
         basis=basis,
         species_count=len(species),

@@ -1,7 +1,9 @@
 """Read and write MLIP-2 ``.mtp`` files (text, ``key = value``, braces, ``radial_coeffs``).
 
 Numbers are written with 17 significant digits, so a write/read round trip keeps every
-float64 bit; the layout follows what ``mlp`` writes so ``mlp`` reads our files.
+float64 bit; the layout follows what ``mlp`` writes, and :func:`format_mtp` guarantees what
+MLIP-2's token reader needs, so ``mlp`` and LAMMPS ``pair_style mlip`` read our files
+unchanged (docs/lammps.md).
 """
 
 from __future__ import annotations
@@ -292,27 +294,57 @@ def _braces(values) -> str:
     return "{" + ", ".join(values) + "}"
 
 
+#: the name MLIP gives a potential when none is set
+DEFAULT_NAME = "MTP1m"
+
+
+def mlip_name(name: str) -> str:
+    """``potential_name`` as MLIP's reader needs it: one word (``MLMTPR::Load`` reads it with
+    ``ifs >> pot_desc``, so a second word is taken for the next key and an empty name swallows
+    the next key). Runs of white space become ``_``; an empty name becomes ``MTP1m``."""
+    return "_".join(str(name).split()) or DEFAULT_NAME
+
+
+def mlip_tag(tag: str) -> str:
+    """``potential_tag`` on one line (MLIP reads the rest of the line with ``getline``)."""
+    return " ".join(str(tag).split())
+
+
 def format_mtp(pot: MTPotential) -> str:
-    """The text of an ``.mtp`` file for ``pot`` (layout as written by ``mlp``)."""
+    """The text of an ``.mtp`` file for ``pot``, in the layout ``mlp`` writes and with what
+    MLIP-2's reader (``MLMTPR::Load``, used by ``mlp`` and LAMMPS ``pair_style mlip``) needs:
+
+    * line 1 ``MTP``, line 2 exactly ``version = 1.1.0``; every ``key = value`` with the
+      single-space `` = `` separator (MLIP skips two characters after each key);
+    * ``potential_name`` one word (:func:`mlip_name`), ``scaling`` before ``species_count``,
+      ``potential_tag`` on one line (:func:`mlip_tag`);
+    * ``radial_funcs_count`` = 1 + the largest μ in ``alpha_index_basic`` (MLIP stops with
+      "Wrong number of radial functions specified" otherwise): radial functions no basic moment
+      uses are not written. They take no part in any energy, force or stress, so the file
+      describes the same potential;
+    * radial blocks in the order 0-0, 0-1, …, each row exactly ``radial_basis_size`` numbers,
+      ``species_coeffs = {`` … (MLIP skips exactly four characters after that key).
+    """
     b = pot.basis
-    out = ["MTP", "version = 1.1.0", f"potential_name = {pot.potential_name}"]
+    k = b.radial_funcs_needed
+    out = ["MTP", f"version = {_VERSION}", f"potential_name = {mlip_name(pot.potential_name)}"]
     if pot.scaling != 1.0 or pot.is_trained:
         out.append(f"scaling = {_fmt(pot.scaling)}")
     out += [
         f"species_count = {pot.species_count}",
-        f"potential_tag = {pot.potential_tag}",
+        f"potential_tag = {mlip_tag(pot.potential_tag)}",
         f"radial_basis_type = {pot.radial_basis_type}",
         f"\tmin_dist = {_fmt(pot.min_dist)}",
         f"\tmax_dist = {_fmt(pot.max_dist)}",
         f"\tradial_basis_size = {pot.radial_basis_size}",
-        f"\tradial_funcs_count = {pot.radial_funcs_count}",
+        f"\tradial_funcs_count = {k}",
     ]
     if pot.radial_coeffs is not None:
         out.append("\tradial_coeffs")
         for i in range(pot.species_count):
             for j in range(pot.species_count):
                 out.append(f"\t\t{i}-{j}")
-                for row in pot.radial_coeffs[i, j]:
+                for row in pot.radial_coeffs[i, j, :k]:
                     out.append("\t\t\t" + _braces(_fmt(v) for v in row))
     out += [
         f"alpha_moments_count = {b.alpha_moments_count}",

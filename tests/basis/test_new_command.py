@@ -45,14 +45,14 @@ def test_new_several_species_and_options(tmp_path, capsys):
     out = tmp_path / "x.mtp"
     rc = main(["new", "--level", "8", "--species", "Si,O", "--species", "C",
                "--min-dist", "1.2", "--max-dist", "4.5", "--radial-basis-size", "10",
-               "--radial-funcs-count", "3", "-o", str(out)])
+               "--radial-funcs-count", "2", "-o", str(out)])
     assert rc == 0
     stdout = capsys.readouterr().out
     assert "type 0 = Si" in stdout and "type 1 = O" in stdout and "type 2 = C" in stdout
     pot = read_mtp(out)
     assert pot.species_count == 3
     assert (pot.min_dist, pot.max_dist, pot.radial_basis_size) == (1.2, 4.5, 10)
-    assert pot.radial_funcs_count == 3
+    assert pot.radial_funcs_count == 2
     assert pot.basis.scalar_count == 9
 
 
@@ -71,6 +71,7 @@ def test_new_bad_level(tmp_path, capsys, level):
         (["--species", "Xx"], "unknown element"),
         (["--species", "Si,Si"], "more than once"),
         (["--species", "Si", "--radial-funcs-count", "1"], "radial_funcs_count"),
+        (["--species", "Si", "--radial-funcs-count", "4"], "MLIP's reader"),
         (["--species", "Si", "--min-dist", "5", "--max-dist", "4"], "min_dist"),
     ],
 )
