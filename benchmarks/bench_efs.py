@@ -41,6 +41,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.provenance import versions as package_versions  # noqa: E402
+
 PARITY = ROOT / "tests" / "data" / "parity"
 MLP_REFERENCE = 2.3e4  # SPEC §5: mlp calc-efs, level 16, one core of the 2-core machine
 
@@ -555,16 +559,11 @@ def write_reports(report: dict, out: Path):
 
 
 def versions(mlp_bin: str | None) -> dict:
-    """Versions of python and the packages on the measured path; sha256 of the mlp binary."""
+    """Python, the packages on the measured path and the git revision
+    (`benchmarks.provenance.versions`), and the sha256 of the mlp binary."""
     import hashlib
-    import importlib.metadata as md
 
-    out = {"python": platform.python_version()}
-    for name in ("jax", "jaxlib", "numpy", "ase", "matscipy"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = "not installed"
+    out = package_versions()
     if mlp_bin:
         out["mlp_sha256"] = hashlib.sha256(Path(mlp_bin).read_bytes()).hexdigest()
     return out
