@@ -230,7 +230,10 @@ class MTPCalculator(Calculator):
         potential_or_path: :class:`MTPotential` or path to an ``.mtp`` file.
         species: element symbols, ``species[t]`` = element of MLIP type t.
         dtype: ``"float64"`` (default) or ``"float32"`` (≈1e-6 relative accuracy).
-        skin: neighbour-list skin (Å).
+        skin: neighbour-list skin (Å): the list is rebuilt once an atom moved skin/2. It costs
+            no device work (only pairs within cutoff + 0.1 Å are evaluated), only host work on
+            a rebuild and a repack, hence a larger default than :class:`MTPEvaluator`'s (whose
+            batch commands rebuild for every configuration anyway).
         active_set: for :meth:`grade`: a :class:`mtpjax.grade.Grader` or the path of a state
             saved by ``mtpjax calc-grade/select-add --als-filename`` (same potential).
     """
@@ -239,7 +242,7 @@ class MTPCalculator(Calculator):
 
     def __init__(
         self, potential_or_path: MTPotential | str | os.PathLike,
-        species: Sequence[str] | str | None = None, dtype: str = "float64", skin: float = 0.5,
+        species: Sequence[str] | str | None = None, dtype: str = "float64", skin: float = 1.0,
         active_set: Grader | str | os.PathLike | None = None, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
