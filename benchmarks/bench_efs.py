@@ -14,6 +14,12 @@ Also in the same run:
   ``PYTHONPATH=DIR``), e.g. ``git archive 9525f79 mtpjax | tar -x -C /tmp/base``;
 * ``MLP_BIN=/path/to/mlp``: ``mlp calc-efs`` on the same cells (1 and 1+R copies in one .cfg,
   throughput from the difference, so start-up and file reading cancel), with the ratio;
+* ``--calculator``: the ASE path as MD drives it, ``MTPCalculator`` with
+  ``get_potential_energy``/``get_forces``/``get_stress`` after every move of the atoms
+  vibrating about their sites as at 300 K (``--calc-steps`` calls after a first one),
+  counting XLA compiles and jit traces after the first call (jax monitoring events; should be
+  0), neighbour-list rebuilds and repacks; best, median and amortised (all calls, rebuilds
+  included) CPU time per call;
 * ``--sizes 1000 ... 1000000``: level-16 size sweep with chunked evaluation
   (:mod:`mtpjax.evaluate`), each size in its own process to record its peak RSS.
 MOTEP is benchmarked only when ``motep`` is importable (it is not a dependency).
@@ -36,6 +42,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.provenance import versions as package_versions  # noqa: E402
+
 PARITY = ROOT / "tests" / "data" / "parity"
 MLP_REFERENCE = 2.3e4  # SPEC §5: mlp calc-efs, level 16, one core of the 2-core machine
 
@@ -49,6 +59,9 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=5, help="timed steps per case")
     p.add_argument("--threads", type=int, default=1, help="1: one core, single-threaded XLA")
     p.add_argument("--autodiff", action="store_true", help="also time jax.grad(total_energy)")
+    p.add_argument("--calculator", action="store_true",
+                   help="also time the ASE calculator path (MTPCalculator, as MD calls it)")
+    p.add_argument("--calc-steps", type=int, default=60, help="timed calculator calls per case")
     p.add_argument("--baseline-src", type=Path, help="older mtpjax source tree to compare")
     p.add_argument("--sizes", type=int, nargs="*", default=[],
                    help="level-16 size sweep (atoms, rounded to 8·n³), e.g. 1000 ... 1000000")
@@ -100,7 +113,129 @@ def _timed_calls(fn, args_for_step, steps):
     return walls, cpus
 
 
-def run_case(level: int, n_atoms: int, dtype_name: str, steps: int, autodiff: bool) -> dict:
+#: jax monitoring events of a jit trace (cache miss) and of an XLA compile (eager ops included)
+COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                  "/jax/core/compile/backend_compile_duration")
+
+
+class CompileCounter:
+    """Counts jit traces and XLA compiles (jax.monitoring events) while active."""
+
+    def __init__(self):
+        self.events: list[str] = []
+
+    def _listener(self, event, duration, **kwargs):
+        if event in COMPILE_EVENTS:
+            self.events.append(event)
+
+    def __enter__(self):
+        import jax
+
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc):
+        import jax
+
+        jax.monitoring.unregister_event_duration_listener(self._listener)
+
+    @property
+    def compiles(self) -> int:
+        return self.events.count(COMPILE_EVENTS[1])
+
+    @property
+    def traces(self) -> int:
+        return self.events.count(COMPILE_EVENTS[0])
+
+
+#: vibration of the atoms in the calculator loop: amplitude per Cartesian component (Å, drawn
+#: from N(0, σ²)) and period (steps); Si at 300 K has a thermal displacement of ~0.045 Å per
+#: component and optical phonons of ~15 THz (~65 fs), so with 1 fs steps this moves atoms a
+#: little faster (5e-3 Å per step per component at most) and as far as a 300 K run does
+VIBRATION_A, VIBRATION_PERIOD = 0.05, 60
+
+
+def run_calculator(level: int, n_atoms: int, dtype_name: str, steps: int) -> dict:
+    """The ASE calculator path as an MD loop drives it: energy, forces and stress through
+    ``MTPCalculator`` (get_potential_energy, get_forces, get_stress) after every move.
+
+    The atoms of the rattled cell vibrate about their sites, x_i(k) = x_i + a_i sin(2πk/T + φ_i)
+    (a_i ~ N(0, :data:`VIBRATION_A`²) per component, random phases, T =
+    :data:`VIBRATION_PERIOD` steps; same cell), so the calculator's skin list is rebuilt and
+    its packed list repacked as in such a run; both are counted, and the CPU time of all
+    `steps` calls after the first ("amortised", rebuilds included) is reported next to the
+    best and median call. One extra call with all atoms moved 0.3 Å (beyond the skin) times a
+    rebuild on its own.
+    """
+    import numpy as np
+
+    from mtpjax.calculator import MTPCalculator
+
+    atoms = rattled_diamond(n_atoms)
+    n = len(atoms)
+    calc = MTPCalculator(PARITY / f"si_L{level:02d}" / "pot.mtp", species=["Si"],
+                         dtype=dtype_name)
+    ev = calc.evaluator
+    atoms.calc = calc
+    pos0 = atoms.positions.copy()
+    rng = np.random.default_rng(1)
+    amplitude = VIBRATION_A * rng.standard_normal(pos0.shape)
+    phase = rng.uniform(0.0, 2.0 * np.pi, pos0.shape)
+
+    def at_step(k):
+        return pos0 + amplitude * np.sin(2.0 * np.pi * k / VIBRATION_PERIOD + phase)
+
+    def efs():
+        return (atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress())
+
+    atoms.positions = at_step(0)
+    with CompileCounter() as first_counter:
+        t0 = time.perf_counter()
+        efs()
+        first = time.perf_counter() - t0
+    walls, cpus, rebuilds, repacks = [], [], 0, 0
+    with CompileCounter() as counter:
+        for k in range(1, steps + 1):
+            atoms.positions = at_step(k)
+            nl_before, packed_before = ev._nl, ev._nbrs_dev
+            c0, t0 = time.process_time(), time.perf_counter()
+            efs()
+            walls.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
+            rebuilds += ev._nl is not nl_before
+            repacks += ev._nbrs_dev is not packed_before
+        # one rebuild step: every atom moved 0.3 Å (more than skin/2), same pairs
+        atoms.positions = atoms.positions + 0.3
+        nl_before = ev._nl
+        c0, t0 = time.process_time(), time.perf_counter()
+        efs()
+        rebuild_wall, rebuild_cpu = time.perf_counter() - t0, time.process_time() - c0
+        rebuilt = ev._nl is not nl_before
+    atoms.positions = pos0  # the core row's geometry: the two paths must agree
+    energy = float(atoms.get_potential_energy())
+    cpu_total = float(sum(cpus))
+    return {
+        "first_call_s": first, "first_call_compiles": first_counter.compiles,
+        "steps": steps, "vibration_amplitude_A": VIBRATION_A,
+        "vibration_period_steps": VIBRATION_PERIOD, "skin_A": ev.skin,
+        "packed_neighbors_J": int(ev._nbrs_dev[4].idx.shape[1]),
+        "compiles_after_first_call": counter.compiles,
+        "traces_after_first_call": counter.traces,
+        "rebuilds_in_loop": rebuilds, "repacks_in_loop": repacks,
+        "step_wall_s_best": min(walls), "step_wall_s_median": float(np.median(walls)),
+        "step_cpu_s_best": min(cpus), "step_cpu_s_median": float(np.median(cpus)),
+        "step_cpu_s_amortised": cpu_total / steps,
+        "atom_steps_per_cpu_s": n / max(min(cpus), 1e-9),
+        "atom_steps_per_cpu_s_amortised": n * steps / max(cpu_total, 1e-9),
+        "atom_steps_per_s_wall": n / min(walls),
+        "rebuild_step_wall_s": rebuild_wall, "rebuild_step_cpu_s": rebuild_cpu,
+        "rebuild_happened": bool(rebuilt),
+        "energy_eV": float(energy),
+    }
+
+
+def run_case(level: int, n_atoms: int, dtype_name: str, steps: int, autodiff: bool,
+             calculator: bool = False, calc_steps: int = 60) -> dict:
     """One (level, size, dtype) case in this process."""
     import jax
     import jax.numpy as jnp
@@ -175,6 +310,10 @@ def run_case(level: int, n_atoms: int, dtype_name: str, steps: int, autodiff: bo
             "max_abs_dF_eV_A": float(jnp.max(jnp.abs(f32.astype(jnp.float64) - f64))),
             "max_abs_dvirial_eV": float(jnp.max(jnp.abs(v32.astype(jnp.float64) - v64))),
         }
+    if calculator:
+        out["calculator"] = run_calculator(level, n_atoms, dtype_name, calc_steps)
+        out["calculator"]["vs_explicit_dE_eV"] = abs(out["calculator"]["energy_eV"]
+                                                      - out["explicit"]["energy_eV"])
     out["peak_rss_gib"] = peak_rss_gib()
     return out
 
@@ -290,7 +429,8 @@ def _worker(spec: str, args) -> dict:
     kind, *rest = spec.split(":")
     if kind == "case":
         level, n, dtype = rest
-        return run_case(int(level), int(n), dtype, args.steps, args.autodiff)
+        return run_case(int(level), int(n), dtype, args.steps, args.autodiff, args.calculator,
+                        args.calc_steps)
     return run_size(int(rest[0]), args.chunk)
 
 
@@ -302,6 +442,8 @@ def _subprocess(worker: str, args, pythonpath: Path | None = None) -> dict:
            "--steps", str(args.steps), "--chunk", str(args.chunk)]
     if args.autodiff and pythonpath is None:
         cmd.append("--autodiff")
+    if args.calculator and pythonpath is None:
+        cmd += ["--calculator", "--calc-steps", str(args.calc_steps)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if res.returncode != 0:
         return {"error": res.stderr[-2000:]}
@@ -315,6 +457,8 @@ def write_reports(report: dict, out: Path):
              f"Machine: {report['machine']}; load average before {report['load_before']}, "
              f"after {report.get('load_after', '(running)')} (shared machine: CPU-time "
              "throughput is the steadier number; wall time includes waiting for a core).", "",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in report.get("versions", {}).items())
+             + ".", "",
              "| level | atoms | dtype | J | compile s | step ms (cpu) | atom-steps/cpu-s | "
              "atom-steps/s wall | recompiled | baseline atom-steps/cpu-s | speed-up | "
              "mlp atom-steps/cpu-s | ratio vs mlp (cpu) |",
@@ -347,6 +491,32 @@ def write_reports(report: dict, out: Path):
                              f"{c['autodiff']['atom_steps_per_cpu_s']:.3g} | "
                              f"{c['explicit']['atom_steps_per_cpu_s']:.3g} | "
                              f"{c['autodiff_vs_explicit_max_dF']:.1e} |")
+    calc = [c for c in report["cases"] if "calculator" in c]
+    if calc:
+        lines += ["", "ASE calculator path (`MTPCalculator`: get_potential_energy + get_forces + "
+                  "get_stress after every move of the atoms vibrating about their sites as at "
+                  "300 K, same cell; same worker process as the core row above). Per "
+                  "CPU-second; \"best\" = best call, as the core column; \"amortised\" = "
+                  "all calls of the loop, skin-list rebuilds and repacks included:", "",
+                  "| level | atoms | dtype | first call s | compiles / traces after first call | "
+                  "calls | rebuilds / repacks | J | step ms cpu (best / median / amortised) | "
+                  "atom-steps/cpu-s best | amortised | core atom-steps/cpu-s | "
+                  "rebuild call ms cpu | mlp atom-steps/cpu-s | vs mlp best | vs mlp amortised |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for c in calc:
+            k, x, mlp = c["calculator"], c["explicit"], c.get("mlp")
+            lines.append(
+                f"| {c['level']} | {c['atoms']} | {c['dtype']} | {k['first_call_s']:.1f} | "
+                f"{k['compiles_after_first_call']} / {k['traces_after_first_call']} | "
+                f"{k['steps']} | {k['rebuilds_in_loop']} / {k['repacks_in_loop']} | "
+                f"{k['packed_neighbors_J']} | {1e3 * k['step_cpu_s_best']:.1f} / "
+                f"{1e3 * k['step_cpu_s_median']:.1f} / {1e3 * k['step_cpu_s_amortised']:.1f} | "
+                f"{k['atom_steps_per_cpu_s']:.3g} | {k['atom_steps_per_cpu_s_amortised']:.3g} | "
+                f"{x['atom_steps_per_cpu_s']:.3g} | {1e3 * k['rebuild_step_cpu_s']:.1f} | "
+                + (f"{mlp['mlp_atom_steps_per_s']:.3g} | "
+                   f"{k['atom_steps_per_cpu_s'] / mlp['mlp_atom_steps_per_s']:.2f} | "
+                   f"{k['atom_steps_per_cpu_s_amortised'] / mlp['mlp_atom_steps_per_s']:.2f} |"
+                   if mlp else "– | – | – |"))
     low = [c for c in report["cases"] if "vs_float64" in c]
     if low:
         lines += ["", "Reduced precision against float64 (same cell, same call):", "",
@@ -402,6 +572,17 @@ def write_reports(report: dict, out: Path):
         fig.savefig(str(out.with_suffix(".png")), dpi=120)
 
 
+def versions(mlp_bin: str | None) -> dict:
+    """Python, the packages on the measured path and the git revision
+    (`benchmarks.provenance.versions`), and the sha256 of the mlp binary."""
+    import hashlib
+
+    out = package_versions()
+    if mlp_bin:
+        out["mlp_sha256"] = hashlib.sha256(Path(mlp_bin).read_bytes()).hexdigest()
+    return out
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     configure_threads(args.threads)
@@ -418,6 +599,7 @@ def main(argv=None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                    f"jax {jax.__version__}, threads={args.threads}",
+        "versions": versions(mlp_bin),
         "load_before": [round(x, 2) for x in os.getloadavg()],
         "cases": [], "sizes": [],
     }
@@ -433,6 +615,7 @@ def main(argv=None) -> int:
             res["baseline"] = _subprocess(f"case:{level}:{n}:{dtype}", args, args.baseline_src)
         if mlp_bin and dtype == "float64" and "error" not in res:
             res["mlp"] = run_mlp(mlp_bin, level, n, args.mlp_copies)
+        res["load_after_case"] = [round(x, 2) for x in os.getloadavg()]
         report["cases"].append(res)
         write_reports(report, args.out)
     for n in tqdm(args.sizes, desc="sizes"):

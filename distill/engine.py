@@ -56,10 +56,8 @@ def _runner(executor, workers, recycle):
     if executor == "serial":
         return executors.run_serial
     if isinstance(executor, str):
-        from distributed import Client
-
         def run_on_address(q, s, t):
-            with Client(executor) as client:
+            with executors.connect(executor) as client:
                 yield from executors.run_dask(q, s, t, client)
 
         return run_on_address

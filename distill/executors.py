@@ -10,6 +10,14 @@ The local pool spawns (never forks) one process per worker with ``OMP_NUM_THREAD
 OpenBLAS/MKL), gives each worker one task at a time through a pipe, and replaces a worker after
 `recycle` tasks to contain memory growth (quippy). Workers exit when the parent dies (their pipe
 closes), so a killed run leaves no orphans.
+
+Dask: `connect` opens a `distributed.Client` on a scheduler address (one clean error line when
+the address is malformed or nobody answers), `local_cluster` starts a `LocalCluster` of
+single-threaded worker processes, and `labels_executor` turns a pipeline ``[labels]`` table
+(``executor = "local" | "serial" | "dask"``, ``scheduler``, ``workers``) into the `executor`
+argument of `distill.engine.label`. Workers of a `LocalCluster` exit when the process that
+started them dies (Dask's worker processes watch their parent), so a killed run leaves no
+orphans there either.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import dataclasses
 import multiprocessing as mp
 import multiprocessing.connection
 import os
+import re
 import signal
 import time
 import traceback
@@ -27,6 +36,7 @@ from collections.abc import Iterator
 
 from distill.compute import TeacherBuildError, label_chunk
 from distill.teachers import TeacherSpec
+from mtpjax.errors import InputError
 
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -234,3 +244,92 @@ def run_dask(
                 f"the Dask cluster has had no workers for {no_worker_timeout:.0f} s "
                 f"({len(tasks)} tasks waiting); labels made so far are stored: rerun to go on"
             )
+
+
+#: comm schemes of a Dask scheduler address ``SCHEME://HOST:PORT``
+DASK_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+#: seconds `connect` waits for a scheduler to answer
+CONNECT_TIMEOUT_S = 30.0
+_ADDRESS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<host>\[[0-9A-Fa-f:.]+\]|"
+                      r"[A-Za-z0-9_.-]+):(?P<port>[0-9]+)/?")
+
+
+class SchedulerError(InputError):
+    """A Dask scheduler address that is malformed or that nobody answers at."""
+
+
+def scheduler_address_problem(address: str) -> str:
+    """Why `address` is not a Dask scheduler address ``SCHEME://HOST:PORT`` (SCHEME one of
+    :data:`DASK_SCHEMES`, PORT 1..65535), or ``""`` when it is one. Syntax only: no network."""
+    m = _ADDRESS.fullmatch(address.strip())
+    expected = "expected SCHEME://HOST:PORT, e.g. tcp://node01:8786"
+    if m is None:
+        return f"{address!r} is not a scheduler address ({expected})"
+    if m["scheme"].lower() not in DASK_SCHEMES:
+        return (f"{address!r}: unknown scheme {m['scheme']!r} (Dask schemes: "
+                f"{', '.join(DASK_SCHEMES)})")
+    if not 1 <= int(m["port"]) <= 65535:
+        return f"{address!r}: port {m['port']} out of range 1..65535"
+    return ""
+
+
+def connect(address: str, timeout: float | None = None):
+    """A `distributed.Client` connected to the scheduler at `address`.
+
+    Raises SchedulerError (one line, no traceback in the CLIs) when the address is malformed or
+    no scheduler answers within `timeout` seconds (default :data:`CONNECT_TIMEOUT_S`).
+    """
+    from distributed import Client
+
+    problem = scheduler_address_problem(address)
+    if problem:
+        raise SchedulerError(problem)
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
+    try:
+        return Client(address.strip(), timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        raise SchedulerError(
+            f"no Dask scheduler answered at {address} within {timeout:g} s ({exc}); is it "
+            "running, and is this the address it printed?"
+        ) from None
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int | None = None):
+    """A `distributed.LocalCluster` of `workers` worker processes (default: one per core), one
+    thread each (quippy is not thread-safe), no dashboard; closed on exit."""
+    from distributed import LocalCluster
+
+    n = workers or os.cpu_count() or 1
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        yield cluster
+
+
+@contextlib.contextmanager
+def labels_executor(labels: dict):
+    """The `executor` argument of `distill.engine.label` for a pipeline ``[labels]`` table.
+
+    ``executor = "serial"``: in-process; ``"local"``: the spawned pool (``workers`` is passed to
+    `label` separately); ``"dask"``: a Client on ``scheduler`` when given, else on a
+    `local_cluster` of ``workers`` processes (0: one per core), closed on exit. An unreachable
+    scheduler raises SchedulerError naming ``labels.scheduler``.
+    """
+    kind = labels["executor"]
+    if kind in ("serial", "local"):
+        yield "serial" if kind == "serial" else None
+        return
+    if kind != "dask":
+        raise ValueError(f"labels.executor: expected 'local', 'serial' or 'dask', got {kind!r}")
+    if labels.get("scheduler"):
+        try:
+            client = connect(labels["scheduler"])
+        except SchedulerError as exc:
+            raise SchedulerError(f"labels.scheduler: {exc.message}") from None
+        with client:
+            yield client
+        return
+    from distributed import Client
+
+    with local_cluster(labels.get("workers") or None) as cluster, Client(cluster) as client:
+        yield client

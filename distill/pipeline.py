@@ -113,6 +113,9 @@ def log_event(run_dir: Path, **fields) -> None:
 
 def _key(stage: Stage, cfg: dict, keys: dict) -> str:
     sections = {s: cfg[s] for s in stage.sections if s != "run"}
+    if "labels" in sections:  # the executor does not change the labels (see config module)
+        sections["labels"] = {k: v for k, v in cfg["labels"].items()
+                              if k not in config_mod.LABELS_EXECUTION_KEYS}
     if "run" in stage.sections:  # run.dir and run.stages do not change results
         sections["run"] = {k: cfg["run"][k] for k in ("seed", "species")}
     if stage.name == "teacher" and not cfg["teacher"]["fit_gap"]:  # the D0 files do not matter

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distill.stages.config import PipelineConfigError, load
+    from distill.stages.config import load
+    from mtpjax.errors import InputError
 
     try:
         cfg = load(args.config, args.run_dir)
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         results = run_pipeline(
             args.config, args.run_dir, progress=not args.no_progress, only=args.redo
         )
-    except PipelineConfigError as exc:
+    except InputError as exc:  # a bad config, or bad input met while running (an address)
         from mtpjax.cli import error_exit
 
         return error_exit(exc)

@@ -21,8 +21,8 @@ from ase.data import atomic_numbers
 from mtpjax.errors import InputError
 from mtpjax.io.mtp_file import read_mtp
 from mtpjax.model import ModelSpec
-from mtpjax.neighbors import allocate, update
-from mtpjax.padding import bucket_size, pad_atoms, pad_neighbors
+from mtpjax.neighbors import allocate, compact, in_range, needs_rebuild, update
+from mtpjax.padding import bucket_size, pad_atoms
 from mtpjax.potential import Neighbors, energy_forces_virial, pair_vectors, site_energies
 from mtpjax.potential_data import MTPotential
 
@@ -66,8 +66,26 @@ def _check_species(species, species_count: int) -> list[str]:
     return species
 
 
+#: the packed list evaluated on the device holds the pairs within cutoff + INNER_SKIN_A (Å) of
+#: where it was packed; it is repacked (host, numpy, from the skin list) once an atom moved more
+#: than INNER_SKIN_A / 2
+INNER_SKIN_A = 0.1
+#: extra reach (Å) of the packing, so that float32 rounding on the device never meets a pair
+#: the host left out (the energy applies the exact cutoff itself)
+PACK_MARGIN_A = 1e-4
+
+
 class MTPEvaluator:
-    """Jit-compiled energy/forces/virial for one potential, with a cached neighbour list.
+    """Jit-compiled energy/forces/virial for one potential, with cached neighbour lists.
+
+    Two Verlet levels, both on the host in numpy (no eager device ops): the skin list (all pairs
+    within cutoff + ``skin``, by a cell-list search) is reused while atoms moved less than
+    skin/2, else rebuilt; from it, the pairs within cutoff + :data:`INNER_SKIN_A` are packed into
+    ``[n_pad, J]`` buffers on the device (`mtpjax.neighbors.in_range`, `compact`), reused while
+    atoms moved less than INNER_SKIN_A/2. So the skin costs no pair work on the device, and most
+    calls transfer positions and cell only. n_pad and J are shape buckets (~19 % apart); J only
+    grows for a given system, so positions-only changes compile nothing after the first call
+    (unless an atom gains neighbours past J's bucket: then one compile for the next bucket).
 
     Args:
         potential: :class:`MTPotential` or path to an ``.mtp`` file.
@@ -92,11 +110,13 @@ class MTPEvaluator:
         self.skin = float(skin)
         self._params_np = pot.params()
         self._nl = None
-        # device-side caches, so that a positions-only call transfers positions and cell only:
-        # parameters per dtype; padded neighbour arrays per neighbour list (rebuilt lists are new
-        # objects); padded types and atom mask per type array
+        self._nl_host = None  # (NeighborList, its Neighbors as numpy arrays)
+        self._capacity = 0  # columns J of the packed neighbours; grows only, reset per system
+        # device-side caches, so that a positions-only call transfers little: parameters per
+        # dtype; packed neighbours while the pairs in range stay the same; padded types and
+        # atom mask per type array
         self._params_dev: dict[str, dict] = {}
-        self._nbrs_dev = None  # (NeighborList, n_pad, capacity, dtype, device Neighbors)
+        self._nbrs_dev = None  # (NeighborList, n_pad, packed positions, cell, device Neighbors)
         self._types_dev = None  # (types, n_pad, device types, device atom mask)
         spec = self.spec
         self._efv = jax.jit(
@@ -120,6 +140,7 @@ class MTPEvaluator:
             nl = allocate(
                 positions, cell, pbc, self.spec.cutoff, self.skin, capacity_multiplier=1.2
             )
+            self._capacity = 0  # a new system: size the packed neighbours afresh
         else:
             nl = update(nl, positions, cell)
         self._nl = nl
@@ -139,9 +160,9 @@ class MTPEvaluator:
                 f"type index {int(types.max() if types.max() >= 0 else types.min())} out of "
                 f"range: the potential has species_count = {self.spec.species_count}"
             )
-        nbrs = self.neighbors(positions, cell, pbc)
+        self.neighbors(positions, cell, pbc)
         n_pad = bucket_size(n)
-        capacity = bucket_size(int(nbrs.idx.shape[1]), minimum=16)
+        nbrs_p = self._device_neighbors(positions, cell, n_pad)
         pos_p = np.zeros((n_pad, 3), dtype=np.float64)
         pos_p[:n] = positions
         with self._x64():
@@ -150,7 +171,6 @@ class MTPEvaluator:
             x = jnp.asarray(pos_p, dt)
             c = jnp.asarray(cell, dt)
             types_p, atom_mask = self._device_types(types, n_pad)
-            nbrs_p = self._device_neighbors(n_pad, capacity)
             energy, forces, virial = self._efv(params, x, c, types_p, nbrs_p, atom_mask)
             out = {
                 "energy": float(energy),
@@ -182,20 +202,25 @@ class MTPEvaluator:
             self._types_dev = cached
         return cached[2], cached[3]
 
-    def _device_neighbors(self, n_pad: int, capacity: int) -> Neighbors:
-        """The current neighbour list padded to [n_pad, capacity], on the device; padded and
-        transferred once per list (a rebuild makes a new list object)."""
+    def _device_neighbors(self, positions: np.ndarray, cell: np.ndarray, n_pad: int) -> Neighbors:
+        """The skin list's pairs within cutoff + INNER_SKIN_A, packed to [n_pad, J] on the
+        device (J: a bucket that only grows); reused while atoms moved < INNER_SKIN_A / 2."""
         nl = self._nl
-        key = (n_pad, capacity, self.dtype)
+        inner = min(INNER_SKIN_A, self.skin)
         cached = self._nbrs_dev
-        if cached is None or cached[0] is not nl or cached[1] != key:
-            nbrs_p = pad_neighbors(nl.neighbors, n_pad, capacity)
-            dt = jnp.float64 if self.dtype == "float64" else jnp.float32
-            dev = Neighbors(jnp.asarray(nbrs_p.idx), jnp.asarray(nbrs_p.shifts, dt),
-                            jnp.asarray(nbrs_p.mask))
-            cached = (nl, key, dev)
-            self._nbrs_dev = cached
-        return cached[2]
+        if (cached is not None and cached[0] is nl and cached[1] == n_pad
+                and not needs_rebuild(cached[2], cached[3], positions, cell, inner,
+                                      nl.shift_bound)):
+            return cached[4]
+        if self._nl_host is None or self._nl_host[0] is not nl:
+            self._nl_host = (nl, Neighbors(*(np.asarray(a) for a in nl.neighbors)))
+        host = self._nl_host[1]
+        inside = in_range(host, positions, cell, self.spec.cutoff + inner + PACK_MARGIN_A)
+        count = int(inside.sum(axis=1).max(initial=0))
+        self._capacity = max(self._capacity, bucket_size(max(count, 1), minimum=16))
+        dev = Neighbors(*(jnp.asarray(a) for a in compact(host, inside, self._capacity, n_pad)))
+        self._nbrs_dev = (nl, n_pad, positions.copy(), cell.copy(), dev)
+        return dev
 
 
 class MTPCalculator(Calculator):
@@ -205,7 +230,10 @@ class MTPCalculator(Calculator):
         potential_or_path: :class:`MTPotential` or path to an ``.mtp`` file.
         species: element symbols, ``species[t]`` = element of MLIP type t.
         dtype: ``"float64"`` (default) or ``"float32"`` (≈1e-6 relative accuracy).
-        skin: neighbour-list skin (Å).
+        skin: neighbour-list skin (Å): the list is rebuilt once an atom moved skin/2. It costs
+            no device work (only pairs within cutoff + 0.1 Å are evaluated), only host work on
+            a rebuild and a repack, hence a larger default than :class:`MTPEvaluator`'s (whose
+            batch commands rebuild for every configuration anyway).
         active_set: for :meth:`grade`: a :class:`mtpjax.grade.Grader` or the path of a state
             saved by ``mtpjax calc-grade/select-add --als-filename`` (same potential).
     """
@@ -214,7 +242,7 @@ class MTPCalculator(Calculator):
 
     def __init__(
         self, potential_or_path: MTPotential | str | os.PathLike,
-        species: Sequence[str] | str | None = None, dtype: str = "float64", skin: float = 0.5,
+        species: Sequence[str] | str | None = None, dtype: str = "float64", skin: float = 1.0,
         active_set: Grader | str | os.PathLike | None = None, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)

@@ -6,7 +6,8 @@ found), sizes a padded ``[N, J]`` buffer and records reference positions and cel
 :func:`needs_rebuild` (host, numpy) tells when the skin is used up, and :func:`update`
 rebuilds on the host, reallocating when the capacity is exceeded, so that no neighbour is
 ever dropped. Rows hold every neighbour within ``cutoff + skin``; the energy applies the
-exact cutoff.
+exact cutoff. :func:`in_range` and :func:`compact` keep, for the current positions, only the entries
+within the cutoff (what the ASE calculator evaluates, so that the skin costs no pair work).
 """
 
 from __future__ import annotations
@@ -292,6 +293,63 @@ def needs_rebuild(reference_positions, reference_cell, positions, cell, skin: fl
     dcell = np.linalg.norm(np.asarray(cell, np.float64) - np.asarray(reference_cell, np.float64),
                            ord=2)
     return bool(2.0 * disp.max(initial=0.0) + shift_bound * dcell > skin)
+
+
+def in_range(neighbors: Neighbors, positions, cell, cutoff: float) -> np.ndarray:
+    """Which listed entries lie within ``cutoff`` now: bool [N, C] (host, numpy).
+
+    ``neighbors``: idx int [N, C], shifts [N, C, 3] (integer image shifts S), mask bool [N, C]
+    as numpy arrays, e.g. a skin list from :func:`allocate`; positions float [N, 3] (Å); cell
+    float [3, 3] (rows = lattice vectors). An entry is in range when
+    |x_j + S·cell − x_i| < ``cutoff`` (Å).
+    """
+    idx, shifts, mask = neighbors
+    positions = np.asarray(positions, np.float64)
+    vec = positions[idx] - positions[:, None, :] + shifts @ np.asarray(cell, np.float64)
+    return mask & (np.einsum("njk,njk->nj", vec, vec) < cutoff * cutoff)
+
+
+def compact(neighbors: Neighbors, inside: np.ndarray, capacity: int | None = None,
+            n_rows: int | None = None) -> Neighbors:
+    """The entries ``inside`` (from :func:`in_range`) moved to the front of their rows in their
+    listed order, in ``[n_rows, capacity]`` numpy arrays: a Verlet list's per-step distance
+    check, on the host.
+
+    A skin list holds every pair within ``cutoff + skin`` of its build geometry, and a padded
+    evaluation pays for every column, in range or not (a 0.5 Å skin on a 5 Å cutoff: ~1.5× the
+    pairs that count); compacting 1000 atoms costs about a millisecond of numpy.
+
+    Args:
+        neighbors: numpy idx int [N, C], shifts [N, C, 3], mask bool [N, C].
+        inside: bool [N, C], the entries to keep.
+        capacity: columns of the result (default: the largest count, at least 1).
+        n_rows: rows of the result ≥ N (padding rows: own index, no entries); default N.
+
+    Returns:
+        Neighbors of numpy arrays: idx int32 [n_rows, capacity], shifts int32
+        [n_rows, capacity, 3], mask bool [n_rows, capacity].
+
+    Raises:
+        NeighborOverflowError: an atom has more than ``capacity`` entries inside.
+    """
+    idx, shifts, _ = neighbors
+    n, listed = idx.shape
+    n_rows = n if n_rows is None else n_rows
+    max_count = int(inside.sum(axis=1).max(initial=0))
+    capacity = max(max_count, 1) if capacity is None else capacity
+    if max_count > capacity:
+        raise NeighborOverflowError(
+            f"an atom has {max_count} neighbours but the buffer holds {capacity}")
+    take = min(capacity, listed)
+    order = np.argsort(~inside, axis=1, kind="stable")[:, :take]  # entries inside first
+    out_idx = np.broadcast_to(np.arange(n_rows, dtype=np.int32)[:, None],
+                              (n_rows, capacity)).copy()
+    out_shifts = np.zeros((n_rows, capacity, 3), dtype=np.int32)
+    out_mask = np.zeros((n_rows, capacity), dtype=bool)
+    out_idx[:n, :take] = np.take_along_axis(idx, order, axis=1)
+    out_shifts[:n, :take] = np.rint(np.take_along_axis(shifts, order[:, :, None], axis=1))
+    out_mask[:n, :take] = np.take_along_axis(inside, order, axis=1)
+    return Neighbors(out_idx, out_shifts, out_mask)
 
 
 def update(nl: NeighborList, positions, cell=None, *, force: bool = False,

@@ -62,7 +62,7 @@ SCHEMA: dict[str, dict] = {
         "tau_t_fs": 100.0,
         "tau_p_fs": 500.0,
     },
-    "labels": {"executor": "local", "workers": 0, "chunk_size": 4},
+    "labels": {"executor": "local", "workers": 0, "chunk_size": 4, "scheduler": ""},
     "fit": {
         "levels": [8, 12, 16],
         "min_dist_A": 1.5,
@@ -162,6 +162,12 @@ OPTIMIZERS = ("lbfgs", "bfgs", "adam", "lm")
 # md protocol tables ([md.protocol.NAME]) follow md/config.py's format: structure, run, stage
 PROTOCOL_KEYS = {"structure", "run", "neighbors", "stage", "teacher_structure"}
 MODELS = ("indirect", "direct")
+#: [labels] executors: the spawned local pool, in-process, Dask (a scheduler or a LocalCluster)
+EXECUTORS = ("local", "serial", "dask")
+#: [labels] keys that say how labels are computed, not what they are (every executor gives the
+#: same labels bit for bit): left out of the stage keys, so switching executor or cluster
+#: (a new scheduler address every SLURM job) redoes nothing
+LABELS_EXECUTION_KEYS = ("executor", "workers", "chunk_size", "scheduler")
 
 
 def load(path: str | Path, run_dir: str | Path | None = None) -> dict:
@@ -346,10 +352,36 @@ def _check_relations(cfg: dict, fail, species: list[str]) -> None:
     if rss["volume_spread_A3"] >= rss["volume_per_atom_A3"]:
         fail("rss.volume_spread_A3", "must be smaller than volume_per_atom_A3 (volumes must "
              "stay positive)")
-    if cfg["labels"]["executor"] not in ("local", "serial"):
-        fail("labels.executor", "expected 'local' or 'serial'")
+    _check_labels(cfg["labels"], fail)
     if cfg["md"]["level"] and cfg["md"]["level"] % 2:
         fail("md.level", f"levels are even, got {cfg['md']['level']}")
+
+
+def _check_labels(lab: dict, fail) -> None:
+    """executor one of EXECUTORS; scheduler (a Dask address, syntax only: nothing is contacted
+    before the labels stage) only with executor = "dask", and then no workers; Dask installed."""
+    import importlib.util
+
+    if lab["executor"] not in EXECUTORS:
+        fail("labels.executor", f"expected one of {', '.join(map(repr, EXECUTORS))}, got "
+             f"{lab['executor']!r}")
+    if lab["scheduler"] and lab["executor"] != "dask":
+        fail("labels.scheduler", f"a Dask scheduler address needs executor = 'dask' (executor "
+             f"is {lab['executor']!r})")
+    if lab["executor"] != "dask":
+        return
+    if importlib.util.find_spec("distributed") is None:
+        fail("labels.executor", "'dask' needs Dask's distributed package: pip install "
+             "'mtpjax[dask]'")
+    if lab["scheduler"]:
+        from distill.executors import scheduler_address_problem
+
+        problem = scheduler_address_problem(lab["scheduler"])
+        if problem:
+            fail("labels.scheduler", problem)
+        if lab["workers"]:
+            fail("labels.workers", "the cluster at labels.scheduler has its own workers; "
+                 "workers sizes a LocalCluster (no scheduler): leave it 0")
 
 
 class _Fail:

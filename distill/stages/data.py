@@ -105,20 +105,21 @@ def sample_stage(ctx) -> dict:
 # ------------------------------------------------------------------ labels
 def _label(ctx, frames: list[Atoms], store: Path, source: str) -> dict:
     from distill.engine import label
+    from distill.executors import labels_executor
 
     lab = ctx.cfg["labels"]
-    executor = "serial" if lab["executor"] == "serial" else None
-    summary = label(
-        frames,
-        load_teacher(ctx.run_dir),
-        store,
-        executor,
-        workers=lab["workers"] or None,
-        chunk_size=lab["chunk_size"],
-        source=source,
-        parent=source,
-        progress=ctx.progress,
-    )
+    with labels_executor(lab) as executor:  # "serial", None (local pool) or a Dask Client
+        summary = label(
+            frames,
+            load_teacher(ctx.run_dir),
+            store,
+            executor,
+            workers=lab["workers"] or None,
+            chunk_size=lab["chunk_size"],
+            source=source,
+            parent=source,
+            progress=ctx.progress,
+        )
     return {
         "n": summary.n_input,
         "labelled": summary.n_labelled,

@@ -75,3 +75,35 @@ def test_no_compile_after_first_call(dtype):
     assert abs(fresh.get_potential_energy() - energies[-1]) < tol * len(atoms)
     np.testing.assert_allclose(fresh.get_forces(), atoms.get_forces(),
                                atol=1e-9 if dtype == "float64" else 1e-3)
+
+
+def test_md_like_moves_repack_and_rebuild_without_compiles_and_exactly():
+    """A ballistic trajectory (0.01 Å per step per component): the packed list is repacked
+    (atoms moved > INNER_SKIN_A / 2) and the skin list rebuilt (> skin / 2) along the way, with
+    no compile, and every call equals a calculator that rebuilds its list on every call."""
+    pot = PARITY / "si_L08" / "pot.mtp"
+    calc = MTPCalculator(pot, species=["Si"], skin=0.5)
+    fresh = MTPCalculator(pot, species=["Si"], skin=0.0)  # a new pair search every call
+    atoms = rattled_diamond(repeat=2, amplitude=0.05, seed=4)
+    other = atoms.copy()
+    atoms.calc, other.calc = calc, fresh
+    evaluate(atoms)
+    evaluate(other)
+    ev = calc.evaluator
+    pos0 = atoms.positions.copy()
+    velocity = 0.01 * np.random.default_rng(5).standard_normal(pos0.shape)
+    rebuilds = repacks = compiles = 0
+    for k in range(1, 21):
+        atoms.positions = other.positions = pos0 + k * velocity
+        nl, packed = ev._nl, ev._nbrs_dev
+        with count_compiles() as events:
+            e, f, s, _ = evaluate(atoms)
+        compiles += len(events)
+        rebuilds += ev._nl is not nl
+        repacks += ev._nbrs_dev is not packed
+        e_ref, f_ref, s_ref, _ = evaluate(other)
+        assert abs(e - e_ref) < 1e-10 * len(atoms)
+        np.testing.assert_allclose(f, f_ref, atol=1e-10)
+        np.testing.assert_allclose(s, s_ref, atol=1e-12)
+    assert compiles == 0
+    assert rebuilds >= 1 and repacks > rebuilds  # both levels were exercised

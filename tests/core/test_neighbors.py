@@ -8,6 +8,8 @@ import pytest
 from mtpjax.neighbors import (
     NeighborOverflowError,
     allocate,
+    compact,
+    in_range,
     needs_rebuild,
     pair_list,
     update,
@@ -125,3 +127,45 @@ def test_overflow_is_detected_and_handled():
 def test_bad_geometry_is_rejected(bad, message):
     with pytest.raises(ValueError, match=message):
         validate_geometry(*bad)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_compacted_skin_list_holds_exactly_the_pairs_in_range(name):
+    """in_range + compact on a skin list, after moves within skin/2, give exactly the pairs
+    within the cutoff at the new positions (brute force), each once, in listed order."""
+    pos, cell, pbc = CASES[name]
+    cutoff, skin = 3.7, 0.6  # no lattice vector exactly at the cutoff
+    nl = allocate(pos, cell, pbc, cutoff, skin=skin)
+    host = tuple(np.asarray(a) for a in nl.neighbors)
+    rng = np.random.default_rng(7)
+    ref_cell = np.zeros((3, 3)) if cell is None else cell
+    for _ in range(3):
+        moved = pos + rng.uniform(-1, 1, pos.shape) * (0.45 * skin / np.sqrt(3))
+        assert not needs_rebuild(pos, ref_cell, moved, ref_cell, skin, nl.shift_bound)
+        inside = in_range(host, moved, ref_cell, cutoff)
+        packed = compact(host, inside, n_rows=len(pos) + 3)
+        idx, shifts, mask = packed
+        assert idx.dtype == np.int32 and shifts.dtype == np.int32
+        assert idx.shape == mask.shape == (len(pos) + 3, max(int(inside.sum(1).max()), 1))
+        got = [(i, int(idx[i, c]), *shifts[i, c].tolist())
+               for i in range(len(pos)) for c in range(idx.shape[1]) if mask[i, c]]
+        assert len(got) == len(set(got))
+        assert set(got) == brute_force_pairs(moved, ref_cell, pbc, cutoff)
+        # listed order kept within each row; padding rows empty and pointing at themselves
+        for i in range(len(pos)):
+            listed = [tuple([int(host[0][i, c]), *host[1][i, c].astype(int)])
+                      for c in range(host[0].shape[1]) if inside[i, c]]
+            assert [tuple(g[1:]) for g in got if g[0] == i] == listed
+        assert not mask[len(pos):].any()
+        assert (idx[len(pos):] == np.arange(len(pos), len(pos) + 3)[:, None]).all()
+
+
+def test_compact_capacity_overflow():
+    pos, cell, pbc = CASES["skewed"]
+    nl = allocate(pos, cell, pbc, 4.0, skin=0.5)
+    host = tuple(np.asarray(a) for a in nl.neighbors)
+    inside = in_range(host, pos, cell, 4.0)
+    most = int(inside.sum(1).max())
+    assert compact(host, inside, capacity=most + 5)[0].shape == (len(pos), most + 5)
+    with pytest.raises(NeighborOverflowError, match=f"{most} neighbours"):
+        compact(host, inside, capacity=most - 1)

@@ -110,3 +110,68 @@ def test_shipped_configs_validate():
     snapshots = s["runs"] * (s["nvt_steps"] + s["ramp_steps"]) // s["snapshot_every"]
     assert snapshots * s["n_atoms"] >= 1e5  # D1 of at least 10^5 environments
     assert 8 * medium["evaluate"]["md_repeat"] ** 3 >= 1000
+
+
+def _labels(tmp_path: Path, *lines: str) -> Path:
+    """tiny.toml with its [labels] table replaced by `lines`."""
+    path = tmp_path / "labels.toml"
+    path.write_text(_text().replace('executor = "serial"', "\n".join(lines)))
+    return path
+
+
+def test_dask_executor_configs(tmp_path):
+    cfg = load(_labels(tmp_path, 'executor = "dask"', 'scheduler = "tcp://node01:8786"'))
+    assert cfg["labels"]["scheduler"] == "tcp://node01:8786"
+    cfg = load(_labels(tmp_path, 'executor = "dask"', "workers = 4"))  # a LocalCluster
+    assert (cfg["labels"]["executor"], cfg["labels"]["workers"]) == ("dask", 4)
+    assert load(TINY)["labels"]["scheduler"] == ""
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (['executor = "slurm"'], r"labels\.executor: expected one of 'local', 'serial', 'dask'"),
+        (['executor = "dask"', 'scheduler = "tcp//node01:8786"'],
+         r":3: labels\.scheduler: 'tcp//node01:8786' is not a scheduler address"),
+        (['executor = "dask"', 'scheduler = "http://node01:8786"'],
+         r":3: labels\.scheduler: .*unknown scheme 'http'"),
+        (['executor = "dask"', 'scheduler = "tcp://node01"'], r":3: labels\.scheduler"),
+        (['executor = "local"', 'scheduler = "tcp://node01:8786"'],
+         r"labels\.scheduler: a Dask scheduler address needs executor = 'dask'"),
+        (['executor = "dask"', 'scheduler = "tcp://node01:8786"', "workers = 2"],
+         r"labels\.workers: the cluster at labels\.scheduler has its own workers"),
+        (['executor = "dask"', "scheduler = 8786"], r"labels\.scheduler: expected str"),
+    ],
+)
+def test_bad_dask_configs_name_the_key_and_line(tmp_path, lines, message):
+    path = _labels(tmp_path, *lines)
+    lines_before = _text().splitlines().index("[labels]")  # [labels] is line lines_before + 1
+    message = message.replace(":3:", f":{lines_before + 3}:")
+    with pytest.raises(PipelineConfigError, match=message):
+        load(path)
+
+
+def test_cli_reports_a_bad_scheduler_in_one_line(tmp_path, capsys):
+    path = _labels(tmp_path, 'executor = "dask"', 'scheduler = "tcp:/node01:8786"')
+    args = argparse.Namespace(action="check", config=str(path), run_dir=None)
+    assert cli_run(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mtpjax: error: ") and "labels.scheduler" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_executor_settings_do_not_change_stage_keys():
+    """Every executor gives the same labels: switching executor, workers, chunking or scheduler
+    (a new address every SLURM job) must not redo the labels stage, nor the fits after it."""
+    from distill import pipeline
+
+    stages = {s.name: s for s in pipeline._stages()}
+    base = load(TINY)
+    keys = {"teacher": "t", "sample": "s", "labels": "l"}
+    ref = {n: pipeline._key(stages[n], base, keys) for n in ("labels", "tests")}
+    for change in ({"executor": "dask", "scheduler": "tcp://node07:40331"},
+                   {"executor": "local", "workers": 8, "chunk_size": 16}):
+        cfg = {**base, "labels": {**base["labels"], **change}}
+        assert {n: pipeline._key(stages[n], cfg, keys) for n in ref} == ref
+    other_d0 = {**base, "d0": {**base["d0"], "max_structures": 5}}
+    assert pipeline._key(stages["labels"], other_d0, keys) != ref["labels"]
