@@ -69,12 +69,14 @@ class Topology(NamedTuple):
     """Per-run constant arrays of a block (a pytree).
 
     types_all: int [N] species of all atoms (replicated); types: int [n] of the block;
-    atom_mask: bool [n] real atoms (False: padding).
+    atom_mask: bool [n] real atoms (False: padding); atom_ids: optional int [n] global atom
+    indices (Langevin noise per atom; default: contiguous blocks).
     """
 
     types_all: jax.Array
     types: jax.Array
     atom_mask: jax.Array
+    atom_ids: jax.Array | None = None
 
 
 class Schedule(NamedTuple):
