@@ -577,11 +577,11 @@ class DomainEngine:
             raise RuntimeError("domain buffers overflowed but nothing can grow")
         return new
 
-    def regrow(self, state0: MDState, nl0: DomainList, bad: DomainList, growth: float):
+    def regrow(self, state0: MDState, nl0: DomainList, bad: DomainList, cell, growth: float):
         """(state, list) of the chunk start ``state0``/``nl0`` laid out again in buffers that
-        fit what the overflowing rebuild ``bad`` needed (one recompile; :meth:`grown_spec`).
-        The chunk is then re-run from there."""
-        new = self.grown_spec(nl0.spec, bad, np.asarray(state0.cell, np.float64), growth)
+        fit what the overflowing rebuild ``bad`` needed at ``cell`` (one recompile;
+        :meth:`grown_spec`). The chunk is then re-run from there."""
+        new = self.grown_spec(nl0.spec, bad, np.asarray(cell, np.float64), growth)
         host = jax.tree.map(np.asarray, state0._replace(positions=None, velocities=None,
                                                         forces=None, masses=None))
         state, dl, _ = self.start_fitting(new, host, self.gather(state0.positions, nl0),

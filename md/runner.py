@@ -298,13 +298,15 @@ class Simulation:
         self.stats["reallocations"] += grown
         return state, nl
 
-    def _regrow(self, state0, nl0, overflowed):
-        """(state, list) of a chunk start with buffers grown to fit ``overflowed``."""
+    def _regrow(self, state0, nl0, res):
+        """(state, list) of a chunk start with buffers grown to fit the overflowing chunk
+        result ``res`` (its list and cell)."""
+        cell = np.asarray(res.state.cell)
         if self.decomposition == "domain":
             self.stats["reallocations"] += 1
-            return self.engine.regrow(state0, nl0, overflowed,
+            return self.engine.regrow(state0, nl0, res.nl, cell,
                                       max(self.capacity_multiplier, 1.1))
-        spec = self._grown(nl0.spec, overflowed, np.asarray(state0.cell))
+        spec = self._grown(nl0.spec, res.nl, cell)
         return state0, self.engine.repad(nl0, spec)
 
     def _grown(self, spec, nl, cell):
@@ -319,6 +321,11 @@ class Simulation:
         return new
 
     def _open_outputs(self, out: Path, thermo_format, trajectory_formats, resume: bool):
+        if jax.process_index() != 0:  # multi-process: process 0 writes one set of files
+            self._out = {"dir": out, "grades": None, "thermo": _NullWriter(),
+                         "traj": _NullWriter() if self.trajectory_every else None,
+                         "restart": None}
+            return
         out.mkdir(parents=True, exist_ok=True)
         thermo_path = out / f"thermo.{thermo_format}"
         traj_stem = out / "trajectory"
@@ -422,7 +429,7 @@ class Simulation:
                 if bool(res.nl.did_buffer_overflow):
                     # re-run this chunk from its start with buffers that fit (one recompile)
                     self.stats["reruns"] += 1
-                    current = dispatch(*self._regrow(state0, nl0, res.nl), first)
+                    current = dispatch(*self._regrow(state0, nl0, res), first)
                     continue
                 if bool(res.bad):
                     self.state, self.nl = res.state, res.nl
@@ -522,7 +529,9 @@ class Simulation:
                 [s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]]), info=info)
 
     def write_restart(self, path) -> None:
-        """Atomic restart file: state, step and the frame counts of the trajectory files."""
+        """Atomic restart file: state, step and the frame counts of the trajectory files.
+        In a multi-process run every process calls this (the per-atom arrays are gathered)
+        and process 0 (``path`` not None) writes."""
         st = self.state
         arrays = {
             "positions": self.positions(), "velocities": self.velocities(), "cell": self.cell(),
@@ -530,6 +539,8 @@ class Simulation:
             "chain_v": np.asarray(st.chain_v, np.float64), "key": np.asarray(st.key),
             "bath": np.asarray(st.bath, np.float64), "numbers": self.numbers,
         }
+        if path is None:
+            return
         frames = {}
         if self._out is not None and self._out["traj"] is not None:
             frames = self._out["traj"].frame_counts()
@@ -556,6 +567,19 @@ def _grader(active_set, potential):
     if any(not np.array_equal(mine[k], theirs[k]) for k in mine):
         raise ValueError("the active set was selected with a different potential")
     return grader
+
+
+class _NullWriter:
+    """Stands in for the thermo log and trajectory writer on processes other than 0."""
+
+    def write(self, *_):
+        pass
+
+    def frame_counts(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
 
 
 class _GradeLog:
@@ -649,7 +673,7 @@ def build_structure(cfg: MDConfig) -> Atoms:
 
 
 def run_config(cfg: MDConfig, resume: bool = False, progress: bool | None = None,
-               devices=None, output_dir=None) -> Simulation:
+               devices=None, output_dir=None, decomposition=None) -> Simulation:
     """Run all stages of a validated config; ``resume`` continues from ``restart.npz``."""
     out = Path(output_dir) if output_dir is not None else cfg.output_dir
     atoms = build_structure(cfg)
@@ -657,6 +681,7 @@ def run_config(cfg: MDConfig, resume: bool = False, progress: bool | None = None
         species=cfg.species, timestep_fs=cfg.timestep_fs, temperature_K=cfg.temperature_K,
         seed=cfg.seed, skin_A=cfg.skin_A, capacity_multiplier=cfg.capacity_multiplier,
         devices=cfg.devices if devices is None else devices, dtype=cfg.dtype,
+        decomposition=cfg.decomposition if decomposition is None else decomposition,
         chunk_steps=cfg.chunk_steps, output_dir=out, thermo_every=cfg.thermo_every,
         thermo_format=cfg.thermo_format, trajectory_every=cfg.trajectory_every,
         trajectory_formats=cfg.trajectory_formats, restart_every=cfg.restart_every,
