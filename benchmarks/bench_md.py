@@ -369,7 +369,7 @@ def scaling_tables(results: list[dict]) -> list[str]:
                       "| dev | atoms | decomposition | steps/s | atom-steps/s | "
                       f"{'speed-up' if kind == 'strong' else 'efficiency'} | rebuilds | "
                       "MiB/device | × (1-dev MiB / D) | bytes sent/step/device | "
-                      "× (0.3·N/D·24 B) | halo atoms (2×reach) | load |",
+                      "× (0.3·N/D·24 B) | halo atoms, both sides (2×reach) | load |",
                       "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for r in rows:
                 d = r["devices"]

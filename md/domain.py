@@ -72,6 +72,10 @@ from mtpjax.cell_list import CellList, CellListSpec
 
 #: slabs must be this much thicker than the halo width at setup (room for NPT compression)
 SLACK = 0.05
+#: spare owned / halo slots at allocation (×, +): atoms per slab fluctuate by ~√(N/D); the
+#: buffers grow on overflow in any case
+OWNED_SPARE = (1.05, 32)
+HALO_SPARE = (1.1, 16)
 
 
 @dataclass(frozen=True)
@@ -173,10 +177,11 @@ def _domains_of(positions, cell, axis: int, n_domains: int):
     return np.clip(np.floor(s * n_domains).astype(np.int64), 0, n_domains - 1), s
 
 
-def plan_domains(positions, cell, n_domains: int, cells: CellListSpec,
-                 capacity_multiplier: float = 1.25) -> tuple[DomainSpec | None, str]:
+def plan_domains(positions, cell, n_domains: int,
+                 cells: CellListSpec) -> tuple[DomainSpec | None, str]:
     """A :class:`DomainSpec` for ``positions`` [N, 3] / ``cell`` on ``n_domains`` devices, or
-    (None, reason) when a slab would be thinner than the halo (host, numpy)."""
+    (None, reason) when a slab would be thinner than the halo (host, numpy). ``cells``: the
+    list spec (row capacity J etc.) planned for the whole system."""
     heights = cell_list.cell_heights(np.asarray(cell, np.float64))
     axis = int(np.argmax(heights))
     reach = cells.reach
@@ -194,9 +199,8 @@ def plan_domains(positions, cell, n_domains: int, cells: CellListSpec,
     lo = dom / n_domains
     strips = np.maximum(np.bincount(dom[s < lo + w], minlength=n_domains),
                         np.bincount(dom[s >= lo + 1.0 / n_domains - w], minlength=n_domains))
-    mult = max(float(capacity_multiplier), 1.1)
-    c = int(math.ceil(owned.max() * mult)) + 8
-    h = int(math.ceil(strips.max() * mult)) + 8
+    c = int(math.ceil(owned.max() * OWNED_SPARE[0])) + OWNED_SPARE[1]
+    h = int(math.ceil(strips.max() * HALO_SPARE[0])) + HALO_SPARE[1]
     m = int(math.ceil(0.25 * h)) + 8
     return DomainSpec(n_domains, axis, cells, c, h, m), ""
 

@@ -276,7 +276,7 @@ class Simulation:
         when a slab would be thinner than cutoff + skin; the engine is switched."""
         from md.domain import plan_domains
 
-        dspec, why = plan_domains(positions, cell, self._n_dev, spec, self.capacity_multiplier)
+        dspec, why = plan_domains(positions, cell, self._n_dev, spec)
         if dspec is None:
             logging.getLogger("md").warning(why)
             self.decomposition = "replicated"
