@@ -61,12 +61,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from md.energy import local_energy_forces_virial
 from md.ensembles import Comm, EnsembleSpec, MDState, Observables, make_step, observables
-from md.sharded import AXIS, ChunkResult, Schedule, Topology, state_specs, targets_at
+from md.sharded import (
+    AXIS,
+    ChunkResult,
+    Schedule,
+    Topology,
+    place,
+    state_specs,
+    targets_at,
+)
 from mtpjax import cell_list
 from mtpjax.cell_list import CellList, CellListSpec
 
@@ -506,12 +514,7 @@ class DomainEngine:
 
     # ---------------------------------------------------------------- host <-> device
     def _put(self, tree, specs):
-        leaves, treedef = jax.tree.flatten(tree)
-        spec_leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, P))
-        placed = [jax.make_array_from_callback(
-            np.shape(a), NamedSharding(self.mesh, s), lambda idx, a=a: np.asarray(a)[idx])
-            for a, s in zip(leaves, spec_leaves, strict=True)]
-        return jax.tree.unflatten(treedef, placed)
+        return place(tree, specs, self.mesh)
 
     def start(self, spec: DomainSpec, state: MDState, positions, velocities, masses, types):
         """Device state and list of a run: ``state`` (host :class:`MDState` whose per-atom

@@ -368,6 +368,10 @@ class Simulation:
         """Host copy [N, …] (float64) of a per-atom device array, in atom order."""
         if self.decomposition == "domain":
             return self.engine.gather(x, self.nl)
+        if jax.process_count() > 1:  # replicated path over several processes
+            from jax.experimental import multihost_utils
+
+            x = multihost_utils.process_allgather(x, tiled=True)
         return np.asarray(x, dtype=np.float64)[: self.n_atoms]
 
     def positions(self) -> np.ndarray:
