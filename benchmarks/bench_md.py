@@ -186,6 +186,13 @@ def measure(potential: str, scenario: str, n_target: int, devices: int, budget_s
                      skin_A=1.0, devices=devices, dtype=dtype, chunk_steps=100,
                      thermo_every=100)
     setup = time.perf_counter() - t0
+    if budget_s <= 0:  # set-up only: list sizes, resident bytes and traffic per device
+        return {"scenario": scenario, "n_atoms": n, "devices": devices, "dtype": dtype,
+                "setup_only": True, "setup_s": setup, "prepare_s": prep,
+                "peak_rss_gib": _peak_rss_gib(), "neighbor_capacity": sim.nl.spec.capacity,
+                "bin_capacity": sim.nl.spec.bin_capacity, "rebuild_share": 0.0,
+                "decomposition": sim.decomposition, "device_bytes": _device_bytes(sim),
+                **_traffic(sim, 0, 1)}
     warm = 3 if n > 200_000 else 10
     t0 = time.perf_counter()
     sim.run_stage(_stage(scenario, warm, "warm-up"))  # compiles the chunk
@@ -254,7 +261,8 @@ def main(argv=None) -> int:
                    help="atoms per device for weak-scaling runs (N·D atoms on D devices)")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--budget", type=float, default=60.0,
-                   help="seconds of timed stepping per measurement (estimated)")
+                   help="seconds of timed stepping per measurement (estimated); 0: set-up "
+                   "only (list sizes, bytes per device and per step, no timing)")
     p.add_argument("--out", default="bench_md", help="result name under benchmarks/results")
     p.add_argument("--_one", nargs=6, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -316,6 +324,12 @@ def report(meta: dict, results: list[dict]) -> str:
 
     for r in results:
         head = f"| {r.get('level')} | {r['scenario']} | {r['n_atoms']} | {r['devices']} |"
+        if r.get("setup_only"):
+            lines.append(f"{head} set-up only (`--budget 0`) |" + " |" * 7
+                         + f" {r['neighbor_capacity']} | {r['peak_rss_gib']:.2f} | "
+                         f"{r['setup_s']:.1f} | – | – | "
+                         f"{r['loadavg_1min'][0]:.1f}–{r['loadavg_1min'][1]:.1f} |")
+            continue
         if "error" in r:
             lines.append(f"{head} error: {r['error'][-150:]!r} |" + " |" * 12)
             continue
@@ -345,16 +359,17 @@ def report(meta: dict, results: list[dict]) -> str:
 
 
 def scaling_tables(results: list[dict]) -> list[str]:
-    """Strong (fixed N) and weak (fixed N/D) scaling over devices, with memory and traffic
-    per device against the issue's targets (1.5 × single-device bytes / D; 0.3 × N/D × 3 × 8
+    """Strong (fixed N) and weak (fixed N/D) scaling over devices, and memory and traffic per
+    device against the issue's targets (1.5 × single-device bytes / D; 0.3 × N/D × 3 × 8
     bytes sent per step)."""
     ok = [r for r in results if "error" not in r and "device_bytes" in r]
     if len({r["devices"] for r in ok}) < 2:
         return []
+    timed = [r for r in ok if not r.get("setup_only")]
     lines = []
     for kind in ("strong", "weak"):
         groups: dict = {}
-        for r in ok:
+        for r in timed:
             if r.get("kind", "strong") != kind:
                 continue
             key = (r.get("level"), r["scenario"],
@@ -365,12 +380,11 @@ def scaling_tables(results: list[dict]) -> list[str]:
             base = rows[0]
             what = f"{n} atoms" if kind == "strong" else f"{n} atoms per device"
             lines += ["", f"**{kind.capitalize()} scaling**, level {lvl}, {sc}, {what} "
-                      f"(reference: {base['devices']} device(s), same run):", "",
-                      "| dev | atoms | decomposition | steps/s | atom-steps/s | "
+                      f"(reference: {base['devices']} device(s), same run; rebuilds "
+                      "included):", "",
+                      "| dev | atoms | decomposition | steps | steps/s | atom-steps/s | "
                       f"{'speed-up' if kind == 'strong' else 'efficiency'} | rebuilds | "
-                      "MiB/device | × (1-dev MiB / D) | bytes sent/step/device | "
-                      "× (0.3·N/D·24 B) | halo atoms, both sides (2×reach) | load |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                      "load |", "|---|---|---|---|---|---|---|---|---|"]
             for r in rows:
                 d = r["devices"]
                 if kind == "strong":
@@ -378,23 +392,38 @@ def scaling_tables(results: list[dict]) -> list[str]:
                 else:
                     scale = (r["atom_steps_per_s"] / d) / (base["atom_steps_per_s"]
                                                           / base["devices"])
-                single = [x for x in ok if x["devices"] == 1 and x["n_atoms"] == r["n_atoms"]
-                          and x["scenario"] == sc and x.get("level") == lvl]
-                mem_ratio = (f"{r['device_bytes'] / (single[0]['device_bytes'] / d):.2f}"
-                             if single else "–")
-                halo = (f"{r['halo_atoms']} ({r['halo_atoms_pairs_twice']})"
-                        if "halo_atoms" in r else "–")
                 lines.append(
-                    f"| {d} | {r['n_atoms']} | {r['decomposition']} | "
+                    f"| {d} | {r['n_atoms']} | {r['decomposition']} | {r['steps']} | "
                     f"{r['steps_per_s']:.3g} | {r['atom_steps_per_s']:.3g} | {scale:.2f} | "
-                    f"{r['rebuilds']} | {r['device_bytes'] / 2**20:.1f} | {mem_ratio} | "
-                    f"{r['bytes_sent_per_step']:.3g} | "
-                    f"{r['bytes_sent_per_step'] / r['bytes_target']:.2f} | {halo} | "
+                    f"{r['rebuilds']} | "
                     f"{r['loadavg_1min'][0]:.1f}–{r['loadavg_1min'][1]:.1f} |")
-    if lines:
-        lines += ["", "Emulated host devices share this machine's cores, so the speed-ups "
-                  "measure overheads, not parallel speed; memory and bytes are per device "
-                  "and do not depend on that."]
+    lines += ["", "**Memory and traffic per device** (resident arrays of the first device; "
+              "bytes sent per step from the shapes of what `ppermute` sends, rebuild traffic "
+              "amortised; targets: MiB ≤ 1.5 × single-device MiB / D, bytes ≤ 0.3 × N/D × "
+              "3 × 8):", "",
+              "| atoms | dev | decomposition | J | owned / halo slots | MiB/device | "
+              "÷ (1-dev MiB / D) | bytes sent/step/device | ÷ (0.3·N/D·24 B) | of which "
+              "forward | halo atoms, both sides (at 2×reach) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(ok, key=lambda r: (r["n_atoms"], r["devices"])):
+        d = r["devices"]
+        single = [x for x in ok if x["devices"] == 1 and x["n_atoms"] == r["n_atoms"]
+                  and x["scenario"] == r["scenario"] and x.get("level") == r.get("level")]
+        mem_ratio = (f"{r['device_bytes'] / (single[0]['device_bytes'] / d):.2f}"
+                     if single else "–")
+        slots = (f"{r['owned_slots']} / {r['halo_slots']}" if "owned_slots" in r else "–")
+        halo = (f"{r['halo_atoms']} ({r['halo_atoms_pairs_twice']})" if "halo_atoms" in r
+                else "–")
+        fwd = r.get("bytes_sent_per_step_no_rebuild")
+        lines.append(
+            f"| {r['n_atoms']} | {d} | {r['decomposition']} | {r['neighbor_capacity']} | "
+            f"{slots} | {r['device_bytes'] / 2**20:.1f} | {mem_ratio} | "
+            f"{r['bytes_sent_per_step']:.3g} | "
+            f"{r['bytes_sent_per_step'] / r['bytes_target']:.2f} | "
+            f"{'–' if fwd is None else format(fwd / 2, '.3g')} | {halo} |")
+    lines += ["", "Emulated host devices share this machine's cores, so the speed-ups "
+              "measure overheads, not parallel speed; memory and bytes are per device "
+              "and do not depend on that."]
     return lines
 
 

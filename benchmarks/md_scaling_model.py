@@ -11,7 +11,8 @@ share, neighbour-list shape) and projects, for liquid Si with the same cutoff an
   measured as n_bins·B·(4 + 3·8) bytes) and an assumed per-device evaluation workspace;
 * the number of 80 GB GPUs (H100 SXM) that N atoms need at level 16 (memory only, with the
   usable fraction below), and the largest slab count (slabs ≥ 1.05·reach thick);
-* steps/s on 8 H100s over NVLink: t_step = N/(D·A)·(1 + rebuild share) + bytes/BW + 4·latency.
+* steps/s on 8 H100s over NVLink: t_step = N/(D·A)·(1 + rebuild share) + bytes/BW +
+  4·latency (rebuild share: the measured one of the 10⁶-atom liquid, ``bench_md_1M.json``).
 
 Assumptions (module constants, stated in the output): A = per-GPU level-16 throughput in
 atom-steps/s (the project's GPU target for level-16 energy + forces, *not measured*: no GPU
@@ -46,8 +47,16 @@ def load_run(name: str, devices: int, n_atoms: int | None = None) -> dict:
     return rows[-1] | {"_meta": data["meta"]}
 
 
+def measured_rebuild_share(name: str = "bench_md_1M") -> float:
+    """Rebuild share of the wall time of the timed 10⁶-atom liquid run (single device)."""
+    data = json.loads((RESULTS / f"{name}.json").read_text())
+    rows = [r for r in data["results"] if r.get("scenario") == "liquid" and "error" not in r]
+    return float(rows[-1]["rebuild_share"])
+
+
 def model(multi: dict, single: dict, args) -> dict:
     n0, d0 = multi["n_atoms"], multi["devices"]
+    rebuild_share = measured_rebuild_share()
     c, h = multi["owned_slots"], multi["halo_slots"]
     j = multi["neighbor_capacity"]
     item = 8  # float64
@@ -90,7 +99,7 @@ def model(multi: dict, single: dict, args) -> dict:
 
     def steps_per_s(n, d):
         resident, bins, halo = per_device(n, d)
-        compute = n / (d * args.throughput) * (1 + multi["rebuild_share"])
+        compute = n / (d * args.throughput) * (1 + rebuild_share)
         sent = 2 * halo * 3 * item  # positions forward + gradients back (halo both sides)
         comm = sent / (args.nvlink_gbs * 1e9) + 4 * args.latency_us * 1e-6
         return 1.0 / (compute + comm), sent, compute, comm
@@ -105,7 +114,8 @@ def model(multi: dict, single: dict, args) -> dict:
                      "bin_table_gib_per_device": bins / 2**30 if bins is not None else None,
                      "steps_per_s_8_h100": rate, "bytes_sent_per_step_8": sent,
                      "compute_s_8": compute, "comm_s_8": comm})
-    return {"b_own_per_slot": b_own, "b_halo_per_slot": b_halo, "owned_spare": spare,
+    return {"rebuild_share": rebuild_share, "b_own_per_slot": b_own,
+            "b_halo_per_slot": b_halo, "owned_spare": spare,
             "bins_per_atom": bins_per_atom, "density_per_A3": density, "reach_A": reach,
             "J": j, "rows": rows}
 
@@ -143,7 +153,9 @@ def main(argv=None) -> int:
              f"Measured: {m['b_own_per_slot']:.0f} B per owned slot (state, rows of J = "
              f"{m['J']}, ids), {m['owned_spare']:.1%} spare owned slots, "
              f"{m['bins_per_atom']:.1f} B/atom of whole-cell bin table per device during a "
-             f"build, reach {m['reach_A']} Å, {m['density_per_A3']:.4f} atoms/Å³.", "",
+             f"build, reach {m['reach_A']} Å, {m['density_per_A3']:.4f} atoms/Å³; rebuilds "
+             f"{m['rebuild_share']:.1%} of the wall time (10⁶-atom liquid, "
+             "`bench_md_1M.json`).", "",
              f"Assumed: {a['throughput']:.3g} level-16 atom-steps/s per H100 (the project's "
              f"GPU target, unmeasured), NVLink {a['nvlink_gbs']} GB/s per direction, "
              f"{a['latency_us']} µs per ppermute (4 per step), {a['gpu_gib']} GB GPUs of which "
