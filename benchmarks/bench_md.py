@@ -264,8 +264,17 @@ def main(argv=None) -> int:
                    help="seconds of timed stepping per measurement (estimated); 0: set-up "
                    "only (list sizes, bytes per device and per step, no timing)")
     p.add_argument("--out", default="bench_md", help="result name under benchmarks/results")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the .md of --out from its existing .json (no measurement)")
     p.add_argument("--_one", nargs=6, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.report_only:
+        out = ROOT / "benchmarks" / "results" / args.out
+        data = json.loads(out.with_suffix(".json").read_text())
+        text = report(data["meta"], data["results"])
+        out.with_suffix(".md").write_text(text)
+        print(text)
+        return 0
     if args._one:
         pot, scenario, n, devices, budget, dtype = args._one
         print(json.dumps(measure(pot, scenario, int(n), int(devices), float(budget), dtype)))
@@ -325,7 +334,7 @@ def report(meta: dict, results: list[dict]) -> str:
     for r in results:
         head = f"| {r.get('level')} | {r['scenario']} | {r['n_atoms']} | {r['devices']} |"
         if r.get("setup_only"):
-            lines.append(f"{head} set-up only (`--budget 0`) |" + " |" * 7
+            lines.append(f"{head} set-up only (`--budget 0`) |" + " |" * 6
                          + f" {r['neighbor_capacity']} | {r['peak_rss_gib']:.2f} | "
                          f"{r['setup_s']:.1f} | – | – | "
                          f"{r['loadavg_1min'][0]:.1f}–{r['loadavg_1min'][1]:.1f} |")
