@@ -125,3 +125,46 @@ def test_thin_domains_fall_back_to_replicated(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if "domain decomposition off" in ln]
     assert len(lines) == 1, proc.stderr
     assert "8 slabs of 2.71 Å" in lines[0] and "cutoff + skin" in lines[0], lines
+
+
+def _cells_spec(skin=1.0):
+    from mtpjax.cell_list import CellListSpec
+
+    return CellListSpec(5.0, skin, (1, 1, 1), (1, 1, 1), 8, 8)
+
+
+def test_plan_domains_thickness_rule_and_layout():
+    """Slabs along the widest lattice vector; refused when thinner than the halo (2 × for
+    D = 2); every atom laid out once, in its slab."""
+    import numpy as np
+
+    from md.domain import layout, plan_domains
+
+    rng = np.random.default_rng(0)
+    cell = np.array([[60.0, 0, 0], [5.0, 20.0, 0], [0, 3.0, 20.0]])  # widest: vector 0
+    pos = rng.random((500, 3)) @ cell
+    # face-to-face height along vector 0 is 58.1 Å (tilted b, c): slabs of 7.27 Å ≥ 6 × 1.05
+    spec, why = plan_domains(pos, cell, 8, _cells_spec())
+    assert spec is not None and why == "" and spec.axis == 0 and spec.n_domains == 8
+    assert spec.owned >= 500 / 8 and spec.halo > 0
+    none, why = plan_domains(pos, cell, 8, _cells_spec(skin=2.0))  # 7 Å × 1.05 > 7.27 Å
+    assert none is None and "8 slabs of 7.27 Å" in why and "using replicated" in why
+    assert plan_domains(pos, cell, 2, _cells_spec(skin=10.0))[0] is None  # 29 Å < 2 × 15 Å
+    a = layout(spec, pos, np.zeros_like(pos), np.ones(500), np.zeros(500, int), cell,
+               np.float64)
+    assert sorted(a["ids"][a["valid"]]) == list(range(500))
+    frac = a["positions"] @ np.linalg.inv(cell)
+    slab = np.repeat(np.arange(8), spec.owned)
+    s = frac[a["valid"], 0] - np.floor(frac[a["valid"], 0])
+    assert np.all(np.floor(s * 8) == slab[a["valid"]])
+
+
+def test_distributed_flags_validated():
+    from md.cli import init_distributed
+    from md.config import ConfigError
+
+    assert init_distributed() is False  # nothing asked: single process, nothing initialised
+    with pytest.raises(ConfigError, match="go together"):
+        init_distributed(coordinator="127.0.0.1:1234")
+    with pytest.raises(ConfigError, match="process-id must be in 0"):
+        init_distributed("127.0.0.1:1234", 2, 2)
