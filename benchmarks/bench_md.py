@@ -25,6 +25,21 @@ Usage::
     python benchmarks/bench_md.py --levels 8 16 --sizes 1000 10000 100000 1000000
     python benchmarks/bench_md.py --scenarios liquid crystal --sizes 4096   # the 0.9 target
     python benchmarks/bench_md.py --devices 1 2 4 --sizes 4096 --scenarios liquid
+    python benchmarks/bench_md.py --devices 1 2 4 8 --sizes 32768 --weak 4096 \
+        --scenarios liquid --out bench_md_devices       # strong + weak scaling tables
+
+With several devices (``XLA_FLAGS=--xla_force_host_platform_device_count``: emulated host
+devices on a CPU) the runner uses spatial domains (:mod:`md.domain`) where the slabs are
+thick enough, else replicated atoms; each row then also reports the decomposition, the
+resident array bytes on one device (state, neighbour list and topology: the shapes of its
+shards), the bytes one device sends per step (from the shapes of what ``ppermute`` sends:
+halo positions forward and halo gradients back, plus the migration and halo set-up at
+rebuilds, amortised over the measured rebuilds; for the replicated path the ring all-gather
+of the positions and reduce-scatter of the gradients), the halo size (atoms within
+cutoff + skin of a slab, the largest over devices) and, for the design that computes pairs
+twice instead of sending gradients back, the halo it would need (2 × (cutoff + skin)).
+``--weak N`` adds runs of N atoms per device (N·D atoms on D devices); the report then has
+strong- and weak-scaling tables.
 
 Writes ``benchmarks/results/<out>.json`` and ``.md`` (default ``bench_md``) with the command,
 versions, machine and load inside.
@@ -87,6 +102,7 @@ def _build_seconds(sim, repeats: int = 3) -> float:
     from mtpjax import cell_list
 
     spec = sim.nl.spec
+    spec = getattr(spec, "cells", spec)  # a domain-decomposed run: time a whole-cell build
     dt = jnp.float64 if sim.dtype == "float64" else jnp.float32
     pos = jnp.asarray(sim.positions(), dt)
     cell = jnp.asarray(sim.cell(), dt)
@@ -97,6 +113,59 @@ def _build_seconds(sim, repeats: int = 3) -> float:
         for _ in range(repeats):
             jax.block_until_ready(fn(pos, cell))
     return (time.perf_counter() - t0) / repeats
+
+
+def _device_bytes(sim) -> int:
+    """Resident bytes of the run's arrays on the first device (its shards of the state, the
+    neighbour list and the topology)."""
+    import jax
+
+    dev = jax.devices()[0]
+    total = 0
+    for leaf in jax.tree.leaves((sim.state, sim.nl, sim.topo)):
+        for shard in leaf.addressable_shards:
+            if shard.device == dev:
+                total += shard.data.nbytes
+    return total
+
+
+def _traffic(sim, rebuilds: int, steps: int) -> dict:
+    """Bytes one device sends per step and the halo sizes (see the module docstring)."""
+    import numpy as np
+
+    n, d = sim.n_atoms, sim.engine.n_devices
+    item = 8 if sim.dtype == "float64" else 4
+    target = 0.3 * n / d * 3 * 8
+    if d == 1:
+        return {"bytes_sent_per_step": 0, "bytes_target": target}
+    if sim.decomposition != "domain":
+        ring = 2 * (d - 1) / d * sim.n_pad * 3 * item  # all-gather + reduce-scatter
+        return {"bytes_sent_per_step": ring, "bytes_target": target}
+    from md.domain import bytes_sent_per_rebuild, bytes_sent_per_step, halo_width
+
+    spec = sim.nl.spec
+    per_step = bytes_sent_per_step(spec, item)
+    amortised = per_step + bytes_sent_per_rebuild(spec, item) * rebuilds / max(steps, 1)
+    # halo sizes measured at the final positions: width w (this design) and 2w (pairs twice)
+    cell = sim.cell()
+    frac = sim.positions() @ np.linalg.inv(cell)
+    s = (frac - np.floor(frac))[:, spec.axis]
+    w = halo_width(cell, spec.axis, spec.reach)
+
+    def halo(width):
+        counts = []
+        for k in range(d):
+            lo, hi = k / d, (k + 1) / d
+            below = ((s - (lo - width)) % 1.0) < width
+            above = ((s - hi) % 1.0) < width
+            counts.append(int(below.sum() + above.sum()))
+        return max(counts)
+
+    return {"bytes_sent_per_step": amortised, "bytes_sent_per_step_no_rebuild": per_step,
+            "bytes_target": target, "owned_slots": spec.owned, "halo_slots": spec.halo,
+            "migrate_slots": spec.migrate, "max_owned": int(sim.nl.max_owned),
+            "halo_atoms": halo(w), "halo_atoms_pairs_twice": halo(2 * w),
+            "slab_A": float(1.0 / d / w * spec.reach), "axis": spec.axis}
 
 
 def measure(potential: str, scenario: str, n_target: int, devices: int, budget_s: float,
@@ -117,6 +186,13 @@ def measure(potential: str, scenario: str, n_target: int, devices: int, budget_s
                      skin_A=1.0, devices=devices, dtype=dtype, chunk_steps=100,
                      thermo_every=100)
     setup = time.perf_counter() - t0
+    if budget_s <= 0:  # set-up only: list sizes, resident bytes and traffic per device
+        return {"scenario": scenario, "n_atoms": n, "devices": devices, "dtype": dtype,
+                "setup_only": True, "setup_s": setup, "prepare_s": prep,
+                "peak_rss_gib": _peak_rss_gib(), "neighbor_capacity": sim.nl.spec.capacity,
+                "bin_capacity": sim.nl.spec.bin_capacity, "rebuild_share": 0.0,
+                "decomposition": sim.decomposition, "device_bytes": _device_bytes(sim),
+                **_traffic(sim, 0, 1)}
     warm = 3 if n > 200_000 else 10
     t0 = time.perf_counter()
     sim.run_stage(_stage(scenario, warm, "warm-up"))  # compiles the chunk
@@ -135,6 +211,8 @@ def measure(potential: str, scenario: str, n_target: int, devices: int, budget_s
     rebuilds = sim.stats["rebuilds"] - r0
     build = _build_seconds(sim)
     last = sim.history[-1] if sim.history else {}
+    extra = {"decomposition": sim.decomposition, "device_bytes": _device_bytes(sim),
+             **_traffic(sim, rebuilds, steps)}
     return {
         "scenario": scenario, "n_atoms": n, "devices": devices, "dtype": dtype,
         "steps": steps, "wall_s": wall, "steps_per_s": steps / wall,
@@ -147,7 +225,7 @@ def measure(potential: str, scenario: str, n_target: int, devices: int, budget_s
         "peak_rss_gib": rss, "prepare_s": prep, "setup_s": setup,
         "compile_s": max(warm_s - warm * per_step, 0.0),
         "T_K_end": last.get("T_K"), "P_GPa_end": last.get("P_GPa"),
-        "volume_ratio": abs(float(np.linalg.det(sim.cell()))) / v0,
+        "volume_ratio": abs(float(np.linalg.det(sim.cell()))) / v0, **extra,
     }
 
 
@@ -179,12 +257,24 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     p.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     p.add_argument("--devices", type=int, nargs="+", default=[1])
+    p.add_argument("--weak", type=int, nargs="*", default=[],
+                   help="atoms per device for weak-scaling runs (N·D atoms on D devices)")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--budget", type=float, default=60.0,
-                   help="seconds of timed stepping per measurement (estimated)")
+                   help="seconds of timed stepping per measurement (estimated); 0: set-up "
+                   "only (list sizes, bytes per device and per step, no timing)")
     p.add_argument("--out", default="bench_md", help="result name under benchmarks/results")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the .md of --out from its existing .json (no measurement)")
     p.add_argument("--_one", nargs=6, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.report_only:
+        out = ROOT / "benchmarks" / "results" / args.out
+        data = json.loads(out.with_suffix(".json").read_text())
+        text = report(data["meta"], data["results"])
+        out.with_suffix(".md").write_text(text)
+        print(text)
+        return 0
     if args._one:
         pot, scenario, n, devices, budget, dtype = args._one
         print(json.dumps(measure(pot, scenario, int(n), int(devices), float(budget), dtype)))
@@ -192,14 +282,16 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
 
-    runs = [(lvl, sc, n, d) for lvl in args.levels for n in args.sizes for sc in args.scenarios
-            for d in args.devices]
+    runs = [(lvl, sc, n, d, "strong") for lvl in args.levels for n in args.sizes
+            for sc in args.scenarios for d in args.devices]
+    runs += [(lvl, sc, n * d, d, "weak") for lvl in args.levels for n in args.weak
+             for sc in args.scenarios for d in args.devices]
     results = []
     t_all = time.perf_counter()
-    for lvl, sc, n, d in tqdm(runs, desc="bench_md"):
+    for lvl, sc, n, d, kind in tqdm(runs, desc="bench_md"):
         load0 = os.getloadavg()[0]
         r = _subprocess(POTENTIALS[lvl], sc, n, d, args.budget, args.dtype)
-        r.update(level=lvl, loadavg_1min=[load0, os.getloadavg()[0]])
+        r.update(level=lvl, loadavg_1min=[load0, os.getloadavg()[0]], n_target=n, kind=kind)
         results.append(r)
         tqdm.write(json.dumps(r))
     meta = {
@@ -241,6 +333,12 @@ def report(meta: dict, results: list[dict]) -> str:
 
     for r in results:
         head = f"| {r.get('level')} | {r['scenario']} | {r['n_atoms']} | {r['devices']} |"
+        if r.get("setup_only"):
+            lines.append(f"{head} set-up only (`--budget 0`) |" + " |" * 6
+                         + f" {r['neighbor_capacity']} | {r['peak_rss_gib']:.2f} | "
+                         f"{r['setup_s']:.1f} | – | – | "
+                         f"{r['loadavg_1min'][0]:.1f}–{r['loadavg_1min'][1]:.1f} |")
+            continue
         if "error" in r:
             lines.append(f"{head} error: {r['error'][-150:]!r} |" + " |" * 12)
             continue
@@ -265,7 +363,77 @@ def report(meta: dict, results: list[dict]) -> str:
                   "same run: ratio of atom-steps/s (wall) and of atom-steps/CPU-s:", ""]
         lines += [f"- level {lvl}, {n} atoms, {d} device(s): wall **{wall:.2f}**, "
                   f"CPU **{cpu:.2f}**" for (lvl, n, d), wall, cpu in ratios]
+    lines += scaling_tables(results)
     return "\n".join(lines) + "\n"
+
+
+def scaling_tables(results: list[dict]) -> list[str]:
+    """Strong (fixed N) and weak (fixed N/D) scaling over devices, and memory and traffic per
+    device against the issue's targets (1.5 × single-device bytes / D; 0.3 × N/D × 3 × 8
+    bytes sent per step)."""
+    ok = [r for r in results if "error" not in r and "device_bytes" in r]
+    if len({r["devices"] for r in ok}) < 2:
+        return []
+    timed = [r for r in ok if not r.get("setup_only")]
+    lines = []
+    for kind in ("strong", "weak"):
+        groups: dict = {}
+        for r in timed:
+            if r.get("kind", "strong") != kind:
+                continue
+            key = (r.get("level"), r["scenario"],
+                   r["n_target"] if kind == "strong" else r["n_target"] // r["devices"])
+            groups.setdefault(key, []).append(r)
+        for (lvl, sc, n), rows in sorted(groups.items()):
+            rows.sort(key=lambda r: r["devices"])
+            base = rows[0]
+            what = f"{n} atoms" if kind == "strong" else f"{n} atoms per device"
+            lines += ["", f"**{kind.capitalize()} scaling**, level {lvl}, {sc}, {what} "
+                      f"(reference: {base['devices']} device(s), same run; rebuilds "
+                      "included):", "",
+                      "| dev | atoms | decomposition | steps | steps/s | atom-steps/s | "
+                      f"{'speed-up' if kind == 'strong' else 'efficiency'} | rebuilds | "
+                      "load |", "|---|---|---|---|---|---|---|---|---|"]
+            for r in rows:
+                d = r["devices"]
+                if kind == "strong":
+                    scale = r["steps_per_s"] / base["steps_per_s"]
+                else:
+                    scale = (r["atom_steps_per_s"] / d) / (base["atom_steps_per_s"]
+                                                          / base["devices"])
+                lines.append(
+                    f"| {d} | {r['n_atoms']} | {r['decomposition']} | {r['steps']} | "
+                    f"{r['steps_per_s']:.3g} | {r['atom_steps_per_s']:.3g} | {scale:.2f} | "
+                    f"{r['rebuilds']} | "
+                    f"{r['loadavg_1min'][0]:.1f}–{r['loadavg_1min'][1]:.1f} |")
+    lines += ["", "**Memory and traffic per device** (resident arrays of the first device; "
+              "bytes sent per step from the shapes of what `ppermute` sends, rebuild traffic "
+              "amortised; targets: MiB ≤ 1.5 × single-device MiB / D, bytes ≤ 0.3 × N/D × "
+              "3 × 8):", "",
+              "| atoms | dev | decomposition | J | owned / halo slots | MiB/device | "
+              "÷ (1-dev MiB / D) | bytes sent/step/device | ÷ (0.3·N/D·24 B) | of which "
+              "forward | halo atoms, both sides (at 2×reach) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(ok, key=lambda r: (r["n_atoms"], r["devices"])):
+        d = r["devices"]
+        single = [x for x in ok if x["devices"] == 1 and x["n_atoms"] == r["n_atoms"]
+                  and x["scenario"] == r["scenario"] and x.get("level") == r.get("level")]
+        mem_ratio = (f"{r['device_bytes'] / (single[0]['device_bytes'] / d):.2f}"
+                     if single else "–")
+        slots = (f"{r['owned_slots']} / {r['halo_slots']}" if "owned_slots" in r else "–")
+        halo = (f"{r['halo_atoms']} ({r['halo_atoms_pairs_twice']})" if "halo_atoms" in r
+                else "–")
+        fwd = r.get("bytes_sent_per_step_no_rebuild")
+        lines.append(
+            f"| {r['n_atoms']} | {d} | {r['decomposition']} | {r['neighbor_capacity']} | "
+            f"{slots} | {r['device_bytes'] / 2**20:.1f} | {mem_ratio} | "
+            f"{r['bytes_sent_per_step']:.3g} | "
+            f"{r['bytes_sent_per_step'] / r['bytes_target']:.2f} | "
+            f"{'–' if fwd is None else format(fwd / 2, '.3g')} | {halo} |")
+    lines += ["", "Emulated host devices share this machine's cores, so the speed-ups "
+              "measure overheads, not parallel speed; memory and bytes are per device "
+              "and do not depend on that."]
+    return lines
 
 
 if __name__ == "__main__":

@@ -19,6 +19,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue from OUTPUT_DIR/restart.npz")
     parser.add_argument("--devices", default=None,
                         help="number of devices to shard atoms over, or 'all' (override)")
+    parser.add_argument("--decomposition", default=None,
+                        choices=["auto", "domain", "replicated"],
+                        help="several devices: spatial domains or replicated atoms (override)")
+    parser.add_argument("--coordinator", default=None,
+                        help="multi-process run: HOST:PORT of process 0 (jax.distributed)")
+    parser.add_argument("--num-processes", type=int, default=None,
+                        help="multi-process run: number of processes")
+    parser.add_argument("--process-id", type=int, default=None,
+                        help="multi-process run: index of this process (0 … N−1)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="multi-process run configured by SLURM / OpenMPI variables")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--check", action="store_true",
                         help="validate the config and build the structure, then stop")
@@ -36,9 +47,34 @@ def _devices(value):
     return n
 
 
+def init_distributed(coordinator=None, num_processes=None, process_id=None,
+                     auto: bool = False) -> bool:
+    """``jax.distributed.initialize`` from explicit settings (all three) or, with ``auto``,
+    from the SLURM / OpenMPI environment; CPU collectives use gloo. Returns whether a
+    multi-process run was set up. Must run before any JAX computation."""
+    explicit = [coordinator, num_processes, process_id]
+    if all(v is None for v in explicit) and not auto:
+        return False
+    if any(v is None for v in explicit) and not all(v is None for v in explicit):
+        raise ConfigError("--coordinator, --num-processes and --process-id go together "
+                          "(or use --distributed under SLURM / OpenMPI)")
+    if num_processes is not None and not 0 <= process_id < num_processes:
+        raise ConfigError(f"--process-id must be in 0 … {num_processes - 1}, got {process_id}")
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if coordinator is None:
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(coordinator_address=coordinator,
+                                   num_processes=num_processes, process_id=process_id)
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)  # ConfigError (an InputError): one line from mtpjax.cli
     devices = _devices(args.devices)
+    init_distributed(args.coordinator, args.num_processes, args.process_id, args.distributed)
     import jax
 
     jax.config.update("jax_enable_x64", cfg.dtype == "float64")
@@ -55,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{cfg.total_steps} steps of {cfg.timestep_fs} fs")
             return 0
         sim = run_config(cfg, resume=args.resume, progress=False if args.no_progress else None,
-                         devices=devices, output_dir=args.output_dir)
+                         devices=devices, output_dir=args.output_dir,
+                         decomposition=args.decomposition)
     except GeometryError as exc:  # coincident atoms, singular cell: in the starting structure
         if exc.path is None:
             exc = exc.located(where, None, "starting structure: ")

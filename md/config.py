@@ -9,7 +9,9 @@ Sections (units in the key names: fs, K, GPa, Å, g/cm³)::
     [run]        timestep_fs, temperature_K (initial velocities), seed, output_dir,
                  thermo_every, thermo_format ("csv"|"jsonl"), trajectory_every,
                  trajectory_formats (["extxyz", "traj"]), restart_every, chunk_steps,
-                 devices (int or "all"), dtype ("float64"|"float32"), progress
+                 devices (int or "all"), decomposition ("auto"|"domain"|"replicated":
+                 spatial domains or replicated atoms on several devices),
+                 dtype ("float64"|"float32"), progress
     [neighbors]  skin_A, capacity_multiplier
     [[stage]]    name, ensemble ("nve"|"nvt"|"npt"), thermostat ("nhc"|"langevin"),
                  barostat ("iso"|"aniso"), steps | duration_ps | rate_K_per_s,
@@ -77,6 +79,7 @@ class MDConfig:
     restart_every: int = 1000
     chunk_steps: int = 100
     devices: int | str = 1
+    decomposition: str = "auto"
     dtype: str = "float64"
     progress: bool = True
     skin_A: float = 1.0
@@ -95,7 +98,7 @@ _RANDOM = {"n_atoms", "density_g_cm3", "min_distance_A", "seed", "element"}
 _CRYSTAL = {"name", "a_A", "repeat", "element"}
 _RUN = {"timestep_fs", "temperature_K", "seed", "output_dir", "thermo_every", "thermo_format",
         "trajectory_every", "trajectory_formats", "restart_every", "chunk_steps", "devices",
-        "dtype", "progress"}
+        "decomposition", "dtype", "progress"}
 _NEIGHBORS = {"skin_A", "capacity_multiplier"}
 _STAGE = {"name", "ensemble", "thermostat", "barostat", "steps", "duration_ps", "rate_K_per_s",
           "temperature_K", "temperature_end_K", "pressure_GPa", "pressure_end_GPa", "tau_t_fs",
@@ -238,6 +241,8 @@ def parse_config(data: dict, source: str = "<config>", base: Path | None = None,
         chunk_steps=c.number(run, "chunk_steps", "run", default=100, positive=True,
                              integer=True),
         devices=devices,
+        decomposition=c.choice(run, "decomposition", "run", ("auto", "domain", "replicated"),
+                               "auto"),
         dtype=c.choice(run, "dtype", "run", ("float64", "float32"), "float64"),
         progress=progress,
         skin_A=float(skin),

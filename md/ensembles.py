@@ -179,35 +179,41 @@ def _nhc_half(spec: EnsembleSpec, state: MDState, kT, comm: Comm) -> MDState:
     return state._replace(velocities=velocities, chain_xi=xi, chain_v=vxi)
 
 
-def _block_normal(key, shape_local, comm: Comm):
-    """Normal noise for this block, drawn from the full array (same numbers on any sharding)."""
-    n = shape_local[0]
-    full = jax.random.normal(key, (n * _n_blocks(comm),) + tuple(shape_local[1:]))
-    return lax.dynamic_slice_in_dim(full, comm.index() * n, n, axis=0)
+def atom_normal(key, atom_ids, dtype):
+    """Normal noise [n, 3] for the atoms ``atom_ids`` [n] (global indices): atom i's numbers
+    come from ``fold_in(key, i)``, so they do not depend on how atoms are split or ordered
+    over devices (replicated blocks, spatial domains of :mod:`md.domain`)."""
+    ids = jnp.asarray(atom_ids).astype(jnp.uint32)
+    return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (3,), dtype))(ids)
 
 
-def _n_blocks(comm: Comm) -> int:
-    return 1 if comm.axis is None else lax.axis_size(comm.axis)
+def block_ids(n: int, comm: Comm):
+    """Global indices [n] of the atoms of this contiguous block."""
+    return comm.index() * n + jnp.arange(n)
 
 
-def _langevin_half(spec: EnsembleSpec, state: MDState, kT, atom_mask, comm: Comm) -> MDState:
-    """Langevin O-step over dt/2; the kinetic energy change goes to ``bath``."""
+def _langevin_half(spec: EnsembleSpec, state: MDState, kT, atom_mask, comm: Comm,
+                   atom_ids=None) -> MDState:
+    """Langevin O-step over dt/2; the kinetic energy change goes to ``bath``. ``atom_ids``:
+    global index of each row (default: contiguous blocks), see :func:`atom_normal`."""
     key, sub = jax.random.split(state.key)
     c = jnp.exp(-0.5 * spec.dt_fs / spec.tau_t_fs)
     sigma = jnp.sqrt((1.0 - c * c) * kT / (state.masses * MVV2E))[:, None]
-    noise = _block_normal(sub, state.velocities.shape, comm).astype(state.velocities.dtype)
+    ids = block_ids(state.velocities.shape[0], comm) if atom_ids is None else atom_ids
+    noise = atom_normal(sub, ids, state.velocities.dtype)
     v = jnp.where(atom_mask[:, None], c * state.velocities + sigma * noise, 0.0)
     k_old = 0.5 * jnp.trace(kinetic_tensor(state.velocities, state.masses, comm))
     k_new = 0.5 * jnp.trace(kinetic_tensor(v, state.masses, comm))
     return state._replace(velocities=v, key=key, bath=state.bath - (k_new - k_old))
 
 
-def thermostat_half(spec: EnsembleSpec, state: MDState, kT, atom_mask, comm: Comm) -> MDState:
+def thermostat_half(spec: EnsembleSpec, state: MDState, kT, atom_mask, comm: Comm,
+                    atom_ids=None) -> MDState:
     if not spec.thermostatted:
         return state
     if spec.thermostat == "nhc":
         return _nhc_half(spec, state, kT, comm)
-    return _langevin_half(spec, state, kT, atom_mask, comm)
+    return _langevin_half(spec, state, kT, atom_mask, comm, atom_ids)
 
 
 def _barostat_strain(spec: EnsembleSpec, state: MDState, velocities, targets: Targets,
@@ -239,13 +245,15 @@ def make_step(spec: EnsembleSpec, force_fn, comm: Comm = Comm()):
     ``force_fn(positions, cell, topo, nl) -> (positions, E eV, F [n, 3] eV/Å, virial [3, 3]
     eV, nl)`` evaluates the potential for this block (with collectives inside), first
     rebuilding the neighbour list ``nl`` if it is stale (which may wrap the positions into
-    the cell: hence returned); ``topo`` carries ``atom_mask`` [n] (see :mod:`md.sharded`).
+    the cell: hence returned); ``topo`` carries ``atom_mask`` [n] and optionally
+    ``atom_ids`` [n] (global atom indices for the Langevin noise; see :mod:`md.sharded`).
     """
     dt = spec.dt_fs
 
     def step(state: MDState, topo, targets: Targets, nl):
         mask = topo.atom_mask
-        state = thermostat_half(spec, state, targets.kT, mask, comm)
+        ids = getattr(topo, "atom_ids", None)
+        state = thermostat_half(spec, state, targets.kT, mask, comm, ids)
         inv_m = (1.0 / (state.masses * MVV2E))[:, None]
         v = state.velocities + 0.5 * dt * state.forces * inv_m
         x = state.positions + dt * v
@@ -269,7 +277,7 @@ def make_step(spec: EnsembleSpec, force_fn, comm: Comm = Comm()):
         state = state._replace(positions=x, velocities=v, forces=forces, cell=cell,
                                energy=energy, virial=virial, key=key, bath=bath,
                                step=state.step + 1)
-        return thermostat_half(spec, state, targets.kT, mask, comm), nl
+        return thermostat_half(spec, state, targets.kT, mask, comm, ids), nl
 
     return step
 

@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -71,15 +72,21 @@ def _cached_model(potential):
     return _MODELS[key]
 
 
-def _cached_engine(spec, params, dtype: str, n_devices: int, n_atoms: int) -> Engine:
-    """One :class:`Engine` (and its compiled functions) per model, dtype, device count and
-    number of atoms."""
+def _cached_engine(spec, params, dtype: str, n_devices: int, n_atoms: int,
+                   domain: bool = False):
+    """One :class:`Engine` (or :class:`md.domain.DomainEngine` when ``domain``; its compiled
+    functions) per model, dtype, device count and number of atoms."""
     key = (id(spec), dtype, n_devices, tuple(d.id for d in jax.devices()[:n_devices]),
-           n_atoms)
+           n_atoms, domain)
     if key not in _ENGINES or _ENGINES[key][0] is not spec:
         dt = np.float64 if dtype == "float64" else np.float32
         p = {k: jnp.asarray(v, dt) for k, v in params.items()}
-        engine = Engine(spec, p, make_mesh(n_devices), n_real=n_atoms)
+        if domain:
+            from md.domain import DomainEngine
+
+            engine = DomainEngine(spec, p, make_mesh(n_devices), n_real=n_atoms)
+        else:
+            engine = Engine(spec, p, make_mesh(n_devices), n_real=n_atoms)
         engine.params = p
         if len(_ENGINES) > 8:
             _ENGINES.clear()
@@ -136,6 +143,9 @@ class Simulation:
         skin_A: neighbour skin (Å). capacity_multiplier: spare neighbour slots at allocation
         (the buffers grow on overflow in any case).
         devices: number of devices to shard atoms over (int or ``"all"``).
+        decomposition: with several devices, ``"auto"``/``"domain"``: spatial domains with
+        halos (:mod:`md.domain`) unless a slab would be thinner than cutoff + skin (then one
+        warning line and replicated atoms); ``"replicated"``: :mod:`md.sharded`'s path.
         dtype: ``"float64"`` or ``"float32"``. chunk_steps: most steps per compiled call.
         output_dir: where thermo/trajectory/restart files go (``None``: no files).
         thermo_every, trajectory_every, restart_every: output intervals in steps (0: never
@@ -145,6 +155,7 @@ class Simulation:
     def __init__(self, potential, atoms: Atoms, species=("Si",), *, timestep_fs: float = 1.0,
                  temperature_K: float | None = 300.0, seed: int = 0, skin_A: float = 1.0,
                  capacity_multiplier: float = 1.25, devices: int | str = 1,
+                 decomposition: str = "auto",
                  dtype: str = "float64", chunk_steps: int = 100, output_dir=None,
                  thermo_every: int = 10, thermo_format: str = "csv", trajectory_every: int = 0,
                  trajectory_formats=("extxyz",), restart_every: int = 0, progress: bool = False,
@@ -177,6 +188,11 @@ class Simulation:
         self.grader = _grader(active_set, self.potential) if self.grade_every else None
         self.grades: list[tuple[int, float]] = []  # (step, MaxVol grade γ)
         n_dev = len(jax.devices()) if devices == "all" else int(devices)
+        if decomposition not in ("auto", "domain", "replicated"):
+            raise ValueError("decomposition must be 'auto', 'domain' or 'replicated', got "
+                             f"{decomposition!r}")
+        self.decomposition = decomposition if n_dev > 1 else "replicated"
+        self._n_dev = n_dev
         with self._ctx():
             self._dt_np = np.float64 if self.x64 else np.float32
             self.engine = _cached_engine(self.spec, params, dtype, n_dev, self.n_atoms)
@@ -199,10 +215,7 @@ class Simulation:
                     velocities = maxwell_boltzmann(self.masses, temperature_K, seed)
                 extra = (np.zeros(3), np.zeros(3), np.asarray(jax.random.PRNGKey(seed)), 0.0, 0)
             self.step = extra[4]
-            self.topo = self.engine.put_topology(Topology(
-                types_all=pad_rows(self.types, self.n_pad).astype(np.int32),
-                types=pad_rows(self.types, self.n_pad).astype(np.int32),
-                atom_mask=pad_rows(np.ones(self.n_atoms, bool), self.n_pad, False)))
+            self.topo = None
             self.state, self.nl = self._initial_state(positions, velocities, cell, *extra)
         self._out = None
         if output_dir is not None:
@@ -223,6 +236,19 @@ class Simulation:
         (sized by :func:`mtpjax.cell_list.plan`; grown here if the first build overflows)."""
         dt = self._dt_np
         n = self.n_pad
+        # J from the rows of a sample of atoms; a denser spot elsewhere overflows and grows
+        spec = cell_list.plan(positions, cell, self.spec.max_dist, self.skin,
+                              capacity_multiplier=self.capacity_multiplier,
+                              centers=min(self.n_atoms, PLAN_SAMPLE))
+        if self.decomposition != "replicated":
+            started = self._start_domains(spec, positions, velocities, cell, chain_xi,
+                                          chain_v, key, bath, step)
+            if started is not None:
+                return started
+        self.topo = self.engine.put_topology(Topology(
+            types_all=pad_rows(self.types, n).astype(np.int32),
+            types=pad_rows(self.types, n).astype(np.int32),
+            atom_mask=pad_rows(np.ones(self.n_atoms, bool), n, False)))
         state = self.engine.put_state(MDState(
             positions=pad_rows(positions, n).astype(dt),
             velocities=pad_rows(velocities, n).astype(dt),
@@ -237,10 +263,6 @@ class Simulation:
             bath=np.asarray(bath, dt),
             step=np.asarray(step, np.int32),
         ))
-        # J from the rows of a sample of atoms; a denser spot elsewhere overflows and grows
-        spec = cell_list.plan(positions, cell, self.spec.max_dist, self.skin,
-                              capacity_multiplier=self.capacity_multiplier,
-                              centers=min(self.n_atoms, PLAN_SAMPLE))
         for _ in range(MAX_GROWTH):
             nl = self.engine.empty_list(spec, n, dt)
             new_state, nl = self.engine.init_fn(spec)(state, self.topo, nl)
@@ -248,6 +270,45 @@ class Simulation:
                 return new_state, nl
             spec = self._grown(spec, nl, cell)
         raise RuntimeError("the neighbour list kept overflowing at allocation")
+
+    def _start_domains(self, spec, positions, velocities, cell, chain_xi, chain_v, key, bath,
+                       step):
+        """(state, list) on spatial domains (:mod:`md.domain`), or None (one warning line)
+        when a slab would be thinner than cutoff + skin; the engine is switched."""
+        from md.domain import plan_domains
+
+        dspec, why = plan_domains(positions, cell, self._n_dev, spec)
+        if dspec is None:
+            logging.getLogger("md").warning(why)
+            self.decomposition = "replicated"
+            return None
+        self.decomposition = "domain"
+        self.engine = _cached_engine(self.spec, self.params, self.dtype, self._n_dev,
+                                     self.n_atoms, domain=True)
+        self.params = self.engine.params
+        dt = self._dt_np
+        host = MDState(positions=None, velocities=None, forces=None, masses=None,
+                       cell=np.asarray(cell, dt), energy=np.asarray(0.0, dt),
+                       virial=np.zeros((3, 3), dt), chain_xi=np.asarray(chain_xi, dt),
+                       chain_v=np.asarray(chain_v, dt), key=np.asarray(key, np.uint32),
+                       bath=np.asarray(bath, dt), step=np.asarray(step, np.int32))
+        state, nl, grown = self.engine.start_fitting(dspec, host, positions, velocities,
+                                                     self.masses, self.types,
+                                                     max(self.capacity_multiplier, 1.1),
+                                                     MAX_GROWTH)
+        self.stats["reallocations"] += grown
+        return state, nl
+
+    def _regrow(self, state0, nl0, res):
+        """(state, list) of a chunk start with buffers grown to fit the overflowing chunk
+        result ``res`` (its list and cell)."""
+        cell = np.asarray(res.state.cell)
+        if self.decomposition == "domain":
+            self.stats["reallocations"] += 1
+            return self.engine.regrow(state0, nl0, res.nl, cell,
+                                      max(self.capacity_multiplier, 1.1))
+        spec = self._grown(nl0.spec, res.nl, cell)
+        return state0, self.engine.repad(nl0, spec)
 
     def _grown(self, spec, nl, cell):
         """A larger list spec after an overflow (counts as a reallocation)."""
@@ -261,6 +322,11 @@ class Simulation:
         return new
 
     def _open_outputs(self, out: Path, thermo_format, trajectory_formats, resume: bool):
+        if jax.process_index() != 0:  # multi-process: process 0 writes one set of files
+            self._out = {"dir": out, "grades": None, "thermo": _NullWriter(),
+                         "traj": _NullWriter() if self.trajectory_every else None,
+                         "restart": None}
+            return
         out.mkdir(parents=True, exist_ok=True)
         thermo_path = out / f"thermo.{thermo_format}"
         traj_stem = out / "trajectory"
@@ -299,15 +365,25 @@ class Simulation:
         return obj
 
     # ------------------------------------------------------------------ accessors
+    def _per_atom(self, x) -> np.ndarray:
+        """Host copy [N, …] (float64) of a per-atom device array, in atom order."""
+        if self.decomposition == "domain":
+            return self.engine.gather(x, self.nl)
+        if jax.process_count() > 1:  # replicated path over several processes
+            from jax.experimental import multihost_utils
+
+            x = multihost_utils.process_allgather(x, tiled=True)
+        return np.asarray(x, dtype=np.float64)[: self.n_atoms]
+
     def positions(self) -> np.ndarray:
         """Current positions [N, 3] (Å, unwrapped since the last neighbour rebuild)."""
-        return np.asarray(self.state.positions, dtype=np.float64)[: self.n_atoms]
+        return self._per_atom(self.state.positions)
 
     def velocities(self) -> np.ndarray:
-        return np.asarray(self.state.velocities, dtype=np.float64)[: self.n_atoms]
+        return self._per_atom(self.state.velocities)
 
     def forces(self) -> np.ndarray:
-        return np.asarray(self.state.forces, dtype=np.float64)[: self.n_atoms]
+        return self._per_atom(self.state.forces)
 
     def cell(self) -> np.ndarray:
         return np.asarray(self.state.cell, dtype=np.float64)
@@ -357,9 +433,8 @@ class Simulation:
                 following = dispatch(res.state, res.nl, first + n) if first + n < end else None
                 if bool(res.nl.did_buffer_overflow):
                     # re-run this chunk from its start with buffers that fit (one recompile)
-                    spec = self._grown(nl0.spec, res.nl, np.asarray(res.state.cell))
                     self.stats["reruns"] += 1
-                    current = dispatch(state0, self.engine.repad(nl0, spec), first)
+                    current = dispatch(*self._regrow(state0, nl0, res), first)
                     continue
                 if bool(res.bad):
                     self.state, self.nl = res.state, res.nl
@@ -459,7 +534,9 @@ class Simulation:
                 [s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]]), info=info)
 
     def write_restart(self, path) -> None:
-        """Atomic restart file: state, step and the frame counts of the trajectory files."""
+        """Atomic restart file: state, step and the frame counts of the trajectory files.
+        In a multi-process run every process calls this (the per-atom arrays are gathered)
+        and process 0 (``path`` not None) writes."""
         st = self.state
         arrays = {
             "positions": self.positions(), "velocities": self.velocities(), "cell": self.cell(),
@@ -467,6 +544,8 @@ class Simulation:
             "chain_v": np.asarray(st.chain_v, np.float64), "key": np.asarray(st.key),
             "bath": np.asarray(st.bath, np.float64), "numbers": self.numbers,
         }
+        if path is None:
+            return
         frames = {}
         if self._out is not None and self._out["traj"] is not None:
             frames = self._out["traj"].frame_counts()
@@ -495,6 +574,19 @@ def _grader(active_set, potential):
     return grader
 
 
+class _NullWriter:
+    """Stands in for the thermo log and trajectory writer on processes other than 0."""
+
+    def write(self, *_):
+        pass
+
+    def frame_counts(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
 class _GradeLog:
     """``grades.csv``: ``step,gamma`` rows, appended and flushed per row."""
 
@@ -514,7 +606,7 @@ class _GradeLog:
 
 
 def run_config(cfg: MDConfig, resume: bool = False, progress: bool | None = None,
-               devices=None, output_dir=None) -> Simulation:
+               devices=None, output_dir=None, decomposition=None) -> Simulation:
     """Run all stages of a validated config; ``resume`` continues from ``restart.npz``."""
     out = Path(output_dir) if output_dir is not None else cfg.output_dir
     atoms = build_structure(cfg)
@@ -522,6 +614,7 @@ def run_config(cfg: MDConfig, resume: bool = False, progress: bool | None = None
         species=cfg.species, timestep_fs=cfg.timestep_fs, temperature_K=cfg.temperature_K,
         seed=cfg.seed, skin_A=cfg.skin_A, capacity_multiplier=cfg.capacity_multiplier,
         devices=cfg.devices if devices is None else devices, dtype=cfg.dtype,
+        decomposition=cfg.decomposition if decomposition is None else decomposition,
         chunk_steps=cfg.chunk_steps, output_dir=out, thermo_every=cfg.thermo_every,
         thermo_format=cfg.thermo_format, trajectory_every=cfg.trajectory_every,
         trajectory_formats=cfg.trajectory_formats, restart_every=cfg.restart_every,

@@ -14,7 +14,7 @@ blocks along a mesh axis ``"atoms"``. What is sharded and what is replicated:
   rows); ∂E/∂x is reduce-scattered back to the owners (``psum_scatter``); energies, virials,
   kinetic tensors and the list's overflow flags are reduced; species, cell and thermostat
   state are replicated. Spatial domains with halos (O(N/D) memory and O(surface) traffic)
-  are the next step (docs/md.md).
+  are :mod:`md.domain`; the runner uses this path when the domains would be too thin.
 
 With D = 1 the collectives are identities and this is plain single-device MD, so one code
 path serves both; the trajectory does not depend on D (tested to 1e-8 Å).
@@ -31,9 +31,9 @@ grid), the chunk stops with ``did_buffer_overflow``; the host grows the buffers
 (:func:`mtpjax.cell_list.grow`, one recompile) and re-runs the chunk from its saved start
 state, so no neighbour is ever dropped and the trajectory equals one run with large buffers.
 
-Multi-host: call ``jax.distributed.initialize()`` in every process before building the mesh;
-``jax.devices()`` then lists all hosts' devices and :func:`make_mesh` spans them. Not tested
-on several hosts here.
+Multi-host: call ``jax.distributed.initialize()`` in every process before building the mesh
+(``md.cli.init_distributed``); ``jax.devices()`` then lists all hosts' devices and
+:func:`make_mesh` spans them (tested with 2 processes on spatial domains, md/domain.py).
 """
 
 from __future__ import annotations
@@ -69,12 +69,14 @@ class Topology(NamedTuple):
     """Per-run constant arrays of a block (a pytree).
 
     types_all: int [N] species of all atoms (replicated); types: int [n] of the block;
-    atom_mask: bool [n] real atoms (False: padding).
+    atom_mask: bool [n] real atoms (False: padding); atom_ids: optional int [n] global atom
+    indices (Langevin noise per atom; default: contiguous blocks).
     """
 
     types_all: jax.Array
     types: jax.Array
     atom_mask: jax.Array
+    atom_ids: jax.Array | None = None
 
 
 class Schedule(NamedTuple):
@@ -306,11 +308,7 @@ class Engine:
         """Place a pytree of host arrays with the given PartitionSpecs (or on the device)."""
         if self.mesh is None:
             return jax.tree.map(jnp.asarray, tree)
-        leaves, treedef = jax.tree.flatten(tree)
-        spec_leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, P))
-        placed = [jax.device_put(np.asarray(a), NamedSharding(self.mesh, s))
-                  for a, s in zip(leaves, spec_leaves, strict=True)]
-        return jax.tree.unflatten(treedef, placed)
+        return place(tree, specs, self.mesh)
 
     def put_state(self, state: MDState) -> MDState:
         return self.shard(state, self._state_spec)
@@ -325,6 +323,18 @@ class Engine:
         fn = _wrap(lambda x: cell_list.repad(x, nl_spec), self.mesh,
                    (cell_list_specs(nl.spec),), cell_list_specs(nl_spec))
         return fn(nl)
+
+
+def place(tree, specs, mesh: Mesh):
+    """Global arrays of a pytree of host arrays with the given PartitionSpecs; each process
+    creates only its addressable shards (``jax.make_array_from_callback``), so this also
+    works across processes (every process passes the same host arrays)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    spec_leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, P))
+    placed = [jax.make_array_from_callback(
+        np.shape(a), NamedSharding(mesh, s), lambda idx, a=np.asarray(a): a[idx])
+        for a, s in zip(leaves, spec_leaves, strict=True)]
+    return jax.tree.unflatten(treedef, placed)
 
 
 def padded_size(n_atoms: int, n_devices: int) -> int:

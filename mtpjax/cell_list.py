@@ -203,14 +203,18 @@ def grow(spec: CellListSpec, nl: CellList, cell=None, growth: float = 1.25,
     return replace(spec, capacity=capacity, bin_capacity=bin_capacity, nb=nb, m=m)
 
 
-def _bin_table(frac_wrapped, spec: CellListSpec, n_real: int):
+def _bin_table(frac_wrapped, spec: CellListSpec, n_real: int, valid=None):
     """Bin index [N, 3] of every atom, the dense bin table int32 [n_bins, B] (N = empty slot;
-    atoms ≥ ``n_real`` are padding and left out) and the largest bin count."""
+    atoms ≥ ``n_real`` or with ``valid`` False are padding and left out) and the largest bin
+    count."""
     n = frac_wrapped.shape[0]
     nb = jnp.asarray(spec.nb, jnp.int32)
     b = jnp.clip(jnp.floor(frac_wrapped * nb).astype(jnp.int32), 0, nb - 1)
     flat = (b[:, 0] * spec.nb[1] + b[:, 1]) * spec.nb[2] + b[:, 2]
-    flat = jnp.where(jnp.arange(n) < n_real, flat, spec.n_bins)  # padding: no bin
+    real = jnp.arange(n) < n_real
+    if valid is not None:
+        real = real & valid
+    flat = jnp.where(real, flat, spec.n_bins)  # padding: no bin
     order = jnp.argsort(flat, stable=True).astype(jnp.int32)
     sorted_bins = flat[order]
     counts = jnp.zeros(spec.n_bins, jnp.int32).at[flat].add(1, mode="drop")
@@ -263,13 +267,15 @@ def _rows_chunk(centers, wrapped, wrap, bins, table, ptable, cell, spec: CellLis
 
 
 def build(spec: CellListSpec, positions, cell, start=0, count: int | None = None,
-          rebuilds=0, n_real: int | None = None) -> CellList:
+          rebuilds=0, n_real: int | None = None, valid=None) -> CellList:
     """Rows of central atoms ``start … start + count − 1`` (default: all) against all atoms.
 
     Jit-able (``spec``, ``count`` and ``n_real`` static; ``start`` may be traced, e.g.
     ``axis_index · n`` inside ``shard_map``). Positions [N, 3] may be unwrapped: the shifts
     refer to them as given. Atoms ``≥ n_real`` (default N) are padding: never neighbours,
-    and their rows are empty. ``frac_ref`` holds the rows' own atoms.
+    and their rows are empty; so are atoms whose optional ``valid`` (bool [N], traced) is
+    False (empty slots of a spatial domain, :mod:`md.domain`). ``frac_ref`` holds the rows'
+    own atoms.
     """
     n = positions.shape[0]
     count = n if count is None else int(count)
@@ -282,7 +288,7 @@ def build(spec: CellListSpec, positions, cell, start=0, count: int | None = None
     fw = frac - wrap
     wrapped = positions - wrap @ cell
     wrap = wrap.astype(jnp.int32)
-    bins, table, max_bin = _bin_table(fw, spec, n_real)
+    bins, table, max_bin = _bin_table(fw, spec, n_real, valid)
     # positions by bin slot [n_bins, B, 3]: candidates are gathered a bin at a time
     ptable = wrapped[jnp.minimum(table, n - 1)]
     offsets = jnp.asarray(spec.offsets())
@@ -291,10 +297,12 @@ def build(spec: CellListSpec, positions, cell, start=0, count: int | None = None
 
     def one(k):
         local = k * c + jnp.arange(c, dtype=jnp.int32)
-        valid = (local < count) & (start + local < n_real)
+        ok = (local < count) & (start + local < n_real)
         centers = jnp.minimum(start + local, n - 1).astype(jnp.int32)
+        if valid is not None:
+            ok = ok & valid[centers]
         return _rows_chunk(centers, wrapped, wrap, bins, table, ptable, cell, spec, offsets,
-                           valid)
+                           ok)
 
     if n_chunks == 1:
         idx, shifts, mask, counts, shift_ok = one(0)

@@ -1,0 +1,98 @@
+"""Multi-process MD (jax.distributed on localhost, CPU collectives over gloo): 2 processes ×
+2 host devices on spatial domains equal the single-process run, and the restart they write
+resumes on 1 process with 1 device."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    mode, nproc, pid, port, out, steps = sys.argv[1:7]
+    nproc, pid, steps, out = int(nproc), int(pid), int(steps), Path(out)
+    from md.cli import init_distributed
+    if nproc > 1:
+        init_distributed(f"127.0.0.1:{port}", nproc, pid)
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+    from ase.build import bulk
+    from md.config import StageConfig
+    from md.runner import Simulation
+
+    pot = "tests/data/parity/si_L08/pot.mtp"
+    stage = StageConfig("s", "nvt", steps, 3000.0, 3000.0, thermostat="langevin",
+                        tau_t_fs=50.0)
+    kw = dict(timestep_fs=1.0, seed=3, skin_A=0.5, devices=len(jax.devices()), chunk_steps=50,
+              thermo_every=10, restart_every=50)
+    if mode == "resume":
+        sim = Simulation.from_restart(out / "restart.npz", pot, output_dir=out, **kw)
+    else:
+        atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((6, 3, 3))  # 32.6 A: 4 slabs
+        atoms.rattle(0.1, seed=1)
+        sim = Simulation(pot, atoms, temperature_K=3000.0, output_dir=out, **kw)
+    sim.run_stage(stage)
+    sim.write_restart(sim._out["restart"])
+    sim.close()
+    pos = sim.positions()  # every process takes part in the gather
+    if jax.process_index() == 0:
+        np.save(out / "final.npy", pos)
+        np.save(out / "cell.npy", sim.cell())
+        print(json.dumps({"step": sim.step, "decomposition": sim.decomposition,
+                          "devices": sim.engine.n_devices, "processes": jax.process_count()}))
+""")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(script, mode, nproc, out, steps, devices_per_process):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, str(script), mode, str(nproc), str(pid),
+                               str(port), str(out), str(steps)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for pid in range(nproc)]
+    results = [p.communicate(timeout=900) for p in procs]
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    return json.loads(results[0][0].strip().splitlines()[-1])
+
+
+def _diff(out_a: Path, out_b: Path) -> float:
+    a, b, cell = np.load(out_a / "final.npy"), np.load(out_b / "final.npy"), \
+        np.load(out_a / "cell.npy")
+    frac = (a - b) @ np.linalg.inv(cell)
+    frac -= np.round(frac)
+    return float(np.abs(frac @ cell).max())
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_and_restart_on_one(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    multi, single = tmp_path / "multi", tmp_path / "single"
+    res = _launch(script, "new", 2, multi, 100, 2)
+    assert res == {"step": 100, "decomposition": "domain", "devices": 4, "processes": 2}
+    assert (multi / "thermo.csv").read_text().count("\n") == 12  # header + steps 0..100
+    ref = _launch(script, "new", 1, single, 100, 1)
+    assert ref["processes"] == 1 and ref["devices"] == 1
+    assert _diff(multi, single) < 1e-9
+    # the 2-process restart resumes on 1 process / 1 device and equals the continued run
+    assert _launch(script, "resume", 1, multi, 50, 1)["step"] == 150
+    assert _launch(script, "resume", 1, single, 50, 1)["step"] == 150
+    assert _diff(multi, single) < 1e-9
