@@ -88,3 +88,27 @@ def test_grade_driven_sampling(tmp_path):
     line = teacher_calls_lines(smp, lab)[0]
     assert f"D1 labels {len(d1)}" in line and "grade-driven" in line
     assert f"D0 relabels {lab['d0']['labelled']}" in line
+
+
+@pytest.mark.parametrize("line, key", [
+    ('selection = "maxvol"', "sample.selection"),
+    ("grade_threshold = 0.9", "sample.grade_threshold"),
+    ("gamma_break = 1.05", "sample.gamma_break"),
+    ("grade_level = 7", "sample.grade_level"),
+    ("grade_iterations = -1", "sample.grade_iterations"),
+])
+def test_grade_config_errors(tmp_path, line, key):
+    from distill.stages.config import PipelineConfigError, load
+    from tests.pipeline.test_config import _with
+
+    with pytest.raises(PipelineConfigError, match=key) as info:
+        load(_with(tmp_path, "sample", line))
+    assert info.value.line is not None
+
+
+def test_grade_config_accepted(tmp_path):
+    from distill.stages.config import load
+    from tests.pipeline.test_config import _with
+
+    cfg = load(_with(tmp_path, "sample", 'selection = "grade"'))
+    assert cfg["sample"]["selection"] == "grade" and cfg["sample"]["grade_iterations"] == 0
