@@ -111,6 +111,7 @@ def main(argv=None) -> int:
     p.add_argument("--comp-ramp", type=int, default=800, help="compression set (demo: 800)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--tag", default="", help="result files bench_grade_selection[_TAG].*")
     args = p.parse_args(argv)
 
     import ase.io
@@ -211,8 +212,9 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_grade_selection.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "bench_grade_selection.md").write_text(render(result))
+    stem = "bench_grade_selection" + (f"_{args.tag}" if args.tag else "")
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(render(result))
     print(render(result))
     return 0
 
