@@ -240,6 +240,7 @@ def render(run_dir: Path, cfg: dict, out: Path, timing: dict | None = None) -> s
             f"relabelled + D1). Teacher labels failed: D0 {lab['d0']['failed']}, "
             f"D1 {lab['d1']['failed']}.",
             "",
+            *teacher_calls_lines(smp, lab),
         ]
     if "fits" in st:
         rows = [
@@ -289,6 +290,23 @@ def render(run_dir: Path, cfg: dict, out: Path, timing: dict | None = None) -> s
         parts += _md_section(run_dir, st)
     parts += ["## Config", "", "```json", json.dumps(cfg, indent=1), "```", ""]
     return "\n".join(parts)
+
+
+def teacher_calls_lines(smp: dict, lab: dict) -> list[str]:
+    """Teacher calls of the training data: D1 selection mode, labels (D0 relabels, D1 labels
+    in the sample and labels stages) and the teacher's MD steps."""
+    g = smp.get("grading")
+    if g is None:  # a sample stage from before grade-driven selection
+        return []
+    d1_labels = lab["d1"]["labelled"] + g.get("teacher_labels_in_sample", 0)
+    how = ("every snapshot labelled (uniform)" if g["selection"] == "uniform" else
+           f"grade-driven: {g['selected']} of {g['candidates']} teacher snapshots and "
+           "student-MD configurations selected by MaxVol γ "
+           f"({len(g.get('rounds', []))} round(s))")
+    return [f"Teacher calls: D1 labels {d1_labels} ({how}), D0 relabels "
+            f"{lab['d0']['labelled']}, total labels {d1_labels + lab['d0']['labelled']}; "
+            f"teacher MD steps {smp.get('teacher_md_steps', 'n/a')} (one force call each, "
+            "plus one per barostat rescaling).", ""]
 
 
 def _errors_section(run_dir: Path, cfg: dict, out: Path) -> list[str]:

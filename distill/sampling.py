@@ -189,3 +189,48 @@ def write_thermo(path: Path, thermo: Sequence[MDRecord], n_atoms: int) -> None:
         for r in thermo
     ]
     Path(path).write_text("\n".join(lines) + "\n")
+
+
+# ------------------------------------------------------------------ grade-driven selection
+def atoms_views(frames: Sequence[Atoms], species: Sequence[str]) -> list:
+    """Geometry views (positions Å, MLIP types, cell, pbc) of ASE frames for
+    :mod:`mtpjax.grade` (``species[t]`` is the element of type t)."""
+    from mtpjax.calculator import types_from_numbers
+    from mtpjax.grade import _AtomsView
+
+    return [_AtomsView(np.asarray(a.positions, np.float64),
+                       types_from_numbers(a.numbers, list(species)),
+                       np.asarray(a.cell.array, np.float64), np.asarray(a.pbc, bool))
+            for a in frames]
+
+
+@dataclasses.dataclass
+class GradeSelection:
+    """Result of :func:`grade_select`: ``chosen`` (candidate indices to label, in the order
+    ``mlp select-add`` writes them), ``grades`` (γ of every candidate against the active set of
+    the training set, before any candidate was added) and the active set (``grader``, the
+    candidates' rows included)."""
+
+    chosen: list[int]
+    grades: np.ndarray
+    grader: object
+
+
+def grade_select(potential, train: Sequence[Atoms], candidates: Sequence[Atoms],
+                 species: Sequence[str], select_threshold: float = 1.1,
+                 swap_threshold: float = 1.0000001, limit: int = 0) -> GradeSelection:
+    """Candidates worth labelling, as ``mlp select-add POT TRAIN NEW``: the active set of
+    ``train`` (thresholds (swap, swap)), then one MaxVol run over ``candidates`` with
+    ``select_threshold``/``swap_threshold`` and at most ``limit`` swaps (0: no limit). A
+    candidate is chosen only when its γ exceeds ``select_threshold`` (or a swap it starts
+    does) and it is still in the active set at the end: near-duplicates are not both chosen.
+    ``potential``: MTPotential or ``.mtp`` path (the current student)."""
+    from mtpjax.grade import Grader
+
+    grader = Grader(potential)
+    grader.select(atoms_views(train, species), swap_threshold, swap_threshold, tag="train")
+    views = atoms_views(candidates, species)
+    grades = grader.grade(views) if views else np.zeros(0)
+    grader.select(views, select_threshold, swap_threshold, swap_limit=limit or None,
+                  tag="new")
+    return GradeSelection(grader.selected("new"), np.asarray(grades), grader)

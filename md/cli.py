@@ -2,12 +2,15 @@
 
 The config is validated completely (keys, values, files) before anything is computed. Outputs go
 to ``run.output_dir`` (or ``--output-dir``): ``thermo.csv``/``.jsonl``, ``trajectory.extxyz``
-/``.traj``, ``restart.npz``; ``--resume`` continues from the restart file.
+/``.traj``, ``restart.npz``; ``--resume`` continues from the restart file. With a ``[grade]``
+section: ``grades.csv`` (γ every ``grade.every`` steps), ``preselected.cfg`` (configurations
+with γ > gamma_select) and exit status 3 with one line when γ > gamma_break.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from md.config import ConfigError, load_config
 
@@ -31,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distributed", action="store_true",
                         help="multi-process run configured by SLURM / OpenMPI variables")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--gamma-select", type=float, default=None, metavar="G",
+                        help="save configurations with MaxVol grade γ > G (needs [grade] "
+                             "active_set; overrides grade.gamma_select)")
+    parser.add_argument("--gamma-break", type=float, default=None, metavar="G",
+                        help="stop the run when γ > G (overrides grade.gamma_break); exit "
+                             "status 3")
     parser.add_argument("--check", action="store_true",
                         help="validate the config and build the structure, then stop")
 
@@ -78,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", cfg.dtype == "float64")
-    from md.runner import run_config
+    from md.runner import ExtrapolationBreak, run_config
     from md.structures import build_structure
     from mtpjax.cli import error_exit
     from mtpjax.errors import GeometryError
@@ -92,7 +101,11 @@ def run(args: argparse.Namespace) -> int:
             return 0
         sim = run_config(cfg, resume=args.resume, progress=False if args.no_progress else None,
                          devices=devices, output_dir=args.output_dir,
-                         decomposition=args.decomposition)
+                         decomposition=args.decomposition,
+                         gamma_select=args.gamma_select, gamma_break=args.gamma_break)
+    except ExtrapolationBreak as exc:  # γ > gamma_break: a result, not a crash
+        print(f"mtpjax md: {exc}", file=sys.stderr)
+        return 3
     except GeometryError as exc:  # coincident atoms, singular cell: in the starting structure
         if exc.path is None:
             exc = exc.located(where, None, "starting structure: ")
@@ -104,4 +117,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"done: {sim.step} steps, {sim.n_atoms} atoms, {st['rebuilds']} neighbour rebuilds "
           f"({st['reallocations']} reallocations), {rate:.3g} atom-steps/s; "
           f"output in {args.output_dir or cfg.output_dir}")
+    if sim.selected:
+        print(f"{len(sim.selected)} configuration(s) with γ > {sim.gamma_select:g} saved to "
+              f"{sim._selected_path}")
     return 0

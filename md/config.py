@@ -13,6 +13,11 @@ Sections (units in the key names: fs, K, GPa, Å, g/cm³)::
                  spatial domains or replicated atoms on several devices),
                  dtype ("float64"|"float32"), progress
     [neighbors]  skin_A, capacity_multiplier
+    [grade]      active_set = "state.als" (saved by ``mtpjax calc-grade --als-filename``),
+                 every (steps between MaxVol grades γ, written to grades.csv; default 10),
+                 gamma_select (save configurations with γ above it to selected_file, default
+                 output_dir/preselected.cfg, with ``Feature MV_grade``), gamma_break (stop the
+                 run when γ exceeds it) — MLIP's ``select:threshold`` / ``threshold-break``
     [[stage]]    name, ensemble ("nve"|"nvt"|"npt"), thermostat ("nhc"|"langevin"),
                  barostat ("iso"|"aniso"), steps | duration_ps | rate_K_per_s,
                  temperature_K, temperature_end_K, pressure_GPa, pressure_end_GPa,
@@ -84,6 +89,11 @@ class MDConfig:
     progress: bool = True
     skin_A: float = 1.0
     capacity_multiplier: float = 1.25
+    active_set: Path | None = None
+    grade_every: int = 0
+    gamma_select: float | None = None
+    gamma_break: float | None = None
+    selected_file: Path | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -91,7 +101,8 @@ class MDConfig:
         return sum(s.steps for s in self.stages)
 
 
-_SECTIONS = {"potential", "structure", "run", "neighbors", "stage"}
+_SECTIONS = {"potential", "structure", "run", "neighbors", "stage", "grade"}
+_GRADE = {"active_set", "every", "gamma_select", "gamma_break", "selected_file"}
 _POTENTIAL = {"file", "species"}
 _STRUCTURE = {"file", "random", "crystal", "index"}
 _RANDOM = {"n_atoms", "density_g_cm3", "min_distance_A", "seed", "element"}
@@ -219,6 +230,7 @@ def parse_config(data: dict, source: str = "<config>", base: Path | None = None,
     if not isinstance(stages_raw, list) or not stages_raw:
         c.fail("stage", "expected one or more [[stage]] tables")
     stages = tuple(_stage(c, s, i, dt, t0) for i, s in enumerate(stages_raw))
+    grade = _grade(c, data.get("grade"), base)
 
     return MDConfig(
         path=Path(source) if base is not None else None,
@@ -247,7 +259,32 @@ def parse_config(data: dict, source: str = "<config>", base: Path | None = None,
         progress=progress,
         skin_A=float(skin),
         capacity_multiplier=float(mult),
+        **grade,
     )
+
+
+def _grade(c: _Checker, g, base: Path | None) -> dict:
+    """The ``[grade]`` section as MDConfig fields (empty: no grading)."""
+    if g is None:
+        return {}
+    c.keys(g, _GRADE, "grade")
+    if "active_set" not in g:
+        c.fail("grade.active_set", "required (a state saved by mtpjax calc-grade "
+               "--als-filename, or an mlp .als)")
+    out = {"active_set": c.path(g["active_set"], "grade.active_set", base),
+           "grade_every": c.number(g, "every", "grade", default=10, positive=True,
+                                   integer=True)}
+    for key in ("gamma_select", "gamma_break"):
+        if key in g:
+            out[key] = float(c.number(g, key, "grade", positive=True))
+    if out.get("gamma_select", 0) > out.get("gamma_break", float("inf")):
+        c.fail("grade.gamma_select", f"must not exceed grade.gamma_break = "
+               f"{out['gamma_break']}, got {out['gamma_select']}")
+    if "selected_file" in g:
+        if not isinstance(g["selected_file"], str) or not g["selected_file"]:
+            c.fail("grade.selected_file", f"expected a path string, got {g['selected_file']!r}")
+        out["selected_file"] = Path(g["selected_file"])
+    return out
 
 
 def _stage(c: _Checker, s, i: int, dt: float, t0: float) -> StageConfig:

@@ -159,7 +159,8 @@ class Simulation:
                  dtype: str = "float64", chunk_steps: int = 100, output_dir=None,
                  thermo_every: int = 10, thermo_format: str = "csv", trajectory_every: int = 0,
                  trajectory_formats=("extxyz",), restart_every: int = 0, progress: bool = False,
-                 active_set=None, grade_every: int = 0,
+                 active_set=None, grade_every: int = 0, gamma_select: float | None = None,
+                 gamma_break: float | None = None, selected_file=None,
                  _restart: tuple[dict, dict] | None = None):
         if timestep_fs <= 0:
             raise ValueError(f"timestep_fs must be > 0, got {timestep_fs}")
@@ -187,6 +188,10 @@ class Simulation:
         self.grade_every = int(grade_every)
         self.grader = _grader(active_set, self.potential) if self.grade_every else None
         self.grades: list[tuple[int, float]] = []  # (step, MaxVol grade γ)
+        self.gamma_select, self.gamma_break = _gamma_thresholds(
+            gamma_select, gamma_break, self.grade_every)
+        self.selected: list = []  # configurations saved for γ > gamma_select (Configuration)
+        self._selected_path = None if selected_file is None else Path(selected_file)
         n_dev = len(jax.devices()) if devices == "all" else int(devices)
         if decomposition not in ("auto", "domain", "replicated"):
             raise ValueError("decomposition must be 'auto', 'domain' or 'replicated', got "
@@ -342,6 +347,10 @@ class Simulation:
         grades_path = out / "grades.csv"
         if resume:
             mdio.truncate_thermo(grades_path, self.step)
+        if self._selected_path is None and self.gamma_select is not None:
+            self._selected_path = out / SELECTED_FILE
+        elif self._selected_path is not None and not self._selected_path.is_absolute():
+            self._selected_path = out / self._selected_path
         self._out = {
             "dir": out,
             "grades": _GradeLog(grades_path) if self.grade_every else None,
@@ -494,7 +503,34 @@ class Simulation:
         self.grades.append((int(self.step), gamma))
         if self._out is not None and self._out.get("grades") is not None:
             self._out["grades"].write(int(self.step), gamma)
+        if self.gamma_select is not None and gamma > self.gamma_select:
+            self._save_selected(gamma)
+        if self.gamma_break is not None and gamma > self.gamma_break:
+            raise ExtrapolationBreak(int(self.step), gamma, self.gamma_break,
+                                     len(self.selected), self._selected_path)
         return gamma
+
+    def _save_selected(self, gamma: float) -> None:
+        """Keep the current configuration (MTP energy, forces, stress; ``Feature MV_grade``)
+        in :attr:`selected` and append it to the selected file, as MLIP's LAMMPS interface
+        does with ``select:save-selected``."""
+        from mtpjax.grade import format_grade
+        from mtpjax.io.cfg import Configuration, format_configuration
+
+        # the state's virial is stress × volume (eV); MLIP's PlusStress is its negative
+        virial = np.asarray(self.state.virial, dtype=np.float64)
+        cfg = Configuration(
+            positions=self._wrap(self.positions(), self.cell()), types=self.types.copy(),
+            cell=self.cell(), pbc=np.ones(3, bool), energy=float(self.state.energy),
+            forces=self.forces(),
+            plus_stress=-np.array([virial[0, 0], virial[1, 1], virial[2, 2], virial[1, 2],
+                                   virial[0, 2], virial[0, 1]]),
+            features={"MV_grade": format_grade(gamma), "MD_step": str(int(self.step))})
+        self.selected.append(cfg)
+        if self._selected_path is not None:
+            self._selected_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self._selected_path, "a") as fh:
+                fh.write(format_configuration(cfg) + "\n")
 
     def _record(self, obs, step: int, sched) -> dict:
         """Append the thermo row of ``obs`` (host :class:`~md.ensembles.Observables`) at
@@ -559,6 +595,44 @@ class Simulation:
                 self._out["grades"].close()
 
 
+#: name of the file of configurations with γ > gamma_select in ``output_dir``
+SELECTED_FILE = "preselected.cfg"
+
+
+class ExtrapolationBreak(RuntimeError):
+    """The MaxVol grade γ exceeded ``gamma_break``: the run stopped (as MLIP's LAMMPS
+    interface stops at ``select:threshold-break``). ``step``, ``gamma``, ``threshold``,
+    ``saved`` (configurations with γ > gamma_select so far) and ``path`` (their file)."""
+
+    def __init__(self, step: int, gamma: float, threshold: float, saved: int, path):
+        self.step, self.gamma, self.threshold, self.saved, self.path = (
+            step, gamma, threshold, saved, path)
+        where = (f"{saved} configuration(s) with γ > gamma_select saved to {path}"
+                 if path is not None else f"{saved} configuration(s) with γ > gamma_select kept "
+                 "in Simulation.selected (no output_dir)")
+        super().__init__(f"extrapolation: γ = {gamma:.6g} at step {step} exceeds gamma_break "
+                         f"= {threshold:g}; MD stopped; {where}")
+
+
+def _gamma_thresholds(gamma_select, gamma_break, grade_every):
+    """Validated (gamma_select, gamma_break): None or > 0; they need ``grade_every``;
+    ``gamma_select`` defaults to ``gamma_break`` when only the latter is given (so that the
+    configuration that stops the run is saved)."""
+    for name, v in (("gamma_select", gamma_select), ("gamma_break", gamma_break)):
+        if v is not None and not (np.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a number > 0, got {v}")
+    if (gamma_select is not None or gamma_break is not None) and not grade_every:
+        raise ValueError("gamma_select / gamma_break need grade_every > 0 (γ is computed every "
+                         "grade_every steps)")
+    if gamma_select is not None and gamma_break is not None and gamma_select > gamma_break:
+        raise ValueError(f"gamma_select = {gamma_select} must not exceed gamma_break = "
+                         f"{gamma_break}")
+    if gamma_select is None and gamma_break is not None:
+        gamma_select = gamma_break
+    return (None if gamma_select is None else float(gamma_select),
+            None if gamma_break is None else float(gamma_break))
+
+
 def _grader(active_set, potential):
     """The :class:`mtpjax.grade.Grader` of ``active_set`` (a Grader or a saved state path),
     checked to belong to ``potential``."""
@@ -605,9 +679,27 @@ class _GradeLog:
         self._fh.close()
 
 
+def grade_kwargs(cfg: MDConfig, gamma_select=None, gamma_break=None) -> dict:
+    """:class:`Simulation` arguments of the config's ``[grade]`` section (thresholds
+    overridden where given)."""
+    gamma_select = cfg.gamma_select if gamma_select is None else gamma_select
+    gamma_break = cfg.gamma_break if gamma_break is None else gamma_break
+    if cfg.active_set is None:
+        if gamma_select is not None or gamma_break is not None:
+            raise ValueError("gamma_select / gamma_break need an active set ([grade] "
+                             "active_set in the config)")
+        return {}
+    return dict(active_set=cfg.active_set, grade_every=cfg.grade_every,
+                gamma_select=gamma_select, gamma_break=gamma_break,
+                selected_file=cfg.selected_file)
+
+
 def run_config(cfg: MDConfig, resume: bool = False, progress: bool | None = None,
-               devices=None, output_dir=None, decomposition=None) -> Simulation:
-    """Run all stages of a validated config; ``resume`` continues from ``restart.npz``."""
+               devices=None, output_dir=None, decomposition=None, gamma_select=None,
+               gamma_break=None) -> Simulation:
+    """Run all stages of a validated config; ``resume`` continues from ``restart.npz``;
+    ``gamma_select``/``gamma_break`` override the config's ``[grade]`` thresholds. A γ above
+    ``gamma_break`` raises :class:`ExtrapolationBreak` (the outputs are closed first)."""
     out = Path(output_dir) if output_dir is not None else cfg.output_dir
     atoms = build_structure(cfg)
     kwargs = dict(
@@ -618,7 +710,8 @@ def run_config(cfg: MDConfig, resume: bool = False, progress: bool | None = None
         chunk_steps=cfg.chunk_steps, output_dir=out, thermo_every=cfg.thermo_every,
         thermo_format=cfg.thermo_format, trajectory_every=cfg.trajectory_every,
         trajectory_formats=cfg.trajectory_formats, restart_every=cfg.restart_every,
-        progress=cfg.progress if progress is None else progress)
+        progress=cfg.progress if progress is None else progress,
+        **grade_kwargs(cfg, gamma_select, gamma_break))
     restart = out / "restart.npz"
     if resume and restart.exists():
         sim = Simulation.from_restart(restart, cfg.potential_file, **kwargs)

@@ -357,9 +357,18 @@ class Grader:
         return float(self.grade([cfg])[0])
 
     # ----------------------------------------------------------------- files
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the active-set state (potential, A, A⁻¹, the active configurations) to
-        ``path`` (an ``.npz`` archive under any name; *not* mlp's binary ``.als`` layout)."""
+    def save(self, path: str | os.PathLike, format: str | None = None) -> None:
+        """Write the active-set state (potential, A, A⁻¹, the active configurations).
+
+        ``format``: ``"mlp"`` (MLIP-2's binary ``.als`` layout, readable by ``mlp``: LAMMPS
+        ``select:load-state``, ``mlp relax``), ``"npz"`` (an mtpjax archive, which also keeps
+        the weighting and the initial threshold) or ``None``: ``"mlp"`` for a ``.als`` name,
+        else ``"npz"``. Both are read back by :meth:`load`."""
+        fmt = format or ("mlp" if Path(path).suffix == ".als" else "npz")
+        if fmt == "mlp":
+            return self._save_mlp(Path(path))
+        if fmt != "npz":
+            raise ValueError(f"format {format!r}: expected 'mlp' or 'npz'")
         from mtpjax.io.cfg import format_configuration
         from mtpjax.io.mtp_file import format_mtp
 
@@ -373,6 +382,34 @@ class Grader:
                      potential=np.array(format_mtp(self.potential)),
                      weighting=np.array(self.weighting), row_config=rows,
                      configs=np.array(text), **self.maxvol.to_arrays())
+
+    def _save_mlp(self, path: Path) -> None:
+        """MLIP-2's ``MaxvolSelection::Save`` layout: the ``.mtp`` text, ``\\n^``, the four
+        float64 selection weights (site energy, energy, forces, stress = 0, 1, 0, 0),
+        ``\\n#``, A and A⁻¹ᵀ as P×P float64 (native byte order, as mlp), ``\\n``, one line
+        ``row config`` per row of A (uninitialised rows share one empty configuration), then
+        the configurations (mlp's lossless text, ``%.16e``), each once, in row order."""
+        from mtpjax.io.mtp_file import format_mtp
+
+        if self.weighting == "molecules":
+            raise InputError("mlp's .als has no weighting field and assumes 'vibrations': save "
+                             "a 'molecules' state in the npz format (another file name)", path)
+        order: dict = {}
+        for lab in self.maxvol.labels:
+            order.setdefault(lab, len(order))
+        missing = [lab for lab in order if lab is not None and lab not in self.active_configs]
+        if missing:
+            raise ValueError(f"no configuration for active-set rows {missing[:3]}")
+        with open(path, "wb") as fh:
+            fh.write(format_mtp(self.potential).rstrip("\n").encode() + b"\n^")
+            fh.write(np.array([0.0, 1.0, 0.0, 0.0], "=f8").tobytes() + b"\n#")
+            fh.write(np.ascontiguousarray(self.maxvol.A, "=f8").tobytes())
+            fh.write(np.ascontiguousarray(self.maxvol.A_inv.T, "=f8").tobytes() + b"\n")
+            fh.write("".join(f"{i} {order[lab]}\n"
+                             for i, lab in enumerate(self.maxvol.labels)).encode())
+            for lab in order:
+                cfg = None if lab is None else _as_configuration(self.active_configs[lab])
+                fh.write(_mlp_lossless(cfg).encode())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Grader:
@@ -452,10 +489,91 @@ class Grader:
                              "matrices)", path)
         A = mats[:n * n].reshape(n, n).copy()
         A_inv = mats[n * n:].reshape(n, n).T.copy()  # stored column by column
-        labels = [("mlp", j) for j in range(n)]
+        labels, configs = _mlp_rows_and_configs(data[pos + 16 * n * n:], n, path)
         sign, logdet = np.linalg.slogdet(A)
         mv = MaxVol(A, A_inv, float("nan"), labels, float(logdet))
-        return cls(pot, mv)
+        grader = cls(pot, mv)
+        grader.active_configs = configs
+        return grader
+
+
+def _mlp_rows_and_configs(tail: bytes, n: int, path: Path) -> tuple[list, dict]:
+    """Labels of A's rows (``("active", k)``, ``None`` for the empty configuration of
+    uninitialised rows) and the configurations ``{("active", k): Configuration}`` of the text
+    after the matrices of an mlp ``.als`` (``row config`` lines, then the configurations)."""
+    import tempfile
+
+    from mtpjax.io.cfg import read_cfg
+
+    text = tail.decode("utf-8", errors="replace")
+    head, sep, body = text.partition("BEGIN_CFG")
+    try:
+        table = [int(v) for v in head.split()]
+    except ValueError:
+        table = []
+    if len(table) != 2 * n or table[0::2] != list(range(n)):
+        raise InputError(f"mlp active-learning state: expected {n} 'row configuration' lines "
+                         "after the matrices", path)
+    blocks = [sep + b for b in body.split("BEGIN_CFG")] if sep else []
+    sizes = []
+    for b in blocks:
+        parts = b.split()
+        sizes.append(int(parts[2]) if len(parts) > 2 and parts[1] == "Size"
+                     and parts[2].isdigit() else -1)
+    cfg_of_row = table[1::2]
+    if cfg_of_row and max(cfg_of_row) >= len(blocks):
+        raise InputError(f"mlp active-learning state: row table names configuration "
+                         f"{max(cfg_of_row)} but only {len(blocks)} follow", path)
+    keep = [k for k, size in enumerate(sizes) if size != 0]
+    configs: dict = {}
+    if keep:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg_path = Path(tmp) / "active.cfg"
+            cfg_path.write_text("".join(blocks[k] for k in keep))
+            try:
+                for k, c in zip(keep, read_cfg(cfg_path), strict=True):
+                    configs[("active", k)] = c
+            except InputError as exc:
+                raise InputError(f"configurations of the mlp state: {exc.message}",
+                                 path) from exc
+    labels = [("active", k) if sizes[k] != 0 else None for k in cfg_of_row]
+    return labels, configs
+
+
+def _mlp_lossless(cfg) -> str:
+    """mlp's ``Configuration::Save(..., SAVE_NO_LOSS)`` text (``%.16e``, ``END_CFG`` and a
+    blank line) of a :class:`~mtpjax.io.cfg.Configuration`; ``None``: mlp's empty
+    configuration (size 0, unit lattice)."""
+    e = "{:.16e}".format
+    if cfg is None:
+        n, cell = 0, np.eye(3)
+    else:
+        n = len(cfg)
+        cell = np.zeros((3, 3)) if cfg.cell is None else np.where(
+            np.asarray(cfg.pbc, bool)[:, None], np.asarray(cfg.cell, np.float64), 0.0)
+    lines = ["BEGIN_CFG", " Size", f"    {n}"]
+    count = max([a + 1 for a in range(3) if np.any(cell[a] != 0)], default=0)
+    if count:
+        lines.append(" Supercell")
+        lines += ["    " + " ".join(e(v) for v in cell[a]) for a in range(count)]
+    forces = None if cfg is None else cfg.forces
+    lines.append(" AtomData:  id type       cartes_x      cartes_y      cartes_z"
+                 + ("           fx          fy          fz" if forces is not None else ""))
+    for i in range(n):
+        row = f"    {i + 1} {int(cfg.types[i])}  " + " ".join(e(v) for v in cfg.positions[i])
+        if forces is not None:
+            row += "  " + " ".join(e(v) for v in forces[i])
+        lines.append(row)
+    if cfg is not None and cfg.energy is not None:
+        lines += [" Energy", f"    {e(cfg.energy)}"]
+    if cfg is not None and cfg.plus_stress is not None:
+        lines.append(" PlusStress:  xx          yy          zz          yz          xz"
+                     "          xy")
+        lines.append("     " + " ".join(e(v) for v in cfg.plus_stress))
+    for key, value in ({} if cfg is None else cfg.features).items():
+        lines.append(f" Feature   {key}\t{value}")
+    lines.append("END_CFG")
+    return "\n".join(lines) + "\n\n"
 
 
 @dataclass

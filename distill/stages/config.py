@@ -61,6 +61,16 @@ SCHEMA: dict[str, dict] = {
         "snapshot_every": 50,
         "tau_t_fs": 100.0,
         "tau_p_fs": 500.0,
+        # "uniform": every snapshot is labelled; "grade": a student fitted on D0 grades the
+        # snapshots (MaxVol, as mlp select-add) and only those it selects are labelled
+        "selection": "uniform",
+        "grade_level": 0,           # the grading student's level (0: the lowest fit.levels)
+        "grade_max_iter": 30,       # its fit iterations
+        "grade_threshold": 1.1,     # select threshold (γ above it is extrapolation)
+        "grade_limit": 0,           # most configurations selected per round (0: no limit)
+        "grade_iterations": 0,      # rounds of refit → student MD → grade → teacher labels
+        "grade_every": 10,          # student MD: steps between grades
+        "gamma_break": 10.0,        # student MD: stop when γ exceeds this
     },
     "labels": {"executor": "local", "workers": 0, "chunk_size": 4, "scheduler": ""},
     "fit": {
@@ -131,6 +141,11 @@ RANGES: dict[tuple[str, str], dict] = {
     ("sample", "snapshot_every"): _COUNT,
     ("sample", "tau_t_fs"): dict(positive=True, unit="fs"),
     ("sample", "tau_p_fs"): dict(positive=True, unit="fs"),
+    ("sample", "grade_level"): dict(integer=True, nonneg=True, high=28),
+    ("sample", "grade_max_iter"): _STEPS, ("sample", "grade_limit"): _STEPS,
+    ("sample", "grade_threshold"): dict(low=1.0000001, high=1e6),
+    ("sample", "grade_iterations"): dict(integer=True, nonneg=True, high=100),
+    ("sample", "grade_every"): _COUNT, ("sample", "gamma_break"): dict(low=1.0000001),
     ("labels", "workers"): _STEPS, ("labels", "chunk_size"): _COUNT,
     ("fit", "min_dist_A"): dict(nonneg=True, high=20.0, unit="Å"),
     ("fit", "max_dist_A"): dict(positive=True, high=20.0, unit="Å"),
@@ -340,6 +355,13 @@ def _check_relations(cfg: dict, fail, species: list[str]) -> None:
                 fail(f"{section}.{key}", f"{sec[key]} fs is shorter than two time steps "
                      f"(timestep_fs = {sec['timestep_fs']})")
     s = cfg["sample"]
+    if s["selection"] not in ("uniform", "grade"):
+        fail("sample.selection", f"expected 'uniform' or 'grade', got {s['selection']!r}")
+    if s["grade_level"] % 2:
+        fail("sample.grade_level", f"levels are even, got {s['grade_level']}")
+    if s["gamma_break"] < s["grade_threshold"]:
+        fail("sample.gamma_break", f"must be ≥ grade_threshold = {s['grade_threshold']}, got "
+             f"{s['gamma_break']}")
     check_packing(_Fail(fail), "sample.min_distance_A", s["n_atoms"], s["density_g_cm3"],
                   s["min_distance_A"], species[0])
     w = cfg["compression"]["window_GPa"]

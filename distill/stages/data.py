@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+import ase.data
 import ase.io
 import numpy as np
 from ase import Atoms
@@ -98,8 +99,110 @@ def sample_stage(ctx) -> dict:
                 "final_volume_A3_per_atom": thermo[-1].V / len(atoms),
             }
         )
+    teacher_md_steps = s["runs"] * sum(st.steps for st in stages)
+    if s["selection"] == "grade":
+        frames, grading = grade_driven_d1(ctx, frames, stages)
+    else:
+        grading = {"selection": "uniform", "candidates": len(frames), "selected": len(frames),
+                   "teacher_labels_in_sample": 0}
     write_extxyz(ctx.folder / "d1.xyz", frames)
-    return {"n_snapshots": len(frames), "n_atoms": int(sum(len(a) for a in frames)), "runs": runs}
+    return {"n_snapshots": len(frames), "n_atoms": int(sum(len(a) for a in frames)), "runs": runs,
+            "teacher_md_steps": teacher_md_steps, "grading": grading}
+
+
+# ------------------------------------------------------------------ grade-driven D1
+def _student(ctx, train: list[Atoms], name: str) -> Path:
+    """Fit the grading student (``sample.grade_level``, ``grade_max_iter`` iterations, the
+    ``[fit]`` weights) on ``train`` (frames with REF_* labels) → its ``pot.mtp``."""
+    from distill.stages.fits import fit_one
+
+    s, f = ctx.cfg["sample"], ctx.cfg["fit"]
+    level = s["grade_level"] or min(f["levels"])
+    folder = ctx.folder / "grade" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    write_extxyz(folder / "train.xyz", train)
+    fit_one(folder / "train.xyz", folder, level, {**f, "max_iter": s["grade_max_iter"]},
+            ctx.species, ctx.progress)
+    return folder / "pot.mtp"
+
+
+def _student_md(ctx, pot: Path, grader, stages, seed: int) -> tuple[list[Atoms], dict]:
+    """The student's MD of the sampling protocol with γ every ``grade_every`` steps: the
+    configurations with γ > grade_threshold (stopping at γ > gamma_break or a blow-up)."""
+    from md.runner import ExtrapolationBreak, Simulation
+    from md.structures import random_structure
+
+    s = ctx.cfg["sample"]
+    atoms = random_structure(s["n_atoms"], s["density_g_cm3"], ctx.species[0],
+                             s["min_distance_A"], seed)
+    sim = Simulation(pot, atoms, ctx.species, timestep_fs=s["timestep_fs"],
+                     temperature_K=s["temperature_K"], seed=seed,
+                     chunk_steps=s["grade_every"], active_set=grader,
+                     grade_every=s["grade_every"], gamma_select=s["grade_threshold"],
+                     gamma_break=s["gamma_break"])
+    stop = "end"
+    try:
+        for stage in stages:
+            sim.run_stage(stage)
+    except ExtrapolationBreak:
+        stop = "gamma_break"
+    except (FloatingPointError, RuntimeError) as exc:  # an unstable student: keep what it made
+        stop = f"failed: {exc}"
+    numbers = np.array([ase.data.atomic_numbers[e] for e in ctx.species])
+    found = [Atoms(numbers=numbers[c.types], positions=c.positions, cell=c.cell, pbc=True)
+             for c in sim.selected]
+    return found, {"steps": int(sim.step), "stop": stop, "found": len(found),
+                   "max_gamma": max((g for _, g in sim.grades), default=0.0)}
+
+
+def _reread(frames: list[Atoms], path: Path) -> list[Atoms]:
+    """``frames`` as written to (and read back from) extxyz, so that their structure keys are
+    the ones the labels stage sees in d1.xyz."""
+    write_extxyz(path, frames)
+    return ase.io.read(path, index=":") if frames else []
+
+
+def grade_driven_d1(ctx, candidates: list[Atoms], stages) -> tuple[list[Atoms], dict]:
+    """``sample.selection = "grade"``: a student fitted on D0 grades the teacher's snapshots and
+    only those MaxVol selects (``mlp select-add``) go into D1. With ``grade_iterations`` = k,
+    k rounds follow: the teacher labels D1 so far (into the labels stage's store, so they are
+    not labelled twice), the student is refitted on D0 + those labels, runs the sampling
+    protocol itself with γ every ``grade_every`` steps, and the configurations it selects
+    join D1. Returns (D1 frames, summary with the teacher calls made here)."""
+    from distill.sampling import grade_select
+    from mtpjax.grade import SWAP_THRESHOLD
+
+    s = ctx.cfg["sample"]
+    d0 = read_d0(ctx.cfg["d0"]["train"], ctx.cfg["d0"]["max_structures"])
+    pot = _student(ctx, d0, "round_0")
+    sel = grade_select(pot, d0, candidates, ctx.species, s["grade_threshold"], SWAP_THRESHOLD,
+                       s["grade_limit"])
+    chosen = _reread([candidates[k] for k in sel.chosen], ctx.folder / "grade" / "d1_0.xyz")
+    ctx.log(f"grade round 0: {len(chosen)} of {len(candidates)} teacher snapshots selected "
+            f"(max γ {float(sel.grades.max(initial=0)):.3g})")
+    rounds = [{"round": 0, "source": "teacher_md", "candidates": len(candidates),
+               "selected": len(chosen), "max_gamma": float(sel.grades.max(initial=0))}]
+    d1 = list(chosen)
+    store = ctx.run_dir / "labels" / "store.db"  # the labels stage then skips these
+    store.parent.mkdir(parents=True, exist_ok=True)
+    labelled_here = 0
+    for it in range(1, s["grade_iterations"] + 1):
+        labelled_here += _label(ctx, d1, store, "d1")["labelled"]
+        train = d0 + labelled_frames(store, teacher_id(ctx.run_dir), "d1")
+        pot = _student(ctx, train, f"round_{it}")
+        grader = grade_select(pot, train, [], ctx.species).grader
+        found, md = _student_md(ctx, pot, grader, stages, ctx.cfg["run"]["seed"] + 500 + it)
+        sel = grade_select(pot, train, found, ctx.species, s["grade_threshold"],
+                           SWAP_THRESHOLD, s["grade_limit"])
+        new = _reread([found[k] for k in sel.chosen], ctx.folder / "grade" / f"d1_{it}.xyz")
+        ctx.log(f"grade round {it}: student MD {md['steps']} steps ({md['stop']}), "
+                f"{md['found']} above γ = {s['grade_threshold']}, {len(new)} selected")
+        rounds.append({"round": it, "source": "student_md", **md, "selected": len(new)})
+        d1 += new
+        if not new:
+            break
+    return d1, {"selection": "grade", "candidates": len(candidates), "selected": len(d1),
+                "teacher_labels_in_sample": labelled_here, "rounds": rounds}
 
 
 # ------------------------------------------------------------------ labels

@@ -3,9 +3,9 @@
 Selects the active set from TRAIN.cfg (``--init-threshold``, ``--select-threshold``,
 ``--swap-threshold``, mlp's defaults), grades every configuration of IN.cfg and writes it to
 OUT.cfg with ``Feature MV_grade`` (6 decimals, as ``mlp calc-grade``). ``--als-filename``
-saves the active-set state (an mtpjax ``.npz`` archive, reusable with ``--load-als`` and the
-Python API :class:`mtpjax.grade.Grader`; not mlp's binary ``.als`` layout, which ``--load-als``
-reads too).
+saves the active-set state: a ``.als`` name gets mlp's binary layout (readable by ``mlp``,
+e.g. LAMMPS ``select:load-state``), any other name an mtpjax ``.npz`` archive; both are
+reusable with ``--load-als``, ``mtpjax md`` ``[grade]`` and :class:`mtpjax.grade.Grader`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def add_threshold_arguments(parser) -> None:
     parser.add_argument("--weighting", choices=G.WEIGHTINGS, default="vibrations",
                         help="row weighting by atom count (default vibrations: E/N)")
     parser.add_argument("--als-filename", "--mvs-filename", metavar="PATH",
-                        help="save the active-set state here (mtpjax .npz format)")
+                        help="save the active-set state here (mlp's binary layout for a .als "
+                             "name, else an mtpjax .npz archive)")
 
 
 def add_arguments(parser) -> None:

@@ -5,7 +5,8 @@ The active set is selected from TRAIN.cfg (select and swap thresholds both
 (``--select-threshold``, ``--swap-threshold``, ``--selection-limit`` swaps at most). DIFF.cfg
 receives the configurations of NEW.cfg that ended in the active set, each once, in the order
 of the active-set rows (mlp's order). ``--selected-filename`` writes the configuration of
-every active-set row; ``--als-filename`` saves the state (mtpjax ``.npz``, not mlp's ``.als``).
+every active-set row; ``--als-filename`` saves the state (mlp's ``.als`` layout for a ``.als``
+name, else mtpjax ``.npz``).
 """
 
 from __future__ import annotations

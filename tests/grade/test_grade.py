@@ -268,6 +268,7 @@ def test_reads_mlp_binary_state(tmp_path, train_rows, candidates):
         fh.write(np.array([0.0, 1.0, 0.0, 0.0]).tobytes() + b"\n#")
         fh.write(mv.A.tobytes() + mv.A_inv.T.copy().tobytes() + b"\n")
         fh.write("".join(f"{j} 0\n" for j in range(mv.n)).encode())
+        fh.write(G._mlp_lossless(None).encode())  # (rows named by one empty configuration)
     loaded = G.Grader.load(als)
     np.testing.assert_array_equal(loaded.maxvol.A_inv, mv.A_inv)
     ref = _grades(REF / "grades.cfg")
@@ -284,3 +285,66 @@ def test_reads_mlp_binary_state(tmp_path, train_rows, candidates):
     als.write_bytes(raw)
     with pytest.raises(InputError, match="energy-weighted"):
         G.Grader.load(als)
+
+
+def _mlp_state_parts(path, n):
+    """(potential text, weights, A, stored A⁻¹ᵀ, the text after the matrices) of an .als."""
+    data = path.read_bytes()
+    cut = data.find(b"\n^")
+    pos = data.find(b"\n#", cut) + 2
+    mats = np.frombuffer(data[pos:pos + 16 * n * n], "<f8")
+    return (data[:cut], data[cut + 2:cut + 34], mats[:n * n].reshape(n, n),
+            mats[n * n:].reshape(n, n), data[pos + 16 * n * n:])
+
+
+def test_mlp_als_read_and_rewritten_bytewise(tmp_path, candidates):
+    """mlp's own ``state.als`` (calc-grade on the reference): read completely (A, A⁻¹, the row
+    table and the active configurations) and written back byte for byte after the potential."""
+    mlp_state = REF / "state.als"
+    loaded = G.Grader.load(mlp_state)
+    _assert_mlp_grades(loaded.grade(candidates), _grades(REF / "grades.cfg"))
+    assert loaded.maxvol.inited_rows() == 23 and len(loaded.active_configs) == 23
+    assert all(len(c) > 0 for c in loaded.active_configs.values())
+    again = tmp_path / "again.als"
+    loaded.save(again)
+    n = loaded.maxvol.n
+    ours, theirs = _mlp_state_parts(again, n), _mlp_state_parts(mlp_state, n)
+    for a, b in zip(ours[1:], theirs[1:], strict=True):
+        assert np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b
+    assert G.Grader.load(again).potential.params()["moment_coeffs"].tolist() == \
+        loaded.potential.params()["moment_coeffs"].tolist()
+
+
+def test_our_als_has_mlp_layout(calc_grade_run, candidates):
+    """``mtpjax calc-grade --als-filename x.als`` writes mlp's layout: same weights and row
+    table as mlp's state for the reference, A and A⁻¹ to rounding, the same active
+    configurations (up to symmetry-equivalent ties, whose rows are equal to rounding)."""
+    _, als = calc_grade_run
+    n = G.Grader.load(als).maxvol.n
+    ours, theirs = _mlp_state_parts(als, n), _mlp_state_parts(REF / "state.als", n)
+    assert ours[1] == theirs[1] == np.array([0.0, 1.0, 0.0, 0.0]).tobytes()
+    for a, b in zip(ours[2:4], theirs[2:4], strict=True):  # (cancellations: scale-relative)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9 * np.abs(b).max())
+    head = ours[4].split(b"BEGIN_CFG")[0]
+    assert head == theirs[4].split(b"BEGIN_CFG")[0]  # "row configuration" table
+    assert ours[4].count(b"BEGIN_CFG") == theirs[4].count(b"BEGIN_CFG") == 24
+    a, b = G.Grader.load(als), G.Grader.load(REF / "state.als")
+    ka = [a.active_configs[lab] for lab in dict.fromkeys(a.maxvol.labels) if lab]
+    kb = [b.active_configs[lab] for lab in dict.fromkeys(b.maxvol.labels) if lab]
+    ra, rb = a.rows(ka), b.rows(kb)
+    # (the strained copies agree to the 1e-9 Å digits of the inputs)
+    np.testing.assert_allclose(ra, rb, rtol=0, atol=1e-7 * np.abs(rb).max())
+    _assert_mlp_grades(a.grade(candidates), _grades(REF / "grades.cfg"))
+
+
+def test_npz_state_still_written_on_request(tmp_path, calc_grade_run, candidates):
+    _, als = calc_grade_run
+    grader = G.Grader.load(als)
+    path = tmp_path / "state.npz"
+    grader.save(path)
+    assert path.read_bytes()[:2] == b"PK"
+    np.testing.assert_array_equal(G.Grader.load(path).grade(candidates[:3]),
+                                  grader.grade(candidates[:3]))
+    grader.weighting = "molecules"
+    with pytest.raises(InputError, match="molecules"):
+        grader.save(tmp_path / "m.als")

@@ -1,0 +1,114 @@
+"""``[sample] selection = "grade"`` on the tiny pipeline (Stillinger–Weber teacher, level 2):
+the student selects part of the teacher's snapshots, one refit → student MD → grade round adds
+its own configurations, the teacher labels each D1 configuration once, and the report line
+states the teacher calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+
+from distill import pipeline
+from distill.report import teacher_calls_lines
+from distill.stages.cache import read_stamp
+from distill.store import open_store, select_labelled
+
+TINY = Path(__file__).with_name("tiny.toml")
+
+
+def _config(tmp_path: Path) -> Path:
+    text = TINY.read_text().replace("snapshot_every = 20\n\n[labels]", (
+        "snapshot_every = 5\nselection = \"grade\"\ngrade_max_iter = 3\n"
+        "grade_iterations = 1\ngrade_every = 5\ngamma_break = 1e6\n\n[labels]"))
+    text = text.replace('[run]\n', '[run]\nstages = ["teacher", "sample", "labels"]\n')
+    text = text.replace("../../data/", str(Path(__file__).resolve().parents[2] / "data") + "/")
+    path = tmp_path / "grade.toml"
+    path.write_text(text)
+    return path
+
+
+def test_grade_select_is_mlp_select_add():
+    """grade_select on ASE frames picks mlp select-add's configurations, in its order."""
+    from ase import Atoms
+
+    from distill.sampling import grade_select
+    from mtpjax.io.cfg import read_cfg
+    from tests.conftest import DATA
+
+    ref = DATA / "grade" / "si_L08"
+
+    def frames(path):
+        return [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
+                for c in read_cfg(path)]
+
+    new = frames(ref / "in.cfg")
+    sel = grade_select(ref / "pot.mtp", frames(ref / "train.cfg"), new, ["Si"])
+    mlp = frames(ref / "selected.cfg")
+    assert len(sel.chosen) == len(mlp) == 9
+    for k, a in zip(sel.chosen, mlp, strict=True):
+        np.testing.assert_allclose(new[k].positions, a.positions, atol=2e-6)
+    assert sel.grades.shape == (34,) and np.all(sel.grades[sel.chosen] > 1.0)
+
+
+@pytest.mark.slow
+def test_grade_driven_sampling(tmp_path):
+    run_dir = tmp_path / "run"
+    pipeline.run(_config(tmp_path), run_dir, progress=False)
+    smp = read_stamp(run_dir / "sample")["summary"]
+    g = smp["grading"]
+    assert g["selection"] == "grade" and g["candidates"] == 12  # 60 steps / 5
+    r0, r1 = g["rounds"]
+    assert r0["source"] == "teacher_md" and 0 < r0["selected"] < r0["candidates"]
+    assert r1["source"] == "student_md" and r1["steps"] > 0
+    d1 = ase.io.read(run_dir / "sample" / "d1.xyz", index=":")
+    assert len(d1) == g["selected"] == r0["selected"] + r1["selected"] == smp["n_snapshots"]
+    # the round-0 D1 frames were labelled inside the sample stage, the rest in the labels
+    # stage, each once: teacher label calls for D1 = len(D1)
+    assert g["teacher_labels_in_sample"] == r0["selected"]
+    lab = read_stamp(run_dir / "labels")["summary"]
+    assert lab["d1"]["labelled"] == r1["selected"]
+    assert lab["d1"]["labelled"] + g["teacher_labels_in_sample"] == len(d1)
+    from distill.stages.data import teacher_id
+
+    rows = [r for r in select_labelled(open_store(run_dir / "labels" / "store.db"),
+                                       teacher_id(run_dir)) if r.get("source") == "d1"]
+    assert len(rows) == len(d1)
+    # the round-0 selection is mlp select-add's on the student of round 0
+    from distill.sampling import grade_select
+    from distill.stages.data import read_d0
+
+    cands = ase.io.read(run_dir / "sample" / "grade" / "d1_0.xyz", index=":")
+    d0 = read_d0(str(Path(__file__).resolve().parents[2] / "data/si_mlearn/train.xyz"), 6)
+    again = grade_select(run_dir / "sample" / "grade" / "round_0" / "pot.mtp", d0, cands,
+                         ["Si"])
+    assert np.all(again.grades > 1.1)  # every selected snapshot extrapolates
+    line = teacher_calls_lines(smp, lab)[0]
+    assert f"D1 labels {len(d1)}" in line and "grade-driven" in line
+    assert f"D0 relabels {lab['d0']['labelled']}" in line
+
+
+@pytest.mark.parametrize("line, key", [
+    ('selection = "maxvol"', "sample.selection"),
+    ("grade_threshold = 0.9", "sample.grade_threshold"),
+    ("gamma_break = 1.05", "sample.gamma_break"),
+    ("grade_level = 7", "sample.grade_level"),
+    ("grade_iterations = -1", "sample.grade_iterations"),
+])
+def test_grade_config_errors(tmp_path, line, key):
+    from distill.stages.config import PipelineConfigError, load
+    from tests.pipeline.test_config import _with
+
+    with pytest.raises(PipelineConfigError, match=key) as info:
+        load(_with(tmp_path, "sample", line))
+    assert info.value.line is not None
+
+
+def test_grade_config_accepted(tmp_path):
+    from distill.stages.config import load
+    from tests.pipeline.test_config import _with
+
+    cfg = load(_with(tmp_path, "sample", 'selection = "grade"'))
+    assert cfg["sample"]["selection"] == "grade" and cfg["sample"]["grade_iterations"] == 0
