@@ -306,7 +306,8 @@ def run_mlp(level: int, seed: int, work: Path, mlp: str, args, cache: MlpCache,
         run = {"program": "mlp", "level": level, "seed": seed,
                "command": shlex.join(["mlp", *cmd[1:]]), **res,
                "mlp_calc_errors": mlp_calc_errors(mlp, run_dir), "recorded_at": utc(),
-               "recorded_on": platform.node()}
+               "recorded_on": platform.node(),
+               "stdout": (run_dir / "stdout.txt").read_text()[-200_000:]}
         cache.put(key, fields, run, (run_dir / "pot.mtp").read_text())
         run = {**run, "cached": False}
     return {**run, "cache_key": key, "potential": str(run_dir / "pot.mtp")}
