@@ -27,6 +27,7 @@ FLAG_FIELDS = {
     "init_params": "init_params", "seed": "seed", "optimizer": "optimizer",
     "learning_rate": "learning_rate", "batch_size": "batch_size",
     "eval_every": "eval_every", "checkpoint_every": "checkpoint_every",
+    "compile_cache": "compile_cache",
 }
 
 
@@ -48,11 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o = parser.add_argument_group("mtpjax options")
     o.add_argument("--species", nargs="+", help="element of each MLIP type, e.g. --species Si")
     o.add_argument("--seed", type=int, help="random initialisation seed (default 0)")
-    o.add_argument("--optimizer", choices=["lbfgs", "bfgs", "lm", "adam"])
+    o.add_argument("--optimizer", choices=["varpro", "lbfgs", "bfgs", "lm", "adam"],
+                   help="default varpro (variable projection, docs/fitting.md)")
     o.add_argument("--learning-rate", type=float, help="Adam peak learning rate")
     o.add_argument("--batch-size", type=int, help="Adam: configurations per minibatch")
     o.add_argument("--eval-every", type=int, help="train-error evaluation interval")
     o.add_argument("--checkpoint-every", type=int, help="checkpoint interval (iterations)")
+    o.add_argument("--compile-cache", metavar="DIR",
+                   help="persistent compilation cache (default ~/.cache/mtpjax/jax or "
+                        "$MTPJAX_COMPILE_CACHE; 'off': none)")
     o.add_argument("--config", metavar="TOML", help="TOML file with further fit options")
     o.add_argument("--workdir", help="log, plot and checkpoint folder "
                    "(default: <trained-pot-name>.run)")

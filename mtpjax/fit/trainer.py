@@ -562,6 +562,7 @@ class Trainer:
 
     def _record(self, it, state_tree, value, gnorm, elapsed0, t_start, force_eval=False):
         rec = {"iter": it, "time": round(elapsed0 + time.perf_counter() - t_start, 4),
+               "clock": round(time.time(), 3), "cpu": round(time.process_time(), 3),
                "loss": value, "grad_norm": gnorm}
         evaluate = force_eval or (self.config.eval_every and it % self.config.eval_every == 0) \
             or it == self.config.max_iter
