@@ -283,6 +283,8 @@ class MlpCache:
     def put(self, key: str, fields: dict, run: dict, potential: str) -> None:
         self.entries[key] = {"key": fields, "run": run, "potential": potential}
         if self.path is not None:
+            if self.path.is_file():  # keep what concurrent invocations recorded meanwhile
+                self.entries = {**json.loads(self.path.read_text())["runs"], **self.entries}
             doc = {"written_by": "benchmarks/bench_train.py",
                    "about": "mlp train runs recorded by bench_train.py and reused by later runs "
                             "with the same key (level, seed = repetition, options, template, "
@@ -496,6 +498,12 @@ def render_md(doc: dict) -> str:
                   f"{sum(r['program'] == 'mlp' for r in doc['runs'])}"
                   + (" (recorded " + ", ".join(sorted({r['recorded_at'] for r in cached}))
                      + ")" if cached else "") + ".", ""]
+    reused = sorted({r["reused_from"] for r in doc["runs"] if r.get("reused_from")})
+    if reused:
+        lines += ["The mtpjax runs were taken from " + ", ".join(f"`{x}`" for x in reused)
+                  + " (an earlier invocation of this script on the same data and templates, "
+                  "finished " + ", ".join(sorted({r["recorded_at"] for r in doc["runs"]
+                                                  if r.get("reused_from")})) + ").", ""]
     if doc.get("warmups"):
         lines += ["Warm-up runs (one iteration, cold compilation cache; not in the tables): "
                   + ", ".join(f"level {w['level']}: {w['wall_s']:.1f} s wall, {w['cpu_s']:.1f} s "
@@ -599,6 +607,13 @@ def parse_args(argv):
                         "every run compiles; --quick: WORK/jax_cache). With it, one short "
                         "warm-up run per level fills the cache first (its cold start-up is "
                         "recorded)")
+    p.add_argument("--only-seeds", type=int, nargs="+", default=None,
+                   help="run only these seeds / repetitions (e.g. to record mlp runs in "
+                        "parallel invocations sharing the cache)")
+    p.add_argument("--reuse-mtpjax", metavar="JSON", default=None,
+                   help="take the mtpjax runs (and warm-ups) from an earlier result file of "
+                        "this script (same data, optimizer, iterations) instead of running "
+                        "them; marked in the result")
     p.add_argument("--plot", default=None,
                    help="error-vs-time plot (default benchmarks/results/"
                         "train_time_to_accuracy.png with the default --out, else OUT.png)")
@@ -665,6 +680,22 @@ def main(argv=None) -> int:
                         if Path(args.mlp_cache).resolve().is_relative_to(ROOT)
                         else args.mlp_cache)
     runs, warmups = [], []
+    reused = None
+    if args.reuse_mtpjax:  # mtpjax runs of an earlier invocation on the same data/templates
+        reused = json.loads(Path(args.reuse_mtpjax).read_text())
+        if reused["data"]["cfg_sha256"] != data["cfg_sha256"]:
+            raise SystemExit(f"{args.reuse_mtpjax}: recorded on other data")
+        for key in ("optimizer", "max_iter", "time_limit", "monitor_every"):
+            if reused["settings"][key] != getattr(args, key):
+                raise SystemExit(f"{args.reuse_mtpjax}: other {key} "
+                                 f"({reused['settings'][key]} ≠ {getattr(args, key)})")
+        args.programs = [p for p in args.programs if p != "mtpjax"]
+        for r in reused["runs"]:
+            if r["program"] == "mtpjax" and r["level"] in args.levels:
+                runs.append({**r, "reused_from": args.reuse_mtpjax,
+                             "recorded_at": reused["finished_at"]})
+        warmups += [w for w in reused.get("warmups", []) if w["level"] in args.levels]
+        args.compile_cache = reused["settings"]["compile_cache"]
     for level in args.levels:
         if "mtpjax" in args.programs and args.compile_cache:
             print(f"L{level} mtpjax warm-up (fills the compilation cache)", flush=True)
@@ -673,6 +704,8 @@ def main(argv=None) -> int:
             warmups.append({k: w[k] for k in ("level", "wall_s", "cpu_s", "load_before",
                                               "load_after", "command")})
         for seed in range(max(args.seeds, args.mlp_seeds.get(level, args.seeds))):
+            if args.only_seeds is not None and seed not in args.only_seeds:
+                continue
             if "mtpjax" in args.programs and seed < args.seeds:
                 print(f"L{level} mtpjax seed {seed} (core {args.core})", flush=True)
                 runs.append(run_mtpjax(level, seed, work, args))

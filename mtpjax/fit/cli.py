@@ -63,6 +63,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    "(default: <trained-pot-name>.run)")
     o.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     o.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    d = parser.add_argument_group("multi-host data parallelism (jax.distributed)")
+    d.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run (jax.distributed.initialize; on SLURM/Open "
+                        "MPI the options below are detected): batches are sharded over the "
+                        "devices of all processes, process 0 writes the outputs")
+    d.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    d.add_argument("--num-processes", type=int)
+    d.add_argument("--process-id", type=int)
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     add_stress_arguments(o)
 
@@ -166,13 +174,33 @@ def plot_learning_curve(history, path) -> None:
     plt.close(fig)
 
 
+def init_distributed(args) -> None:
+    """``jax.distributed.initialize`` from the flags (CPU collectives over gloo)."""
+    import jax
+
+    if not (args.distributed or args.coordinator):
+        return
+    try:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except (AttributeError, ValueError):  # an older/newer JAX without the option
+        pass
+    kwargs = {k: v for k, v in (("coordinator_address", args.coordinator),
+                                ("num_processes", args.num_processes),
+                                ("process_id", args.process_id)) if v is not None}
+    try:
+        jax.distributed.initialize(**kwargs)
+    except (RuntimeError, ValueError) as exc:
+        raise InputError(f"--distributed: {exc}") from exc
+
+
 def run(args) -> int:
     import jax
 
+    init_distributed(args)
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     from mtpjax.fit.data import load_fit_data
-    from mtpjax.fit.trainer import Trainer
+    from mtpjax.fit.trainer import Trainer, is_main_process
     from mtpjax.io.mtp_file import read_mtp, write_mtp
 
     config, species = build_config(args)
@@ -199,6 +227,8 @@ def run(args) -> int:
         print(f"mtpjax train: interrupted at iteration {result['iteration']}; checkpoint in "
               f"{workdir}; rerun the command to resume", file=sys.stderr)
         return 130
+    if not is_main_process():
+        return 0
     write_mtp(out, pot.with_params(result["best_params"]))
     plot_learning_curve(trainer.history, workdir / "learning_curve.png")
     final = result["final"]

@@ -152,20 +152,43 @@ class StopTraining(Exception):
 
 
 def default_mesh(enabled: bool = True):
-    """1-D mesh over all local devices, or None for a single device."""
-    devices = jax.local_devices()
+    """1-D mesh ``("data",)`` over all devices of all processes (``jax.devices()``: after
+    ``jax.distributed.initialize`` every host's), or None for a single device."""
+    devices = jax.devices()
     if not enabled or len(devices) < 2:
         return None
     return jax.sharding.Mesh(np.asarray(devices), ("data",))
 
 
 def _device_put(batch, mesh):
+    """Place a batch on the mesh, groups (axis 0) sharded; every process holds the whole
+    host array and contributes the shards of its own devices."""
     if mesh is None:
         return jax.tree.map(jnp.asarray, batch)
     from jax.sharding import NamedSharding, PartitionSpec
 
     sharding = NamedSharding(mesh, PartitionSpec("data"))
-    return jax.tree.map(lambda x: jax.device_put(np.asarray(x), sharding), batch)
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+    return jax.tree.map(put, batch)
+
+
+def _fetch(tree):
+    """Replicated results as host arrays when several processes share the mesh (a value that
+    spans other hosts' devices cannot be read directly); unchanged in a single process."""
+    if jax.process_count() == 1:
+        return tree
+    from mtpjax.fit.varpro import host_value
+
+    return jax.tree.map(lambda x: host_value(x) if isinstance(x, jax.Array) else x, tree)
+
+
+def is_main_process() -> bool:
+    """Only process 0 writes logs, checkpoints and potentials."""
+    return jax.process_index() == 0
 
 
 class Trainer:
@@ -198,12 +221,12 @@ class Trainer:
         self._terms = jax.jit(self.terms_fn)
         self.train_buckets = pack_buckets(train, config.atoms_per_group,
                                           group_multiple=self.n_dev,
-                                          target_atoms=config.target_atoms)
+                                          target_atoms=config.target_atoms, round_shapes=True)
         self.train_batches = tuple(_device_put(b.batch, self.mesh) for b in self.train_buckets)
         self.valid_batches = ()
         if self.valid_samples:
             vb = pack_buckets(self.valid_samples, None, group_multiple=self.n_dev,
-                              target_atoms=config.target_atoms)
+                              target_atoms=config.target_atoms, round_shapes=True)
             self.valid_batches = tuple(_device_put(b.batch, self.mesh) for b in vb)
         self._lstsq_batches = None
         self._rows_fn = None
@@ -244,7 +267,7 @@ class Trainer:
     def evaluate(self, params, batches) -> dict:
         if not batches:
             return {}
-        return summarize(self._terms(jax.tree.map(jnp.asarray, params), batches))
+        return summarize(_fetch(self._terms(_fetch(params), batches)))
 
     def initial_params(self) -> tuple[dict, Scaling]:
         cfg = self.config
@@ -321,7 +344,7 @@ class Trainer:
             samples = self.train_samples
             A = max(self.config.jac_atoms, round_up(max(len(s) for s in samples), 8))
             batches = tuple(_device_put(b.batch, self.mesh) for b in pack_buckets(
-                samples, A, group_multiple=self.n_dev))
+                samples, A, group_multiple=self.n_dev, round_shapes=True))
             self._vp = VarPro(self.spec, self.weights, batches, self.mesh,
                               ridge=self.config.lstsq_ridge,
                               max_trials=self.config.max_linesearch_steps)
@@ -476,15 +499,17 @@ class Trainer:
         try:
             for it in range(start + 1, cfg.max_iter + 1):
                 if cfg.optimizer in FULL_BATCH:
-                    u, opt_state, value, gnorm = step(state_tree["u"], state_tree["opt"],
-                                                      state_tree["scales"], self.train_batches)
+                    u, opt_state, value, gnorm = _fetch(step(
+                        state_tree["u"], state_tree["opt"], state_tree["scales"],
+                        self.train_batches))
                 else:
                     epoch, k = divmod(it - 1, steps_per_epoch)
                     if epoch not in epoch_cache:
                         epoch_cache = {epoch: [_device_put(b, self.mesh)
                                                for b in self._adam_batches(epoch)]}
-                    u, opt_state, value, gnorm = step(state_tree["u"], state_tree["opt"],
-                                                      state_tree["scales"], epoch_cache[epoch][k])
+                    u, opt_state, value, gnorm = _fetch(step(
+                        state_tree["u"], state_tree["opt"], state_tree["scales"],
+                        epoch_cache[epoch][k]))
                 state_tree = {**state_tree, "u": u, "opt": opt_state}
                 if (cfg.optimizer in QUASI_NEWTON and cfg.relinearize_every
                         and it % cfg.relinearize_every == 0 and it < cfg.max_iter):
@@ -617,6 +642,8 @@ class Trainer:
                 "history": self.history, "final": rec}
 
     def _save(self, state_tree, it, elapsed):
+        if not is_main_process():
+            return
         ckpt.save(self.checkpoint_path, state_tree,
                   {"iteration": int(it), "elapsed": float(elapsed),
                    "config": asdict(self.config)})
@@ -632,7 +659,7 @@ class Trainer:
 
     def _truncate_log(self, upto: int):
         self.history = []
-        if self.log_path is None:
+        if self.log_path is None or not is_main_process():
             return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
@@ -646,7 +673,7 @@ class Trainer:
 
     def _log(self, rec):
         self.history.append(rec)
-        if self.log_path is not None:
+        if self.log_path is not None and is_main_process():
             with open(self.log_path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
 

@@ -201,13 +201,13 @@ class VarPro:
         ``self.converged = True`` when no λ of ``max_trials`` decreases the loss.
         """
         N, v, _ = self.full_neq(radial, theta, self.batches)
-        gnorm = 2.0 * float(jnp.linalg.norm(v))
+        gnorm = 2.0 * float(host_value(jnp.linalg.norm(v)))
         n_rad = radial.size
         for _ in range(self.max_trials):
             delta = damped_solve(N, v, lam)
             trial = radial + delta[:n_rad].reshape(radial.shape)
             t_theta, t_value = self.solve_linear(trial)
-            t_value = float(t_value)
+            t_value = float(host_value(t_value))
             if math.isfinite(t_value) and t_value < value:
                 return trial, t_theta, t_value, max(lam / 3.0, 1e-12), gnorm
             lam = min(lam * 4.0, 1e16)
