@@ -179,14 +179,17 @@ class VarPro:
         mesh: as for :func:`make_normal_eq_fns`.
         ridge: Tikhonov term of the linear solve (0: plain least squares).
         max_trials: λ increases per iteration before giving up (then ``converged``).
+        ftol: also ``converged`` after a step that lowers the loss by less than this
+            fraction.
     """
 
     def __init__(self, spec: ModelSpec, weights: LossWeights, batches, mesh=None,
-                 ridge: float = 0.0, max_trials: int = 20):
+                 ridge: float = 0.0, max_trials: int = 20, ftol: float = 1e-9):
         self.spec = spec
         self.batches = batches
         self.ridge = float(ridge)
         self.max_trials = max_trials
+        self.ftol = ftol
         self.linear_qr, self.full_neq = make_normal_eq_fns(spec, weights, mesh)
         self.converged = False
 
@@ -209,6 +212,7 @@ class VarPro:
             t_theta, t_value = self.solve_linear(trial)
             t_value = float(host_value(t_value))
             if math.isfinite(t_value) and t_value < value:
+                self.converged = value - t_value <= self.ftol * value
                 return trial, t_theta, t_value, max(lam / 3.0, 1e-12), gnorm
             lam = min(lam * 4.0, 1e16)
         self.converged = True
