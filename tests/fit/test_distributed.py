@@ -1,7 +1,8 @@
 """Variable projection over devices and processes: 4 emulated devices = 1 device to 1e-10,
 resuming a 4-device checkpoint on 1 device, and 2 processes × 2 devices (jax.distributed on
 localhost, CPU collectives over gloo) = 1 device. Each configuration runs in its own
-subprocess (XLA_FLAGS and jax.distributed must be set before JAX starts)."""
+subprocess (XLA_FLAGS and jax.distributed must be set before JAX starts), compiling its own
+programs: slow (minutes on 2 cores)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,7 +96,6 @@ def test_resume_on_another_device_count(one_device, tmp_path):
     _assert_same(resumed, one_device)
 
 
-@pytest.mark.slow
 def test_two_processes_of_two_devices_equal_one(one_device):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
