@@ -1,32 +1,51 @@
-"""Training benchmark: `mtpjax train` against `mlp train` on the Si PBE data (mlearn).
+"""Training benchmark: `mtpjax train` against `mlp train` on the Si PBE data (mlearn), time to
+accuracy.
 
 Both programs are run by this script, as subprocesses, on the same files: the training and test
 cells of ``data/si_mlearn`` written once as ``train.cfg`` / ``test.cfg`` (types 0 = Si, energies
 and forces; no stresses), the same initial template (``tests/data/mlip_templates/LL.mtp`` with
 min_dist 1.5 Å, max_dist 5.0 Å, radial_basis_size 8) and the same weights energy : force : stress
-= 1 : 0.1 : 0. Each run is pinned to one core (``os.sched_setaffinity``; XLA single-threaded),
-runs one after the other, and is timed as a whole process (start-up, data, neighbour lists,
-compilation, fit, writing the potential). Each program is run with ``--seeds`` seeds (default 3):
-for `mtpjax train` the ``--seed`` of its random initialisation; `mlp train` has no seed (it draws
-its random radial coefficients from ``std::random_device``), so for it the seed is a repetition
-index. Both programs' trained potentials are then scored by the same code (`mtpjax calc-errors`'
-conventions, which equal `mlp calc-errors`'): test energy MAE per atom (meV/atom) and force RMSE
-per component (eV/Å). Per level and program: mean, median and min–max over the runs.
+= 1 : 0.1 : 0, levels 8, 12, 16, 20 by default. Each run is pinned to one core
+(``os.sched_setaffinity``; XLA single-threaded), runs one after the other, and is timed as a
+whole process (start-up, data, neighbour lists, compilation, fit, writing the potential): wall
+time and CPU time (the machine may be shared: CPU seconds are the steadier number; the load
+averages around every run are recorded). `mtpjax train` runs ``--seeds`` seeds (default 3, its
+``--seed``); `mlp train` (200 iterations) runs ``--mlp-seeds`` repetitions per level (default
+3 / 3 / 2 / 1 at levels 8 / 12 / 16 / 20; it has no seed option: it draws its random radial
+coefficients from ``std::random_device``, so the seed is a repetition index). Both programs'
+trained potentials are then scored by the same code (`mtpjax calc-errors`' conventions, which
+equal `mlp calc-errors`'): test energy MAE per atom (meV/atom) and force RMSE per component
+(eV/Å).
+
+Time to accuracy: every mtpjax run evaluates the test set after every iteration inside the run
+(``--valid-cfgs``, monitoring only) and logs the wall clock and its CPU time, so each run has a
+trajectory (test E-MAE, F-RMSE against the time since the process was launched); `mlp` cannot
+report intermediate test errors, so for it the final point and its iteration log (stdout) are
+recorded. Per level, the target is the median `mlp` run's final test E-MAE and F-RMSE; the
+table gives the time each mtpjax run first reached both, their median, and its ratio to `mlp`'s
+median time (goal ≤ ½), in wall and CPU seconds; ``train_time_to_accuracy.png`` plots error
+against wall time (every mtpjax run, their median, every `mlp` final point and their median
+with the min–max spread).
 
 `mlp` runs only when ``MLP_BIN`` (or ``--mlp-bin``) names the binary. Its runs are recorded in a
 cache file (default ``benchmarks/results/bench_train_mlp_cache.json``), keyed by level, seed,
 options, the template and data hashes and the binary's hash, and reused by later invocations
 (the result file marks each reused run, with the time it was recorded); ``--no-mlp-cache``
-reruns them.
+reruns them; ``--only-seeds`` lets parallel invocations record different repetitions.
+``--reuse-mtpjax JSON`` takes the mtpjax runs of an earlier result file of this script (same
+data and settings; marked in the result). ``--compile-cache DIR``: the mtpjax runs share a
+persistent compilation cache, filled first by one short warm-up run per level whose (cold)
+wall and CPU time are recorded.
 
 Every file this script writes is written entirely by it: ``OUT.json`` (command line, versions,
-host, load averages before and after, settings, every run, the summary) and ``OUT.md`` (the same
-as tables). ``--quick``: a tiny smoke run (smallest cells, level 2, a few iterations, 2 seeds, no
-`mlp`) that the test suite runs end to end.
+host, load averages before and after, settings, every run with its trajectory, the summary,
+the time-to-accuracy table), ``OUT.md`` (the same as tables) and the plot. ``--quick``: a tiny
+smoke run (smallest cells, level 2, a few iterations, 2 seeds, no `mlp`) that the test suite
+runs end to end.
 
 Usage:
-    MLP_BIN=/path/to/mlp .venv/bin/python benchmarks/bench_train.py --levels 8 --seeds 3 \\
-        --max-iter 1000 --out benchmarks/results/bench_train_L8.json
+    MLP_BIN=/path/to/mlp .venv/bin/python benchmarks/bench_train.py --levels 8 12 \\
+        --compile-cache /tmp/jax_cache
     .venv/bin/python benchmarks/bench_train.py --quick --out /tmp/bench_train_quick.json
 """
 
