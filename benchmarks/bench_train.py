@@ -370,19 +370,22 @@ def _median_or_inf(values):
     return statistics.median(vals) if vals else None
 
 
-def time_to_accuracy(runs: list[dict]) -> list[dict]:
-    """Per level: mlp's median final test errors (the target), mlp's median wall/CPU time, and
-    the time each mtpjax run first reached the target (median over seeds; a seed that never
-    reached it counts as infinite). Target met: median mtpjax ≤ ½ median mlp."""
+def time_to_accuracy(runs: list[dict], tolerances=(0.0, 0.005)) -> list[dict]:
+    """Per level and tolerance t: the target is mlp's median final test errors × (1 + t); mlp's
+    median wall/CPU time, and the time each mtpjax run first reached the target (median over
+    seeds; a seed that never reached it counts as infinite). Goal met: median mtpjax ≤ ½ median
+    mlp. t = 0 is the strict criterion; when both programs converge to the same minimum it is
+    decided by the last digits, hence also t = 0.5 %."""
     out = []
-    for level in sorted({r["level"] for r in runs}):
+    for level, tol in ((lv, t) for lv in sorted({r["level"] for r in runs})
+                       for t in tolerances):
         mlp = [r for r in runs if r["level"] == level and r["program"] == "mlp"]
         mine = [r for r in runs if r["level"] == level and r["program"] == "mtpjax"]
         if not mlp or not mine:
             continue
-        e_t = statistics.median(r["test_energy_mae_meV"] for r in mlp)
-        f_t = statistics.median(r["test_force_rmse"] for r in mlp)
-        row = {"level": level, "mlp_runs": len(mlp), "mtpjax_runs": len(mine),
+        e_t = statistics.median(r["test_energy_mae_meV"] for r in mlp) * (1 + tol)
+        f_t = statistics.median(r["test_force_rmse"] for r in mlp) * (1 + tol)
+        row = {"level": level, "tolerance": tol, "mlp_runs": len(mlp), "mtpjax_runs": len(mine),
                "target_test_energy_mae_meV": e_t, "target_test_force_rmse": f_t}
         for clock in ("wall_s", "cpu_s"):
             ref = statistics.median(r[clock] for r in mlp)
@@ -530,15 +533,18 @@ def render_md(doc: dict) -> str:
                   + ".", ""]
     if doc.get("time_to_accuracy"):
         lines += ["## Time to `mlp`'s accuracy", "",
-                  "Target: the median `mlp` run's final test E-MAE **and** F-RMSE; time: the "
+                  "Target: the median `mlp` run's final test E-MAE **and** F-RMSE (× (1 + "
+                  "tolerance); tolerance 0 is the strict criterion, 0.5 % the same minimum up "
+                  "to its last digits); time: the "
                   "first point of each mtpjax run's trajectory (test set evaluated inside the "
                   "run after every iteration, time since the process was launched) at or below "
                   "both; median over the mtpjax seeds (a seed that never got there counts as "
                   "infinite). Goal: ≤ ½ of `mlp`'s median time.", "",
-                  "| level | target E MAE (meV/atom) | target F RMSE (eV/Å) | mlp median wall (s)"
+                  "| level | tolerance | target E MAE (meV/atom) | target F RMSE (eV/Å) | "
+                  "mlp median wall (s)"
                   " | mtpjax wall per seed (s) | median / mlp | ≤ ½? | mlp median CPU (s) | "
                   "mtpjax CPU per seed (s) | median / mlp | ≤ ½? |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
         def per_seed(v):
             return ", ".join("never" if x is None else f"{x:.1f}" for x in v)
@@ -546,8 +552,9 @@ def render_md(doc: dict) -> str:
         for t in doc["time_to_accuracy"]:
             w, c = t["wall_s"], t["cpu_s"]
             lines.append(
-                f"| {t['level']} | {t['target_test_energy_mae_meV']:.2f} | "
-                f"{t['target_test_force_rmse']:.4f} | {w['mlp_median']:.1f} | "
+                f"| {t['level']} | {100 * t['tolerance']:g} % | "
+                f"{t['target_test_energy_mae_meV']:.4f} | "
+                f"{t['target_test_force_rmse']:.5f} | {w['mlp_median']:.1f} | "
                 f"{per_seed(w['mtpjax_per_seed'])} | "
                 f"{'–' if w['ratio'] is None else format(w['ratio'], '.3f')} | "
                 f"{'yes' if w['met'] else 'no'} | {c['mlp_median']:.1f} | "
