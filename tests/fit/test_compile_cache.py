@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mtpjax.fit.data import Sample, bucket_size, pack_buckets, precompute_neighbors
 from tests.fit.conftest import si_cells
@@ -74,7 +75,10 @@ print("RESULT " + json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_second_run_on_other_data_does_not_compile(tmp_path):
+    """A subprocess fits twice, on two different data sets of the same size: the second fit
+    compiles nothing (every program comes from the persistent cache)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-c", WORKER, str(tmp_path / "cache")], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=1500)
