@@ -502,8 +502,10 @@ def render_md(doc: dict) -> str:
         f"max_dist 5.0 Å, radial_basis_size 8. `mtpjax`: optimizer {s['optimizer']}, "
         f"max_iter {s['max_iter']}, time limit {s['time_limit'] or 'none'}, seeds "
         f"{s['seeds']}. `mlp`: "
-        + (f"max_iter {s['mlp_max_iter']}, {s['seeds']} repetitions (no seed option: random "
-           f"start from std::random_device)." if doc["mlp"]["ran"] else
+        + (f"max_iter {s['mlp_max_iter']}, repetitions per level "
+           + ", ".join(f"L{lv}: " + str(sum(r["program"] == "mlp" and r["level"] == lv
+                                             for r in doc["runs"])) for lv in s["levels"])
+           + " (no seed option: random start from std::random_device)." if doc["mlp"]["ran"] else
            f"not run ({doc['mlp']['why_not']}).")
         + f" Each run pinned to core {s['core']}, one after the other; wall and CPU time of the "
         "whole process. Test errors: both programs' potentials scored by the same code "
