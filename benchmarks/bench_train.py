@@ -529,10 +529,11 @@ def render_md(doc: dict) -> str:
                   "finished " + ", ".join(sorted({r["recorded_at"] for r in doc["runs"]
                                                   if r.get("reused_from")})) + ").", ""]
     if doc.get("warmups"):
-        lines += ["Warm-up runs (one iteration, cold compilation cache; not in the tables): "
+        lines += ["Warm-up runs (one iteration; not in the tables): "
                   + ", ".join(f"level {w['level']}: {w['wall_s']:.1f} s wall, {w['cpu_s']:.1f} s "
-                              f"CPU (load {w['load_before'][0]:.1f})" for w in doc["warmups"])
-                  + ".", ""]
+                              f"CPU (load {w['load_before'][0]:.1f}; "
+                              + ("cold" if w.get("cold", True) else "already filled")
+                              + " compilation cache)" for w in doc["warmups"]) + ".", ""]
     if doc.get("time_to_accuracy"):
         lines += ["## Time to `mlp`'s accuracy", "",
                   "Target: the median `mlp` run's final test E-MAE **and** F-RMSE (× (1 + "
@@ -727,10 +728,12 @@ def main(argv=None) -> int:
     for level in args.levels:
         if "mtpjax" in args.programs and args.compile_cache:
             print(f"L{level} mtpjax warm-up (fills the compilation cache)", flush=True)
+            cache_dir = Path(args.compile_cache)
+            cold = not (cache_dir.is_dir() and any(cache_dir.iterdir()))
             warm = argparse.Namespace(**{**vars(args), "max_iter": 1})
             w = run_mtpjax(level, 0, work, warm, tag="warmup")
-            warmups.append({k: w[k] for k in ("level", "wall_s", "cpu_s", "load_before",
-                                              "load_after", "command")})
+            warmups.append({**{k: w[k] for k in ("level", "wall_s", "cpu_s", "load_before",
+                                                 "load_after", "command")}, "cold": cold})
         for seed in range(max(args.seeds, args.mlp_seeds.get(level, args.seeds))):
             if args.only_seeds is not None and seed not in args.only_seeds:
                 continue
