@@ -1,32 +1,51 @@
-"""Training benchmark: `mtpjax train` against `mlp train` on the Si PBE data (mlearn).
+"""Training benchmark: `mtpjax train` against `mlp train` on the Si PBE data (mlearn), time to
+accuracy.
 
 Both programs are run by this script, as subprocesses, on the same files: the training and test
 cells of ``data/si_mlearn`` written once as ``train.cfg`` / ``test.cfg`` (types 0 = Si, energies
 and forces; no stresses), the same initial template (``tests/data/mlip_templates/LL.mtp`` with
 min_dist 1.5 Å, max_dist 5.0 Å, radial_basis_size 8) and the same weights energy : force : stress
-= 1 : 0.1 : 0. Each run is pinned to one core (``os.sched_setaffinity``; XLA single-threaded),
-runs one after the other, and is timed as a whole process (start-up, data, neighbour lists,
-compilation, fit, writing the potential). Each program is run with ``--seeds`` seeds (default 3):
-for `mtpjax train` the ``--seed`` of its random initialisation; `mlp train` has no seed (it draws
-its random radial coefficients from ``std::random_device``), so for it the seed is a repetition
-index. Both programs' trained potentials are then scored by the same code (`mtpjax calc-errors`'
-conventions, which equal `mlp calc-errors`'): test energy MAE per atom (meV/atom) and force RMSE
-per component (eV/Å). Per level and program: mean, median and min–max over the runs.
+= 1 : 0.1 : 0, levels 8, 12, 16, 20 by default. Each run is pinned to one core
+(``os.sched_setaffinity``; XLA single-threaded), runs one after the other, and is timed as a
+whole process (start-up, data, neighbour lists, compilation, fit, writing the potential): wall
+time and CPU time (the machine may be shared: CPU seconds are the steadier number; the load
+averages around every run are recorded). `mtpjax train` runs ``--seeds`` seeds (default 3, its
+``--seed``); `mlp train` (200 iterations) runs ``--mlp-seeds`` repetitions per level (default
+3 / 3 / 2 / 1 at levels 8 / 12 / 16 / 20; it has no seed option: it draws its random radial
+coefficients from ``std::random_device``, so the seed is a repetition index). Both programs'
+trained potentials are then scored by the same code (`mtpjax calc-errors`' conventions, which
+equal `mlp calc-errors`'): test energy MAE per atom (meV/atom) and force RMSE per component
+(eV/Å).
+
+Time to accuracy: every mtpjax run evaluates the test set after every iteration inside the run
+(``--valid-cfgs``, monitoring only) and logs the wall clock and its CPU time, so each run has a
+trajectory (test E-MAE, F-RMSE against the time since the process was launched); `mlp` cannot
+report intermediate test errors, so for it the final point and its iteration log (stdout) are
+recorded. Per level, the target is the median `mlp` run's final test E-MAE and F-RMSE; the
+table gives the time each mtpjax run first reached both, their median, and its ratio to `mlp`'s
+median time (goal ≤ ½), in wall and CPU seconds; ``train_time_to_accuracy.png`` plots error
+against wall time (every mtpjax run, their median, every `mlp` final point and their median
+with the min–max spread).
 
 `mlp` runs only when ``MLP_BIN`` (or ``--mlp-bin``) names the binary. Its runs are recorded in a
 cache file (default ``benchmarks/results/bench_train_mlp_cache.json``), keyed by level, seed,
 options, the template and data hashes and the binary's hash, and reused by later invocations
 (the result file marks each reused run, with the time it was recorded); ``--no-mlp-cache``
-reruns them.
+reruns them; ``--only-seeds`` lets parallel invocations record different repetitions.
+``--reuse-mtpjax JSON`` takes the mtpjax runs of an earlier result file of this script (same
+data and settings; marked in the result). ``--compile-cache DIR``: the mtpjax runs share a
+persistent compilation cache, filled first by one short warm-up run per level whose (cold)
+wall and CPU time are recorded.
 
 Every file this script writes is written entirely by it: ``OUT.json`` (command line, versions,
-host, load averages before and after, settings, every run, the summary) and ``OUT.md`` (the same
-as tables). ``--quick``: a tiny smoke run (smallest cells, level 2, a few iterations, 2 seeds, no
-`mlp`) that the test suite runs end to end.
+host, load averages before and after, settings, every run with its trajectory, the summary,
+the time-to-accuracy table), ``OUT.md`` (the same as tables) and the plot. ``--quick``: a tiny
+smoke run (smallest cells, level 2, a few iterations, 2 seeds, no `mlp`) that the test suite
+runs end to end.
 
 Usage:
-    MLP_BIN=/path/to/mlp .venv/bin/python benchmarks/bench_train.py --levels 8 --seeds 3 \\
-        --max-iter 1000 --out benchmarks/results/bench_train_L8.json
+    MLP_BIN=/path/to/mlp .venv/bin/python benchmarks/bench_train.py --levels 8 12 \\
+        --compile-cache /tmp/jax_cache
     .venv/bin/python benchmarks/bench_train.py --quick --out /tmp/bench_train_quick.json
 """
 
@@ -36,6 +55,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -188,12 +208,10 @@ def run_pinned(cmd: list[str], cwd: Path, core: int, env: dict | None, log: Path
 
 
 def mtpjax_env(compile_cache: str | None) -> dict:
-    """Single-threaded XLA; no persistent compilation cache unless asked (--quick)."""
+    """Single-threaded XLA; no persistent compilation cache unless asked (--compile-cache)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
-    if compile_cache:
-        env.update(JAX_COMPILATION_CACHE_DIR=compile_cache,
-                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    env["MTPJAX_COMPILE_CACHE"] = compile_cache or "off"
     env.update(PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(":"),
                XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
                OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -213,9 +231,9 @@ def fit_options(settings: dict) -> dict:
     return fit
 
 
-def run_mtpjax(level: int, seed: int, work: Path, args) -> dict:
+def run_mtpjax(level: int, seed: int, work: Path, args, tag: str | None = None) -> dict:
     """`mtpjax train` on train.cfg from init_LL.mtp, one pinned core."""
-    run_dir = work / f"mtpjax_L{level:02d}_s{seed}"
+    run_dir = work / f"mtpjax_L{level:02d}_{tag or f's{seed}'}"
     run_dir.mkdir()
     fit = fit_options(vars(args))
     (run_dir / "fit.toml").write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in fit.items()))
@@ -227,11 +245,16 @@ def run_mtpjax(level: int, seed: int, work: Path, args) -> dict:
            "--quiet"]
     if args.monitor_every:
         cmd.append("--valid-cfgs=../test.cfg")
+    launched = time.time()
     res = run_pinned(cmd, run_dir, args.core, mtpjax_env(args.compile_cache),
                      run_dir / "stdout.txt")
     log = [json.loads(line) for line in (run_dir / "run" / "log.jsonl").read_text().splitlines()]
     iters = [r for r in log if not r.get("final")]
-    curve = [{"iter": r["iter"], "time_s": r["time"], "train_loss": r.get("loss"),
+    # the trajectory: test errors of the current coefficients, evaluated inside the run, against
+    # the time since the process was launched (start-up included) and its CPU time so far
+    curve = [{"iter": r["iter"], "time_s": r["time"],
+              "wall_s": round(r["clock"] - launched, 3) if "clock" in r else None,
+              "cpu_s": r.get("cpu"), "train_loss": r.get("loss"),
               **({"test_energy_mae_meV": round(1e3 * r["valid"]["energy_mae"], 4),
                   "test_force_rmse": round(r["valid"]["force_rmse"], 5)} if "valid" in r else {})}
              for r in iters if args.monitor_every and r["iter"] % args.monitor_every == 0]
@@ -279,6 +302,8 @@ class MlpCache:
     def put(self, key: str, fields: dict, run: dict, potential: str) -> None:
         self.entries[key] = {"key": fields, "run": run, "potential": potential}
         if self.path is not None:
+            if self.path.is_file():  # keep what concurrent invocations recorded meanwhile
+                self.entries = {**json.loads(self.path.read_text())["runs"], **self.entries}
             doc = {"written_by": "benchmarks/bench_train.py",
                    "about": "mlp train runs recorded by bench_train.py and reused by later runs "
                             "with the same key (level, seed = repetition, options, template, "
@@ -306,7 +331,8 @@ def run_mlp(level: int, seed: int, work: Path, mlp: str, args, cache: MlpCache,
         run = {"program": "mlp", "level": level, "seed": seed,
                "command": shlex.join(["mlp", *cmd[1:]]), **res,
                "mlp_calc_errors": mlp_calc_errors(mlp, run_dir), "recorded_at": utc(),
-               "recorded_on": platform.node()}
+               "recorded_on": platform.node(),
+               "stdout": (run_dir / "stdout.txt").read_text()[-200_000:]}
         cache.put(key, fields, run, (run_dir / "pot.mtp").read_text())
         run = {**run, "cached": False}
     return {**run, "cache_key": key, "potential": str(run_dir / "pot.mtp")}
@@ -328,6 +354,113 @@ def score(potential: str, test_cfg: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------- report
+
+def first_reach(curve: list[dict], e_target: float, f_target: float, clock: str):
+    """``clock`` (wall_s or cpu_s) of the first trajectory point with test E-MAE ≤ e_target
+    and F-RMSE ≤ f_target; None if the run never got there."""
+    for pt in curve:
+        e, f = pt.get("test_energy_mae_meV"), pt.get("test_force_rmse")
+        if e is not None and f is not None and e <= e_target and f <= f_target:
+            return pt.get(clock)
+    return None
+
+
+def _median_or_inf(values):
+    vals = [math.inf if v is None else v for v in values]
+    return statistics.median(vals) if vals else None
+
+
+def time_to_accuracy(runs: list[dict], tolerances=(0.0, 0.005)) -> list[dict]:
+    """Per level and tolerance t: the target is mlp's median final test errors × (1 + t); mlp's
+    median wall/CPU time, and the time each mtpjax run first reached the target (median over
+    seeds; a seed that never reached it counts as infinite). Goal met: median mtpjax ≤ ½ median
+    mlp. t = 0 is the strict criterion; when both programs converge to the same minimum it is
+    decided by the last digits, hence also t = 0.5 %."""
+    out = []
+    for level, tol in ((lv, t) for lv in sorted({r["level"] for r in runs})
+                       for t in tolerances):
+        mlp = [r for r in runs if r["level"] == level and r["program"] == "mlp"]
+        mine = [r for r in runs if r["level"] == level and r["program"] == "mtpjax"]
+        if not mlp or not mine:
+            continue
+        e_t = statistics.median(r["test_energy_mae_meV"] for r in mlp) * (1 + tol)
+        f_t = statistics.median(r["test_force_rmse"] for r in mlp) * (1 + tol)
+        row = {"level": level, "tolerance": tol, "mlp_runs": len(mlp), "mtpjax_runs": len(mine),
+               "target_test_energy_mae_meV": e_t, "target_test_force_rmse": f_t}
+        for clock in ("wall_s", "cpu_s"):
+            ref = statistics.median(r[clock] for r in mlp)
+            reach = [first_reach(r.get("curve", []), e_t, f_t, clock) for r in mine]
+            med = _median_or_inf(reach)
+            row[clock] = {"mlp_median": ref, "mtpjax_per_seed": reach,
+                          "mtpjax_median": None if med == math.inf else med,
+                          "ratio": None if med == math.inf else round(med / ref, 4),
+                          "met": med <= 0.5 * ref}
+        out.append(row)
+    return out
+
+
+def _step_median(curves: list[list[tuple]], grid):
+    """Median over runs of each run's latest value at every grid time (None before a run's
+    first point)."""
+    out = []
+    for t in grid:
+        vals = []
+        for c in curves:
+            past = [v for (x, v) in c if x <= t]
+            if past:
+                vals.append(past[-1])
+        out.append(statistics.median(vals) if len(vals) == len(curves) else None)
+    return out
+
+
+def plot(doc: dict, path: Path) -> None:
+    """Test E-MAE and F-RMSE against wall time: every mtpjax run (thin), their median (thick,
+    step-wise), every mlp run's final point and their median with the min–max spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = sorted({r["level"] for r in doc["runs"]})
+    fig, axes = plt.subplots(len(levels), 2, figsize=(11, 3.6 * len(levels)), squeeze=False)
+    for row, level in zip(axes, levels, strict=True):
+        mine = [r for r in doc["runs"] if r["level"] == level and r["program"] == "mtpjax"]
+        mlp = [r for r in doc["runs"] if r["level"] == level and r["program"] == "mlp"]
+        for ax, key, label in ((row[0], "test_energy_mae_meV", "test energy MAE (meV/atom)"),
+                               (row[1], "test_force_rmse", "test force RMSE (eV/Å)")):
+            curves = [[(p["wall_s"], p[key]) for p in r.get("curve", [])
+                       if p.get(key) is not None and p.get("wall_s") is not None] for r in mine]
+            curves = [c for c in curves if c]
+            for c in curves:
+                ax.plot(*zip(*c, strict=True), color="tab:blue", alpha=0.3, lw=0.8,
+                        drawstyle="steps-post")
+            if curves:
+                grid = sorted({x for c in curves for x, _ in c})
+                med = _step_median(curves, grid)
+                pts = [(t, m) for t, m in zip(grid, med, strict=True) if m is not None]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), color="tab:blue", lw=2,
+                            drawstyle="steps-post",
+                            label=f"mtpjax, median of {len(curves)} runs")
+            if mlp:
+                xs = [r["wall_s"] for r in mlp]
+                ys = [r[key] for r in mlp]
+                ax.scatter(xs, ys, color="tab:red", s=12, alpha=0.5)
+                mx, my = statistics.median(xs), statistics.median(ys)
+                ax.errorbar([mx], [my], xerr=[[mx - min(xs)], [max(xs) - mx]],
+                            yerr=[[my - min(ys)], [max(ys) - my]], fmt="o", color="tab:red",
+                            capsize=3, label=f"mlp final, median of {len(mlp)} runs (min–max)")
+                ax.axhline(my, color="tab:red", ls=":", lw=0.8)
+                ax.axvline(0.5 * mx, color="gray", ls="--", lw=0.8, label="½ mlp median wall")
+            ax.set_yscale("log")
+            ax.set_xlabel("wall time since launch (s)")
+            ax.set_ylabel(label)
+            ax.set_title(f"level {level}")
+            ax.legend(fontsize=7)
+    fig.suptitle(f"bench_train, load {doc['load_before']} → {doc['load_after']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 def summarize(runs: list[dict]) -> list[dict]:
     out = []
@@ -369,8 +502,10 @@ def render_md(doc: dict) -> str:
         f"max_dist 5.0 Å, radial_basis_size 8. `mtpjax`: optimizer {s['optimizer']}, "
         f"max_iter {s['max_iter']}, time limit {s['time_limit'] or 'none'}, seeds "
         f"{s['seeds']}. `mlp`: "
-        + (f"max_iter {s['mlp_max_iter']}, {s['seeds']} repetitions (no seed option: random "
-           f"start from std::random_device)." if doc["mlp"]["ran"] else
+        + (f"max_iter {s['mlp_max_iter']}, repetitions per level "
+           + ", ".join(f"L{lv}: " + str(sum(r["program"] == "mlp" and r["level"] == lv
+                                             for r in doc["runs"])) for lv in s["levels"])
+           + " (no seed option: random start from std::random_device)." if doc["mlp"]["ran"] else
            f"not run ({doc['mlp']['why_not']}).")
         + f" Each run pinned to core {s['core']}, one after the other; wall and CPU time of the "
         "whole process. Test errors: both programs' potentials scored by the same code "
@@ -387,6 +522,49 @@ def render_md(doc: dict) -> str:
                   f"{sum(r['program'] == 'mlp' for r in doc['runs'])}"
                   + (" (recorded " + ", ".join(sorted({r['recorded_at'] for r in cached}))
                      + ")" if cached else "") + ".", ""]
+    reused = sorted({r["reused_from"] for r in doc["runs"] if r.get("reused_from")})
+    if reused:
+        lines += ["The mtpjax runs were taken from " + ", ".join(f"`{x}`" for x in reused)
+                  + " (an earlier invocation of this script on the same data and templates, "
+                  "finished " + ", ".join(sorted({r["recorded_at"] for r in doc["runs"]
+                                                  if r.get("reused_from")})) + ").", ""]
+    if doc.get("warmups"):
+        lines += ["Warm-up runs (one iteration; not in the tables): "
+                  + ", ".join(f"level {w['level']}: {w['wall_s']:.1f} s wall, {w['cpu_s']:.1f} s "
+                              f"CPU (load {w['load_before'][0]:.1f}; "
+                              + ("cold" if w.get("cold", True) else "already filled")
+                              + " compilation cache)" for w in doc["warmups"]) + ".", ""]
+    if doc.get("time_to_accuracy"):
+        lines += ["## Time to `mlp`'s accuracy", "",
+                  "Target: the median `mlp` run's final test E-MAE **and** F-RMSE (× (1 + "
+                  "tolerance); tolerance 0 is the strict criterion, 0.5 % the same minimum up "
+                  "to its last digits); time: the "
+                  "first point of each mtpjax run's trajectory (test set evaluated inside the "
+                  "run after every iteration, time since the process was launched) at or below "
+                  "both; median over the mtpjax seeds (a seed that never got there counts as "
+                  "infinite). Goal: ≤ ½ of `mlp`'s median time.", "",
+                  "| level | tolerance | target E MAE (meV/atom) | target F RMSE (eV/Å) | "
+                  "mlp median wall (s)"
+                  " | mtpjax wall per seed (s) | median / mlp | ≤ ½? | mlp median CPU (s) | "
+                  "mtpjax CPU per seed (s) | median / mlp | ≤ ½? |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+        def per_seed(v):
+            return ", ".join("never" if x is None else f"{x:.1f}" for x in v)
+
+        for t in doc["time_to_accuracy"]:
+            w, c = t["wall_s"], t["cpu_s"]
+            lines.append(
+                f"| {t['level']} | {100 * t['tolerance']:g} % | "
+                f"{t['target_test_energy_mae_meV']:.4f} | "
+                f"{t['target_test_force_rmse']:.5f} | {w['mlp_median']:.1f} | "
+                f"{per_seed(w['mtpjax_per_seed'])} | "
+                f"{'–' if w['ratio'] is None else format(w['ratio'], '.3f')} | "
+                f"{'yes' if w['met'] else 'no'} | {c['mlp_median']:.1f} | "
+                f"{per_seed(c['mtpjax_per_seed'])} | "
+                f"{'–' if c['ratio'] is None else format(c['ratio'], '.3f')} | "
+                f"{'yes' if c['met'] else 'no'} |")
+        lines += ["", f"Plot: `{Path(doc['plot']).name}` (error against wall time).", ""]
     lines += ["## Summary: mean (min–max) over runs", "",
               "| level | program | runs | test E MAE (meV/atom) | test F RMSE (eV/Å) | wall (s) "
               "| CPU (s) |", "|---|---|---|---|---|---|---|"]
@@ -423,15 +601,19 @@ def render_md(doc: dict) -> str:
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--levels", type=int, nargs="+", default=[8, 16])
-    p.add_argument("--seeds", type=int, default=3, help="runs per program and level (≥ 3)")
-    p.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "bfgs", "lm", "adam"])
+    p.add_argument("--levels", type=int, nargs="+", default=[8, 12, 16, 20])
+    p.add_argument("--seeds", type=int, default=3, help="mtpjax runs per level (≥ 3)")
+    p.add_argument("--mlp-seeds", default="8:3,12:3,16:2,20:1",
+                   help="mlp runs per level, LEVEL:N,... (other levels: --seeds)")
+    p.add_argument("--optimizer", default="varpro",
+                   choices=["varpro", "lbfgs", "bfgs", "lm", "adam"])
     p.add_argument("--max-iter", type=int, default=1000, help="mtpjax iterations")
     p.add_argument("--mlp-max-iter", type=int, default=200, help="mlp BFGS iterations")
     p.add_argument("--time-limit", type=float, default=None,
                    help="mtpjax: seconds of iterations per run (then polish)")
-    p.add_argument("--monitor-every", type=int, default=0,
-                   help="record the test errors every N mtpjax iterations (costs time; 0: off)")
+    p.add_argument("--monitor-every", type=int, default=1,
+                   help="record the test errors every N mtpjax iterations (the trajectory; "
+                        "0: off)")
     p.add_argument("--memory-size", type=int, default=200, help="L-BFGS memory")
     p.add_argument("--lstsq-atoms", type=int, default=256)
     p.add_argument("--lstsq-configs", type=int, default=None)
@@ -451,7 +633,19 @@ def parse_args(argv):
                         "comparable), no mlp unless --mlp-bin is given")
     p.add_argument("--compile-cache", default=None,
                    help="JAX persistent compilation cache for the mtpjax runs (default: none, "
-                        "every run compiles; --quick: WORK/jax_cache)")
+                        "every run compiles; --quick: WORK/jax_cache). With it, one short "
+                        "warm-up run per level fills the cache first (its cold start-up is "
+                        "recorded)")
+    p.add_argument("--only-seeds", type=int, nargs="+", default=None,
+                   help="run only these seeds / repetitions (e.g. to record mlp runs in "
+                        "parallel invocations sharing the cache)")
+    p.add_argument("--reuse-mtpjax", metavar="JSON", default=None,
+                   help="take the mtpjax runs (and warm-ups) from an earlier result file of "
+                        "this script (same data, optimizer, iterations) instead of running "
+                        "them; marked in the result")
+    p.add_argument("--plot", default=None,
+                   help="error-vs-time plot (default benchmarks/results/"
+                        "train_time_to_accuracy.png with the default --out, else OUT.png)")
     p.add_argument("--work", default=None, help="folder for the runs (default: a new temp dir)")
     p.add_argument("--render-md", metavar="JSON", default=None,
                    help="only write JSON's .md again from the JSON (after a change of the tables)")
@@ -465,12 +659,19 @@ def parse_args(argv):
         args.n_train, args.n_test = QUICK["n_train"], QUICK["n_test"]
     elif args.seeds < 3:
         p.error("--seeds: at least 3 per program (--quick runs 2)")
+    args.mlp_seeds = {int(k): int(v) for k, v in
+                      (item.split(":") for item in args.mlp_seeds.split(",") if item)}
+    if args.quick:
+        args.mlp_seeds = {}
     if args.mlp_bin is None and not args.quick:
         args.mlp_bin = os.environ.get("MLP_BIN") or None
     if args.core is None:
         args.core = max(os.sched_getaffinity(0))
     args.out = Path(args.out or RESULTS / ("bench_train_quick.json" if args.quick
                                            else "bench_train.json"))
+    args.plot = Path(args.plot) if args.plot else (
+        args.out.with_suffix(".png") if args.quick or args.out.name != "bench_train.json"
+        else RESULTS / "train_time_to_accuracy.png")
     return args
 
 
@@ -507,16 +708,42 @@ def main(argv=None) -> int:
                         .hexdigest(), cache=str(Path(args.mlp_cache).relative_to(ROOT))
                         if Path(args.mlp_cache).resolve().is_relative_to(ROOT)
                         else args.mlp_cache)
-    runs = []
+    runs, warmups = [], []
+    reused = None
+    if args.reuse_mtpjax:  # mtpjax runs of an earlier invocation on the same data/templates
+        reused = json.loads(Path(args.reuse_mtpjax).read_text())
+        if reused["data"]["cfg_sha256"] != data["cfg_sha256"]:
+            raise SystemExit(f"{args.reuse_mtpjax}: recorded on other data")
+        for key in ("optimizer", "max_iter", "time_limit", "monitor_every"):
+            if reused["settings"][key] != getattr(args, key):
+                raise SystemExit(f"{args.reuse_mtpjax}: other {key} "
+                                 f"({reused['settings'][key]} ≠ {getattr(args, key)})")
+        args.programs = [p for p in args.programs if p != "mtpjax"]
+        for r in reused["runs"]:
+            if r["program"] == "mtpjax" and r["level"] in args.levels:
+                runs.append({**r, "reused_from": args.reuse_mtpjax,
+                             "recorded_at": reused["finished_at"]})
+        warmups += [w for w in reused.get("warmups", []) if w["level"] in args.levels]
+        args.compile_cache = reused["settings"]["compile_cache"]
     for level in args.levels:
-        for seed in range(args.seeds):
-            if "mtpjax" in args.programs:
+        if "mtpjax" in args.programs and args.compile_cache:
+            print(f"L{level} mtpjax warm-up (fills the compilation cache)", flush=True)
+            cache_dir = Path(args.compile_cache)
+            cold = not (cache_dir.is_dir() and any(cache_dir.iterdir()))
+            warm = argparse.Namespace(**{**vars(args), "max_iter": 1})
+            w = run_mtpjax(level, 0, work, warm, tag="warmup")
+            warmups.append({**{k: w[k] for k in ("level", "wall_s", "cpu_s", "load_before",
+                                                 "load_after", "command")}, "cold": cold})
+        for seed in range(max(args.seeds, args.mlp_seeds.get(level, args.seeds))):
+            if args.only_seeds is not None and seed not in args.only_seeds:
+                continue
+            if "mtpjax" in args.programs and seed < args.seeds:
                 print(f"L{level} mtpjax seed {seed} (core {args.core})", flush=True)
                 runs.append(run_mtpjax(level, seed, work, args))
                 runs[-1].update(score(runs[-1]["potential"], work / "test.cfg"))
                 print(f"  {runs[-1]['wall_s']:.1f} s, E {runs[-1]['test_energy_mae_meV']:.2f} "
                       f"meV/atom, F {runs[-1]['test_force_rmse']:.4f} eV/Å", flush=True)
-            if mlp:
+            if mlp and seed < args.mlp_seeds.get(level, args.seeds):
                 print(f"L{level} mlp repetition {seed} (core {args.core})", flush=True)
                 key_fields = {"template_sha256": template_sha[level],
                               "data_sha256": data["cfg_sha256"],
@@ -529,16 +756,19 @@ def main(argv=None) -> int:
     settings = {k: getattr(args, k) for k in (
         "levels", "seeds", "optimizer", "max_iter", "mlp_max_iter", "time_limit",
         "monitor_every", "memory_size", "lstsq_atoms", "lstsq_configs", "relinearize_every",
-        "core", "programs", "quick", "compile_cache")}
+        "core", "programs", "quick", "compile_cache", "mlp_seeds")}
     doc = {"script": "benchmarks/bench_train.py", "command": command, "started_at": started,
            "finished_at": utc(), "load_before": load_before, "load_after": load(),
            "versions": versions(), "host": host(), "settings": settings,
            "weights": WEIGHTS, "data": data, "mlp": mlp_info, "work_dir": str(work),
-           "out_json": str(args.out), "summary": summarize(runs), "runs": runs}
+           "out_json": str(args.out), "summary": summarize(runs),
+           "time_to_accuracy": time_to_accuracy(runs), "warmups": warmups,
+           "plot": str(args.plot), "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(render_md(doc))
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    plot(doc, args.plot)
+    print(f"wrote {args.out}, {args.out.with_suffix('.md')} and {args.plot}")
     return 0
 
 

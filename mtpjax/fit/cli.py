@@ -27,6 +27,7 @@ FLAG_FIELDS = {
     "init_params": "init_params", "seed": "seed", "optimizer": "optimizer",
     "learning_rate": "learning_rate", "batch_size": "batch_size",
     "eval_every": "eval_every", "checkpoint_every": "checkpoint_every",
+    "compile_cache": "compile_cache",
 }
 
 
@@ -48,16 +49,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o = parser.add_argument_group("mtpjax options")
     o.add_argument("--species", nargs="+", help="element of each MLIP type, e.g. --species Si")
     o.add_argument("--seed", type=int, help="random initialisation seed (default 0)")
-    o.add_argument("--optimizer", choices=["lbfgs", "bfgs", "lm", "adam"])
+    o.add_argument("--optimizer", choices=["varpro", "lbfgs", "bfgs", "lm", "adam"],
+                   help="default varpro (variable projection, docs/fitting.md)")
     o.add_argument("--learning-rate", type=float, help="Adam peak learning rate")
     o.add_argument("--batch-size", type=int, help="Adam: configurations per minibatch")
     o.add_argument("--eval-every", type=int, help="train-error evaluation interval")
     o.add_argument("--checkpoint-every", type=int, help="checkpoint interval (iterations)")
+    o.add_argument("--compile-cache", metavar="DIR",
+                   help="persistent compilation cache (default ~/.cache/mtpjax/jax or "
+                        "$MTPJAX_COMPILE_CACHE; 'off': none)")
     o.add_argument("--config", metavar="TOML", help="TOML file with further fit options")
     o.add_argument("--workdir", help="log, plot and checkpoint folder "
                    "(default: <trained-pot-name>.run)")
     o.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     o.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    d = parser.add_argument_group("multi-host data parallelism (jax.distributed)")
+    d.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run (jax.distributed.initialize; on SLURM/Open "
+                        "MPI the options below are detected): batches are sharded over the "
+                        "devices of all processes, process 0 writes the outputs")
+    d.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    d.add_argument("--num-processes", type=int)
+    d.add_argument("--process-id", type=int)
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     add_stress_arguments(o)
 
@@ -161,13 +174,33 @@ def plot_learning_curve(history, path) -> None:
     plt.close(fig)
 
 
+def init_distributed(args) -> None:
+    """``jax.distributed.initialize`` from the flags (CPU collectives over gloo)."""
+    import jax
+
+    if not (args.distributed or args.coordinator):
+        return
+    try:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except (AttributeError, ValueError):  # an older/newer JAX without the option
+        pass
+    kwargs = {k: v for k, v in (("coordinator_address", args.coordinator),
+                                ("num_processes", args.num_processes),
+                                ("process_id", args.process_id)) if v is not None}
+    try:
+        jax.distributed.initialize(**kwargs)
+    except (RuntimeError, ValueError) as exc:
+        raise InputError(f"--distributed: {exc}") from exc
+
+
 def run(args) -> int:
     import jax
 
+    init_distributed(args)
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     from mtpjax.fit.data import load_fit_data
-    from mtpjax.fit.trainer import Trainer
+    from mtpjax.fit.trainer import Trainer, is_main_process
     from mtpjax.io.mtp_file import read_mtp, write_mtp
 
     config, species = build_config(args)
@@ -194,6 +227,8 @@ def run(args) -> int:
         print(f"mtpjax train: interrupted at iteration {result['iteration']}; checkpoint in "
               f"{workdir}; rerun the command to resume", file=sys.stderr)
         return 130
+    if not is_main_process():
+        return 0
     write_mtp(out, pot.with_params(result["best_params"]))
     plot_learning_curve(trainer.history, workdir / "learning_curve.png")
     final = result["final"]

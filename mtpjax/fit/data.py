@@ -421,6 +421,17 @@ def round_up(x: int, step: int) -> int:
     return int(-(-max(int(x), 1) // step) * step)
 
 
+def bucket_size(x: int) -> int:
+    """``x`` rounded up to the shape ladder 1..8, then 4 steps per doubling (10, 12, 14, 16,
+    20, 24, 28, 32, 40, ...): at most 25 % padding, and data sets of similar size get the same
+    array shapes (so the same compiled programs, see :mod:`mtpjax.fit.compile_cache`)."""
+    x = max(int(x), 1)
+    if x <= 8:
+        return x
+    step = 2 ** (x.bit_length() - 3)
+    return round_up(x, step)
+
+
 def group_configurations(sizes, atoms_per_group: int, order=None) -> list[list[int]]:
     """First-fit (decreasing unless ``order`` is given) of configurations into groups."""
     sizes = np.asarray(sizes)
@@ -510,7 +521,8 @@ class Bucket:
 
 def pack_buckets(samples: list[Sample], atoms_per_group: int | None = None,
                  capacity_step: int = 8, group_multiple: int = 1,
-                 target_atoms: int = 4096, dtype=np.float64) -> list[Bucket]:
+                 target_atoms: int = 4096, dtype=np.float64,
+                 round_shapes: bool = False) -> list[Bucket]:
     """Pack all samples into buckets (one per rounded neighbour capacity).
 
     Args:
@@ -518,7 +530,11 @@ def pack_buckets(samples: list[Sample], atoms_per_group: int | None = None,
             ``group_multiple``) of at most ``target_atoms`` atoms, filled as evenly as possible.
         capacity_step: neighbour capacities are rounded up to multiples of this.
         group_multiple: G of each bucket is padded to a multiple of this (the device count).
+        round_shapes: round the group count G and the automatic atoms per group A up to
+            :func:`bucket_size`, the configuration slots C to a power of two (the trainer
+            does: a similar data set then reuses the compiled programs).
     """
+    ladder = bucket_size if round_shapes else (lambda x: x)
     sizes = np.asarray([len(s) for s in samples])
     caps = np.asarray([round_up(s.max_neighbors, capacity_step) for s in samples])
     buckets = []
@@ -528,7 +544,7 @@ def pack_buckets(samples: list[Sample], atoms_per_group: int | None = None,
         if atoms_per_group is None:  # per bucket: fewest groups of ≤ target_atoms, tight fit
             total, largest = int(sizes[members].sum()), int(sizes[members].max())
             n_groups = round_up(-(-total // max(target_atoms, largest)), group_multiple)
-            A = round_up(max(-(-total // n_groups), largest), 8)
+            A = ladder(round_up(max(-(-total // n_groups), largest), 8))
             while True:
                 local = group_configurations(sizes[members], A)
                 if len(local) <= n_groups:
@@ -539,7 +555,9 @@ def pack_buckets(samples: list[Sample], atoms_per_group: int | None = None,
             local = group_configurations(sizes[members], A)
         groups = [[members[k] for k in g] for g in local]
         C = max(len(g) for g in groups)
-        G = round_up(len(groups), group_multiple)
+        if round_shapes:  # configuration slots are cheap: a power of two
+            C = 1 << (C - 1).bit_length()
+        G = round_up(ladder(len(groups)), group_multiple)
         batch = pack_groups(samples, groups, A, cap, C, G, dtype)
         buckets.append(Bucket(cap, members, groups, batch))
     return buckets

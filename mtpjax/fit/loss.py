@@ -93,6 +93,38 @@ def predict_group(spec: ModelSpec, params, g: Batch):
     return energies, -grad_pos, grad_strain[:C]
 
 
+def residual_scales(weights: LossWeights, g: Batch):
+    """√weights of the residual rows of one group: energies [C], forces [A], virials [C]."""
+    pE, pF, pS = weights.exponents
+    n = g.n_atoms
+    conf = jnp.minimum(g.atom_conf, n.shape[0] - 1)
+    w_atom = jnp.where(g.atom_mask, g.weight[conf], 0.0)
+    sE = jnp.sqrt(weights.energy * g.weight / n**pE) * g.has_energy
+    sF = jnp.sqrt(weights.forces * w_atom / n[conf] ** pF) * g.has_forces
+    sS = jnp.sqrt(weights.stress * g.weight / n**pS) * g.has_stress
+    return sE, sF, sS
+
+
+def group_residuals(spec: ModelSpec, weights: LossWeights, params, g: Batch):
+    """Weighted residuals r of one group, with ‖r‖² = the group's loss (:func:`group_terms`).
+
+    Rows: energies [C], then forces [3A], then virials [9C]; a part whose weight is 0 is left
+    out (static), so the row count is C·[w_E>0] + 3A·[w_F>0] + 9C·[w_S>0].
+    """
+    E, F, V = predict_group(spec, params, g)
+    sE, sF, sS = residual_scales(weights, g)
+    parts = []
+    if weights.energy > 0:
+        parts.append(sE * (E - g.energy))
+    if weights.forces > 0:
+        parts.append((sF[:, None] * (F - g.forces)).reshape(-1))
+    if weights.stress > 0:
+        parts.append((sS[:, None, None] * (V - g.virial)).reshape(-1))
+    if not parts:
+        return jnp.zeros(1, E.dtype)
+    return jnp.concatenate(parts)
+
+
 def group_terms(spec: ModelSpec, weights: LossWeights, params, g: Batch) -> dict:
     """Loss parts and error sums of one group (all scalars)."""
     energies, forces, virials = predict_group(spec, params, g)

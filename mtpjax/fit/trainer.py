@@ -44,8 +44,9 @@ from mtpjax.model import ModelSpec
 from mtpjax.params import check_params, init_params
 from mtpjax.potential_data import MTPotential
 
-OPTIMIZERS = ("lbfgs", "bfgs", "adam", "lm")
-FULL_BATCH = ("lbfgs", "bfgs", "lm")  # optimisers that see the whole training set every step
+OPTIMIZERS = ("varpro", "lbfgs", "bfgs", "adam", "lm")
+# optimisers that see the whole training set every step
+FULL_BATCH = ("varpro", "lbfgs", "bfgs", "lm")
 QUASI_NEWTON = ("lbfgs", "bfgs")
 
 
@@ -53,7 +54,7 @@ QUASI_NEWTON = ("lbfgs", "bfgs")
 class FitConfig:
     """Every option of a fit (TOML ``[fit]`` table keys = these field names)."""
 
-    optimizer: str = "lbfgs"  # lbfgs | bfgs | adam | lm
+    optimizer: str = "varpro"  # varpro | lbfgs | bfgs | adam | lm
     max_iter: int = 1000
     energy_weight: float = 1.0
     force_weight: float = 0.01
@@ -81,6 +82,10 @@ class FitConfig:
     tol: float = 0.0  # stop when the gradient norm (scaled variables) falls below
     # Levenberg–Marquardt (full Jacobian, groups of lstsq_atoms atoms)
     lm_lambda: float = 1e-3
+    # variable projection (Levenberg–Marquardt on the radial coefficients, the linear ones
+    # re-solved exactly at every trial point): atoms per group of its Jacobian passes
+    # (memory ∝ (#coefficients) × atoms); the trials per iteration are max_linesearch_steps
+    jac_atoms: int = 512
     lm_hessian_fraction: float = 1.0  # share of the groups whose Jacobian forms JᵀJ per step
     # Adam
     learning_rate: float = 1e-2
@@ -94,6 +99,9 @@ class FitConfig:
     max_time: float | None = None  # stop iterating after this many seconds (then polish)
     checkpoint_every: int = 10
     data_parallel: bool = True
+    # persistent compilation cache folder (None: the default, see mtpjax.fit.compile_cache;
+    # "off": none)
+    compile_cache: str | None = None
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -117,7 +125,7 @@ class FitConfig:
                              f"{self.weighting!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        for name in ("batch_size", "memory_size", "lstsq_atoms", "target_atoms",
+        for name in ("batch_size", "memory_size", "lstsq_atoms", "target_atoms", "jac_atoms",
                      "max_linesearch_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
@@ -144,20 +152,43 @@ class StopTraining(Exception):
 
 
 def default_mesh(enabled: bool = True):
-    """1-D mesh over all local devices, or None for a single device."""
-    devices = jax.local_devices()
+    """1-D mesh ``("data",)`` over all devices of all processes (``jax.devices()``: after
+    ``jax.distributed.initialize`` every host's), or None for a single device."""
+    devices = jax.devices()
     if not enabled or len(devices) < 2:
         return None
     return jax.sharding.Mesh(np.asarray(devices), ("data",))
 
 
 def _device_put(batch, mesh):
+    """Place a batch on the mesh, groups (axis 0) sharded; every process holds the whole
+    host array and contributes the shards of its own devices."""
     if mesh is None:
         return jax.tree.map(jnp.asarray, batch)
     from jax.sharding import NamedSharding, PartitionSpec
 
     sharding = NamedSharding(mesh, PartitionSpec("data"))
-    return jax.tree.map(lambda x: jax.device_put(np.asarray(x), sharding), batch)
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+    return jax.tree.map(put, batch)
+
+
+def _fetch(tree):
+    """Replicated results as host arrays when several processes share the mesh (a value that
+    spans other hosts' devices cannot be read directly); unchanged in a single process."""
+    if jax.process_count() == 1:
+        return tree
+    from mtpjax.fit.varpro import host_value
+
+    return jax.tree.map(lambda x: host_value(x) if isinstance(x, jax.Array) else x, tree)
+
+
+def is_main_process() -> bool:
+    """Only process 0 writes logs, checkpoints and potentials."""
+    return jax.process_index() == 0
 
 
 class Trainer:
@@ -173,6 +204,9 @@ class Trainer:
 
     def __init__(self, pot: MTPotential, train: list[Sample], valid: list[Sample] | None,
                  config: FitConfig, workdir=None, mesh="auto", progress: bool = False):
+        from mtpjax.fit import compile_cache
+
+        compile_cache.enable(config.compile_cache)
         self.pot = pot
         self.spec = ModelSpec.from_potential(pot)
         self.config = config
@@ -187,15 +221,16 @@ class Trainer:
         self._terms = jax.jit(self.terms_fn)
         self.train_buckets = pack_buckets(train, config.atoms_per_group,
                                           group_multiple=self.n_dev,
-                                          target_atoms=config.target_atoms)
+                                          target_atoms=config.target_atoms, round_shapes=True)
         self.train_batches = tuple(_device_put(b.batch, self.mesh) for b in self.train_buckets)
         self.valid_batches = ()
         if self.valid_samples:
             vb = pack_buckets(self.valid_samples, None, group_multiple=self.n_dev,
-                              target_atoms=config.target_atoms)
+                              target_atoms=config.target_atoms, round_shapes=True)
             self.valid_batches = tuple(_device_put(b.batch, self.mesh) for b in vb)
         self._lstsq_batches = None
         self._rows_fn = None
+        self._vp = None
         self.history: list[dict] = []
 
     # ------------------------------------------------------------------ helpers
@@ -232,7 +267,7 @@ class Trainer:
     def evaluate(self, params, batches) -> dict:
         if not batches:
             return {}
-        return summarize(self._terms(jax.tree.map(jnp.asarray, params), batches))
+        return summarize(_fetch(self._terms(_fetch(params), batches)))
 
     def initial_params(self) -> tuple[dict, Scaling]:
         cfg = self.config
@@ -244,6 +279,14 @@ class Trainer:
             scale = cfg.radial_scale if cfg.radial_scale is not None else self.auto_radial_scale()
             params = init_params(self.spec, cfg.seed, scale)
         params = {k: np.asarray(v, np.float64) for k, v in params.items()}
+        if cfg.optimizer == "varpro":  # the linear coefficients are always the exact optimum
+            from mtpjax.fit.varpro import host_value, join_params
+
+            radial = jnp.asarray(params["radial_coeffs"])
+            theta, _ = self._varpro().solve_linear(radial)
+            params = {k: host_value(v) for k, v in
+                      join_params(self.spec, radial, theta).items()}
+            return params, Scaling.identity(params)
         need_qr = cfg.precondition or (cfg.init_params == "random" and not cfg.skip_preinit)
         scaling = Scaling.identity(params)
         if need_qr:
@@ -292,6 +335,30 @@ class Trainer:
             return optax.apply_updates(u, updates), state, value, optax.tree_utils.tree_norm(grad)
 
         return opt, jax.jit(step)
+
+    def _varpro(self):
+        """The :class:`mtpjax.fit.varpro.VarPro` iteration over groups of ``jac_atoms``."""
+        if self._vp is None:
+            from mtpjax.fit.varpro import VarPro
+
+            samples = self.train_samples
+            A = max(self.config.jac_atoms, round_up(max(len(s) for s in samples), 8))
+            batches = tuple(_device_put(b.batch, self.mesh) for b in pack_buckets(
+                samples, A, group_multiple=self.n_dev, round_shapes=True))
+            self._vp = VarPro(self.spec, self.weights, batches, self.mesh,
+                              ridge=self.config.lstsq_ridge,
+                              max_trials=self.config.max_linesearch_steps)
+        return self._vp
+
+    def _varpro_step(self, u, opt_state, scales, batches):
+        """One variable-projection iteration (``scales`` are the identity for varpro)."""
+        from mtpjax.fit.varpro import join_params
+
+        radial, theta, value, lam, gnorm = self._varpro().step(
+            u["radial_coeffs"], jnp.concatenate([u["species_coeffs"], u["moment_coeffs"]]),
+            float(opt_state["value"]), float(opt_state["lam"]))
+        state = {"lam": jnp.asarray(lam), "k": opt_state["k"] + 1, "value": jnp.asarray(value)}
+        return join_params(self.spec, radial, theta), state, value, gnorm
 
     def _lm_groups(self):
         """All training configurations packed into groups of ``lstsq_atoms`` atoms (fixed
@@ -408,10 +475,14 @@ class Trainer:
                                force_eval=True)
             self._update_best(state_tree, rec)
             self._log(rec)
+            if cfg.optimizer == "varpro":
+                state_tree["opt"]["value"] = jnp.asarray(rec["loss"])
         if cfg.optimizer in QUASI_NEWTON:
             _, step = self._make_lbfgs(None)
         elif cfg.optimizer == "lm":
             step = self._lm_step
+        elif cfg.optimizer == "varpro":
+            step = self._varpro_step
         else:
             _, step = self._make_adam(state_tree["u"])
             steps_per_epoch = -(-len(self.train_samples) // min(cfg.batch_size,
@@ -428,15 +499,17 @@ class Trainer:
         try:
             for it in range(start + 1, cfg.max_iter + 1):
                 if cfg.optimizer in FULL_BATCH:
-                    u, opt_state, value, gnorm = step(state_tree["u"], state_tree["opt"],
-                                                      state_tree["scales"], self.train_batches)
+                    u, opt_state, value, gnorm = _fetch(step(
+                        state_tree["u"], state_tree["opt"], state_tree["scales"],
+                        self.train_batches))
                 else:
                     epoch, k = divmod(it - 1, steps_per_epoch)
                     if epoch not in epoch_cache:
                         epoch_cache = {epoch: [_device_put(b, self.mesh)
                                                for b in self._adam_batches(epoch)]}
-                    u, opt_state, value, gnorm = step(state_tree["u"], state_tree["opt"],
-                                                      state_tree["scales"], epoch_cache[epoch][k])
+                    u, opt_state, value, gnorm = _fetch(step(
+                        state_tree["u"], state_tree["opt"], state_tree["scales"],
+                        epoch_cache[epoch][k]))
                 state_tree = {**state_tree, "u": u, "opt": opt_state}
                 if (cfg.optimizer in QUASI_NEWTON and cfg.relinearize_every
                         and it % cfg.relinearize_every == 0 and it < cfg.max_iter):
@@ -455,6 +528,8 @@ class Trainer:
                 if callback is not None:
                     callback(it, rec)
                 if cfg.tol > 0 and gnorm < cfg.tol:
+                    break
+                if cfg.optimizer == "varpro" and self._varpro().converged:
                     break
                 if cfg.max_time and elapsed0 + time.perf_counter() - t_start > cfg.max_time:
                     break
@@ -492,9 +567,15 @@ class Trainer:
         scales = {k: jnp.asarray(v) for k, v in scaling.scales.items()}
         u = Scaling(scales).from_params({k: jnp.asarray(v) for k, v in params.items()})
         if cfg.optimizer in QUASI_NEWTON:
-            opt_state = self._make_lbfgs(scaling)[0].init(u)
+            # strongly typed: optax's initial line-search state holds weakly typed scalars,
+            # which made the second iteration compile the step again
+            opt_state = jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype),
+                                     self._make_lbfgs(scaling)[0].init(u))
         elif cfg.optimizer == "lm":
             opt_state = {"lam": jnp.asarray(float(cfg.lm_lambda)), "k": jnp.asarray(0)}
+        elif cfg.optimizer == "varpro":
+            opt_state = {"lam": jnp.asarray(float(cfg.lm_lambda)), "k": jnp.asarray(0),
+                         "value": jnp.asarray(np.inf)}
         else:
             opt_state = self._make_adam(u)[0].init(u)
         p = {k: jnp.asarray(v) for k, v in params.items()}
@@ -506,6 +587,7 @@ class Trainer:
 
     def _record(self, it, state_tree, value, gnorm, elapsed0, t_start, force_eval=False):
         rec = {"iter": it, "time": round(elapsed0 + time.perf_counter() - t_start, 4),
+               "clock": round(time.time(), 3), "cpu": round(time.process_time(), 3),
                "loss": value, "grad_norm": gnorm}
         evaluate = force_eval or (self.config.eval_every and it % self.config.eval_every == 0) \
             or it == self.config.max_iter
@@ -541,7 +623,7 @@ class Trainer:
         best = {k: np.asarray(v) for k, v in state_tree["best_params"].items()}
         best_score = float(state_tree["best_score"])
         polished = None
-        if self.config.lstsq_polish:
+        if self.config.lstsq_polish and self.config.optimizer != "varpro":
             polished, _ = self.lstsq(best)
             if self.valid_batches and self.config.select_on_valid:
                 score = self.evaluate(polished, self.valid_batches)["loss"]
@@ -560,6 +642,8 @@ class Trainer:
                 "history": self.history, "final": rec}
 
     def _save(self, state_tree, it, elapsed):
+        if not is_main_process():
+            return
         ckpt.save(self.checkpoint_path, state_tree,
                   {"iteration": int(it), "elapsed": float(elapsed),
                    "config": asdict(self.config)})
@@ -575,7 +659,7 @@ class Trainer:
 
     def _truncate_log(self, upto: int):
         self.history = []
-        if self.log_path is None:
+        if self.log_path is None or not is_main_process():
             return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
@@ -589,7 +673,7 @@ class Trainer:
 
     def _log(self, rec):
         self.history.append(rec)
-        if self.log_path is not None:
+        if self.log_path is not None and is_main_process():
             with open(self.log_path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
 

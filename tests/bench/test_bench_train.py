@@ -44,7 +44,10 @@ def test_quick_writes_result_end_to_end(tmp_path):
     assert [(r["program"], r["level"], r["seed"]) for r in runs] == [
         ("mtpjax", 2, 0), ("mtpjax", 2, 1)]
     for r in runs:
-        assert r["iterations"] == 5
+        assert 1 <= r["iterations"] <= 5  # varpro stops early once no step lowers the loss
+        assert r["curve"] and all(pt["wall_s"] > 0 and pt["cpu_s"] > 0
+                                  and pt["test_force_rmse"] > 0 for pt in r["curve"])
+        assert r["curve"][-1]["wall_s"] <= r["wall_s"]
         for key in ("test_energy_mae_meV", "test_force_rmse", "wall_s", "cpu_s"):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r)
         assert r["core"] in doc["host"]["affinity"] or r["core"] < doc["host"]["cpus"]
@@ -56,6 +59,8 @@ def test_quick_writes_result_end_to_end(tmp_path):
     assert summary["test_energy_mae_meV"]["max"] == max(e)
     md = out.with_suffix(".md").read_text()
     assert doc["command"] in md and "| 2 | mtpjax | 2 |" in md
+    assert [w["level"] for w in doc["warmups"]] == [2]  # the compilation cache filled first
+    assert Path(doc["plot"]).is_file() and Path(doc["plot"]).stat().st_size > 1000
 
 
 FAKE_MLP = """#!{python}

@@ -50,8 +50,8 @@ def test_lm_fits_known_mtp_back(pot_l08, labelled):
 
 def test_lbfgs_from_perturbed_known_mtp(pot_l08, labelled):
     """L-BFGS on the same problem: the loss falls by orders of magnitude in 40 iterations."""
-    cfg = FitConfig(init_params="same", max_iter=40, force_weight=0.1, eval_every=20,
-                    checkpoint_every=0, lstsq_polish=False)
+    cfg = FitConfig(optimizer="lbfgs", init_params="same", max_iter=40, force_weight=0.1,
+                    eval_every=20, checkpoint_every=0, lstsq_polish=False)
     trainer = Trainer(pot_l08.with_params(_perturbed(pot_l08)), labelled, None, cfg)
     res = trainer.run()
     assert res["final"]["train"]["loss"] < 1e-3 * trainer.history[0]["train"]["loss"]
@@ -60,8 +60,8 @@ def test_lbfgs_from_perturbed_known_mtp(pot_l08, labelled):
 def test_relinearize_sets_least_squares_linear_coefficients(template_l08, labelled):
     """The periodic re-solve: radial coefficients kept, linear ones = the least-squares
     solution for them, loss not increased, and the line search's cached value invalidated."""
-    cfg = FitConfig(force_weight=0.1, checkpoint_every=0, skip_preinit=True,
-                    precondition=False)
+    cfg = FitConfig(optimizer="lbfgs", force_weight=0.1, checkpoint_every=0,
+                    skip_preinit=True, precondition=False)
     trainer = Trainer(template_l08, labelled[:6], None, cfg)
     params, scaling = trainer.initial_params()
     params["moment_coeffs"] = np.full_like(params["moment_coeffs"], 1e-3)

@@ -45,8 +45,8 @@ out["grad_rel"] = max(float(jnp.max(jnp.abs(g4[k] - g1[k])) / jnp.max(jnp.abs(g1
                       for k in g1)
 res = {}
 for name, m in (("single", None), ("sharded", mesh)):
-    cfg = FitConfig(init_params="same", max_iter=3, force_weight=0.1, eval_every=3,
-                    checkpoint_every=0, lstsq_polish=False, atoms_per_group=24)
+    cfg = FitConfig(optimizer="lbfgs", init_params="same", max_iter=3, force_weight=0.1,
+                    eval_every=3, checkpoint_every=0, lstsq_polish=False, atoms_per_group=24)
     res[name] = Trainer(pot.with_params(perturb(pot.params(), 0, 0.1)), samples, None, cfg,
                         mesh=m).run()["params"]
 out["step_rel"] = max(float(np.max(np.abs(res["sharded"][k] - res["single"][k]))

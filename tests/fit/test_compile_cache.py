@@ -1,0 +1,89 @@
+"""Start-up: shapes rounded to buckets, so a similar data set reuses the compiled programs
+from the persistent compilation cache (no XLA compile in the second run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtpjax.fit.data import Sample, bucket_size, pack_buckets, precompute_neighbors
+from tests.fit.conftest import si_cells
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bucket_size_ladder():
+    assert [bucket_size(x) for x in (1, 7, 8, 9, 10, 11, 17, 33, 100)] == [
+        1, 7, 8, 10, 10, 12, 20, 40, 112]
+    for x in range(1, 3000):
+        assert x <= bucket_size(x) <= 1.25 * x
+
+
+def _samples(n, seed):
+    out = [Sample(positions=a.positions, types=np.zeros(len(a), np.int32), cell=a.cell.array,
+                  pbc=np.ones(3, bool), energy=0.0, forces=np.zeros((len(a), 3)))
+           for a in si_cells(n, seed=seed)]
+    precompute_neighbors(out, 5.0)
+    return out
+
+
+def test_similar_data_sets_get_the_same_shapes():
+    a, b = _samples(42, seed=1), _samples(44, seed=2)
+    for atoms in (None, 32):
+        sa = [x.batch.shape for x in pack_buckets(a, atoms, round_shapes=True)]
+        sb = [x.batch.shape for x in pack_buckets(b, atoms, round_shapes=True)]
+        assert sa == sb, (atoms, sa, sb)
+        assert sa != [x.batch.shape for x in pack_buckets(b, atoms)]  # without rounding
+
+
+WORKER = r"""
+import json, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+from jax import monitoring
+events = []
+monitoring.register_event_duration_secs_listener(
+    lambda name, secs, **kw: events.append(name))
+monitoring.register_event_listener(lambda name, **kw: events.append(name))
+from tests.fit.conftest import label_with, si_cells
+from mtpjax.io.mtp_file import read_mtp
+from mtpjax.fit.trainer import FitConfig, Trainer
+from mtpjax.params import perturb
+
+pot = read_mtp("tests/data/parity/si_L08/pot.mtp")
+start = pot.with_params(perturb(pot.params(), 2, 0.02, "radial"))
+cfg = FitConfig(optimizer="varpro", init_params="same", max_iter=2, force_weight=0.1,
+                eval_every=1, checkpoint_every=0, jac_atoms=32, compile_cache=sys.argv[1])
+out = {}
+for name, seed in (("first", 1), ("second", 7)):
+    n0 = len(events)
+    samples = label_with(pot, si_cells(12, seed=seed))
+    Trainer(start, samples, samples[:4], cfg, mesh=None).run()
+    new = events[n0:]
+    # the backend-compile event also wraps a persistent-cache hit: XLA compiles = the
+    # difference
+    hits = new.count("/jax/compilation_cache/cache_hits")
+    out[name] = {"compiles": new.count("/jax/core/compile/backend_compile_duration") - hits,
+                 "cache_hits": hits}
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_second_run_on_other_data_does_not_compile(tmp_path):
+    """A subprocess fits twice, on two different data sets of the same size: the second fit
+    compiles nothing (every program comes from the persistent cache)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", WORKER, str(tmp_path / "cache")], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads([x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1][7:])
+    assert out["first"]["compiles"] > 0
+    assert out["second"]["compiles"] == 0, out
+    assert out["second"]["cache_hits"] > 0
