@@ -70,6 +70,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.provenance import host, load, utc, versions  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 WEIGHTS = {"energy": 1.0, "force": 0.1, "stress": 0.0}
 QUICK = {"levels": [2], "seeds": 2, "max_iter": 5, "n_train": 6, "n_test": 3}
@@ -77,52 +79,6 @@ METRICS = ("test_energy_mae_meV", "test_force_rmse", "wall_s", "cpu_s")
 
 
 # ---------------------------------------------------------------------------------- records
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("jax", "jaxlib", "optax", "numpy", "ase"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    try:
-        out["mtpjax_git"] = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
-            text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        out["mtpjax_git"] = None
-    return out
-
-
-def host() -> dict:
-    cpu = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    try:
-        kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
-        mem = round(kb / 2**20, 1)
-    except (OSError, AttributeError):
-        pass
-    return {"hostname": platform.node(), "platform": platform.platform(), "cpu_model": cpu,
-            "cpus": os.cpu_count(), "affinity": sorted(os.sched_getaffinity(0)),
-            "memory_GiB": mem}
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def utc() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
 
 def sha256_bytes(*blobs: bytes) -> str:
     h = hashlib.sha256()
