@@ -172,8 +172,9 @@ RANGES: dict[tuple[str, str], dict] = {
     ("analysis", "p_step_GPa"): dict(positive=True, high=100.0, unit="GPa"),
     ("analysis", "relax_final_steps"): _STEPS,
 }
-#: the optimisers of mtpjax.fit.trainer.OPTIMIZERS (not imported: checking needs no JAX)
-OPTIMIZERS = ("lbfgs", "bfgs", "adam", "lm")
+#: the optimisers of mtpjax.fit.trainer.OPTIMIZERS (not imported: checking needs no JAX;
+#: tests/pipeline/test_config.py keeps the two equal)
+OPTIMIZERS = ("varpro", "lbfgs", "bfgs", "adam", "lm")
 # md protocol tables ([md.protocol.NAME]) follow md/config.py's format: structure, run, stage
 PROTOCOL_KEYS = {"structure", "run", "neighbors", "stage", "teacher_structure"}
 MODELS = ("indirect", "direct")

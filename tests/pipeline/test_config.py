@@ -175,3 +175,11 @@ def test_executor_settings_do_not_change_stage_keys():
         assert {n: pipeline._key(stages[n], cfg, keys) for n in ref} == ref
     other_d0 = {**base, "d0": {**base["d0"], "max_structures": 5}}
     assert pipeline._key(stages["labels"], other_d0, keys) != ref["labels"]
+
+
+def test_optimizer_names_equal_the_trainers():
+    """The config check's list (kept JAX-free) names exactly the trainer's optimisers."""
+    from distill.stages import config
+    from mtpjax.fit import trainer
+
+    assert config.OPTIMIZERS == trainer.OPTIMIZERS
