@@ -9,6 +9,12 @@ Where: ``path`` when given; else ``$MTPJAX_COMPILE_CACHE``; else ``$JAX_COMPILAT
 (JAX's own variable); else ``~/.cache/mtpjax/jax`` (``$XDG_CACHE_HOME`` honoured). ``"off"``
 (or an empty string) disables it. Every program is cached (minimum compile time 0 s), small
 ones too.
+
+On the CPU backend the cache is used only when asked for (``path``, or one of the two
+variables): jaxlib's XLA:CPU loader logs two ERROR lines per cached program when it loads it
+(jax-ml/jax#38445: tuning flags compared as if they were instruction-set features) and then
+runs it anyway — harmless for a cache written on the same machine, a SIGILL risk for a home
+directory shared by nodes with different CPUs. On GPUs the default folder is used.
 """
 
 from __future__ import annotations
@@ -27,10 +33,18 @@ def default_dir() -> str:
     return str(Path(base) / "mtpjax" / "jax")
 
 
+def _requested() -> bool:
+    """A cache folder named in the environment."""
+    return any(var in os.environ for var in ("MTPJAX_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR"))
+
+
 def enable(path: str | os.PathLike | None = None) -> str | None:
-    """Turn the persistent cache on (idempotent); returns its folder, or None when off."""
+    """Turn the persistent cache on (idempotent); returns its folder, or None when off
+    (``path`` None on a CPU backend with no folder in the environment: off, see above)."""
     import jax
 
+    if path is None and not _requested() and jax.default_backend() == "cpu":
+        return None
     path = default_dir() if path is None else str(path)
     if path.strip().lower() in OFF:
         return None

@@ -87,3 +87,28 @@ def test_second_run_on_other_data_does_not_compile(tmp_path):
     assert out["first"]["compiles"] > 0
     assert out["second"]["compiles"] == 0, out
     assert out["second"]["cache_hits"] > 0
+
+
+def test_cpu_cache_only_when_asked(monkeypatch, tmp_path):
+    """On the CPU backend the default is no persistent cache (jax-ml/jax#38445: its loader logs
+    ERROR lines per program); a folder in the environment or an explicit path turns it on."""
+    import jax
+
+    from mtpjax.fit import compile_cache
+
+    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+            "jax_persistent_cache_min_entry_size_bytes")
+    saved = {k: getattr(jax.config, k) for k in keys}
+    try:
+        monkeypatch.delenv("MTPJAX_COMPILE_CACHE", raising=False)
+        monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+        assert jax.default_backend() == "cpu"
+        assert compile_cache.enable(None) is None
+        assert compile_cache.enable("off") is None
+        assert compile_cache.enable(tmp_path / "a") == str(tmp_path / "a")
+        monkeypatch.setenv("MTPJAX_COMPILE_CACHE", str(tmp_path / "b"))
+        assert compile_cache.enable(None) == str(tmp_path / "b")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "b")
+    finally:
+        for k, v in saved.items():
+            jax.config.update(k, v)
