@@ -136,11 +136,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     multi = load_run(args.run, 8)
     single = load_run(args.run, 1, multi["n_atoms"])
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.provenance import load, versions
+
     m = model(multi, single, args)
     meta = {"command": "python benchmarks/md_scaling_model.py " + " ".join(
         sys.argv[1:] if argv is None else argv), "inputs": f"benchmarks/results/{args.run}.json",
         "measured_on": multi["_meta"]["machine"], "measured_date": multi["_meta"]["date"],
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "versions": versions(), "load": load(),
         "assumptions": {k: getattr(args, k) for k in ("throughput", "nvlink_gbs", "latency_us",
                                                       "gpu_gib", "usable", "workspace_gib")}}
     out = RESULTS / "md_scaling_model"
