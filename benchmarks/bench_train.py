@@ -595,10 +595,10 @@ def parse_args(argv):
     p.add_argument("--only-seeds", type=int, nargs="+", default=None,
                    help="run only these seeds / repetitions (e.g. to record mlp runs in "
                         "parallel invocations sharing the cache)")
-    p.add_argument("--reuse-mtpjax", metavar="JSON", default=None,
-                   help="take the mtpjax runs (and warm-ups) from an earlier result file of "
-                        "this script (same data, optimizer, iterations) instead of running "
-                        "them; marked in the result")
+    p.add_argument("--reuse-mtpjax", metavar="JSON", nargs="+", default=None,
+                   help="take the mtpjax runs (and warm-ups) from earlier result files of "
+                        "this script (same data, optimizer, iterations; e.g. one per level) "
+                        "instead of running them; marked in the result")
     p.add_argument("--plot", default=None,
                    help="error-vs-time plot (default benchmarks/results/"
                         "train_time_to_accuracy.png with the default --out, else OUT.png)")
@@ -666,21 +666,24 @@ def main(argv=None) -> int:
                         else args.mlp_cache)
     runs, warmups = [], []
     reused = None
-    if args.reuse_mtpjax:  # mtpjax runs of an earlier invocation on the same data/templates
-        reused = json.loads(Path(args.reuse_mtpjax).read_text())
-        if reused["data"]["cfg_sha256"] != data["cfg_sha256"]:
-            raise SystemExit(f"{args.reuse_mtpjax}: recorded on other data")
-        for key in ("optimizer", "max_iter", "time_limit", "monitor_every"):
-            if reused["settings"][key] != getattr(args, key):
-                raise SystemExit(f"{args.reuse_mtpjax}: other {key} "
-                                 f"({reused['settings'][key]} ≠ {getattr(args, key)})")
+    if args.reuse_mtpjax:  # mtpjax runs of earlier invocations on the same data/templates
+        caches = []
+        for source in args.reuse_mtpjax:
+            reused = json.loads(Path(source).read_text())
+            if reused["data"]["cfg_sha256"] != data["cfg_sha256"]:
+                raise SystemExit(f"{source}: recorded on other data")
+            for key in ("optimizer", "max_iter", "time_limit", "monitor_every"):
+                if reused["settings"][key] != getattr(args, key):
+                    raise SystemExit(f"{source}: other {key} "
+                                     f"({reused['settings'][key]} ≠ {getattr(args, key)})")
+            for r in reused["runs"]:
+                if r["program"] == "mtpjax" and r["level"] in args.levels:
+                    runs.append({**r, "reused_from": source,
+                                 "recorded_at": reused["finished_at"]})
+            warmups += [w for w in reused.get("warmups", []) if w["level"] in args.levels]
+            caches.append(reused["settings"]["compile_cache"])
         args.programs = [p for p in args.programs if p != "mtpjax"]
-        for r in reused["runs"]:
-            if r["program"] == "mtpjax" and r["level"] in args.levels:
-                runs.append({**r, "reused_from": args.reuse_mtpjax,
-                             "recorded_at": reused["finished_at"]})
-        warmups += [w for w in reused.get("warmups", []) if w["level"] in args.levels]
-        args.compile_cache = reused["settings"]["compile_cache"]
+        args.compile_cache = ", ".join(sorted({c for c in caches if c})) or None
     for level in args.levels:
         if "mtpjax" in args.programs and args.compile_cache:
             print(f"L{level} mtpjax warm-up (fills the compilation cache)", flush=True)
