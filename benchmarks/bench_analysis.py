@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -36,6 +34,10 @@ from md.analysis import (
     structure_metrics,
 )
 from md.analysis.structure_factor import default_q
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.provenance import header, load  # noqa: E402
 
 
 def _frame(reps: tuple[int, int, int], sigma: float = 0.15, seed: int = 0):
@@ -78,13 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     atoms = _frame((23, 23, 24))
-    cli_args = argv if argv is not None else sys.argv[1:]
     result = {
-        "command": ".venv/bin/python " + " ".join(["benchmarks/bench_analysis.py", *cli_args]),
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version(), "numpy": np.__version__,
-                    "load_average_1_5_15_min_at_start": list(os.getloadavg())},
+        **header(),
         "frame": "diamond Si 23x23x24 conventional cells, rattled sigma=0.15 A",
         "frame_100k": bench_frame(atoms),
     }
@@ -98,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         angles, m["bond_angles_s"] = _timed(bond_angles, bonds)
         m.update(fractions_percent=coordination_fractions(cn), n_angles=int(angles.size))
         result["frame_1M_coordination_angles"] = m
+    result["load_after"] = load()
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")

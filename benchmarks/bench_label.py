@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import shlex
 import sys
 import tempfile
 import time
@@ -27,19 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.provenance import header, load  # noqa: E402
 from distill.engine import label  # noqa: E402
 from distill.inputs import read_structures  # noqa: E402
 from distill.teachers import TeacherSpec, teacher_identity  # noqa: E402
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def bench(teacher: TeacherSpec, structures, workers: int, chunk_size: int) -> dict:
@@ -99,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     structures = read_structures(args.data)[: args.limit]
     n_atoms = sum(len(a) for a in structures)
     rows = []
-    load_before = os.getloadavg()
+    provenance = header()
+    load_before = provenance["load_before"]
     for workers in args.workers:
         runs = [bench(teacher, structures, workers, args.chunk_size) for _ in range(args.repeats)]
         rows.append(
@@ -116,12 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         row["cpu_efficiency"] = round(row["atom_labels_per_worker_cpu_s"] / cpu_base, 3)
     identity = teacher_identity(teacher)
     result = {
-        "command": " ".join(
-            ["python", "benchmarks/bench_label.py", *map(shlex.quote, argv or sys.argv[1:])]
-        ),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": sys.version.split()[0]},
-        "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()},
+        **provenance,
+        "load_after": load(),
         "teacher": {
             "model": os.path.relpath(args.model, ROOT),
             "teacher_id": identity["teacher_id"],
@@ -151,9 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.out.with_suffix(".md").write_text(
         f"# Labelling throughput, demo GAP ({result['teacher']['model']})\n\n"
-        f"`{result['command']}` — {result['date']}, {result['machine']['cpu']}, "
-        f"{result['machine']['cores']} cores (load average before "
-        f"{load_before[0]:.2f}); {len(structures)} Si cells, {n_atoms} atoms, "
+        f"`{result['command']}` — {result['started_utc']}, {result['host']['cpu_model']}, "
+        f"{result['host']['cpus']} cores (load average before "
+        f"{load_before[0]:.2f}, after {result['load_after'][0]:.2f}; versions "
+        + ", ".join(f"{k} {v}" for k, v in result["versions"].items())
+        + f"); {len(structures)} Si cells, {n_atoms} atoms, "
         f"energy + forces + stress, chunk size {args.chunk_size}, best of {args.repeats}; times "
         "include worker start-up and SQLite writes.\n\n"
         "| workers | seconds | labels/s | atom-labels/s | scaling efficiency "
