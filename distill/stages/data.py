@@ -207,29 +207,39 @@ def grade_driven_d1(ctx, candidates: list[Atoms], stages) -> tuple[list[Atoms], 
 
 # ------------------------------------------------------------------ labels
 def _label(ctx, frames: list[Atoms], store: Path, source: str) -> dict:
+    """Teacher labels of `frames` (tagged `source`) into `store`; a summary dict."""
+    return _label_sets(ctx, {source: frames}, store)[source]
+
+
+def _label_sets(ctx, sets: dict[str, list[Atoms]], store: Path) -> dict[str, dict]:
+    """Teacher labels of several named frame lists into `store`, one executor (one Dask
+    cluster or worker pool start) for all of them; {name: summary dict}."""
     from distill.engine import label
     from distill.executors import labels_executor
 
     lab = ctx.cfg["labels"]
+    out = {}
     with labels_executor(lab) as executor:  # "serial", None (local pool) or a Dask Client
-        summary = label(
-            frames,
-            load_teacher(ctx.run_dir),
-            store,
-            executor,
-            workers=lab["workers"] or None,
-            chunk_size=lab["chunk_size"],
-            source=source,
-            parent=source,
-            progress=ctx.progress,
-        )
-    return {
-        "n": summary.n_input,
-        "labelled": summary.n_labelled,
-        "skipped": summary.n_skipped,
-        "failed": summary.n_failed,
-        "seconds": round(summary.seconds, 2),
-    }
+        for source, frames in sets.items():
+            summary = label(
+                frames,
+                load_teacher(ctx.run_dir),
+                store,
+                executor,
+                workers=lab["workers"] or None,
+                chunk_size=lab["chunk_size"],
+                source=source,
+                parent=source,
+                progress=ctx.progress,
+            )
+            out[source] = {
+                "n": summary.n_input,
+                "labelled": summary.n_labelled,
+                "skipped": summary.n_skipped,
+                "failed": summary.n_failed,
+                "seconds": round(summary.seconds, 2),
+            }
+    return out
 
 
 def labelled_frames(store: Path, tid: str, source: str) -> list[Atoms]:
@@ -262,7 +272,7 @@ def labels_stage(ctx) -> dict:
     store = ctx.folder / "store.db"
     d0 = read_d0(ctx.cfg["d0"]["train"], ctx.cfg["d0"]["max_structures"])
     d1 = ase.io.read(ctx.run_dir / "sample" / "d1.xyz", index=":")
-    out = {"d0": _label(ctx, d0, store, "d0"), "d1": _label(ctx, d1, store, "d1")}
+    out = _label_sets(ctx, {"d0": d0, "d1": d1}, store)
     tid = teacher_id(ctx.run_dir)
     d0_teacher = labelled_frames(store, tid, "d0")
     d1_teacher = labelled_frames(store, tid, "d1")
@@ -327,10 +337,7 @@ def tests_stage(ctx) -> dict:
         comp += testsets.in_pressure_window(snaps, *c["window_GPa"])
     dft = ase.io.read(cfg["d0"]["test"], index=":")
     store = ctx.folder / "store.db"
-    labels = {
-        name: _label(ctx, frames, store, name)
-        for name, frames in (("rss", rss), ("compression", comp), ("dft_test", dft))
-    }
+    labels = _label_sets(ctx, {"rss": rss, "compression": comp, "dft_test": dft}, store)
     tid = teacher_id(ctx.run_dir)
     counts = {}
     for name in TEST_SETS:
