@@ -2,9 +2,10 @@
 
 With the radial coefficients held fixed, energies, forces and virials are linear in
 θ = (species_coeffs [C], moment_coeffs [S]): E = E₀ + J_E θ, F = F₀ + J_F θ, V = V₀ + J_V θ.
-The Jacobians come from ``jax.jacfwd`` of the group prediction w.r.t. θ (forward mode over
-C + S tangents of the energy/force/virial pass), E₀/F₀/V₀ from θ = 0 (non-zero only for
-``RBChebyshev_repuls``). The rows, weighted exactly as in :mod:`mtpjax.fit.loss`, are reduced
+The rows are those of the weighted residuals r(θ) of :func:`mtpjax.fit.loss.group_residuals`
+(the one definition of the loss weighting): A = ∂r/∂θ from ``jax.jacfwd`` (forward mode over
+C + S tangents of the energy/force/virial pass), b = −r(0) (E₀/F₀/V₀ at θ = 0 are non-zero
+only for ``RBChebyshev_repuls``). They are reduced
 group by group into a triangular factor with a streaming QR (TSQR): memory stays at
 (P+1)² no matter how many configurations, and the solve is as well conditioned as a direct
 ``lstsq`` on the full design matrix (no normal equations).
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtpjax.fit.data import Batch
-from mtpjax.fit.loss import LossWeights, predict_group
+from mtpjax.fit.loss import LossWeights, group_residuals
 from mtpjax.model import ModelSpec
 
 
@@ -26,39 +27,22 @@ def _split(theta, C):
 
 
 def make_group_rows(spec: ModelSpec, weights: LossWeights):
-    """Jit-compiled ``rows(radial_coeffs, group) -> (A [M, P], b [M])`` for one group."""
+    """Jit-compiled ``rows(radial_coeffs, group) -> (A [M, P], b [M])`` for one group: the
+    weighted residuals r(θ) = A θ − b of :func:`mtpjax.fit.loss.group_residuals` (rows of
+    zero-weight parts left out)."""
     C = spec.species_count
-    pE, pF, pS = weights.exponents
 
     def rows(radial, g: Batch):
         P = C + spec.basis.scalar_count
-        dtype = g.positions.dtype
 
-        def predict(theta):
+        def residual(theta):
             sc, mc = _split(theta, C)
             params = {"radial_coeffs": radial, "species_coeffs": sc, "moment_coeffs": mc}
-            return predict_group(spec, params, g)
+            r = group_residuals(spec, weights, params, g)
+            return r, r
 
-        theta0 = jnp.zeros(P, dtype)
-        E0, F0, V0 = predict(theta0)
-        JE, JF, JV = jax.jacfwd(predict)(theta0)  # [Cg, P], [A, 3, P], [Cg, 3, 3, P]
-        n = g.n_atoms
-        n_atom = n[jnp.minimum(g.atom_conf, n.shape[0] - 1)]
-        w_atom = jnp.where(g.atom_mask, g.weight[jnp.minimum(g.atom_conf, n.shape[0] - 1)], 0.0)
-        sE = jnp.sqrt(weights.energy * g.weight / n**pE) * g.has_energy
-        sF = jnp.sqrt(weights.forces * w_atom / n_atom**pF) * g.has_forces
-        sS = jnp.sqrt(weights.stress * g.weight / n**pS) * g.has_stress
-        A = jnp.concatenate([
-            sE[:, None] * JE,
-            (sF[:, None, None] * JF).reshape(-1, P),
-            (sS[:, None, None, None] * JV).reshape(-1, P),
-        ])
-        b = jnp.concatenate([
-            sE * (g.energy - E0),
-            (sF[:, None] * (g.forces - F0)).reshape(-1),
-            (sS[:, None, None] * (g.virial - V0)).reshape(-1),
-        ])
-        return A, b
+        A, r0 = jax.jacfwd(residual, has_aux=True)(jnp.zeros(P, g.positions.dtype))
+        return A, -r0
 
     return jax.jit(rows)
 
@@ -130,28 +114,19 @@ def solve_linear(spec: ModelSpec, weights: LossWeights, params: dict, batches,
 
 
 def make_radial_rows(spec: ModelSpec, weights: LossWeights):
-    """Jit-compiled ``rows(params, group) -> J [M, C·C·K·R]``: weighted residual Jacobian
-    w.r.t. the radial coefficients (linear coefficients held), for Gauss–Newton scaling."""
-    pE, pF, pS = weights.exponents
+    """Jit-compiled ``rows(params, group) -> [C·C·K·R]``: squared column norms of the weighted
+    residual Jacobian (:func:`mtpjax.fit.loss.group_residuals`) w.r.t. the radial coefficients
+    (linear coefficients held), for Gauss–Newton scaling."""
 
     def rows(params, g: Batch):
         shape = params["radial_coeffs"].shape
 
-        def predict(flat):
-            p = {**params, "radial_coeffs": flat.reshape(shape)}
-            return predict_group(spec, p, g)
+        def residual(flat):
+            return group_residuals(spec, weights, {**params, "radial_coeffs": flat.reshape(shape)},
+                                   g)
 
-        JE, JF, JV = jax.jacfwd(predict)(params["radial_coeffs"].reshape(-1))
-        Q = JE.shape[-1]
-        n = g.n_atoms
-        n_atom = n[jnp.minimum(g.atom_conf, n.shape[0] - 1)]
-        w_atom = jnp.where(g.atom_mask, g.weight[jnp.minimum(g.atom_conf, n.shape[0] - 1)], 0.0)
-        sE = jnp.sqrt(weights.energy * g.weight / n**pE) * g.has_energy
-        sF = jnp.sqrt(weights.forces * w_atom / n_atom**pF) * g.has_forces
-        sS = jnp.sqrt(weights.stress * g.weight / n**pS) * g.has_stress
-        return (jnp.sum((sE[:, None] * JE) ** 2, 0)
-                + jnp.sum(((sF[:, None, None] * JF).reshape(-1, Q)) ** 2, 0)
-                + jnp.sum(((sS[:, None, None, None] * JV).reshape(-1, Q)) ** 2, 0))
+        J = jax.jacfwd(residual)(params["radial_coeffs"].reshape(-1))
+        return jnp.sum(J**2, 0)
 
     return jax.jit(rows)
 
@@ -176,10 +151,10 @@ def make_group_normal_eq(spec: ModelSpec, weights: LossWeights):
     """Jit-compiled ``neq(u, scales, group) -> (JᵀJ, Jᵀr, rᵀr)`` over *all* coefficients.
 
     ``u`` are scaled variables (θ = u·s leaf by leaf, :class:`mtpjax.fit.optim.Scaling`); the
-    Jacobian of the weighted residuals r (whose squared norm is the loss) is taken w.r.t. the
-    flattened u by forward mode. For Gauss–Newton / Levenberg–Marquardt steps.
+    Jacobian of the weighted residuals r (:func:`mtpjax.fit.loss.group_residuals`, whose
+    squared norm is the loss) is taken w.r.t. the flattened u by forward mode. For
+    Gauss–Newton / Levenberg–Marquardt steps.
     """
-    pE, pF, pS = weights.exponents
 
     def neq(u, scales, g: Batch):
         from jax.flatten_util import ravel_pytree
@@ -187,24 +162,11 @@ def make_group_normal_eq(spec: ModelSpec, weights: LossWeights):
         flat, unravel = ravel_pytree(u)
 
         def residual(x):
-            v = unravel(x)
-            params = jax.tree.map(lambda a, s: a * s, v, scales)
-            E, F, V = predict_group(spec, params, g)
-            n = g.n_atoms
-            n_atom = n[jnp.minimum(g.atom_conf, n.shape[0] - 1)]
-            w_atom = jnp.where(g.atom_mask,
-                               g.weight[jnp.minimum(g.atom_conf, n.shape[0] - 1)], 0.0)
-            sE = jnp.sqrt(weights.energy * g.weight / n**pE) * g.has_energy
-            sF = jnp.sqrt(weights.forces * w_atom / n_atom**pF) * g.has_forces
-            sS = jnp.sqrt(weights.stress * g.weight / n**pS) * g.has_stress
-            return jnp.concatenate([
-                sE * (E - g.energy),
-                (sF[:, None] * (F - g.forces)).reshape(-1),
-                (sS[:, None, None] * (V - g.virial)).reshape(-1),
-            ])
+            params = jax.tree.map(lambda a, s: a * s, unravel(x), scales)
+            r = group_residuals(spec, weights, params, g)
+            return r, r
 
-        r = residual(flat)
-        J = jax.jacfwd(residual)(flat)
+        J, r = jax.jacfwd(residual, has_aux=True)(flat)
         return J.T @ J, J.T @ r, r @ r
 
     return jax.jit(neq)

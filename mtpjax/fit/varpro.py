@@ -5,8 +5,11 @@ affine in the linear coefficients θ = (species_coeffs [C], moment_coeffs [S]) a
 only in the radial coefficients c [C, C, K, R]. Variable projection minimises the reduced
 functional φ(c) = min_θ ‖r(c, θ)‖² (Golub & Pereyra; Kaufman's step):
 
-1. at (c, θ*(c)) the full Jacobian J = [∂r/∂c, ∂r/∂θ] (forward mode, Q = |c| + P tangents) is
-   reduced to the normal equations JᵀJ [Q, Q], Jᵀr [Q], rᵀr group by group on the device;
+1. at (c, θ*(c)) the full Jacobian J = [∂r/∂c, ∂r/∂θ] is reduced to the normal equations
+   JᵀJ [Q, Q], Jᵀr [Q], rᵀr (Q = |c| + P) group by group on the device: ∂r/∂c by forward mode
+   (|c| tangents); ∂r/∂θ = A does not depend on θ and is the one of step 3 at the same c,
+   kept on the device (the rows [A | r₀] of every group: ~3·atoms × (P+1) numbers), so the
+   linear columns are computed once per accepted point, not twice;
 2. a Levenberg–Marquardt step (Marquardt's diagonal damping, λ×1/3 on success, ×4 on failure)
    of the full system gives δc (Kaufman's VarPro step: since Aᵀr = 0 at θ*, it is the
    Gauss–Newton step of the reduced problem);
@@ -47,25 +50,18 @@ def join_params(spec: ModelSpec, radial, theta) -> dict:
     return {"radial_coeffs": radial, "species_coeffs": sc, "moment_coeffs": mc}
 
 
-def _sum_groups(fn, batches, init):
-    """Σ over every group of every batch of ``fn(group)`` (a pytree), sequentially."""
-    total = init
-    for batch in batches:
-        def body(carry, g):
-            return jax.tree.map(jnp.add, carry, fn(g)), None
-
-        total, _ = jax.lax.scan(body, total, batch)
-    return total
-
-
 def make_normal_eq_fns(spec: ModelSpec, weights: LossWeights, mesh=None, axis: str = "data"):
-    """``(linear_neq, full_neq)``, both jit-compiled, over a tuple of :class:`Batch` es.
+    """``(linear_qr, full_neq)``, both jit-compiled, over a tuple of :class:`Batch` es.
 
-    ``linear_qr(radial, batches) -> R [P+1, P+1]``: the triangular factor of [A | r₀], the
-    linear least-squares problem for fixed radial coefficients (r₀ the residuals at θ = 0).
-    ``full_neq(radial, theta, batches) -> (JᵀJ [Q, Q], Jᵀr [Q], rᵀr)`` with the variables
-    ordered (radial.ravel(), θ). With a mesh, the group axis is sharded over ``axis`` and the
-    sums are ``psum``-reduced (one all-reduce per call).
+    ``linear_qr(radial, batches) -> (R [P+1, P+1], blocks)``: the triangular factor of
+    [A | r₀], the linear least-squares problem for fixed radial coefficients (r₀ the residuals
+    at θ = 0), and the rows [A | r₀] themselves, one array [G, M, P+1] per batch (M residual
+    rows per group), kept for ``full_neq`` at the same radial coefficients.
+    ``full_neq(radial, theta, blocks, batches) -> (JᵀJ [Q, Q], Jᵀr [Q], rᵀr)`` with the
+    variables ordered (radial.ravel(), θ): only the radial columns ∂r/∂c are computed (forward
+    mode, |c| tangents); the linear columns A = ∂r/∂θ (independent of θ) are those of
+    ``blocks``. With a mesh, the group axis is sharded over ``axis`` (``blocks`` too) and the
+    sums are reduced with one collective per call.
     """
     P = spec.species_count + spec.basis.scalar_count
 
@@ -77,34 +73,42 @@ def make_normal_eq_fns(spec: ModelSpec, weights: LossWeights, mesh=None, axis: s
         A, r0 = jax.jacfwd(res, has_aux=True)(jnp.zeros(P, g.positions.dtype))
         return jnp.concatenate([A, r0[:, None]], axis=1)
 
-    def full_group(radial, theta, g):
+    def full_group(radial, theta, block, g):
         shape = radial.shape
 
-        def res(x):
-            c, th = x[: radial.size].reshape(shape), x[radial.size:]
-            r = group_residuals(spec, weights, join_params(spec, c, th), g)
+        def res(c):
+            r = group_residuals(spec, weights, join_params(spec, c.reshape(shape), theta), g)
             return r, r
 
-        J, r = jax.jacfwd(res, has_aux=True)(jnp.concatenate([radial.reshape(-1), theta]))
-        return J.T @ J, J.T @ r, r @ r
-
-    def zeros(n, dtype):
-        return (jnp.zeros((n, n), dtype), jnp.zeros(n, dtype), jnp.zeros((), dtype))
+        Jc, r = jax.jacfwd(res, has_aux=True)(radial.reshape(-1))
+        A = block[:, :P]
+        JcA = Jc.T @ A
+        N = jnp.block([[Jc.T @ Jc, JcA], [JcA.T, A.T @ A]])
+        return N, jnp.concatenate([Jc.T @ r, A.T @ r]), r @ r
 
     def lin_local(radial, batches):
         R = jnp.zeros((P + 1, P + 1), radial.dtype)
+        blocks = []
         for batch in batches:
             def body(R, g):
-                block = jnp.concatenate([R, lin_group(radial, g)], axis=0)
-                return jnp.linalg.qr(block, mode="r"), None
+                rows = lin_group(radial, g)
+                block = jnp.concatenate([R, rows], axis=0)
+                return jnp.linalg.qr(block, mode="r"), rows
 
-            R, _ = jax.lax.scan(body, R, batch)
-        return R
+            R, rows = jax.lax.scan(body, R, batch)
+            blocks.append(rows)
+        return R, tuple(blocks)
 
-    def full_local(radial, theta, batches):
+    def full_local(radial, theta, blocks, batches):
         Q = radial.size + P
-        return _sum_groups(lambda g: full_group(radial, theta, g), batches,
-                           zeros(Q, radial.dtype))
+        dtype = radial.dtype
+        total = (jnp.zeros((Q, Q), dtype), jnp.zeros(Q, dtype), jnp.zeros((), dtype))
+        for block, batch in zip(blocks, batches, strict=True):
+            def body(carry, x):
+                return jax.tree.map(jnp.add, carry, full_group(radial, theta, *x)), None
+
+            total, _ = jax.lax.scan(body, total, (block, batch))
+        return total
 
     if mesh is None:
         return jax.jit(lin_local), jax.jit(full_local)
@@ -112,22 +116,23 @@ def make_normal_eq_fns(spec: ModelSpec, weights: LossWeights, mesh=None, axis: s
     from jax.sharding import PartitionSpec as Ps
 
     def lin_reduce(radial, batches):
-        R = jax.lax.all_gather(lin_local(radial, batches), axis, tiled=True)
-        return jnp.linalg.qr(R, mode="r")
+        R, blocks = lin_local(radial, batches)
+        R = jax.lax.all_gather(R, axis, tiled=True)
+        return jnp.linalg.qr(R, mode="r"), blocks
 
-    def full_reduce(radial, theta, batches):
-        return jax.lax.psum(full_local(radial, theta, batches), axis)
+    def full_reduce(radial, theta, blocks, batches):
+        return jax.lax.psum(full_local(radial, theta, blocks, batches), axis)
 
-    def sharded(fn, n_rep):
+    def sharded(fn, n_rep, out_specs):
         def wrapped(*args):
-            *rep, batches = args
-            in_specs = (*(Ps() for _ in range(n_rep)), jax.tree.map(lambda _: Ps(axis), batches))
-            return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=Ps(),
+            shard = jax.tree.map(lambda _: Ps(axis), args[n_rep:])
+            in_specs = (*(Ps() for _ in range(n_rep)), *shard)
+            return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
                                  check_vma=False)(*args)
 
         return jax.jit(wrapped)
 
-    return sharded(lin_reduce, 1), sharded(full_reduce, 2)
+    return sharded(lin_reduce, 1, (Ps(), Ps(axis))), sharded(full_reduce, 2, Ps())
 
 
 @jax.jit
@@ -192,10 +197,23 @@ class VarPro:
         self.ftol = ftol
         self.linear_qr, self.full_neq = make_normal_eq_fns(spec, weights, mesh)
         self.converged = False
+        self._rows = None  # (radial, blocks) of the last linear solve, for full_neq
 
     def solve_linear(self, radial):
         """(θ*(radial) [P], φ = min_θ loss) on the device."""
-        return qr_solve(self.linear_qr(radial, self.batches), self.ridge)
+        R, blocks = self.linear_qr(radial, self.batches)
+        self._rows = (radial, blocks)
+        return qr_solve(R, self.ridge)
+
+    def _linear_rows(self, radial):
+        """The rows [A | r₀] at ``radial``: those of the last linear solve when it was at
+        the same coefficients (the usual case: the accepted trial point), else recomputed."""
+        if self._rows is not None:
+            last, blocks = self._rows
+            if last is radial or (np.shape(last) == np.shape(radial) and np.array_equal(
+                    host_value(last), host_value(radial))):
+                return blocks
+        return self.linear_qr(radial, self.batches)[1]
 
     def step(self, radial, theta, value: float, lam: float):
         """One VarPro–LM iteration from (radial, θ*(radial)) with loss ``value``.
@@ -203,7 +221,7 @@ class VarPro:
         Returns (radial, theta, value, lam, grad_norm); unchanged coefficients and
         ``self.converged = True`` when no λ of ``max_trials`` decreases the loss.
         """
-        N, v, _ = self.full_neq(radial, theta, self.batches)
+        N, v, _ = self.full_neq(radial, theta, self._linear_rows(radial), self.batches)
         gnorm = 2.0 * float(host_value(jnp.linalg.norm(v)))
         n_rad = radial.size
         for _ in range(self.max_trials):

@@ -32,6 +32,42 @@ def test_lstsq_recovers_linear_coefficients(pot_l08, labelled):
     np.testing.assert_allclose(solved["species_coeffs"], true["species_coeffs"], rtol=1e-9)
 
 
+def test_lstsq_rows_follow_the_loss_weighting(pot_l08, labelled):
+    """The least-squares rows (A θ − b), the LM normal equations and the radial column norms
+    are those of the loss of :mod:`mtpjax.fit.loss` (energy, force and stress terms, size
+    exponents, here of ``structures``): ‖Aθ − b‖² = loss, rᵀr = loss, 2 Jᵀr = its gradient,
+    Σ J² = diag JᵀJ."""
+    import jax
+
+    from mtpjax.fit.loss import make_loss_fn
+    from mtpjax.fit.lstsq import make_group_normal_eq, make_group_rows, make_radial_rows
+
+    spec = ModelSpec.from_potential(pot_l08)
+    params = {k: jnp.asarray(v) for k, v in
+              perturb(pot_l08.params(), seed=3, scale=0.05).items()}
+    w = LossWeights(1.0, 0.1, 0.01, "structures")  # every size exponent non-zero
+    batch = pack_buckets(labelled[:5], atoms_per_group=64)[0].batch
+    g = jax.tree.map(lambda x: jnp.asarray(x[0]), batch)
+    loss, grad = jax.value_and_grad(make_loss_fn(spec, w)[0])(
+        params, (jax.tree.map(lambda x: x[None], g),))
+    A, b = make_group_rows(spec, w)(params["radial_coeffs"], g)
+    theta = jnp.concatenate([params["species_coeffs"], params["moment_coeffs"]])
+    assert float(jnp.sum((A @ theta - b) ** 2)) == pytest.approx(float(loss), rel=1e-10)
+    ones = jax.tree.map(jnp.ones_like, params)
+    N, v, rr = make_group_normal_eq(spec, w)(params, ones, g)
+    assert float(rr) == pytest.approx(float(loss), rel=1e-10)
+    flat = jax.flatten_util.ravel_pytree(grad)[0]
+    np.testing.assert_allclose(np.asarray(2 * v), np.asarray(flat), rtol=1e-8,
+                               atol=1e-10 * float(jnp.max(jnp.abs(flat))))
+    col = make_radial_rows(spec, w)(params, g)
+    n_rad = params["radial_coeffs"].size
+    order = list(jax.flatten_util.ravel_pytree(
+        {k: jnp.full(v.shape, i, float) for i, (k, v) in enumerate(params.items())})[0])
+    rad = [i for i, k in enumerate(order) if list(params)[int(k)] == "radial_coeffs"]
+    assert len(rad) == n_rad
+    np.testing.assert_allclose(np.asarray(col), np.asarray(jnp.diag(N))[rad], rtol=1e-10)
+
+
 def _perturbed(pot):
     return perturb(perturb(pot.params(), seed=1, scale=0.3, group="linear"),
                    seed=2, scale=0.02, group="radial")

@@ -66,3 +66,41 @@ def test_varpro_fits_known_mtp_back(pot_l08, labelled):
     assert all(b <= a for a, b in zip(losses[1:], losses[2:], strict=False))
     assert res["final"]["train"]["energy_mae"] < 1e-6
     assert res["final"]["train"]["force_rmse"] < 1e-5
+
+
+def test_normal_equations_reuse_the_linear_rows(pot_l08, labelled):
+    """The normal equations built from the radial tangents plus the linear rows kept from the
+    linear solve equal those of the joint forward-mode Jacobian [∂r/∂c, ∂r/∂θ] to 1e-10, and a
+    step away from the last solved point recomputes the rows instead of reusing them."""
+    import jax
+
+    from mtpjax.fit.loss import group_residuals
+
+    spec = ModelSpec.from_potential(pot_l08)
+    params = perturb(pot_l08.params(), seed=5, scale=0.05, group="radial")
+    radial = jnp.asarray(params["radial_coeffs"])
+    batches = _batches(labelled)
+    vp = VarPro(spec, W, batches)
+    theta, _ = vp.solve_linear(radial)
+    N, v, rr = vp.full_neq(radial, theta, vp._linear_rows(radial), batches)
+
+    def res(x, g):
+        c, th = x[: radial.size].reshape(radial.shape), x[radial.size:]
+        return group_residuals(spec, W, join_params(spec, c, th), g)
+
+    x = jnp.concatenate([radial.ravel(), theta])
+    Nr, vr, rrr = 0.0, 0.0, 0.0
+    for b in batches:
+        for k in range(b.nbr_idx.shape[0]):
+            g = jax.tree.map(lambda a, k=k: a[k], b)
+            J, r = jax.jacfwd(res)(x, g), res(x, g)
+            Nr, vr, rrr = Nr + J.T @ J, vr + J.T @ r, rrr + r @ r
+    scale = float(jnp.max(jnp.abs(jnp.diag(Nr))))
+    assert float(jnp.max(jnp.abs(N - Nr))) <= 1e-10 * scale
+    np.testing.assert_allclose(np.asarray(v), np.asarray(vr), rtol=1e-10,
+                               atol=1e-10 * float(jnp.max(jnp.abs(vr))))
+    np.testing.assert_allclose(float(rr), float(rrr), rtol=1e-10)
+    # rows of another point are not reused: after a solve elsewhere, the same N comes back
+    vp.solve_linear(radial * 1.01)
+    N2, _, _ = vp.full_neq(radial, theta, vp._linear_rows(radial), batches)
+    np.testing.assert_allclose(np.asarray(N2), np.asarray(N), rtol=1e-12, atol=1e-12 * scale)
