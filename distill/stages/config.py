@@ -84,6 +84,13 @@ SCHEMA: dict[str, dict] = {
         "stress_weight": 0.0,
         "optimizer": "lbfgs",
         "seed": 0,
+        # stopping rule on a validation split of each fit's training configurations (never
+        # the test sets): stop when its loss has not fallen by valid_rtol (relative) for
+        # `patience` iterations and keep the best-on-validation coefficients (0: no rule)
+        "valid_fraction": 0.0,
+        "valid_seed": 0,
+        "patience": 0,
+        "valid_rtol": 0.0,
     },
     "rss": {
         "n_structures": 100,
@@ -153,6 +160,8 @@ RANGES: dict[tuple[str, str], dict] = {
     ("fit", "max_iter"): _STEPS, ("fit", "seed"): _STEPS,
     ("fit", "energy_weight"): dict(nonneg=True), ("fit", "force_weight"): dict(nonneg=True),
     ("fit", "stress_weight"): dict(nonneg=True),
+    ("fit", "valid_fraction"): dict(nonneg=True, high=0.9), ("fit", "valid_seed"): _STEPS,
+    ("fit", "patience"): _STEPS, ("fit", "valid_rtol"): dict(nonneg=True, high=0.5),
     ("rss", "n_structures"): _COUNT, ("rss", "min_atoms"): _COUNT, ("rss", "max_atoms"): _COUNT,
     ("rss", "volume_per_atom_A3"): dict(positive=True, high=1000.0, unit="Å³"),
     ("rss", "volume_spread_A3"): dict(nonneg=True, unit="Å³"),
@@ -341,6 +350,9 @@ def _check_relations(cfg: dict, fail, species: list[str]) -> None:
     if fit["optimizer"] not in OPTIMIZERS:
         fail("fit.optimizer", f"unknown optimiser {fit['optimizer']!r}; expected one of "
              f"{', '.join(OPTIMIZERS)}")
+    if fit["patience"] and not fit["valid_fraction"] > 0:
+        fail("fit.patience", "the stopping rule needs a validation split: set "
+             "fit.valid_fraction > 0")
     if fit["energy_weight"] + fit["force_weight"] + fit["stress_weight"] <= 0:
         fail("fit.energy_weight", "all loss weights are 0: nothing to fit")
     for section in ("sample", "compression"):

@@ -52,6 +52,10 @@ def fit_one(
         seed=f["seed"],
         checkpoint_every=5,
         eval_every=max(f["max_iter"], 1),
+        valid_fraction=f["valid_fraction"],
+        valid_seed=f["valid_seed"],
+        patience=f["patience"],
+        valid_rtol=f["valid_rtol"],
     )
     train = load_dataset(
         train_file,
@@ -62,21 +66,29 @@ def fit_one(
         force_weight=f["force_weight"],
     )
     start = time.perf_counter()
-    result = Trainer(pot, train, None, config, workdir=folder / "train", progress=progress).run(
-        resume=True
-    )
+    trainer = Trainer(pot, train, None, config, workdir=folder / "train", progress=progress)
+    result = trainer.run(resume=True)
     tmp = folder / ".pot.mtp.tmp"
     write_mtp(tmp, pot.with_params(result["best_params"]))
     tmp.replace(folder / "pot.mtp")
-    final = result["final"]["train"]
+    final = result["final"]
+    valid = final.get("valid", {})
     return {
         "level": level,
-        "train_structures": len(train),
-        "train_atoms": int(sum(len(s) for s in train)),
-        "iterations": f["max_iter"],
+        "train_structures": len(trainer.train_samples),
+        "train_atoms": int(sum(len(s) for s in trainer.train_samples)),
+        "valid_structures": len(trainer.valid_samples),
+        # the iterations actually run (not the cap), why the fit stopped (converged,
+        # patience, max_iter, ...), and the iteration whose coefficients were kept
+        "iterations": final["iterations"],
+        "max_iter": f["max_iter"],
+        "stop_reason": final["stop_reason"],
+        "best_iter": final["best_iter"],
         "seconds": round(time.perf_counter() - start, 2),
-        "train_energy_mae_meV_per_atom": 1e3 * final.get("energy_mae", float("nan")),
-        "train_force_rmse_eV_per_A": final.get("force_rmse", float("nan")),
+        "train_energy_mae_meV_per_atom": 1e3 * final["train"].get("energy_mae", float("nan")),
+        "train_force_rmse_eV_per_A": final["train"].get("force_rmse", float("nan")),
+        "valid_energy_mae_meV_per_atom": 1e3 * valid.get("energy_mae", float("nan")),
+        "valid_force_rmse_eV_per_A": valid.get("force_rmse", float("nan")),
     }
 
 
