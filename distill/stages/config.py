@@ -124,6 +124,8 @@ SCHEMA: dict[str, dict] = {
         "models": ["indirect", "direct"],
         "protocols": ["compress"],
         "teacher": True,
+        # > 1: the teacher runs in this many spawned worker processes, alongside the students
+        "workers": 1,
     },
     "analysis": {"soap": False, "relax_references": False, "crystals": ["sh"],
                  "p_step_GPa": 1.0, "similarity_edges_GPa": [0.0, 5.0, 10.0, 15.0, 20.0, 25.0],
@@ -177,7 +179,7 @@ RANGES: dict[tuple[str, str], dict] = {
     ("evaluate", "md_repeat"): dict(integer=True, low=1, high=100),
     ("evaluate", "md_steps"): _COUNT, ("evaluate", "md_warmup_steps"): _COUNT,
     ("evaluate", "teacher_steps"): _COUNT, ("evaluate", "md_temperature_K"): _T,
-    ("md", "level"): _STEPS,
+    ("md", "level"): _STEPS, ("md", "workers"): dict(integer=True, low=1, high=64),
     ("analysis", "p_step_GPa"): dict(positive=True, high=100.0, unit="GPa"),
     ("analysis", "relax_final_steps"): _STEPS,
 }

@@ -92,6 +92,19 @@ def fit_one(
     }
 
 
+def fresh_workdir(train_dir: Path, key: str) -> None:
+    """The trainer's folder for the fit with stage key ``key``: kept (the trainer resumes its
+    checkpoint) only when an interrupted fit with the same key left it; a checkpoint of other
+    inputs or settings (a changed config) is removed, never resumed."""
+    import shutil
+
+    marker = train_dir / "key"
+    if train_dir.exists() and not (marker.is_file() and marker.read_text() == key):
+        shutil.rmtree(train_dir)
+    train_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(key)
+
+
 def fits_stage(ctx) -> dict:
     """Every (level, model) fit, skipping those already stamped with the same inputs."""
     f = ctx.cfg["fit"]
@@ -111,7 +124,7 @@ def fits_stage(ctx) -> dict:
             continue
         ctx.log(f"fit {i + 1}/{len(jobs)} {name}: level {level} on {train_file.name}")
         ctx.event("fit", name=name, status="started")
-        folder.mkdir(parents=True, exist_ok=True)
+        fresh_workdir(folder / "train", key)
         start = time.perf_counter()
         out = fit_one(train_file, folder, level, f, ctx.species, ctx.progress)
         write_stamp(folder, key, time.perf_counter() - start, out)
