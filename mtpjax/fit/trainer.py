@@ -15,6 +15,10 @@
    ``relinearize_every`` quasi-Newton iterations); every iteration appends a JSON line
    (loss, gradient norm, wall time, and every ``eval_every`` iterations train/validation errors);
    the best coefficients on the validation set (on the training loss without one) are kept;
+   the validation set may be a seeded split of the training configurations
+   (``valid_fraction``), and ``patience`` stops the fit when its loss has not improved (by
+   ``valid_rtol``, relative) for that many iterations (the final record says why a fit
+   stopped: ``stop_reason``, and which iteration it kept: ``best_iter``);
 4. a final least-squares polish of the linear coefficients, kept when it does not make the
    validation loss worse;
 5. checkpoints (:mod:`mtpjax.fit.checkpoint`) every ``checkpoint_every`` iterations and on
