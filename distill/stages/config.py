@@ -91,6 +91,8 @@ SCHEMA: dict[str, dict] = {
         "valid_seed": 0,
         "patience": 0,
         "valid_rtol": 0.0,
+        # > 1: the fits run in this many spawned worker processes at once (not in the key)
+        "workers": 1,
     },
     "rss": {
         "n_structures": 100,
@@ -163,7 +165,8 @@ RANGES: dict[tuple[str, str], dict] = {
     ("fit", "energy_weight"): dict(nonneg=True), ("fit", "force_weight"): dict(nonneg=True),
     ("fit", "stress_weight"): dict(nonneg=True),
     ("fit", "valid_fraction"): dict(nonneg=True, high=0.9), ("fit", "valid_seed"): _STEPS,
-    ("fit", "patience"): _STEPS, ("fit", "valid_rtol"): dict(nonneg=True, high=0.5),
+    ("fit", "patience"): _STEPS, ("fit", "workers"): dict(integer=True, low=1, high=64),
+    ("fit", "valid_rtol"): dict(nonneg=True, high=0.5),
     ("rss", "n_structures"): _COUNT, ("rss", "min_atoms"): _COUNT, ("rss", "max_atoms"): _COUNT,
     ("rss", "volume_per_atom_A3"): dict(positive=True, high=1000.0, unit="Å³"),
     ("rss", "volume_spread_A3"): dict(nonneg=True, unit="Å³"),

@@ -105,16 +105,29 @@ def fresh_workdir(train_dir: Path, key: str) -> None:
     marker.write_text(key)
 
 
+def _fit_in_worker(train_file: Path, folder: Path, level: int, f: dict, species: list[str]):
+    """:func:`fit_one` in a spawned worker process (float64, no progress bar)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    return fit_one(train_file, folder, level, f, species, False)
+
+
 def fits_stage(ctx) -> dict:
-    """Every (level, model) fit, skipping those already stamped with the same inputs."""
+    """Every (level, model) fit, skipping those already stamped with the same inputs.
+
+    With ``fit.workers`` = n > 1 the fits run in n spawned worker processes at once (the
+    highest levels first), else one after the other in this process."""
     f = ctx.cfg["fit"]
     summary = {}
     jobs = [(lev, m) for lev in f["levels"] for m in ("direct", "indirect")]
+    todo = []
     for i, (level, model) in enumerate(jobs):
         train_file = ctx.run_dir / "labels" / TRAIN_FILES[model]
         folder = fit_dir(ctx.run_dir, level, model)
         key = stage_key(
-            fit=f, level=level, model=model, species=ctx.species, train=file_sha256(train_file)
+            fit={k: v for k, v in f.items() if k != "workers"}, level=level, model=model,
+            species=ctx.species, train=file_sha256(train_file)
         )
         name = f"{NAMES[model]}_{level}"
         if is_done(folder, key):
@@ -122,12 +135,40 @@ def fits_stage(ctx) -> dict:
             summary[f"L{level}_{model}"] = read_stamp(folder)["summary"]
             ctx.event("fit", name=name, status="skipped")
             continue
+        todo.append((i, level, model, train_file, folder, key, name))
+
+    def start(job):
+        i, level, model, train_file, folder, key, name = job
         ctx.log(f"fit {i + 1}/{len(jobs)} {name}: level {level} on {train_file.name}")
         ctx.event("fit", name=name, status="started")
         fresh_workdir(folder / "train", key)
-        start = time.perf_counter()
-        out = fit_one(train_file, folder, level, f, ctx.species, ctx.progress)
-        write_stamp(folder, key, time.perf_counter() - start, out)
+        return time.perf_counter()
+
+    def finish(job, out, t0):
+        _, level, model, _, folder, key, name = job
+        write_stamp(folder, key, time.perf_counter() - t0, out)
         ctx.event("fit", name=name, status="done", seconds=out["seconds"])
+        ctx.log(f"fit {name}: {out['iterations']} iterations ({out['stop_reason']}), "
+                f"{out['seconds']:.0f} s")
         summary[f"L{level}_{model}"] = out
-    return summary
+
+    workers = min(f.get("workers", 1), len(todo))
+    if workers > 1:
+        from concurrent.futures import as_completed
+
+        from distill.executors import process_pool
+
+        with process_pool(workers) as pool:
+            futures = {}
+            for job in sorted(todo, key=lambda j: -j[1]):  # the slow, high levels first
+                t0 = start(job)
+                futures[pool.submit(_fit_in_worker, job[3], job[4], job[1], f,
+                                    list(ctx.species))] = (job, t0)
+            for fut in as_completed(futures):
+                job, t0 = futures[fut]
+                finish(job, fut.result(), t0)
+    else:
+        for job in todo:
+            t0 = start(job)
+            finish(job, fit_one(job[3], job[4], job[1], f, ctx.species, ctx.progress), t0)
+    return {k: summary[k] for k in (f"L{lev}_{m}" for lev, m in jobs) if k in summary}

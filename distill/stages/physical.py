@@ -165,15 +165,6 @@ def run_job(doc: dict, name: str, out: Path, run_dir: Path, is_teacher: bool) ->
                 f"retried by the next distill run)"}
 
 
-def _single_threaded() -> None:
-    """Worker initialiser: one BLAS/OpenMP thread per process (the workers share the cores)."""
-    import os
-
-    from distill.executors import SINGLE_THREAD_ENV
-
-    os.environ.update(SINGLE_THREAD_ENV)
-
-
 def md_stage(ctx) -> dict:
     """Every (protocol, model) run; physical failures are stamped and recorded, runs that
     raised are recorded as ``error``, not stamped, and listed under ``incomplete`` (retried by
@@ -224,12 +215,9 @@ def md_stage(ctx) -> dict:
     remote = [j for j in todo if j[6]] if m.get("workers", 1) > 1 else []
     pool, futures = None, {}
     if remote:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from distill.executors import process_pool
 
-        pool = ProcessPoolExecutor(min(m["workers"], len(remote)),
-                                   mp_context=mp.get_context("spawn"),
-                                   initializer=_single_threaded)
+        pool = process_pool(min(m["workers"], len(remote)))
         for job in remote:
             ctx.log(f"md {job[0]} (worker process)")
             futures[pool.submit(run_job, job[4], job[0], job[3], ctx.run_dir, True)] = (
