@@ -333,3 +333,29 @@ def labels_executor(labels: dict):
 
     with local_cluster(labels.get("workers") or None) as cluster, Client(cluster) as client:
         yield client
+
+
+def _pool_worker_init() -> None:
+    """Initialiser of :func:`process_pool` workers: one BLAS/OpenMP thread each (set before
+    any library reads it), and exit when the parent dies (a killed pipeline leaves no worker
+    writing into a run folder that the next run redoes)."""
+    import threading
+
+    os.environ.update(SINGLE_THREAD_ENV)
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def process_pool(workers: int):
+    """A ``concurrent.futures`` pool of `workers` spawned (never forked) processes for the
+    pipeline's independent sub-tasks (fits, MD runs); see :func:`_pool_worker_init`."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                               initializer=_pool_worker_init)

@@ -14,6 +14,7 @@ section and into ``timing.json`` next to the report.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -41,6 +42,15 @@ def fmt_e(x: float) -> str:
 def fmt_f(x: float) -> str:
     """Force MAE, eV/Å."""
     return f"{x:.4f}"
+
+
+def _fit_iterations(v: dict) -> str:
+    """Iterations a fit ran, why it stopped and which iteration it kept, e.g. "14 (converged)"
+    or "37 (patience; best 27)"; older summaries carry only the count."""
+    if "stop_reason" not in v:
+        return str(v["iterations"])
+    kept = f"; best {v['best_iter']}" if v["best_iter"] != v["iterations"] else ""
+    return f"{v['iterations']} ({v['stop_reason']}{kept})"
 
 
 def fmt_cost(x: float) -> str:
@@ -248,10 +258,12 @@ def render(run_dir: Path, cfg: dict, out: Path, timing: dict | None = None) -> s
                 k,
                 str(v["level"]),
                 str(v["train_atoms"]),
-                str(v["iterations"]),
+                _fit_iterations(v),
                 f"{v['seconds']:.1f}",
                 fmt_e(v["train_energy_mae_meV_per_atom"]),
                 f"{v['train_force_rmse_eV_per_A']:.4f}",
+                ("–" if not math.isfinite(v.get("valid_energy_mae_meV_per_atom", math.nan))
+                 else fmt_e(v["valid_energy_mae_meV_per_atom"])),
             ]
             for k, v in st["fits"]["summary"].items()
             if isinstance(v, dict)
@@ -268,9 +280,15 @@ def render(run_dir: Path, cfg: dict, out: Path, timing: dict | None = None) -> s
                     "s",
                     "train E MAE (meV/atom)",
                     "train F RMSE (eV/Å)",
+                    "valid E MAE (meV/atom)",
                 ],
                 rows,
             ),
+            "",
+            "Iterations: those run, and why the fit stopped (converged: the optimiser's own "
+            "convergence test; patience: no improvement of the validation loss; max_iter: the "
+            "cap). The coefficients kept are the best on the validation split of the training "
+            "configurations, or on the training loss without one; the errors are theirs.",
             "",
         ]
     if "tests" in st:

@@ -84,6 +84,15 @@ SCHEMA: dict[str, dict] = {
         "stress_weight": 0.0,
         "optimizer": "lbfgs",
         "seed": 0,
+        # stopping rule on a validation split of each fit's training configurations (never
+        # the test sets): stop when its loss has not fallen by valid_rtol (relative) for
+        # `patience` iterations and keep the best-on-validation coefficients (0: no rule)
+        "valid_fraction": 0.0,
+        "valid_seed": 0,
+        "patience": 0,
+        "valid_rtol": 0.0,
+        # > 1: the fits run in this many spawned worker processes at once (not in the key)
+        "workers": 1,
     },
     "rss": {
         "n_structures": 100,
@@ -117,6 +126,8 @@ SCHEMA: dict[str, dict] = {
         "models": ["indirect", "direct"],
         "protocols": ["compress"],
         "teacher": True,
+        # > 1: the teacher runs in this many spawned worker processes, alongside the students
+        "workers": 1,
     },
     "analysis": {"soap": False, "relax_references": False, "crystals": ["sh"],
                  "p_step_GPa": 1.0, "similarity_edges_GPa": [0.0, 5.0, 10.0, 15.0, 20.0, 25.0],
@@ -153,6 +164,9 @@ RANGES: dict[tuple[str, str], dict] = {
     ("fit", "max_iter"): _STEPS, ("fit", "seed"): _STEPS,
     ("fit", "energy_weight"): dict(nonneg=True), ("fit", "force_weight"): dict(nonneg=True),
     ("fit", "stress_weight"): dict(nonneg=True),
+    ("fit", "valid_fraction"): dict(nonneg=True, high=0.9), ("fit", "valid_seed"): _STEPS,
+    ("fit", "patience"): _STEPS, ("fit", "workers"): dict(integer=True, low=1, high=64),
+    ("fit", "valid_rtol"): dict(nonneg=True, high=0.5),
     ("rss", "n_structures"): _COUNT, ("rss", "min_atoms"): _COUNT, ("rss", "max_atoms"): _COUNT,
     ("rss", "volume_per_atom_A3"): dict(positive=True, high=1000.0, unit="Å³"),
     ("rss", "volume_spread_A3"): dict(nonneg=True, unit="Å³"),
@@ -168,7 +182,7 @@ RANGES: dict[tuple[str, str], dict] = {
     ("evaluate", "md_repeat"): dict(integer=True, low=1, high=100),
     ("evaluate", "md_steps"): _COUNT, ("evaluate", "md_warmup_steps"): _COUNT,
     ("evaluate", "teacher_steps"): _COUNT, ("evaluate", "md_temperature_K"): _T,
-    ("md", "level"): _STEPS,
+    ("md", "level"): _STEPS, ("md", "workers"): dict(integer=True, low=1, high=64),
     ("analysis", "p_step_GPa"): dict(positive=True, high=100.0, unit="GPa"),
     ("analysis", "relax_final_steps"): _STEPS,
 }
@@ -341,6 +355,9 @@ def _check_relations(cfg: dict, fail, species: list[str]) -> None:
     if fit["optimizer"] not in OPTIMIZERS:
         fail("fit.optimizer", f"unknown optimiser {fit['optimizer']!r}; expected one of "
              f"{', '.join(OPTIMIZERS)}")
+    if fit["patience"] and not fit["valid_fraction"] > 0:
+        fail("fit.patience", "the stopping rule needs a validation split: set "
+             "fit.valid_fraction > 0")
     if fit["energy_weight"] + fit["force_weight"] + fit["stress_weight"] <= 0:
         fail("fit.energy_weight", "all loss weights are 0: nothing to fit")
     for section in ("sample", "compression"):

@@ -146,12 +146,36 @@ def run_teacher(doc: dict, source: str, out: Path, run_dir: Path) -> dict:
     }
 
 
+def run_job(doc: dict, name: str, out: Path, run_dir: Path, is_teacher: bool) -> dict:
+    """One MD run (teacher or student) → its summary; a physical failure is ``failed``, any
+    other exception ``error`` (its traceback in ``out/error.txt``). Runs in this process or in
+    a spawned worker (:func:`md_stage` with ``md.workers`` > 1)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in ("thermo.csv", "thermo.jsonl", "trajectory.extxyz", "restart.npz",
+                "trajectory.traj", "error.txt"):
+        (out / old).unlink(missing_ok=True)
+    try:
+        return run_teacher(doc, name, out, run_dir) if is_teacher else run_student(doc, name, out)
+    except PHYSICAL_FAILURES as exc:  # an unstable run is a result, not a crash
+        (out / "error.txt").write_text(traceback.format_exc())
+        return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+    except Exception as exc:  # noqa: BLE001 - not a result: retried by the next run
+        (out / "error.txt").write_text(traceback.format_exc())
+        return {"status": "error", "reason": f"{type(exc).__name__}: {exc} (see error.txt; "
+                f"retried by the next distill run)"}
+
+
 def md_stage(ctx) -> dict:
     """Every (protocol, model) run; physical failures are stamped and recorded, runs that
     raised are recorded as ``error``, not stamped, and listed under ``incomplete`` (retried by
-    the next ``distill run``)."""
+    the next ``distill run``).
+
+    With ``md.workers`` = n > 1 the teacher runs (the slow ones: ASE, one process each) go to
+    n spawned worker processes while the students run here, at the same time."""
     m, level = ctx.cfg["md"], md_level(ctx.cfg)
     runs, incomplete = {}, []
+    todo = []  # (name, label, proto, out, doc, key, is_teacher)
+    order = []  # every run's name, in the config's order
     for proto in m["protocols"]:
         table = m["protocol"][proto]
         jobs = [
@@ -171,36 +195,56 @@ def md_stage(ctx) -> dict:
                 else None,
             )
             name = f"{proto}/{label}"
+            order.append(name)
             if is_done(out, key):
                 runs[name] = read_stamp(out)["summary"]
                 ctx.log(f"md {name}: up to date")
                 continue
-            ctx.log(f"md {name}")
-            out.mkdir(parents=True, exist_ok=True)
-            for old in ("thermo.csv", "thermo.jsonl", "trajectory.extxyz", "restart.npz",
-                        "trajectory.traj", "error.txt"):
-                (out / old).unlink(missing_ok=True)
+            todo.append((name, label, proto, out, doc, key, is_teacher))
+
+    def finish(job, res, seconds):
+        name, label, proto, out, _, key, _ = job
+        res.update({"model": label, "protocol": proto, "dir": str(out)})
+        if res["status"] == "error":
+            incomplete.append(name)
+        else:
+            write_stamp(out, key, seconds, res)
+        ctx.log(f"md {name}: {res['status']} {res.get('reason', '')}")
+        runs[name] = res
+
+    remote = [j for j in todo if j[6]] if m.get("workers", 1) > 1 else []
+    pool, futures = None, {}
+    if remote:
+        from distill.executors import process_pool
+
+        pool = process_pool(min(m["workers"], len(remote)))
+        for job in remote:
+            ctx.log(f"md {job[0]} (worker process)")
+            futures[pool.submit(run_job, job[4], job[0], job[3], ctx.run_dir, True)] = (
+                job, time.perf_counter())
+    try:
+        for job in todo:
+            if job in remote:
+                continue
+            ctx.log(f"md {job[0]}")
             start = time.perf_counter()
-            try:
-                res = (
-                    run_teacher(doc, name, out, ctx.run_dir)
-                    if is_teacher
-                    else run_student(doc, name, out)
-                )
-            except PHYSICAL_FAILURES as exc:  # an unstable run is a result, not a crash
-                res = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
-                (out / "error.txt").write_text(traceback.format_exc())
-            except Exception as exc:  # noqa: BLE001 - not a result: retried by the next run
-                res = {"status": "error", "reason": f"{type(exc).__name__}: {exc} (see "
-                       f"error.txt; retried by the next distill run)"}
-                (out / "error.txt").write_text(traceback.format_exc())
-            res.update({"model": label, "protocol": proto, "dir": str(out)})
-            if res["status"] == "error":
-                incomplete.append(name)
-            else:
-                write_stamp(out, key, time.perf_counter() - start, res)
-            ctx.log(f"md {name}: {res['status']} {res.get('reason', '')}")
-            runs[name] = res
+            finish(job, run_job(job[4], job[0], job[3], ctx.run_dir, job[6]),
+                   time.perf_counter() - start)
+        if futures:
+            from concurrent.futures import as_completed
+
+            for fut in as_completed(futures):
+                job, start = futures[fut]
+                try:
+                    res = fut.result()
+                except Exception as exc:  # noqa: BLE001 - the worker died: retried next run
+                    res = {"status": "error", "reason": f"worker process: {type(exc).__name__}: "
+                           f"{exc} (retried by the next distill run)"}
+                finish(job, res, time.perf_counter() - start)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    runs = {name: runs[name] for name in order if name in runs}
     return {"level": level, "runs": runs, "incomplete": incomplete}
 
 

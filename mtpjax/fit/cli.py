@@ -12,6 +12,7 @@ a ``[fit]`` table; flags on the command line win. Outputs: the best-on-validatio
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -27,7 +28,8 @@ FLAG_FIELDS = {
     "init_params": "init_params", "seed": "seed", "optimizer": "optimizer",
     "learning_rate": "learning_rate", "batch_size": "batch_size",
     "eval_every": "eval_every", "checkpoint_every": "checkpoint_every",
-    "compile_cache": "compile_cache",
+    "compile_cache": "compile_cache", "valid_fraction": "valid_fraction",
+    "valid_seed": "valid_seed", "patience": "patience", "valid_rtol": "valid_rtol",
 }
 
 
@@ -54,6 +56,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--learning-rate", type=float, help="Adam peak learning rate")
     o.add_argument("--batch-size", type=int, help="Adam: configurations per minibatch")
     o.add_argument("--eval-every", type=int, help="train-error evaluation interval")
+    o.add_argument("--valid-fraction", type=float, metavar="F",
+                   help="hold out this fraction of TRAIN for validation (instead of "
+                        "--valid-cfgs; default 0)")
+    o.add_argument("--valid-seed", type=int, help="seed of the --valid-fraction split")
+    o.add_argument("--patience", type=int, metavar="N",
+                   help="stop when the validation loss has not improved for N iterations "
+                        "(0: never, the default); the best-on-validation potential is saved")
+    o.add_argument("--valid-rtol", type=float, metavar="R",
+                   help="an improvement must lower the best validation loss by this "
+                        "fraction (default 0)")
     o.add_argument("--checkpoint-every", type=int, help="checkpoint interval (iterations)")
     o.add_argument("--compile-cache", metavar="DIR",
                    help="persistent compilation cache (default ~/.cache/mtpjax/jax or "
@@ -207,17 +219,30 @@ def run(args) -> int:
     pot = read_mtp(args.init)  # errors: InputError, one line from mtpjax.cli
     if config.init_params == "same" and not pot.is_trained:
         raise InputError("has no coefficients; use --init-params=random", args.init)
+    if config.valid_fraction > 0 and args.valid_cfgs:
+        raise InputError("give --valid-fraction (a split of TRAIN) or --valid-cfgs, not both")
+    if config.patience and not (config.valid_fraction > 0 or args.valid_cfgs):
+        raise InputError("--patience needs validation data: --valid-fraction or --valid-cfgs")
     train, valid = load_fit_data(
         pot, args.train, args.valid_cfgs, species=species, energy_weight=config.energy_weight,
         force_weight=config.force_weight, stress_unit=args.stress_unit,
         stress_sign=args.stress_sign)
+    if config.valid_fraction > 0:
+        from mtpjax.fit.data import split_validation
+
+        try:
+            train, valid = split_validation(train, config.valid_fraction, config.valid_seed)
+        except ValueError as exc:
+            raise InputError(f"--valid-fraction: {exc}", args.train) from exc
 
     out = Path(args.trained_pot_name)
     workdir = Path(args.workdir) if args.workdir else out.with_name(out.name + ".run")
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(
         {"argv": sys.argv, "species": species, **config.__dict__}, indent=2, default=str))
-    trainer = Trainer(pot, train, valid, config, workdir=workdir, progress=not args.quiet)
+    # the split is done above (a clean error naming TRAIN); the trainer gets its result
+    trainer = Trainer(pot, train, valid, dataclasses.replace(config, valid_fraction=0.0),
+                      workdir=workdir, progress=not args.quiet)
     n_atoms = sum(len(s) for s in train)
     print(f"mtpjax train: {len(train)} configurations ({n_atoms} atoms)"
           + (f", {len(valid)} validation" if valid else "")
@@ -232,7 +257,9 @@ def run(args) -> int:
     write_mtp(out, pot.with_params(result["best_params"]))
     plot_learning_curve(trainer.history, workdir / "learning_curve.png")
     final = result["final"]
-    lines = [f"saved {out} (best on {'validation' if valid else 'training'} set)"]
+    lines = [f"saved {out} (best on {'validation' if valid else 'training'} set, iteration "
+             f"{final['best_iter']}; stopped after {final['iterations']} iteration(s): "
+             f"{final['stop_reason']})"]
     for part in ("train", "valid"):
         if part in final:
             m = final[part]

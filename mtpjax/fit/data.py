@@ -588,3 +588,19 @@ def load_fit_data(pot, train, valid=None, *, species=None, energy_weight: float 
     train_samples = load_dataset(train, **kw)
     valid_samples = load_dataset(valid, **kw) if valid else None
     return train_samples, valid_samples
+
+
+def split_validation(samples: list, fraction: float, seed: int = 0) -> tuple[list, list]:
+    """(train, valid): ``round(fraction·n)`` (at least one) of the ``n`` configurations held out
+    for validation, drawn without replacement from ``seed``; both keep the input order.
+
+    Raises ValueError when the split leaves either part empty."""
+    n = len(samples)
+    k = max(1, round(fraction * n))
+    if not 0.0 < fraction < 1.0 or k >= n:
+        raise ValueError(f"valid_fraction {fraction} of {n} configuration(s) leaves no "
+                         f"training or no validation configuration")
+    held = np.zeros(n, bool)
+    held[np.random.default_rng([seed, 13]).choice(n, k, replace=False)] = True
+    return ([s for s, h in zip(samples, held, strict=True) if not h],
+            [s for s, h in zip(samples, held, strict=True) if h])

@@ -15,6 +15,10 @@
    ``relinearize_every`` quasi-Newton iterations); every iteration appends a JSON line
    (loss, gradient norm, wall time, and every ``eval_every`` iterations train/validation errors);
    the best coefficients on the validation set (on the training loss without one) are kept;
+   the validation set may be a seeded split of the training configurations
+   (``valid_fraction``), and ``patience`` stops the fit when its loss has not improved (by
+   ``valid_rtol``, relative) for that many iterations (the final record says why a fit
+   stopped: ``stop_reason``, and which iteration it kept: ``best_iter``);
 4. a final least-squares polish of the linear coefficients, kept when it does not make the
    validation loss worse;
 5. checkpoints (:mod:`mtpjax.fit.checkpoint`) every ``checkpoint_every`` iterations and on
@@ -36,7 +40,14 @@ import numpy as np
 import optax
 
 from mtpjax.fit import checkpoint as ckpt
-from mtpjax.fit.data import Sample, group_configurations, pack_buckets, pack_groups, round_up
+from mtpjax.fit.data import (
+    Sample,
+    group_configurations,
+    pack_buckets,
+    pack_groups,
+    round_up,
+    split_validation,
+)
 from mtpjax.fit.loss import LossWeights, make_loss_fn, summarize
 from mtpjax.fit.lstsq import make_group_rows, radial_column_norms, solve_linear
 from mtpjax.fit.optim import Scaling, adamw, bfgs, lbfgs
@@ -96,6 +107,15 @@ class FitConfig:
     # bookkeeping
     eval_every: int = 10
     select_on_valid: bool = True  # False: the validation set is only monitored
+    # a validation split of the training configurations: this fraction (drawn with
+    # valid_seed) is held out of the fit (instead of a separate validation set)
+    valid_fraction: float = 0.0
+    valid_seed: int = 0
+    # early stopping: stop when the validation loss has not fallen below its best by more
+    # than the relative margin valid_rtol for `patience` iterations (0: never); the
+    # best-on-validation coefficients are returned
+    patience: int = 0
+    valid_rtol: float = 0.0
     max_time: float | None = None  # stop iterating after this many seconds (then polish)
     checkpoint_every: int = 10
     data_parallel: bool = True
@@ -129,7 +149,11 @@ class FitConfig:
                      "max_linesearch_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        for name in ("eval_every", "checkpoint_every", "warmup_steps"):  # 0: never / none
+        if not (isinstance(self.valid_fraction, int | float) and 0.0 <= self.valid_fraction < 1.0):
+            raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction!r}")
+        if not (isinstance(self.valid_rtol, int | float) and 0.0 <= self.valid_rtol < 1.0):
+            raise ValueError(f"valid_rtol must be in [0, 1), got {self.valid_rtol!r}")
+        for name in ("eval_every", "checkpoint_every", "warmup_steps", "patience"):  # 0: never
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0 (0: never), got {getattr(self, name)}")
 
@@ -207,6 +231,14 @@ class Trainer:
         from mtpjax.fit import compile_cache
 
         compile_cache.enable(config.compile_cache)
+        if config.valid_fraction > 0:
+            if valid:
+                raise ValueError("valid_fraction splits the training set: give it or a "
+                                 "validation set, not both")
+            train, valid = split_validation(train, config.valid_fraction, config.valid_seed)
+        if config.patience and not valid:
+            raise ValueError("patience (early stopping) needs validation data: valid_fraction "
+                             "> 0 or a validation set")
         self.pot = pot
         self.spec = ModelSpec.from_potential(pot)
         self.config = config
@@ -232,6 +264,7 @@ class Trainer:
         self._rows_fn = None
         self._vp = None
         self.history: list[dict] = []
+        self._reset_stopping()
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -466,6 +499,8 @@ class Trainer:
             state_tree, meta = self._restore()
             start = meta["iteration"]
             elapsed0 = meta.get("elapsed", 0.0)
+            for rec in self.history:  # the stopping rule's state, replayed from the log
+                self._track(rec)
         else:
             params, scaling = self.initial_params()
             state_tree = self._fresh_state(params, scaling)
@@ -474,6 +509,7 @@ class Trainer:
             rec = self._record(0, state_tree, float("nan"), float("nan"), elapsed0, t_start,
                                force_eval=True)
             self._update_best(state_tree, rec)
+            self._track(rec)
             self._log(rec)
             if cfg.optimizer == "varpro":
                 state_tree["opt"]["value"] = jnp.asarray(rec["loss"])
@@ -495,6 +531,7 @@ class Trainer:
                        unit="it", dynamic_ncols=True)
         stopped = False
         it = start
+        reason = "max_iter"
         epoch_cache = {}
         try:
             for it in range(start + 1, cfg.max_iter + 1):
@@ -516,6 +553,7 @@ class Trainer:
                     state_tree = self._relinearize(state_tree)
                 rec = self._record(it, state_tree, float(value), float(gnorm), elapsed0, t_start)
                 self._update_best(state_tree, rec)
+                self._track(rec)
                 self._log(rec)
                 if bar is not None:
                     post = {"loss": f"{rec['loss']:.4g}"}
@@ -527,11 +565,17 @@ class Trainer:
                     self._save(state_tree, it, elapsed0 + time.perf_counter() - t_start)
                 if callback is not None:
                     callback(it, rec)
+                if self._patience_exhausted(it):
+                    reason = "patience"
+                    break
                 if cfg.tol > 0 and gnorm < cfg.tol:
+                    reason = "tol"
                     break
                 if cfg.optimizer == "varpro" and self._varpro().converged:
+                    reason = "converged"
                     break
                 if cfg.max_time and elapsed0 + time.perf_counter() - t_start > cfg.max_time:
+                    reason = "max_time"
                     break
         except (StopTraining, KeyboardInterrupt):
             stopped = True
@@ -542,7 +586,27 @@ class Trainer:
                 bar.close()
         if stopped:
             return {"stopped": True, "iteration": it}
-        return self._finish(state_tree, it, elapsed0, t_start)
+        return self._finish(state_tree, it, elapsed0, t_start, reason)
+
+    # ------------------------------------------------------------------ stopping rule
+    def _reset_stopping(self):
+        self._ref_score, self._ref_iter = math.inf, 0  # last validation loss that counted
+        self._best_iter = 0  # iteration of the selected (best) coefficients
+
+    def _track(self, rec):
+        """Update the stopping rule's state with one logged record (also on resume)."""
+        if rec.get("best"):
+            self._best_iter = rec["iter"]
+        if "valid" not in rec:
+            return
+        score = rec["valid"]["loss"]
+        if math.isfinite(score) and score < self._ref_score * (1.0 - self.config.valid_rtol):
+            self._ref_score, self._ref_iter = score, rec["iter"]
+
+    def _patience_exhausted(self, it: int) -> bool:
+        """The validation loss has not improved (by ``valid_rtol``) for ``patience`` iterations."""
+        p = self.config.patience
+        return bool(p and self.valid_batches and it - self._ref_iter >= p)
 
     # ------------------------------------------------------------------ internals
     def _relinearize(self, state_tree) -> dict:
@@ -618,7 +682,7 @@ class Trainer:
             state_tree["best_params"] = self._params(state_tree)
             rec["best"] = True
 
-    def _finish(self, state_tree, it, elapsed0, t_start) -> dict:
+    def _finish(self, state_tree, it, elapsed0, t_start, reason: str = "max_iter") -> dict:
         params = {k: np.asarray(v) for k, v in self._params(state_tree).items()}
         best = {k: np.asarray(v) for k, v in state_tree["best_params"].items()}
         best_score = float(state_tree["best_score"])
@@ -633,6 +697,7 @@ class Trainer:
                 best, best_score = polished, score
         rec = {"iter": it, "time": round(elapsed0 + time.perf_counter() - t_start, 4),
                "final": True, "polished": polished is not None and best is polished,
+               "iterations": int(it), "stop_reason": reason, "best_iter": int(self._best_iter),
                "train": self.evaluate(best, self.train_batches)}
         rec["loss"] = rec["train"]["loss"]
         if self.valid_batches:
@@ -659,6 +724,7 @@ class Trainer:
 
     def _truncate_log(self, upto: int):
         self.history = []
+        self._reset_stopping()
         if self.log_path is None or not is_main_process():
             return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

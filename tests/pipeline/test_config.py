@@ -62,6 +62,10 @@ def test_tiny_config_is_valid():
         ("analysis", "similarity_edges_GPa = [0.0, 10.0, 5.0]", "analysis.similarity_edges_GPa"),
         ("analysis", "p_step_GPa = 0.0", "analysis.p_step_GPa"),
         ("evaluate", "md_repeat = 0", "evaluate.md_repeat"),
+        ("fit", "valid_fraction = 1.5", "fit.valid_fraction"),
+        ("fit", "valid_fraction = 0.0", "fit.patience"),  # tiny.toml has patience = 1
+        ("fit", "patience = -2", "fit.patience"),
+        ("md", "workers = 0", "md.workers"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, section, line, key):

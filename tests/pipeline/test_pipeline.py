@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.report import ALL_TARGETS, fmt_cost, fmt_e, fmt_f
+from distill.report import ALL_TARGETS, _fit_iterations, fmt_cost, fmt_e, fmt_f
 from tests.pipeline.checks import check_comparison_counts, check_cost_is_md_throughput
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,7 +123,12 @@ def check_report_numbers_are_stage_outputs(resumed_run):
     for name, f in fits.items():
         if not isinstance(f, dict):  # cpu_seconds, load_average
             continue
-        assert re.search(rf"\| {name} \| {f['level']} \| {f['train_atoms']} \|", report)
+        # the iterations actually run, why the fit stopped, the iteration kept
+        assert 1 <= f["best_iter"] <= f["iterations"] <= f["max_iter"]
+        assert f["stop_reason"] in ("converged", "patience", "max_iter"), f
+        assert f["valid_structures"] >= 1
+        assert re.search(rf"\| {name} \| {f['level']} \| {f['train_atoms']} \| "
+                         rf"{re.escape(_fit_iterations(f))} \|", report)
     runs = json.loads((run_dir / "md" / "stamp.json").read_text())["summary"]["runs"]
     assert runs, "no MD runs"
     for name, r in runs.items():

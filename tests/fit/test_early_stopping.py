@@ -1,0 +1,123 @@
+"""The validation-loss stopping rule: a held-out split of the training configurations,
+``patience``, the best-on-validation coefficients restored; bad settings fail cleanly."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+
+from mtpjax.cli import main
+from mtpjax.fit.data import split_validation
+from mtpjax.fit.trainer import FitConfig, StopTraining, Trainer
+from mtpjax.io.mtp_file import format_mtp
+
+from .conftest import label_with, si_cells
+
+
+@pytest.fixture(scope="module")
+def noisy(pot_l08):
+    """16 small cells, labels of the level-8 potential plus large noise (something to over-fit)."""
+    samples = label_with(pot_l08, si_cells(16, seed=1))
+    rng = np.random.default_rng(0)
+    out = []
+    for s in samples:
+        out.append(dataclasses.replace(
+            s, energy=s.energy + rng.normal(0, 0.05 * len(s.positions)),
+            forces=s.forces + rng.normal(0, 0.3, s.forces.shape)))
+    return out
+
+
+CFG = dict(optimizer="varpro", max_iter=30, force_weight=0.1, eval_every=0, jac_atoms=32,
+           valid_fraction=0.5, patience=3)
+
+
+@pytest.fixture(scope="module")
+def overfit(template_l08, noisy, tmp_path_factory):
+    """The uninterrupted fit: (trainer, result)."""
+    trainer = Trainer(template_l08, noisy, None, FitConfig(**CFG, checkpoint_every=0),
+                      workdir=tmp_path_factory.mktemp("full"), mesh=None)
+    return trainer, trainer.run()
+
+
+def test_split_is_seeded_disjoint_and_complete(labelled):
+    train, valid = split_validation(labelled, 0.25, seed=4)
+    assert (len(train), len(valid)) == (9, 3)
+    ids = sorted(s.index for s in train + valid)
+    assert ids == sorted(s.index for s in labelled)
+    again = split_validation(labelled, 0.25, seed=4)[1]
+    other = split_validation(labelled, 0.25, seed=5)[1]
+    assert [s.index for s in again] == [s.index for s in valid]
+    assert [s.index for s in other] != [s.index for s in valid]
+    with pytest.raises(ValueError, match="leaves no"):
+        split_validation(labelled[:1], 0.5)
+
+
+def test_patience_stops_an_over_fitting_varpro_fit_and_restores_the_best(overfit):
+    """Half the noisy cells held out: the validation loss turns up while the training loss
+    still falls; the rule stops `patience` iterations after the best validation loss, before
+    VarPro's own convergence and the cap, and returns the coefficients of that best iteration."""
+    trainer, res = overfit
+    assert (len(trainer.train_samples), len(trainer.valid_samples)) == (8, 8)
+    final = res["final"]
+    steps = [r for r in trainer.history if not r.get("final")]
+    valid = np.array([r["valid"]["loss"] for r in steps])
+    best = int(np.argmin(valid))
+    assert final["stop_reason"] == "patience"
+    assert final["best_iter"] == steps[best]["iter"]
+    assert final["iterations"] == final["best_iter"] + 3 < CFG["max_iter"]
+    assert not trainer._varpro().converged  # training alone would have gone on
+    assert steps[-1]["loss"] < steps[best]["loss"]  # training loss still falling: over-fitting
+    assert valid[-1] > valid[best]
+    # the returned coefficients are those of the best iteration, not the last
+    assert final["valid"]["loss"] == pytest.approx(valid[best], rel=1e-12)
+    last = trainer.evaluate(res["params"], trainer.valid_batches)["loss"]
+    assert last == pytest.approx(valid[-1], rel=1e-12) and last > final["valid"]["loss"]
+
+
+def test_resumed_fit_stops_where_the_uninterrupted_one_did(tmp_path, template_l08, noisy,
+                                                          overfit):
+    """Killed between the best iteration and the stop: the resumed fit replays the rule's
+    state from its log and stops at the same iteration with the same coefficients."""
+    full = overfit[1]["final"]
+    kill = full["best_iter"] + 1
+
+    def stop(it, rec):
+        if it == kill:
+            raise StopTraining
+
+    cfg = FitConfig(**CFG, checkpoint_every=1)
+    first = Trainer(template_l08, noisy, None, cfg, workdir=tmp_path, mesh=None).run(stop)
+    assert first == {"stopped": True, "iteration": kill}
+    resumed = Trainer(template_l08, noisy, None, cfg, workdir=tmp_path, mesh=None).run()
+    final = resumed["final"]
+    assert (final["iterations"], final["stop_reason"], final["best_iter"]) == (
+        full["iterations"], "patience", full["best_iter"])
+    for key, value in overfit[1]["best_params"].items():
+        np.testing.assert_allclose(resumed["best_params"][key], value, rtol=1e-12, atol=0)
+
+
+def test_bad_settings_are_one_clean_line(tmp_path, template_l08, labelled, capsys):
+    for kwargs, word in [({"valid_fraction": 1.0}, "valid_fraction"),
+                         ({"patience": -1}, "patience"), ({"valid_rtol": -0.1}, "valid_rtol")]:
+        with pytest.raises(ValueError, match=word):
+            FitConfig(**kwargs)
+    with pytest.raises(ValueError, match="needs validation data"):
+        Trainer(template_l08, labelled, None, FitConfig(patience=2), mesh=None)
+    init = tmp_path / "init.mtp"
+    init.write_text(format_mtp(template_l08))
+    from .test_cli import _write_cfg
+
+    _write_cfg(tmp_path / "train.cfg", labelled[:4])
+    for flags, pattern in [(["--patience", "3"], r"--patience needs validation data"),
+                           (["--valid-fraction", "1.5"], r"valid_fraction must be in \[0, 1\)"),
+                           (["--valid-fraction", "0.1", "--valid-cfgs", "x.cfg"], "not both")]:
+        rc = main(["train", str(init), str(tmp_path / "train.cfg"), "--workdir",
+                   str(tmp_path / "run"), "--quiet", *flags])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert re.search(pattern, err) and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
