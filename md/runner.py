@@ -144,8 +144,11 @@ class Simulation:
         (the buffers grow on overflow in any case).
         devices: number of devices to shard atoms over (int or ``"all"``).
         decomposition: with several devices, ``"auto"``/``"domain"``: spatial domains with
-        halos (:mod:`md.domain`) unless a slab would be thinner than cutoff + skin (then one
+        halos (:mod:`md.domain`: slabs, or bricks from 8 devices, whichever has the smallest
+        halo) unless every grid's domains would be thinner than cutoff + skin (then one
         warning line and replicated atoms); ``"replicated"``: :mod:`md.sharded`'s path.
+        domain_grid: force the domain grid (px, py, pz) (product = devices; still checked
+        against the halo width); ``None``: the smallest halo.
         dtype: ``"float64"`` or ``"float32"``. chunk_steps: most steps per compiled call.
         output_dir: where thermo/trajectory/restart files go (``None``: no files).
         thermo_every, trajectory_every, restart_every: output intervals in steps (0: never
@@ -155,7 +158,7 @@ class Simulation:
     def __init__(self, potential, atoms: Atoms, species=("Si",), *, timestep_fs: float = 1.0,
                  temperature_K: float | None = 300.0, seed: int = 0, skin_A: float = 1.0,
                  capacity_multiplier: float = 1.25, devices: int | str = 1,
-                 decomposition: str = "auto",
+                 decomposition: str = "auto", domain_grid=None,
                  dtype: str = "float64", chunk_steps: int = 100, output_dir=None,
                  thermo_every: int = 10, thermo_format: str = "csv", trajectory_every: int = 0,
                  trajectory_formats=("extxyz",), restart_every: int = 0, progress: bool = False,
@@ -198,6 +201,7 @@ class Simulation:
                              f"{decomposition!r}")
         self.decomposition = decomposition if n_dev > 1 else "replicated"
         self._n_dev = n_dev
+        self._domain_grid = None if domain_grid is None else tuple(int(p) for p in domain_grid)
         with self._ctx():
             self._dt_np = np.float64 if self.x64 else np.float32
             self.engine = _cached_engine(self.spec, params, dtype, n_dev, self.n_atoms)
@@ -279,10 +283,10 @@ class Simulation:
     def _start_domains(self, spec, positions, velocities, cell, chain_xi, chain_v, key, bath,
                        step):
         """(state, list) on spatial domains (:mod:`md.domain`), or None (one warning line)
-        when a slab would be thinner than cutoff + skin; the engine is switched."""
+        when every domain grid would be thinner than cutoff + skin; the engine is switched."""
         from md.domain import plan_domains
 
-        dspec, why = plan_domains(positions, cell, self._n_dev, spec)
+        dspec, why = plan_domains(positions, cell, self._n_dev, spec, self._domain_grid)
         if dspec is None:
             logging.getLogger("md").warning(why)
             self.decomposition = "replicated"
