@@ -261,8 +261,10 @@ def choose_grid(cell, n_domains: int, reach: float,
         best = min(ok, key=lambda g: (halo_volume(g, heights, reach), sum(p > 1 for p in g)))
         return best, ""
     # the least thin candidate, for the message
-    closest = max(grids, key=lambda g: min((1.0 / p) / _need(p, w)
-                                           for p, w in zip(g, widths, strict=True) if p > 1))
+    # (ratios rounded: equally thin grids are named by the one with the fewest cut vectors)
+    closest = max(grids, key=lambda g: (round(min((1.0 / p) / _need(p, w) for p, w in
+                                                  zip(g, widths, strict=True) if p > 1), 9),
+                                        -sum(p > 1 for p in g)))
     factor = "2 × " if 2 in closest else ""
     return None, (f"domain decomposition off: {_describe(closest, heights)} are thinner "
                   f"than {factor}(cutoff + skin) = {factor}{reach:.3g} Å (+{SLACK:.0%}); "
