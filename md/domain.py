@@ -310,6 +310,25 @@ def halo_counts(s, grid, widths) -> np.ndarray:
     return out
 
 
+def halo_atoms(positions, cell, grid, reach: float) -> int:
+    """Largest number of halo atoms of one domain (host): atoms within ``reach`` (Å) of the
+    domain along its cut vectors (periodically) and not in it — the atoms its staged halo
+    brings, each once. ``positions`` [N, 3] Å."""
+    s = _scaled(positions, cell)
+    widths = reach / cell_list.cell_heights(np.asarray(cell, np.float64))
+    coords = _coords_of(s, grid)
+    most = 0
+    for dom in itertools.product(*(range(p) for p in grid)):
+        near = np.ones(len(s), bool)
+        for a in range(3):
+            if grid[a] > 1:
+                lo = dom[a] / grid[a] - widths[a]
+                near &= ((s[:, a] - lo) % 1.0) < 1.0 / grid[a] + 2 * widths[a]
+        own = np.all(coords == np.asarray(dom), axis=1)
+        most = max(most, int(np.count_nonzero(near & ~own)))
+    return most
+
+
 def plan_domains(positions, cell, n_domains: int, cells: CellListSpec,
                  grid=None) -> tuple[DomainSpec | None, str]:
     """A :class:`DomainSpec` for ``positions`` [N, 3] / ``cell`` on ``n_domains`` devices, or
