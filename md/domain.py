@@ -230,8 +230,9 @@ def halo_volume(grid, heights, reach: float) -> float:
 def candidate_grids(n_domains: int, heights) -> list[tuple[int, int, int]]:
     """Grids of ``n_domains`` domains considered: slabs (one cut vector) below
     :data:`BRICKS_FROM` devices, every factorisation px·py·pz from there on."""
-    grids = [g for g in itertools.product(range(1, n_domains + 1), repeat=3)
-             if math.prod(g) == n_domains]
+    divisors = [p for p in range(1, n_domains + 1) if n_domains % p == 0]
+    grids = [(px, py, n_domains // (px * py)) for px in divisors for py in divisors
+             if (n_domains // px) % py == 0]
     if n_domains < BRICKS_FROM:
         grids = [g for g in grids if sum(p > 1 for p in g) <= 1]
     return grids
