@@ -33,8 +33,9 @@ SCRIPT = textwrap.dedent("""
     if scenario == "nvt":
         stage = StageConfig("s", "nvt", steps, temp, temp, thermostat="langevin",
                             tau_t_fs=50.0)
-    elif scenario == "npt":  # compression ramp 0 -> 40 GPa
-        stage = StageConfig("s", "npt", steps, temp, temp, 0.0, 40.0, thermostat="langevin",
+    elif scenario in ("npt", "squeeze"):  # compression ramp 0 -> 40 (60) GPa
+        stage = StageConfig("s", "npt", steps, temp, temp, 0.0,
+                            40.0 if scenario == "npt" else 60.0, thermostat="langevin",
                             barostat="iso", tau_t_fs=50.0, tau_p_fs=50.0,
                             compressibility_per_GPa=0.02)
     else:  # two species in a sheared (triclinic) cell, NHC thermostat, level 16
@@ -49,7 +50,8 @@ SCRIPT = textwrap.dedent("""
     out = {}
     for d in (1, devices):
         sim = Simulation(pot, atoms, species=species, timestep_fs=1.0, temperature_K=temp,
-                         seed=3, skin_A=0.5, devices=d, chunk_steps=100,
+                         seed=3, skin_A=1.0 if scenario == "squeeze" else 0.5, devices=d,
+                         chunk_steps=100,
                          domain_grid=grid if d > 1 else None)
         def owners():
             ids = np.asarray(sim.nl.ids).reshape(devices, -1)
@@ -58,12 +60,15 @@ SCRIPT = textwrap.dedent("""
                 own[ids[k][ids[k] >= 0]] = k
             return own
         start = owners() if d > 1 else None
+        grid0 = list(sim.nl.spec.grid) if d > 1 else None
         v0 = sim.atoms().get_volume()
         sim.run_stage(stage)
         out[d] = dict(pos=sim.positions(), cell=sim.cell(), e=float(sim.state.energy),
                       rebuilds=sim.stats["rebuilds"], decomposition=sim.decomposition,
                       vratio=sim.atoms().get_volume() / v0)
-        if d > 1:
+        if d > 1 and sim.decomposition == "replicated":  # switched mid-run (squeeze)
+            out[d].update(crossed=-1, complete=True, grid=grid0)
+        elif d > 1:
             end = owners()
             out[d]["crossed"] = int(np.sum(start != end))
             out[d]["complete"] = bool(np.all(end >= 0))
@@ -112,6 +117,23 @@ def test_domains_match_single_device(scenario, grid, tmp_path):
     assert res["de"] < 1e-8, res
     if scenario == "npt":
         assert res["vratio"] < 0.97, res  # the cell was compressed
+
+
+@pytest.mark.slow
+def test_npt_squeeze_switches_to_replicated(tmp_path):
+    """An NPT ramp to 60 GPa squeezes 8 slabs of 6.8 Å below cutoff + skin = 6 Å mid-run:
+    the rebuild that finds them too thin re-runs its chunk on replicated atoms (one warning
+    line) instead of stopping, and the trajectory still equals the single-device run."""
+    proc = _run(SCRIPT, ["squeeze", 200, 8, "auto"], 8, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["grid"] == [8, 1, 1] and res["decomposition"] == "replicated", res
+    lines = [ln for ln in proc.stderr.splitlines() if "became thinner" in ln]
+    assert len(lines) == 1 and "re-run on replicated atoms" in lines[0], proc.stderr[-2000:]
+    assert res["vratio"] < 0.69, res  # slabs 6.8 Å × (V/V₀)^⅓ < 6 Å
+    assert res["max_diff"] < 1e-9, res
+    assert res["cell_diff"] < 1e-9, res
+    assert res["de"] < 1e-8, res
 
 
 FALLBACK = textwrap.dedent("""
