@@ -14,8 +14,9 @@ the cell list as on one device. A domain must be at least w_a thick along every 
 not arrive twice). :func:`plan_domains` picks, among the grids whose domains are thick enough
 (slabs only for D < 8), the one with the smallest halo volume; none: it declines and the
 caller keeps replicated atoms (:mod:`md.sharded`). Under NPT the scaled coordinates do not
-change with the cell; the thickness shrinks with it and is re-checked at every rebuild (a run
-compressed below it stops with a clear error).
+change with the cell; the thickness shrinks with it and is re-checked at every rebuild (a
+rebuild that finds it too thin stops the chunk; the runner re-runs it on a grid that is thick
+enough, or on replicated atoms: ``md.runner.Simulation._switch_decomposition``).
 
 Halo (the LAMMPS staged scheme). The exchange runs in one stage per cut vector, in the
 order 0, 1, 2: stage a sends to the lower / upper neighbour along a the local atoms (owned
@@ -736,7 +737,7 @@ class DomainEngine:
 
     def grown_spec(self, spec: DomainSpec, bad: DomainList, cell, growth: float):
         """A spec with room for what the overflowing rebuild ``bad`` needed (host); raises
-        if the slabs became too thin (an NPT compression) or the skin is too small."""
+        if the domains became too thin (an NPT compression) or the skin is too small."""
         if not bool(bad.geometry_ok):
             raise RuntimeError(
                 "domain decomposition: a domain became thinner than cutoff + skin (the cell was "
