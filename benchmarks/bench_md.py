@@ -27,16 +27,19 @@ Usage::
     python benchmarks/bench_md.py --devices 1 2 4 --sizes 4096 --scenarios liquid
     python benchmarks/bench_md.py --devices 1 2 4 8 --sizes 32768 --weak 4096 \
         --scenarios liquid --out bench_md_devices       # strong + weak scaling tables
+    python benchmarks/bench_md.py --devices 1 8 --sizes 1000000 --scenarios liquid \
+        --budget 0 --grids 1x1x8 2x2x2 auto --out bench_md_devices_1M   # slabs vs bricks
 
 With several devices (``XLA_FLAGS=--xla_force_host_platform_device_count``: emulated host
-devices on a CPU) the runner uses spatial domains (:mod:`md.domain`) where the slabs are
-thick enough, else replicated atoms; each row then also reports the decomposition, the
+devices on a CPU) the runner uses spatial domains (:mod:`md.domain`: slabs, or bricks from 8
+devices; ``--grids`` forces grids, one run each) where the domains are thick enough, else
+replicated atoms; each row then also reports the decomposition and its grid, the
 resident array bytes on one device (state, neighbour list and topology: the shapes of its
 shards), the bytes one device sends per step (from the shapes of what ``ppermute`` sends:
 halo positions forward and halo gradients back, plus the migration and halo set-up at
 rebuilds, amortised over the measured rebuilds; for the replicated path the ring all-gather
 of the positions and reduce-scatter of the gradients), the halo size (atoms within
-cutoff + skin of a slab, the largest over devices) and, for the design that computes pairs
+cutoff + skin of a domain, the largest over devices) and, for the design that computes pairs
 twice instead of sending gradients back, the halo it would need (2 × (cutoff + skin)).
 ``--weak N`` adds runs of N atoms per device (N·D atoms on D devices); the report then has
 strong- and weak-scaling tables.
@@ -131,8 +134,6 @@ def _device_bytes(sim) -> int:
 
 def _traffic(sim, rebuilds: int, steps: int) -> dict:
     """Bytes one device sends per step and the halo sizes (see the module docstring)."""
-    import numpy as np
-
     n, d = sim.n_atoms, sim.engine.n_devices
     item = 8 if sim.dtype == "float64" else 4
     target = 0.3 * n / d * 3 * 8
@@ -141,36 +142,29 @@ def _traffic(sim, rebuilds: int, steps: int) -> dict:
     if sim.decomposition != "domain":
         ring = 2 * (d - 1) / d * sim.n_pad * 3 * item  # all-gather + reduce-scatter
         return {"bytes_sent_per_step": ring, "bytes_target": target}
-    from md.domain import bytes_sent_per_rebuild, bytes_sent_per_step, halo_width
+    from md.domain import bytes_sent_per_rebuild, bytes_sent_per_step, halo_atoms
+    from mtpjax import cell_list
 
     spec = sim.nl.spec
     per_step = bytes_sent_per_step(spec, item)
     amortised = per_step + bytes_sent_per_rebuild(spec, item) * rebuilds / max(steps, 1)
-    # halo sizes measured at the final positions: width w (this design) and 2w (pairs twice)
-    cell = sim.cell()
-    frac = sim.positions() @ np.linalg.inv(cell)
-    s = (frac - np.floor(frac))[:, spec.axis]
-    w = halo_width(cell, spec.axis, spec.reach)
-
-    def halo(width):
-        counts = []
-        for k in range(d):
-            lo, hi = k / d, (k + 1) / d
-            below = ((s - (lo - width)) % 1.0) < width
-            above = ((s - hi) % 1.0) < width
-            counts.append(int(below.sum() + above.sum()))
-        return max(counts)
-
+    # halo sizes measured at the final positions: reach (this design) and 2 × reach (pairs
+    # computed twice, no gradients sent back)
+    cell, pos = sim.cell(), sim.positions()
+    heights = cell_list.cell_heights(cell)
     return {"bytes_sent_per_step": amortised, "bytes_sent_per_step_no_rebuild": per_step,
-            "bytes_target": target, "owned_slots": spec.owned, "halo_slots": spec.halo,
+            "bytes_target": target, "owned_slots": spec.owned, "halo_slots": list(spec.halo),
             "migrate_slots": spec.migrate, "max_owned": int(sim.nl.max_owned),
-            "halo_atoms": halo(w), "halo_atoms_pairs_twice": halo(2 * w),
-            "slab_A": float(1.0 / d / w * spec.reach), "axis": spec.axis}
+            "grid": list(spec.grid),
+            "halo_atoms": halo_atoms(pos, cell, spec.grid, spec.reach),
+            "halo_atoms_pairs_twice": halo_atoms(pos, cell, spec.grid, 2 * spec.reach),
+            "domain_A": [float(h / p) for h, p in zip(heights, spec.grid, strict=True)]}
 
 
 def measure(potential: str, scenario: str, n_target: int, devices: int, budget_s: float,
-            dtype: str) -> dict:
-    """One measurement in this process (jax must already see ``devices`` devices)."""
+            dtype: str, grid: str = "auto") -> dict:
+    """One measurement in this process (jax must already see ``devices`` devices); ``grid``:
+    the domain grid ("auto": the runner's choice, or "PXxPYxPZ")."""
     import jax
     import numpy as np
 
@@ -184,7 +178,7 @@ def measure(potential: str, scenario: str, n_target: int, devices: int, budget_s
     t0 = time.perf_counter()
     sim = Simulation(potential, atoms, timestep_fs=1.0, temperature_K=temperature, seed=1,
                      skin_A=1.0, devices=devices, dtype=dtype, chunk_steps=100,
-                     thermo_every=100)
+                     thermo_every=100, domain_grid=_grid(grid) if devices > 1 else None)
     setup = time.perf_counter() - t0
     if budget_s <= 0:  # set-up only: list sizes, resident bytes and traffic per device
         return {"scenario": scenario, "n_atoms": n, "devices": devices, "dtype": dtype,
@@ -229,15 +223,20 @@ def measure(potential: str, scenario: str, n_target: int, devices: int, budget_s
     }
 
 
-def _subprocess(potential, scenario, n, devices, budget, dtype) -> dict:
+def _grid(text: str):
+    """``"auto"`` -> None, ``"2x2x2"`` -> (2, 2, 2)."""
+    return None if text == "auto" else tuple(int(p) for p in text.split("x"))
+
+
+def _subprocess(potential, scenario, n, devices, budget, dtype, grid="auto") -> dict:
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
                JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, __file__, "--_one", str(potential), scenario, str(n), str(devices),
-           str(budget), dtype]
+           str(budget), dtype, grid]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if proc.returncode != 0:
-        return {"scenario": scenario, "n_atoms": n, "devices": devices,
+        return {"scenario": scenario, "n_atoms": n, "devices": devices, "grid_asked": grid,
                 "error": proc.stderr.strip()[-800:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -259,6 +258,10 @@ def main(argv=None) -> int:
     p.add_argument("--devices", type=int, nargs="+", default=[1])
     p.add_argument("--weak", type=int, nargs="*", default=[],
                    help="atoms per device for weak-scaling runs (N·D atoms on D devices)")
+    p.add_argument("--grids", nargs="+", default=["auto"],
+                   help="domain grids for the multi-device runs: 'auto' (the runner's "
+                   "choice) and/or PXxPYxPZ (e.g. 1x1x8 slabs, 2x2x2 bricks; used where the "
+                   "product is the device count)")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--budget", type=float, default=60.0,
                    help="seconds of timed stepping per measurement (estimated); 0: set-up "
@@ -266,7 +269,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="bench_md", help="result name under benchmarks/results")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the .md of --out from its existing .json (no measurement)")
-    p.add_argument("--_one", nargs=6, help=argparse.SUPPRESS)
+    p.add_argument("--_one", nargs=7, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.report_only:
         out = ROOT / "benchmarks" / "results" / args.out
@@ -276,22 +279,29 @@ def main(argv=None) -> int:
         print(text)
         return 0
     if args._one:
-        pot, scenario, n, devices, budget, dtype = args._one
-        print(json.dumps(measure(pot, scenario, int(n), int(devices), float(budget), dtype)))
+        pot, scenario, n, devices, budget, dtype, grid = args._one
+        print(json.dumps(measure(pot, scenario, int(n), int(devices), float(budget), dtype,
+                                 grid)))
         return 0
 
     from tqdm import tqdm
 
-    runs = [(lvl, sc, n, d, "strong") for lvl in args.levels for n in args.sizes
-            for sc in args.scenarios for d in args.devices]
-    runs += [(lvl, sc, n * d, d, "weak") for lvl in args.levels for n in args.weak
-             for sc in args.scenarios for d in args.devices]
+    def grids(d):
+        if d == 1:
+            return ["auto"]
+        return [g for g in args.grids if g == "auto" or _prod(_grid(g)) == d]
+
+    runs = [(lvl, sc, n, d, "strong", g) for lvl in args.levels for n in args.sizes
+            for sc in args.scenarios for d in args.devices for g in grids(d)]
+    runs += [(lvl, sc, n * d, d, "weak", g) for lvl in args.levels for n in args.weak
+             for sc in args.scenarios for d in args.devices for g in grids(d)]
     results = []
     t_all = time.perf_counter()
-    for lvl, sc, n, d, kind in tqdm(runs, desc="bench_md"):
+    for lvl, sc, n, d, kind, g in tqdm(runs, desc="bench_md"):
         load0 = os.getloadavg()[0]
-        r = _subprocess(POTENTIALS[lvl], sc, n, d, args.budget, args.dtype)
-        r.update(level=lvl, loadavg_1min=[load0, os.getloadavg()[0]], n_target=n, kind=kind)
+        r = _subprocess(POTENTIALS[lvl], sc, n, d, args.budget, args.dtype, g)
+        r.update(level=lvl, loadavg_1min=[load0, os.getloadavg()[0]], n_target=n, kind=kind,
+                 grid_asked=g)
         results.append(r)
         tqdm.write(json.dumps(r))
     meta = {
@@ -311,6 +321,20 @@ def main(argv=None) -> int:
     out.with_suffix(".md").write_text(text)
     print(text)
     return 0
+
+
+def _prod(grid) -> int:
+    out = 1
+    for p in grid:
+        out *= p
+    return out
+
+
+def _decomposition(r: dict) -> str:
+    """"replicated", "domain" or "domain 2×2×2" (the grid, where recorded)."""
+    if "grid" not in r:
+        return r["decomposition"]
+    return f"{r['decomposition']} {'×'.join(str(p) for p in r['grid'])}"
 
 
 def report(meta: dict, results: list[dict]) -> str:
@@ -402,7 +426,7 @@ def scaling_tables(results: list[dict]) -> list[str]:
                     scale = (r["atom_steps_per_s"] / d) / (base["atom_steps_per_s"]
                                                           / base["devices"])
                 lines.append(
-                    f"| {d} | {r['n_atoms']} | {r['decomposition']} | {r['steps']} | "
+                    f"| {d} | {r['n_atoms']} | {_decomposition(r)} | {r['steps']} | "
                     f"{r['steps_per_s']:.3g} | {r['atom_steps_per_s']:.3g} | {scale:.2f} | "
                     f"{r['rebuilds']} | "
                     f"{r['loadavg_1min'][0]:.1f}–{r['loadavg_1min'][1]:.1f} |")
@@ -410,9 +434,10 @@ def scaling_tables(results: list[dict]) -> list[str]:
               "bytes sent per step from the shapes of what `ppermute` sends, rebuild traffic "
               "amortised; targets: MiB ≤ 1.5 × single-device MiB / D, bytes ≤ 0.3 × N/D × "
               "3 × 8):", "",
-              "| atoms | dev | decomposition | J | owned / halo slots | MiB/device | "
+              "| atoms | dev | decomposition (grid) | J | owned / halo slots (per stage) | "
+              "MiB/device | "
               "÷ (1-dev MiB / D) | bytes sent/step/device | ÷ (0.3·N/D·24 B) | of which "
-              "forward | halo atoms, both sides (at 2×reach) |",
+              "forward | halo atoms per domain (at 2×reach) |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(ok, key=lambda r: (r["n_atoms"], r["devices"])):
         d = r["devices"]
@@ -420,12 +445,16 @@ def scaling_tables(results: list[dict]) -> list[str]:
                   and x["scenario"] == r["scenario"] and x.get("level") == r.get("level")]
         mem_ratio = (f"{r['device_bytes'] / (single[0]['device_bytes'] / d):.2f}"
                      if single else "–")
-        slots = (f"{r['owned_slots']} / {r['halo_slots']}" if "owned_slots" in r else "–")
+        slots = "–"
+        if "owned_slots" in r:
+            h = r["halo_slots"]
+            h = "+".join(str(x) for x in h if x) if isinstance(h, list) else str(h)
+            slots = f"{r['owned_slots']} / {h}"
         halo = (f"{r['halo_atoms']} ({r['halo_atoms_pairs_twice']})" if "halo_atoms" in r
                 else "–")
         fwd = r.get("bytes_sent_per_step_no_rebuild")
         lines.append(
-            f"| {r['n_atoms']} | {d} | {r['decomposition']} | {r['neighbor_capacity']} | "
+            f"| {r['n_atoms']} | {d} | {_decomposition(r)} | {r['neighbor_capacity']} | "
             f"{slots} | {r['device_bytes'] / 2**20:.1f} | {mem_ratio} | "
             f"{r['bytes_sent_per_step']:.3g} | "
             f"{r['bytes_sent_per_step'] / r['bytes_target']:.2f} | "

@@ -4,15 +4,18 @@ Reads the 10⁶-atom device run of ``benchmarks/bench_md.py`` (``--devices 1 8 -
 --out bench_md_devices_1M``: per-device resident bytes, halo size, bytes sent per step, rebuild
 share, neighbour-list shape) and projects, for liquid Si with the same cutoff and skin:
 
-* the resident bytes per device of N atoms on D slabs: b_own·N/D·(1 + spare) + b_halo·halo,
-  with b_own, b_halo per slot from the measured 8-device run (they do not depend on the MTP
-  level: positions, rows [J] and ids are the same at level 8 and 16), halo = 2·N·reach/L
-  (slabs; L = (N/ρ)^⅓), plus the whole-cell bin table of a build (an O(N) transient
+* the resident bytes per device of N atoms on D domains: b_own·N/D·(1 + spare) +
+  b_halo·halo, with b_own, b_halo per slot from the measured 8-device run (they do not
+  depend on the MTP level: positions, rows [J] and ids are the same at level 8 and 16),
+  halo = ρ·(halo volume of the grid ``md.domain.choose_grid`` picks for a cube of side
+  L = (N/ρ)^⅓: the domain grown by reach on both sides of each cut vector, less the domain),
+  plus the whole-cell bin table of a build (an O(N) transient
   measured as n_bins·B·(4 + 3·8) bytes) and an assumed per-device evaluation workspace;
 * the number of 80 GB GPUs (H100 SXM) that N atoms need at level 16 (memory only, with the
   usable fraction below), and the largest slab count (slabs ≥ 1.05·reach thick);
 * steps/s on 8 H100s over NVLink: t_step = N/(D·A)·(1 + rebuild share) + bytes/BW +
-  4·latency (rebuild share: the measured one of the 10⁶-atom liquid, ``bench_md_1M.json``).
+  4·(cut vectors)·latency, bytes = 2·halo·3·8 (rebuild share: the measured one of the
+  10⁶-atom liquid, ``bench_md_1M.json``).
 
 Assumptions (module constants, stated in the output): A = per-GPU level-16 throughput in
 atom-steps/s (the project's GPU target for level-16 energy + forces, *not measured*: no GPU
@@ -39,9 +42,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def load_run(name: str, devices: int, n_atoms: int | None = None) -> dict:
+    """The last successful ``devices``-device run of ``name`` (with several grids: the
+    runner's own choice, ``--grids auto``)."""
     data = json.loads((RESULTS / f"{name}.json").read_text())
     rows = [r for r in data["results"] if r.get("devices") == devices and "error" not in r
-            and (n_atoms is None or r["n_atoms"] == n_atoms)]
+            and (n_atoms is None or r["n_atoms"] == n_atoms)
+            and r.get("grid_asked", "auto") == "auto"]
     if not rows:
         raise SystemExit(f"{name}.json has no successful {devices}-device run")
     return rows[-1] | {"_meta": data["meta"]}
@@ -58,6 +64,7 @@ def model(multi: dict, single: dict, args) -> dict:
     n0, d0 = multi["n_atoms"], multi["devices"]
     rebuild_share = measured_rebuild_share()
     c, h = multi["owned_slots"], multi["halo_slots"]
+    h = sum(h) if isinstance(h, list) else h  # per side, summed over the stages
     j = multi["neighbor_capacity"]
     item = 8  # float64
     # per-slot bytes of the measured domain run: owned slot (state + rows + ids) and halo slot
@@ -66,6 +73,7 @@ def model(multi: dict, single: dict, args) -> dict:
     # the benchmark's cells: k³ cubic 8-atom diamond cells of 5.43 Å (benchmarks/systems.py)
     sys.path.insert(0, str(ROOT))
     from benchmarks.systems import repeats
+    from md.domain import choose_grid, halo_volume
     from mtpjax import cell_list
     from mtpjax.io.mtp_file import read_mtp
 
@@ -81,39 +89,49 @@ def model(multi: dict, single: dict, args) -> dict:
     nb, _ = cell_list._bins_for(np.full(3, length0), reach, n0, 0.05)
     bins_per_atom = int(np.prod(nb)) * multi["bin_capacity"] * (4 + 3 * item) / n0
 
+    def grid_for(n, d):
+        """The grid md.domain picks for a cube of n atoms on d devices (None: too thin)."""
+        length = (n / density) ** (1 / 3)
+        return choose_grid(np.eye(3) * length, d, reach)[0] if d > 1 else (1, 1, 1)
+
     def per_device(n, d):
         length = (n / density) ** (1 / 3)
-        halo = 2 * n * reach / length * 1.1  # both sides, 10 % spare as allocated
+        grid = grid_for(n, d)
+        # halo atoms of one domain, 10 % spare as allocated
+        halo = density * halo_volume(grid, [length] * 3, reach) * 1.1
         resident = b_own * n / d * (1 + spare) + b_halo * halo
-        return resident, bins_per_atom * n, halo
+        return resident, bins_per_atom * n, halo, grid
 
     def gpus_needed(n):
         usable = args.gpu_gib * 2**30 * args.usable - args.workspace_gib * 2**30
         length = (n / density) ** (1 / 3)
         max_slabs = int(length / (1.05 * reach))
         for d in range(1, 4097):
-            resident, bins, _ = per_device(n, d)
+            if d > 1 and grid_for(n, d) is None:
+                continue
+            resident, bins, _, _ = per_device(n, d)
             if resident + bins <= usable:
                 return d, max_slabs, resident, bins
         return None, max_slabs, None, None
 
     def steps_per_s(n, d):
-        resident, bins, halo = per_device(n, d)
+        resident, bins, halo, grid = per_device(n, d)
         compute = n / (d * args.throughput) * (1 + rebuild_share)
-        sent = 2 * halo * 3 * item  # positions forward + gradients back (halo both sides)
-        comm = sent / (args.nvlink_gbs * 1e9) + 4 * args.latency_us * 1e-6
-        return 1.0 / (compute + comm), sent, compute, comm
+        sent = 2 * halo * 3 * item  # positions forward + gradients back (the whole halo)
+        stages = sum(p > 1 for p in grid)  # 4 ppermutes per stage (2 forward, 2 back)
+        comm = sent / (args.nvlink_gbs * 1e9) + 4 * stages * args.latency_us * 1e-6
+        return 1.0 / (compute + comm), sent, compute, comm, grid
 
     rows = []
     for n in (10**6, 10**7, 10**8):
         need, max_slabs, resident, bins = gpus_needed(n)
-        rate, sent, compute, comm = steps_per_s(n, 8)
+        rate, sent, compute, comm, grid = steps_per_s(n, 8)
         rows.append({"n_atoms": n, "gpus_for_memory": need, "max_slabs": max_slabs,
                      "resident_gib_per_device_at_need": None if resident is None
                      else resident / 2**30,
                      "bin_table_gib_per_device": bins / 2**30 if bins is not None else None,
                      "steps_per_s_8_h100": rate, "bytes_sent_per_step_8": sent,
-                     "compute_s_8": compute, "comm_s_8": comm})
+                     "compute_s_8": compute, "comm_s_8": comm, "grid_8": list(grid)})
     return {"rebuild_share": rebuild_share, "b_own_per_slot": b_own,
             "b_halo_per_slot": b_halo, "owned_spare": spare,
             "bins_per_atom": bins_per_atom, "density_per_A3": density, "reach_A": reach,
@@ -162,12 +180,15 @@ def main(argv=None) -> int:
              "`bench_md_1M.json`).", "",
              f"Assumed: {a['throughput']:.3g} level-16 atom-steps/s per H100 (the project's "
              f"GPU target, unmeasured), NVLink {a['nvlink_gbs']} GB/s per direction, "
-             f"{a['latency_us']} µs per ppermute (4 per step), {a['gpu_gib']} GB GPUs of which "
-             f"{a['usable']:.0%} usable, {a['workspace_gib']} GB evaluation workspace per "
-             "device; slabs (not bricks).", "",
+             f"{a['latency_us']} µs per ppermute (4 per cut lattice vector per step), "
+             f"{a['gpu_gib']} GB GPUs of which {a['usable']:.0%} usable, "
+             f"{a['workspace_gib']} GB evaluation workspace per device; a cubic cell on the "
+             "grid `md.domain.choose_grid` picks (smallest halo volume; bricks from 8 "
+             "devices).", "",
              "| atoms | GPUs needed (memory) | most slabs (≥ 1.05·reach) | resident GiB/device "
-             "there | bin table GiB/device | steps/s on 8 H100 | bytes sent/step/device (8) | "
-             "compute s | comm s |", "|---|---|---|---|---|---|---|---|---|"]
+             "there | bin table GiB/device | grid on 8 | steps/s on 8 H100 | bytes "
+             "sent/step/device (8) | compute s | comm s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in m["rows"]:
         def f(x, spec):
             return "–" if x is None else format(x, spec)
@@ -175,6 +196,7 @@ def main(argv=None) -> int:
         lines.append(f"| {r['n_atoms']:.0e} | {f(r['gpus_for_memory'], 'd')} | "
                      f"{r['max_slabs']} | {f(r['resident_gib_per_device_at_need'], '.2f')} | "
                      f"{f(r['bin_table_gib_per_device'], '.2f')} | "
+                     f"{'×'.join(str(p) for p in r['grid_8'])} | "
                      f"{r['steps_per_s_8_h100']:.3g} | {r['bytes_sent_per_step_8']:.3g} | "
                      f"{r['compute_s_8']:.3g} | {r['comm_s_8']:.2g} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

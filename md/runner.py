@@ -21,9 +21,11 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -144,8 +146,11 @@ class Simulation:
         (the buffers grow on overflow in any case).
         devices: number of devices to shard atoms over (int or ``"all"``).
         decomposition: with several devices, ``"auto"``/``"domain"``: spatial domains with
-        halos (:mod:`md.domain`) unless a slab would be thinner than cutoff + skin (then one
+        halos (:mod:`md.domain`: slabs, or bricks from 8 devices, whichever has the smallest
+        halo) unless every grid's domains would be thinner than cutoff + skin (then one
         warning line and replicated atoms); ``"replicated"``: :mod:`md.sharded`'s path.
+        domain_grid: force the domain grid (px, py, pz) (product = devices; still checked
+        against the halo width); ``None``: the smallest halo.
         dtype: ``"float64"`` or ``"float32"``. chunk_steps: most steps per compiled call.
         output_dir: where thermo/trajectory/restart files go (``None``: no files).
         thermo_every, trajectory_every, restart_every: output intervals in steps (0: never
@@ -155,7 +160,7 @@ class Simulation:
     def __init__(self, potential, atoms: Atoms, species=("Si",), *, timestep_fs: float = 1.0,
                  temperature_K: float | None = 300.0, seed: int = 0, skin_A: float = 1.0,
                  capacity_multiplier: float = 1.25, devices: int | str = 1,
-                 decomposition: str = "auto",
+                 decomposition: str = "auto", domain_grid=None,
                  dtype: str = "float64", chunk_steps: int = 100, output_dir=None,
                  thermo_every: int = 10, thermo_format: str = "csv", trajectory_every: int = 0,
                  trajectory_formats=("extxyz",), restart_every: int = 0, progress: bool = False,
@@ -198,6 +203,7 @@ class Simulation:
                              f"{decomposition!r}")
         self.decomposition = decomposition if n_dev > 1 else "replicated"
         self._n_dev = n_dev
+        self._domain_grid = None if domain_grid is None else tuple(int(p) for p in domain_grid)
         with self._ctx():
             self._dt_np = np.float64 if self.x64 else np.float32
             self.engine = _cached_engine(self.spec, params, dtype, n_dev, self.n_atoms)
@@ -236,9 +242,11 @@ class Simulation:
         frac = positions @ np.linalg.inv(cell)
         return (frac - np.floor(frac)) @ cell
 
-    def _initial_state(self, positions, velocities, cell, chain_xi, chain_v, key, bath, step):
+    def _initial_state(self, positions, velocities, cell, chain_xi, chain_v, key, bath, step,
+                       grid=None):
         """Device state with wrapped positions and first forces, and the neighbour list
-        (sized by :func:`mtpjax.cell_list.plan`; grown here if the first build overflows)."""
+        (sized by :func:`mtpjax.cell_list.plan`; grown here if the first build overflows);
+        ``grid``: the domain grid (default: the run's ``domain_grid`` or the planner's)."""
         dt = self._dt_np
         n = self.n_pad
         # J from the rows of a sample of atoms; a denser spot elsewhere overflows and grows
@@ -247,7 +255,7 @@ class Simulation:
                               centers=min(self.n_atoms, PLAN_SAMPLE))
         if self.decomposition != "replicated":
             started = self._start_domains(spec, positions, velocities, cell, chain_xi,
-                                          chain_v, key, bath, step)
+                                          chain_v, key, bath, step, grid)
             if started is not None:
                 return started
         self.topo = self.engine.put_topology(Topology(
@@ -277,12 +285,13 @@ class Simulation:
         raise RuntimeError("the neighbour list kept overflowing at allocation")
 
     def _start_domains(self, spec, positions, velocities, cell, chain_xi, chain_v, key, bath,
-                       step):
+                       step, grid=None):
         """(state, list) on spatial domains (:mod:`md.domain`), or None (one warning line)
-        when a slab would be thinner than cutoff + skin; the engine is switched."""
+        when every domain grid would be thinner than cutoff + skin; the engine is switched."""
         from md.domain import plan_domains
 
-        dspec, why = plan_domains(positions, cell, self._n_dev, spec)
+        dspec, why = plan_domains(positions, cell, self._n_dev, spec,
+                                  self._domain_grid if grid is None else grid)
         if dspec is None:
             logging.getLogger("md").warning(why)
             self.decomposition = "replicated"
@@ -306,14 +315,51 @@ class Simulation:
 
     def _regrow(self, state0, nl0, res):
         """(state, list) of a chunk start with buffers grown to fit the overflowing chunk
-        result ``res`` (its list and cell)."""
+        result ``res`` (its list and cell); on spatial domains that the cell's compression
+        made thinner than the halo, the chunk start laid out on another grid or on the
+        replicated path (:meth:`_switch_decomposition`)."""
         cell = np.asarray(res.state.cell)
+        if self.decomposition == "domain" and not bool(res.nl.geometry_ok):
+            switched = self._switch_decomposition(state0, nl0, cell)
+            if switched is not None:
+                return switched
         if self.decomposition == "domain":
             self.stats["reallocations"] += 1
             return self.engine.regrow(state0, nl0, res.nl, cell,
                                       max(self.capacity_multiplier, 1.1))
         spec = self._grown(nl0.spec, res.nl, cell)
         return state0, self.engine.repad(nl0, spec)
+
+    def _switch_decomposition(self, state0, nl0, cell):
+        """(state, list) of the chunk start ``state0``/``nl0`` on the domain grid that is
+        thick enough at ``cell`` (the compressed cell of a rebuild that found the domains
+        thinner than the halo), or on the replicated path when none is; one warning line.
+        None when the grid at ``cell`` is the current one (not a thickness problem)."""
+        from md.domain import choose_grid
+
+        reach = nl0.spec.reach
+        grid, _ = choose_grid(cell, self._n_dev, reach)
+        if grid == nl0.spec.grid:
+            return None
+        gather = partial(self.engine.gather, dl=nl0)
+        positions, velocities = gather(state0.positions), gather(state0.velocities)
+        host = jax.tree.map(np.asarray, state0._replace(positions=None, velocities=None,
+                                                        forces=None, masses=None))
+        to = "replicated atoms" if grid is None else "×".join(map(str, grid)) + " domains"
+        logging.getLogger("md").warning(
+            "domain decomposition: the %s domains became thinner than cutoff + skin = %.3g Å "
+            "(the cell was compressed); step %d re-run on %s", "×".join(map(str, nl0.spec.grid)),
+            reach, int(host.step), to)
+        self.stats["reallocations"] += 1
+        # the replicated engine; _start_domains switches to the domain engine on a grid
+        self.engine = _cached_engine(self.spec, self.params, self.dtype, self._n_dev,
+                                     self.n_atoms)
+        self.params = self.engine.params
+        self.decomposition = "replicated" if grid is None else "domain"
+        state, nl = self._initial_state(positions, velocities, host.cell, host.chain_xi,
+                                        host.chain_v, host.key, host.bath, int(host.step),
+                                        grid=grid)
+        return state, dataclasses.replace(nl, rebuilds=nl0.rebuilds)
 
     def _grown(self, spec, nl, cell):
         """A larger list spec after an overflow (counts as a reallocation)."""

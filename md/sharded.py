@@ -189,6 +189,46 @@ class ChunkResult(NamedTuple):
     record_steps: jax.Array
 
 
+def make_chunk_loop(ens: EnsembleSpec, comm: Comm, max_records: int):
+    """``loop(advance, state, nl, n_steps, record_every, schedule) -> ChunkResult``: the
+    body of a compiled chunk (one ``lax.while_loop``), shared by the replicated and the
+    domain-decomposed engines. ``advance(state, nl, targets) -> (state, nl, ok)`` takes one
+    step (``ok`` False: the step was rejected and must be re-done, state unchanged); the loop
+    counts accepted steps up to ``n_steps``, stops early on a buffer overflow
+    (``nl.did_buffer_overflow``) or a non-finite energy, and records the observables after
+    every accepted step whose index is a multiple of ``record_every`` (at most
+    ``max_records``)."""
+
+    def loop(advance, state: MDState, nl, n_steps, record_every, schedule: Schedule):
+        blank = observables(ens, state, targets_at(schedule, state.step), comm)
+        records = jax.tree.map(lambda a: jnp.zeros((max_records,) + a.shape, a.dtype), blank)
+        rec_steps = jnp.full((max_records,), -1, jnp.int32)
+
+        def cond(carry):
+            i, s, nl, bad, _, _, _ = carry
+            return (i < n_steps) & ~bad & ~nl.did_buffer_overflow
+
+        def body(carry):
+            i, s, nl, _, recs, rsteps, k = carry
+            s, nl, ok = advance(s, nl, targets_at(schedule, s.step))
+            bad = ok & ~jnp.isfinite(s.energy)
+            obs = observables(ens, s, targets_at(schedule, s.step - 1), comm)
+            take = ok & (s.step % record_every == 0) & (k < max_records)
+            slot = jnp.minimum(k, max_records - 1)
+            recs = jax.tree.map(lambda r, o: r.at[slot].set(jnp.where(take, o, r[slot])),
+                                recs, obs)
+            rsteps = rsteps.at[slot].set(jnp.where(take, s.step, rsteps[slot]))
+            return (i + ok.astype(jnp.int32), s, nl, bad, recs, rsteps,
+                    k + take.astype(jnp.int32))
+
+        zero = jnp.zeros((), jnp.int32)
+        i, state, nl, bad, records, rec_steps, _ = lax.while_loop(
+            cond, body, (zero, state, nl, jnp.zeros((), bool), records, rec_steps, zero))
+        return ChunkResult(state, nl, i, bad, records, rec_steps)
+
+    return loop
+
+
 class Engine:
     """Compiled functions of one run: the first list and forces, chunks per ensemble.
 
@@ -250,36 +290,16 @@ class Engine:
         key = (ens, nl_spec, max_records)
         if key in self._chunks:
             return self._chunks[key]
-        comm = self.comm
-        step = make_step(ens, self.force_fn, comm)
+        step = make_step(ens, self.force_fn, self.comm)
+        loop = make_chunk_loop(ens, self.comm, max_records)
 
         def chunk(state: MDState, nl: CellList, topo: Topology, n_steps, record_every,
                   schedule: Schedule):
-            blank = observables(ens, state, targets_at(schedule, state.step), comm)
-            records = jax.tree.map(lambda a: jnp.zeros((max_records,) + a.shape, a.dtype),
-                                   blank)
-            rec_steps = jnp.full((max_records,), -1, jnp.int32)
+            def advance(s, nl, targets):
+                s, nl = step(s, topo, targets, nl)
+                return s, nl, jnp.ones((), bool)
 
-            def cond(carry):
-                i, s, nl, bad, _, _, _ = carry
-                return (i < n_steps) & ~bad & ~nl.did_buffer_overflow
-
-            def body(carry):
-                i, s, nl, _, recs, rsteps, k = carry
-                s, nl = step(s, topo, targets_at(schedule, s.step), nl)
-                bad = ~jnp.isfinite(s.energy)
-                obs = observables(ens, s, targets_at(schedule, s.step - 1), comm)
-                take = (s.step % record_every == 0) & (k < max_records)
-                slot = jnp.minimum(k, max_records - 1)
-                recs = jax.tree.map(lambda r, o: r.at[slot].set(jnp.where(take, o, r[slot])),
-                                    recs, obs)
-                rsteps = rsteps.at[slot].set(jnp.where(take, s.step, rsteps[slot]))
-                return i + 1, s, nl, bad, recs, rsteps, k + take.astype(jnp.int32)
-
-            zero = jnp.zeros((), jnp.int32)
-            i, state, nl, bad, records, rec_steps, _ = lax.while_loop(
-                cond, body, (zero, state, nl, jnp.zeros((), bool), records, rec_steps, zero))
-            return ChunkResult(state, nl, i, bad, records, rec_steps)
+            return loop(advance, state, nl, n_steps, record_every, schedule)
 
         rep = P()
         st, tp, ns = self._state_spec, self._topo_spec, cell_list_specs(nl_spec)
