@@ -74,6 +74,7 @@ def fit_one(
         "train_structures": len(train),
         "train_atoms": int(sum(len(s) for s in train)),
         "iterations": f["max_iter"],
+        "iterations_run": result["final"].get("iter"),
         "seconds": round(time.perf_counter() - start, 2),
         "train_energy_mae_meV_per_atom": 1e3 * final.get("energy_mae", float("nan")),
         "train_force_rmse_eV_per_A": final.get("force_rmse", float("nan")),
