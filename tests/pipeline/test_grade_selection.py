@@ -53,6 +53,41 @@ def test_grade_select_is_mlp_select_add():
     assert sel.grades.shape == (34,) and np.all(sel.grades[sel.chosen] > 1.0)
 
 
+def test_grade_budget_select_fills_the_budget():
+    """A label budget larger than what MaxVol picks is filled with the remaining candidates
+    of highest γ against the active set after the picks; a smaller one is not exceeded."""
+    from ase import Atoms
+
+    from distill.sampling import atoms_views, grade_budget_select, grade_select
+    from mtpjax.io.cfg import read_cfg
+    from tests.conftest import DATA
+
+    ref = DATA / "grade" / "si_L08"
+
+    def frames(path):
+        return [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
+                for c in read_cfg(path)]
+
+    train, new = frames(ref / "train.cfg"), frames(ref / "in.cfg")
+    maxvol = grade_select(ref / "pot.mtp", train, new, ["Si"])
+    assert len(maxvol.chosen) == 9  # then every other candidate has γ ≤ the swap threshold
+    sel = grade_budget_select(ref / "pot.mtp", train, new, ["Si"], 15)
+    assert len(sel.chosen) == len(set(sel.chosen)) == 15
+    assert sel.chosen[:9] == maxvol.chosen
+    rest = [k for k in range(len(new)) if k not in sel.chosen[:9]]
+    after = dict(zip(rest, maxvol.grader.grade(atoms_views([new[k] for k in rest], ["Si"])),
+                     strict=True))
+    fill = [after[k] for k in sel.chosen[9:]]
+    assert fill == sorted(fill, reverse=True)
+    assert min(fill) >= max(after[k] for k in rest if k not in sel.chosen)
+    np.testing.assert_allclose(sel.grades, maxvol.grades)
+    small = grade_budget_select(ref / "pot.mtp", train, new, ["Si"], 4)
+    assert len(small.chosen) == 4 and all(small.grades[small.chosen] > 1.0)
+    assert sorted(grade_budget_select(ref / "pot.mtp", train, new, ["Si"], 99).chosen) == \
+        list(range(34))
+    assert grade_budget_select(ref / "pot.mtp", train, new, ["Si"], 0).chosen == []
+
+
 @pytest.mark.slow
 def test_grade_driven_sampling(tmp_path):
     run_dir = tmp_path / "run"
