@@ -259,7 +259,12 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--tag", default="", help="result files bench_grade_selection[_TAG].*")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="only merge result files of this script (the same settings, other "
+                        "seeds: runs made side by side) into one, rows and means over all")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args)
 
     import ase.io
     import jax
@@ -310,6 +315,39 @@ def write(args, head, rows, done, d0_labels, tests, stages, t_start) -> None:
     print(render(result), flush=True)
 
 
+PART_KEYS = ("command", "started_utc", "finished_utc", "load_before", "load_after",
+             "seeds_completed", "wall_s", "versions", "host")
+
+
+def merge(args) -> int:
+    """One result from several of this script's result files (side-by-side runs of other
+    seeds with otherwise equal settings); each part's provenance is kept under ``parts``."""
+    parts = [json.loads(Path(f).read_text()) for f in args.merge]
+    ignore = ("seeds", "tag", "out", "merge")
+    first = {k: v for k, v in parts[0]["settings"].items() if k not in ignore}
+    for f, res in zip(args.merge, parts, strict=True):
+        other = {k: v for k, v in res["settings"].items() if k not in ignore}
+        if other != first:
+            raise SystemExit(f"{f}: settings differ from {args.merge[0]}'s")
+    rows = sorted((r for res in parts for r in res["rows"]), key=lambda r: r["seed"])
+    seeds = sorted({r["seed"] for r in rows})
+    summary = summarize(rows)
+    result = {
+        **provenance.header(), "finished_utc": provenance.utc(),
+        "parts": [{k: res[k] for k in PART_KEYS} for res in parts],
+        **{k: parts[0][k] for k in ("teacher", "fit", "teacher_md_steps_per_run",
+                                    "d0_relabels", "test_sets")},
+        "settings": {**parts[0]["settings"], "seeds": seeds}, "seeds_completed": seeds,
+        "rows": rows, "summary": summary, "verdict": verdict(summary),
+    }
+    out = Path(args.out)
+    stem = "bench_grade_selection" + (f"_{args.tag}" if args.tag else "")
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(render(result))
+    print(render(result), flush=True)
+    return 0
+
+
 def render(res: dict) -> str:
     def e(s, t):
         m, d = s["errors"][t], s["errors_std"][t]
@@ -318,12 +356,20 @@ def render(res: dict) -> str:
 
     st = res["settings"]
     v = res["versions"]
+    def made(r):
+        return (f"`{r['command']}`, {r['started_utc']} → {r['finished_utc']} "
+                f"({r['wall_s']:.0f} s; seeds {r['seeds_completed']}) on "
+                f"{r['host']['hostname']} ({r['host']['cpus']} CPUs, {r['host']['cpu_model']}); "
+                f"load average (1/5/15 min) {r['load_before']} before, {r['load_after']} after")
+
+    if "parts" in res:
+        written = (f"Merged by `{res['command']}` ({res['finished_utc']}) from runs made side "
+                   "by side: " + "; ".join(made(r) for r in res["parts"]) + ".")
+    else:
+        written = f"Written by {made(res)}."
     lines = [
         "# Uniform vs grade-driven D1 selection: teacher calls at equal test error", "",
-        f"Written by `{res['command']}`, {res['started_utc']} → {res['finished_utc']} "
-        f"({res['wall_s']:.0f} s) on {res['host']['hostname']} ({res['host']['cpus']} CPUs, "
-        f"{res['host']['cpu_model']}); load average (1/5/15 min) {res['load_before']} before, "
-        f"{res['load_after']} after. Python {v['python']}, jax {v['jax']}, jaxlib "
+        f"{written} Python {v['python']}, jax {v['jax']}, jaxlib "
         f"{v['jaxlib']}, numpy {v['numpy']}, ase {v['ase']}, mtpjax {v['mtpjax_git']}.", "",
         f"Teacher: {res['teacher']}. Students: level {st['level']}, VarPro to convergence "
         f"(at most {st['max_iter']} iterations; iterations used per fit in the JSON); D0 = the "
