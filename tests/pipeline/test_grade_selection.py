@@ -19,10 +19,10 @@ from distill.store import open_store, select_labelled
 TINY = Path(__file__).with_name("tiny.toml")
 
 
-def _config(tmp_path: Path) -> Path:
+def _config(tmp_path: Path, extra: str = "") -> Path:
     text = TINY.read_text().replace("snapshot_every = 20\n\n[labels]", (
         "snapshot_every = 5\nselection = \"grade\"\ngrade_max_iter = 3\n"
-        "grade_iterations = 1\ngrade_every = 5\ngamma_break = 1e6\n\n[labels]"))
+        f"grade_iterations = 1\ngrade_every = 5\ngamma_break = 1e6\n{extra}\n[labels]"))
     text = text.replace('[run]\n', '[run]\nstages = ["teacher", "sample", "labels"]\n')
     text = text.replace("../../data/", str(Path(__file__).resolve().parents[2] / "data") + "/")
     path = tmp_path / "grade.toml"
@@ -125,12 +125,28 @@ def test_grade_driven_sampling(tmp_path):
     assert f"D0 relabels {lab['d0']['labelled']}" in line
 
 
+@pytest.mark.slow
+def test_grade_budget_sampling(tmp_path):
+    """``grade_budget``: every round labels exactly that many configurations (MaxVol's picks
+    filled by γ), from the teacher's snapshots and then from the student's own MD."""
+    run_dir = tmp_path / "run"
+    pipeline.run(_config(tmp_path, "grade_budget = 3\n"), run_dir, progress=False)
+    g = read_stamp(run_dir / "sample")["summary"]["grading"]
+    r0, r1 = g["rounds"]
+    assert r0["selected"] == 3 and r1["source"] == "student_md" and r1["steps"] > 0
+    # every graded configuration of the student's run is a candidate (a run to the end: 12)
+    assert r1["found"] == r1["steps"] // 5 and r1["selected"] == min(3, r1["found"]) > 0
+    d1 = ase.io.read(run_dir / "sample" / "d1.xyz", index=":")
+    assert len(d1) == g["selected"] == 3 + r1["selected"]
+
+
 @pytest.mark.parametrize("line, key", [
     ('selection = "maxvol"', "sample.selection"),
     ("grade_threshold = 0.9", "sample.grade_threshold"),
     ("gamma_break = 1.05", "sample.gamma_break"),
     ("grade_level = 7", "sample.grade_level"),
     ("grade_iterations = -1", "sample.grade_iterations"),
+    ("grade_budget = -2", "sample.grade_budget"),
 ])
 def test_grade_config_errors(tmp_path, line, key):
     from distill.stages.config import PipelineConfigError, load
