@@ -216,7 +216,9 @@ def summarize(rows: list[dict]) -> list[dict]:
                     "teacher_calls": float(np.mean([x["teacher_calls"] for x in rs])),
                     "fit_iterations": [x["fit_iterations"] for x in rs],
                     "errors": errs, "errors_std": std})
-    return out
+    order = ("uniform", "grade_pool", "grade_student")
+    return sorted(out, key=lambda s: (order.index(s["arm"]), -(s["every_steps"] or 0),
+                                      s["round"] or 0))
 
 
 def verdict(summary: list[dict]) -> dict:
@@ -341,6 +343,7 @@ def merge(args) -> int:
         "rows": rows, "summary": summary, "verdict": verdict(summary),
     }
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     stem = "bench_grade_selection" + (f"_{args.tag}" if args.tag else "")
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / f"{stem}.md").write_text(render(result))
