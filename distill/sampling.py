@@ -234,3 +234,23 @@ def grade_select(potential, train: Sequence[Atoms], candidates: Sequence[Atoms],
     grader.select(views, select_threshold, swap_threshold, swap_limit=limit or None,
                   tag="new")
     return GradeSelection(grader.selected("new"), np.asarray(grades), grader)
+
+
+def grade_budget_select(potential, train: Sequence[Atoms], candidates: Sequence[Atoms],
+                        species: Sequence[str], budget: int, select_threshold: float = 1.1,
+                        swap_threshold: float = 1.0000001) -> GradeSelection:
+    """At most ``budget`` candidates to label, filled even when MaxVol saturates: first those
+    :func:`grade_select` picks (``limit = budget``), then the remaining candidates in
+    decreasing γ against the active set *after* those picks (the least well represented;
+    near-duplicates of a pick rank low). ``grades`` are the candidates' γ before any pick."""
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    sel = grade_select(potential, train, candidates, species, select_threshold,
+                       swap_threshold, limit=budget)
+    chosen = list(sel.chosen)[:budget]
+    rest = [k for k in range(len(candidates)) if k not in set(chosen)]
+    if rest and len(chosen) < budget:
+        after = sel.grader.grade(atoms_views([candidates[k] for k in rest], species))
+        order = np.argsort(-np.asarray(after), kind="stable")
+        chosen += [rest[i] for i in order[:budget - len(chosen)]]
+    return GradeSelection(chosen, sel.grades, sel.grader)

@@ -3,7 +3,8 @@
 The config is validated completely (keys, values, files) before anything is computed. Outputs go
 to ``run.output_dir`` (or ``--output-dir``): ``thermo.csv``/``.jsonl``, ``trajectory.extxyz``
 /``.traj``, ``restart.npz``; ``--resume`` continues from the restart file. With a ``[grade]``
-section: ``grades.csv`` (γ every ``grade.every`` steps), ``preselected.cfg`` (configurations
+section: ``grades.csv`` (γ every ``grade.every`` steps; also a ``gamma`` column in the thermo
+log, γ on graded steps, NaN on the others), ``preselected.cfg`` (configurations
 with γ > gamma_select) and exit status 3 with one line when γ > gamma_break.
 """
 

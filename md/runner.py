@@ -400,7 +400,8 @@ class Simulation:
         self._out = {
             "dir": out,
             "grades": _GradeLog(grades_path) if self.grade_every else None,
-            "thermo": mdio.ThermoLog(thermo_path, THERMO_EXTRA),
+            "thermo": mdio.ThermoLog(thermo_path,
+                                     THERMO_EXTRA + (("gamma",) if self.grade_every else ())),
             "traj": mdio.TrajectoryWriter(traj_stem, trajectory_formats)
             if self.trajectory_every else None,
             "restart": out / "restart.npz",
@@ -501,9 +502,14 @@ class Simulation:
                 self.stats["steps"] += n
                 self.stats["rebuilds"] = int(res.nl.rebuilds)
                 records, rec_steps = jax.device_get((res.records, res.record_steps))
+                # γ first (a chunk ends on a grade step), so that its thermo row carries it
+                gamma = (self._record_grade() if self.grade_every
+                         and self.step % self.grade_every == 0 else None)
                 for k in np.nonzero(rec_steps >= 0)[0]:
                     self._record(jax.tree.map(lambda a, k=k: a[k], records), int(rec_steps[k]),
-                                 sched)
+                                 sched, gamma if int(rec_steps[k]) == self.step else None)
+                if gamma is not None:
+                    self._check_break(gamma)
                 self._io_events()
                 if bar is not None:
                     bar.update(n)
@@ -530,8 +536,6 @@ class Simulation:
 
     def _io_events(self) -> None:
         s = self.step
-        if self.grade_every and s % self.grade_every == 0:
-            self._record_grade()
         if self._out is None:
             return
         if self.trajectory_every and s % self.trajectory_every == 0 and self._out["traj"]:
@@ -551,10 +555,13 @@ class Simulation:
             self._out["grades"].write(int(self.step), gamma)
         if self.gamma_select is not None and gamma > self.gamma_select:
             self._save_selected(gamma)
+        return gamma
+
+    def _check_break(self, gamma: float) -> None:
+        """Stop the run (:class:`ExtrapolationBreak`) when ``gamma`` exceeds gamma_break."""
         if self.gamma_break is not None and gamma > self.gamma_break:
             raise ExtrapolationBreak(int(self.step), gamma, self.gamma_break,
                                      len(self.selected), self._selected_path)
-        return gamma
 
     def _save_selected(self, gamma: float) -> None:
         """Keep the current configuration (MTP energy, forces, stress; ``Feature MV_grade``)
@@ -578,9 +585,10 @@ class Simulation:
             with open(self._selected_path, "a") as fh:
                 fh.write(format_configuration(cfg) + "\n")
 
-    def _record(self, obs, step: int, sched) -> dict:
+    def _record(self, obs, step: int, sched, gamma: float | None = None) -> dict:
         """Append the thermo row of ``obs`` (host :class:`~md.ensembles.Observables`) at
-        ``step`` to the history and the thermo file."""
+        ``step`` to the history and the thermo file; with grading on (``grade_every``), its
+        ``gamma`` column is γ at ``step`` when that step is graded, NaN otherwise."""
         p_t = np.asarray(obs.pressure_tensor_GPa)
         f = np.clip((step - float(sched.start)) / max(float(sched.length), 1), 0, 1)
         row = {
@@ -593,6 +601,8 @@ class Simulation:
             "Pxx_GPa": float(p_t[0, 0]), "Pyy_GPa": float(p_t[1, 1]),
             "Pzz_GPa": float(p_t[2, 2]),
         }
+        if self.grade_every:
+            row["gamma"] = float("nan") if gamma is None else float(gamma)
         self.history.append(row)
         if self._out is not None:
             self._out["thermo"].write(row)

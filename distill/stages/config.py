@@ -68,6 +68,9 @@ SCHEMA: dict[str, dict] = {
         "grade_max_iter": 30,       # its fit iterations
         "grade_threshold": 1.1,     # select threshold (γ above it is extrapolation)
         "grade_limit": 0,           # most configurations selected per round (0: no limit)
+        # labels per round filled even when MaxVol saturates: its picks, then the highest γ
+        # against the updated active set (0: only MaxVol's picks above grade_threshold)
+        "grade_budget": 0,
         "grade_iterations": 0,      # rounds of refit → student MD → grade → teacher labels
         "grade_every": 10,          # student MD: steps between grades
         "gamma_break": 10.0,        # student MD: stop when γ exceeds this
@@ -154,6 +157,7 @@ RANGES: dict[tuple[str, str], dict] = {
     ("sample", "tau_p_fs"): dict(positive=True, unit="fs"),
     ("sample", "grade_level"): dict(integer=True, nonneg=True, high=28),
     ("sample", "grade_max_iter"): _STEPS, ("sample", "grade_limit"): _STEPS,
+    ("sample", "grade_budget"): _STEPS,
     ("sample", "grade_threshold"): dict(low=1.0000001, high=1e6),
     ("sample", "grade_iterations"): dict(integer=True, nonneg=True, high=100),
     ("sample", "grade_every"): _COUNT, ("sample", "gamma_break"): dict(low=1.0000001),

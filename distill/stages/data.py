@@ -138,7 +138,9 @@ def _student_md(ctx, pot: Path, grader, stages, seed: int) -> tuple[list[Atoms],
     sim = Simulation(pot, atoms, ctx.species, timestep_fs=s["timestep_fs"],
                      temperature_K=s["temperature_K"], seed=seed,
                      chunk_steps=s["grade_every"], active_set=grader,
-                     grade_every=s["grade_every"], gamma_select=s["grade_threshold"],
+                     grade_every=s["grade_every"],
+                     # with a label budget every graded configuration is a candidate
+                     gamma_select=1e-9 if s["grade_budget"] else s["grade_threshold"],
                      gamma_break=s["gamma_break"])
     stop = "end"
     try:
@@ -164,19 +166,27 @@ def _reread(frames: list[Atoms], path: Path) -> list[Atoms]:
 
 def grade_driven_d1(ctx, candidates: list[Atoms], stages) -> tuple[list[Atoms], dict]:
     """``sample.selection = "grade"``: a student fitted on D0 grades the teacher's snapshots and
-    only those MaxVol selects (``mlp select-add``) go into D1. With ``grade_iterations`` = k,
-    k rounds follow: the teacher labels D1 so far (into the labels stage's store, so they are
-    not labelled twice), the student is refitted on D0 + those labels, runs the sampling
-    protocol itself with γ every ``grade_every`` steps, and the configurations it selects
-    join D1. Returns (D1 frames, summary with the teacher calls made here)."""
-    from distill.sampling import grade_select
+    only those MaxVol selects (``mlp select-add``) go into D1 (with ``grade_budget`` = b,
+    b per round, filled by γ when MaxVol picks fewer: ``sampling.grade_budget_select``).
+    With ``grade_iterations`` = k, k rounds follow: the teacher labels D1 so far (into the labels
+    stage's store, so they are not labelled twice), the student is refitted on D0 + those labels,
+    runs the sampling protocol itself with γ every ``grade_every`` steps, and the configurations it
+    selects join D1. Returns (D1 frames, summary with the teacher calls made here)."""
     from mtpjax.grade import SWAP_THRESHOLD
 
     s = ctx.cfg["sample"]
+
+    def pick(pot, train, cands):
+        if s["grade_budget"]:
+            return sampling.grade_budget_select(pot, train, cands, ctx.species,
+                                                s["grade_budget"], s["grade_threshold"],
+                                                SWAP_THRESHOLD)
+        return sampling.grade_select(pot, train, cands, ctx.species, s["grade_threshold"],
+                                     SWAP_THRESHOLD, s["grade_limit"])
+
     d0 = read_d0(ctx.cfg["d0"]["train"], ctx.cfg["d0"]["max_structures"])
     pot = _student(ctx, d0, "round_0")
-    sel = grade_select(pot, d0, candidates, ctx.species, s["grade_threshold"], SWAP_THRESHOLD,
-                       s["grade_limit"])
+    sel = pick(pot, d0, candidates)
     chosen = _reread([candidates[k] for k in sel.chosen], ctx.folder / "grade" / "d1_0.xyz")
     ctx.log(f"grade round 0: {len(chosen)} of {len(candidates)} teacher snapshots selected "
             f"(max γ {float(sel.grades.max(initial=0)):.3g})")
@@ -190,13 +200,12 @@ def grade_driven_d1(ctx, candidates: list[Atoms], stages) -> tuple[list[Atoms], 
         labelled_here += _label(ctx, d1, store, "d1")["labelled"]
         train = d0 + labelled_frames(store, teacher_id(ctx.run_dir), "d1")
         pot = _student(ctx, train, f"round_{it}")
-        grader = grade_select(pot, train, [], ctx.species).grader
+        grader = sampling.grade_select(pot, train, [], ctx.species).grader
         found, md = _student_md(ctx, pot, grader, stages, ctx.cfg["run"]["seed"] + 500 + it)
-        sel = grade_select(pot, train, found, ctx.species, s["grade_threshold"],
-                           SWAP_THRESHOLD, s["grade_limit"])
+        sel = pick(pot, train, found)
         new = _reread([found[k] for k in sel.chosen], ctx.folder / "grade" / f"d1_{it}.xyz")
         ctx.log(f"grade round {it}: student MD {md['steps']} steps ({md['stop']}), "
-                f"{md['found']} above γ = {s['grade_threshold']}, {len(new)} selected")
+                f"{md['found']} candidates, {len(new)} selected")
         rounds.append({"round": it, "source": "student_md", **md, "selected": len(new)})
         d1 += new
         if not new:

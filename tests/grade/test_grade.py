@@ -214,6 +214,40 @@ def test_md_records_grades(tmp_path, train_rows):
         Simulation(REF / "pot.mtp", diamond(1), grade_every=5)
 
 
+def test_md_thermo_gamma_column(tmp_path, train_rows):
+    """With grading on, thermo.csv has a ``gamma`` column: γ on the graded steps (the same as
+    grades.csv), NaN on the others; without grading there is no such column."""
+    from md.analysis.thermo import read_thermo
+    from md.config import StageConfig
+    from md.runner import Simulation
+    from tests.md.conftest import diamond
+
+    grader = G.Grader(REF / "pot.mtp")
+    grader.maxvol.select(train_rows, list(range(len(train_rows))), G.SELECT_THRESHOLD,
+                         G.SWAP_THRESHOLD)
+    sim = Simulation(REF / "pot.mtp", diamond(2), timestep_fs=1.0, temperature_K=300, seed=2,
+                     chunk_steps=8, thermo_every=5, output_dir=tmp_path / "g",
+                     active_set=grader, grade_every=10)
+    sim.run_stage(StageConfig("nve", "nve", 20, 300.0, 300.0))
+    sim.close()
+    thermo = read_thermo(tmp_path / "g" / "thermo.csv")
+    np.testing.assert_array_equal(thermo["step"], [0, 5, 10, 15, 20])
+    gamma = np.asarray(thermo["gamma"])
+    assert np.isnan(gamma[[0, 1, 3]]).all()
+    np.testing.assert_allclose(gamma[[2, 4]], [g for _, g in sim.grades], rtol=1e-9)
+    assert [s for s, _ in sim.grades] == [10, 20] and np.all(gamma[[2, 4]] > 0)
+    assert [r["step"] for r in sim.history if np.isfinite(r["gamma"])] == [10, 20]
+    logged = (tmp_path / "g" / "grades.csv").read_text().splitlines()
+    assert [int(x.split(",")[0]) for x in logged[1:]] == [10, 20]  # grades.csv kept
+
+    plain = Simulation(REF / "pot.mtp", diamond(2), timestep_fs=1.0, temperature_K=300,
+                       seed=2, chunk_steps=8, thermo_every=5, output_dir=tmp_path / "p")
+    plain.run_stage(StageConfig("nve", "nve", 5, 300.0, 300.0))
+    plain.close()
+    header = (tmp_path / "p" / "thermo.csv").read_text().splitlines()[0].split(",")
+    assert "gamma" not in header and "gamma" not in plain.history[-1]
+
+
 def test_two_species_rows_and_invariance():
     """Rows of a 2-species potential: MLIP's column layout (species columns = N_t / N, the
     linear part reproduces the energy) and γ invariant under permutations mixing species."""

@@ -19,10 +19,10 @@ from distill.store import open_store, select_labelled
 TINY = Path(__file__).with_name("tiny.toml")
 
 
-def _config(tmp_path: Path) -> Path:
+def _config(tmp_path: Path, extra: str = "") -> Path:
     text = TINY.read_text().replace("snapshot_every = 20\n\n[labels]", (
         "snapshot_every = 5\nselection = \"grade\"\ngrade_max_iter = 3\n"
-        "grade_iterations = 1\ngrade_every = 5\ngamma_break = 1e6\n\n[labels]"))
+        f"grade_iterations = 1\ngrade_every = 5\ngamma_break = 1e6\n{extra}\n[labels]"))
     text = text.replace('[run]\n', '[run]\nstages = ["teacher", "sample", "labels"]\n')
     text = text.replace("../../data/", str(Path(__file__).resolve().parents[2] / "data") + "/")
     path = tmp_path / "grade.toml"
@@ -51,6 +51,41 @@ def test_grade_select_is_mlp_select_add():
     for k, a in zip(sel.chosen, mlp, strict=True):
         np.testing.assert_allclose(new[k].positions, a.positions, atol=2e-6)
     assert sel.grades.shape == (34,) and np.all(sel.grades[sel.chosen] > 1.0)
+
+
+def test_grade_budget_select_fills_the_budget():
+    """A label budget larger than what MaxVol picks is filled with the remaining candidates
+    of highest γ against the active set after the picks; a smaller one is not exceeded."""
+    from ase import Atoms
+
+    from distill.sampling import atoms_views, grade_budget_select, grade_select
+    from mtpjax.io.cfg import read_cfg
+    from tests.conftest import DATA
+
+    ref = DATA / "grade" / "si_L08"
+
+    def frames(path):
+        return [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
+                for c in read_cfg(path)]
+
+    train, new = frames(ref / "train.cfg"), frames(ref / "in.cfg")
+    maxvol = grade_select(ref / "pot.mtp", train, new, ["Si"])
+    assert len(maxvol.chosen) == 9  # then every other candidate has γ ≤ the swap threshold
+    sel = grade_budget_select(ref / "pot.mtp", train, new, ["Si"], 15)
+    assert len(sel.chosen) == len(set(sel.chosen)) == 15
+    assert sel.chosen[:9] == maxvol.chosen
+    rest = [k for k in range(len(new)) if k not in sel.chosen[:9]]
+    after = dict(zip(rest, maxvol.grader.grade(atoms_views([new[k] for k in rest], ["Si"])),
+                     strict=True))
+    fill = [after[k] for k in sel.chosen[9:]]
+    assert fill == sorted(fill, reverse=True)
+    assert min(fill) >= max(after[k] for k in rest if k not in sel.chosen)
+    np.testing.assert_allclose(sel.grades, maxvol.grades)
+    small = grade_budget_select(ref / "pot.mtp", train, new, ["Si"], 4)
+    assert len(small.chosen) == 4 and all(small.grades[small.chosen] > 1.0)
+    assert sorted(grade_budget_select(ref / "pot.mtp", train, new, ["Si"], 99).chosen) == \
+        list(range(34))
+    assert grade_budget_select(ref / "pot.mtp", train, new, ["Si"], 0).chosen == []
 
 
 @pytest.mark.slow
@@ -90,12 +125,28 @@ def test_grade_driven_sampling(tmp_path):
     assert f"D0 relabels {lab['d0']['labelled']}" in line
 
 
+@pytest.mark.slow
+def test_grade_budget_sampling(tmp_path):
+    """``grade_budget``: every round labels exactly that many configurations (MaxVol's picks
+    filled by γ), from the teacher's snapshots and then from the student's own MD."""
+    run_dir = tmp_path / "run"
+    pipeline.run(_config(tmp_path, "grade_budget = 3\n"), run_dir, progress=False)
+    g = read_stamp(run_dir / "sample")["summary"]["grading"]
+    r0, r1 = g["rounds"]
+    assert r0["selected"] == 3 and r1["source"] == "student_md" and r1["steps"] > 0
+    # every graded configuration of the student's run is a candidate (a run to the end: 12)
+    assert r1["found"] == r1["steps"] // 5 and r1["selected"] == min(3, r1["found"]) > 0
+    d1 = ase.io.read(run_dir / "sample" / "d1.xyz", index=":")
+    assert len(d1) == g["selected"] == 3 + r1["selected"]
+
+
 @pytest.mark.parametrize("line, key", [
     ('selection = "maxvol"', "sample.selection"),
     ("grade_threshold = 0.9", "sample.grade_threshold"),
     ("gamma_break = 1.05", "sample.gamma_break"),
     ("grade_level = 7", "sample.grade_level"),
     ("grade_iterations = -1", "sample.grade_iterations"),
+    ("grade_budget = -2", "sample.grade_budget"),
 ])
 def test_grade_config_errors(tmp_path, line, key):
     from distill.stages.config import PipelineConfigError, load
