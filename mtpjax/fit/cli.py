@@ -257,7 +257,8 @@ def run(args) -> int:
     write_mtp(out, pot.with_params(result["best_params"]))
     plot_learning_curve(trainer.history, workdir / "learning_curve.png")
     final = result["final"]
-    lines = [f"saved {out} (best on {'validation' if valid else 'training'} set, iteration "
+    on = "validation" if valid and trainer.config.select_on_valid else "training"
+    lines = [f"saved {out} (best on {on} set, iteration "
              f"{final['best_iter']}; stopped after {final['iterations']} iteration(s): "
              f"{final['stop_reason']})"]
     for part in ("train", "valid"):
