@@ -463,8 +463,10 @@ def render_md(doc: dict) -> str:
                                              for r in doc["runs"])) for lv in s["levels"])
            + " (no seed option: random start from std::random_device)." if doc["mlp"]["ran"] else
            f"not run ({doc['mlp']['why_not']}).")
-        + f" Each run pinned to core {s['core']}, one after the other; wall and CPU time of the "
-        "whole process. Test errors: both programs' potentials scored by the same code "
+        + " Each run pinned to one core (column `core`), the runs of one invocation one after "
+        "the other (runs reused from another invocation may have shared the machine with it: "
+        "see their load); wall and CPU time of the whole process. Test errors: both "
+        "programs' potentials scored by the same code "
         "(`mtpjax calc-errors` conventions = `mlp calc-errors`'): energy MAE per atom, force "
         "RMSE per component.",
         "",
