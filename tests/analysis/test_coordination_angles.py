@@ -66,7 +66,7 @@ def test_vectorised_angles_match_brute_force():
 
 
 def test_coordination_class_filter_selects_centres():
-    # sh Si: 2 neighbours at c = 2.373 Å and 6 at a = 2.527 Å -> 8-fold with the 2.85 Å cutoff
+    # sh Si: 2 neighbours at c = 2.380 Å and 6 at a = 2.547 Å -> 8-fold with the 2.85 Å cutoff
     sh = build_crystal("sh").repeat((2, 2, 2))
     bonds = bond_list(sh)
     cn = coordination_numbers(bonds)
