@@ -1,15 +1,28 @@
-"""Each reference crystal relaxed at 0 GPa with the shipped level-16 MTP (data/potentials,
-fitted by `mlp` to the mlearn PBE set), compared with DFT where a DFT value is at hand.
+"""Each reference crystal relaxed at 0 GPa with the shipped level-16 MTP (data/potentials, fitted
+by `mlp` to the mlearn PBE set) and compared with the DFT values cited in md/analysis/crystals.py.
 
-DFT value used: the PBE lattice constant of diamond Si in the mlearn set (Zuo et al., J. Phys.
-Chem. A 124, 731 (2020)): its "Elastic" cells are strains of a 2×2×2 cell of edge 10.9375 Å,
-a = 5.46875 Å, 20.45 Å³/atom (read from data/si_mlearn in `test_mlearn_reference_cell`).
-PBE energies and volumes of the other phases could not be retrieved in this environment, so for
-them the test asserts what the potential does, which is what the docs (md/analysis/crystals.py)
-state: the metallic high-pressure phases are denser than diamond and higher in energy; the
-four-fold phases (bct4, R8) lie between; Imma and Cmca relax into simple hexagonal at 0 GPa
-(they are pressure phases: use them as pressure-adjusted references), hcp into a six-fold
-structure, and R8 towards BC8 (rhombohedral angle → 109.47°).
+DFT values: :data:`md.analysis.crystals.DFT_REFERENCES` — PW91 (CASTEP, 250 eV), the reference
+method of the paper's teacher GAP-18, read from the libAtoms silicon-testing-framework (the
+paper's zenodo.1250555); for diamond also the PBE cell of the mlearn set the potential was
+fitted to (a = 10.9375/2 Å, checked against data/si_mlearn in `test_mlearn_reference_cell`).
+
+The relaxation keeps the starting space group (``FixSymmetry``), as the DFT E(V) scans did
+(``symmetrize=True``); a cell may still gain symmetry, which is how Imma and Cmca become sh and
+R8 becomes BC8 (Ia-3) with this potential. Those are compared with the DFT value of the structure
+they relax into; bct4 has no retrieved DFT value and is checked for what it is (four-fold, above
+diamond, below the metallic phases).
+
+Tolerances: the mlearn training set holds diamond-derived cells only (ground state, strains,
+surfaces, vacancies, AIMD), so every other phase is an extrapolation, and PBE (fit) and PW91
+(reference) differ by about half a percent in the diamond volume (20.45 vs 20.36 Å³/atom).
+We ask for the volume per atom within VOLUME_TOL = 3 % and the energy above diamond within
+ENERGY_TOL = 0.04 eV/atom (a few times the MTP's in-domain energy error, for out-of-domain
+phases). Measured when this test was written (MTP vs PW91): V/atom diamond 20.44 vs 20.36,
+β-Sn 15.31 vs 15.39, sh 15.17 vs 15.14, BC8 (from R8) 18.84 vs 18.43, hcp 15.31 vs 14.50;
+ΔE (eV/atom) β-Sn 0.323 vs 0.322, sh 0.316 vs 0.344, BC8 0.147 vs 0.163, hcp 0.583 vs 0.561;
+bct4 21.60 Å³/atom, 0.144 eV/atom. Documented misses, asserted as such so that a change shows:
+the hcp volume is 5.6 % too large (c/a 1.76), and β-Sn and sh (0.022 eV/atom apart in DFT) come
+out in the opposite order, 0.007 eV/atom apart.
 """
 
 from __future__ import annotations
@@ -19,30 +32,34 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
+from ase.constraints import FixSymmetry
+from ase.spacegroup.symmetrize import check_symmetry
 
 from md.analysis.bonds import bond_list
 from md.analysis.coordination import coordination_numbers
-from md.analysis.crystals import build_crystal
+from md.analysis.crystals import DFT_REFERENCES, build_crystal, crystal_names
 from md.analysis.references import relax_at_pressure
 
 ROOT = Path(__file__).resolve().parents[2]
 POT = ROOT / "data" / "potentials" / "si_L16_mlp.mtp"
 PBE_DIAMOND_A = 10.9375 / 2  # Å, mlearn "Elastic" reference cell (2×2×2) / 2
 PBE_DIAMOND_V = PBE_DIAMOND_A**3 / 8  # 20.45 Å³/atom
+VOLUME_TOL = 0.03  # relative
+ENERGY_TOL = 0.04  # eV/atom
 
-#: name -> (coordination after relaxation, V/atom band in Å³, E − E_diamond band in eV/atom):
-#: the bands bracket the level-16 MTP's values (measured when this test was written: V 15.31,
-#: 15.17, 15.17, 15.17, 15.31, 21.60, 18.84; ΔE 0.323, 0.316, 0.316, 0.316, 0.583, 0.144,
-#: 0.147) with room for optimiser noise, and are set by the physics they document.
-EXPECTED = {
-    "beta-Sn": ({6}, (14.0, 16.5), (0.20, 0.45)),
-    "sh": ({8}, (14.0, 16.5), (0.20, 0.45)),
-    "Imma": ({8}, (14.0, 16.5), (0.20, 0.45)),  # → sh at 0 GPa
-    "Cmca": ({8}, (14.0, 16.5), (0.20, 0.45)),  # → sh at 0 GPa
-    "hcp": ({6}, (14.0, 16.5), (0.40, 0.80)),  # → a six-fold structure, far above sh
-    "bct": ({4}, (20.5, 23.0), (0.05, 0.25)),
-    "R8": ({4}, (17.5, 20.0), (0.05, 0.25)),
+#: crystal -> (DFT structure it is compared with after relaxation, ITA number after relaxation,
+#: coordination numbers within the 2.85 Å bond cutoff after relaxation).
+OUTCOME = {
+    "diamond": ("diamond", 227, {4}),
+    "beta-Sn": ("beta-Sn", 141, {6}),
+    "sh": ("sh", 191, {8}),
+    "Imma": ("sh", 191, {8}),  # relaxes into sh at 0 GPa
+    "Cmca": ("sh", 191, {8}),  # relaxes into sh at 0 GPa
+    "hcp": ("hcp", 194, {6}),  # stays hcp; out-of-plane neighbours at 2.86 Å, beyond 2.85 Å
+    "bct": (None, 139, {4}),  # no DFT value retrieved
+    "R8": ("bc8", 206, {4}),  # relaxes into BC8 (Ia-3)
 }
+KNOWN_VOLUME_MISS = {"hcp": (1.03, 1.08)}  # MTP/DFT volume ratio observed: 1.056
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +72,25 @@ def calc():
     return MTPCalculator(str(POT), species=["Si"])
 
 
-def _relax(name, calc):
-    relaxed = relax_at_pressure(build_crystal(name), calc, 0.0, fmax=2e-3, steps=300,
-                                cell_filter="unit")
-    return (relaxed, relaxed.get_volume() / len(relaxed),
-            relaxed.info["energy_eV"] / len(relaxed))
-
-
 @pytest.fixture(scope="module")
-def diamond(calc):
-    return _relax("diamond", calc)
+def relaxed(calc):
+    """name -> (relaxed Atoms, V in Å³/atom, E in eV/atom), computed once per module."""
+    cache: dict[str, tuple] = {}
+
+    def get(name):
+        if name not in cache:
+            atoms = build_crystal(name)
+            atoms.set_constraint(FixSymmetry(atoms, symprec=1e-3))
+            out = relax_at_pressure(atoms, calc, 0.0, fmax=2e-3, steps=300, cell_filter="unit")
+            out.set_constraint()
+            cache[name] = (out, out.get_volume() / len(out), out.info["energy_eV"] / len(out))
+        return cache[name]
+
+    return get
+
+
+def _dft_delta(key):
+    return DFT_REFERENCES[key].energy_above(DFT_REFERENCES["diamond"])
 
 
 def test_mlearn_reference_cell():
@@ -76,27 +102,41 @@ def test_mlearn_reference_cell():
     assert values[np.argmax(counts)] == pytest.approx(2 * PBE_DIAMOND_A, abs=1e-4)
 
 
-def test_diamond_volume_matches_pbe(diamond):
-    relaxed, volume, _ = diamond
-    assert set(coordination_numbers(bond_list(relaxed))) == {4}
+def test_every_crystal_has_an_expected_outcome():
+    assert set(OUTCOME) == set(crystal_names())
+    assert {key for key, _, _ in OUTCOME.values() if key} <= set(DFT_REFERENCES)
+
+
+def test_diamond_volume_matches_mlearn_pbe(relaxed):
+    _, volume, _ = relaxed("diamond")
     assert volume == pytest.approx(PBE_DIAMOND_V, rel=0.01)
 
 
-SLOW = {"Cmca", "hcp"}  # ~20 s each on a loaded 2-core machine (16- and 2-atom cells, many steps)
+@pytest.mark.parametrize("name", list(OUTCOME))
+def test_reference_crystal_against_dft(name, relaxed):
+    key, spacegroup, coordination = OUTCOME[name]
+    atoms, volume, energy = relaxed(name)
+    delta = energy - relaxed("diamond")[2]
+    assert check_symmetry(atoms, 1e-2).number == spacegroup, name
+    assert set(coordination_numbers(bond_list(atoms))) == coordination, name
+    if key is None:  # bct4: four-fold, above diamond, below every metallic phase in DFT
+        assert 0.0 < delta < min(_dft_delta(k) for k in ("beta-Sn", "sh", "hcp")), delta
+        return
+    ratio = volume / DFT_REFERENCES[key].volume
+    lo, hi = KNOWN_VOLUME_MISS.get(name, (1 - VOLUME_TOL, 1 + VOLUME_TOL))
+    assert lo < ratio < hi, (name, volume, DFT_REFERENCES[key].volume)
+    assert delta == pytest.approx(_dft_delta(key), abs=ENERGY_TOL), (name, delta)
+    if key != name and key in OUTCOME:  # relaxed into another reference crystal: same minimum
+        assert energy == pytest.approx(relaxed(key)[2], abs=2e-3), name
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
-                                  for n in EXPECTED])
-def test_reference_crystal_relaxed(name, calc, diamond):
-    coordination, (v_lo, v_hi), (e_lo, e_hi) = EXPECTED[name]
-    relaxed, volume, energy = _relax(name, calc)
-    delta = energy - diamond[2]
-    assert set(coordination_numbers(bond_list(relaxed))) == coordination, name
-    assert v_lo < volume < v_hi, (name, volume)
-    assert e_lo < delta < e_hi, (name, delta)  # diamond is the lowest, as in DFT
-    if name in ("Imma", "Cmca"):  # they became sh: same energy per atom
-        sh = _relax("sh", calc)
-        assert delta == pytest.approx(sh[2] - diamond[2], abs=2e-3)
-    if name == "R8":  # towards BC8: rhombohedral angle of the primitive cell → 109.47°
-        angles = relaxed.cell.cellpar()[3:]
-        assert np.allclose(angles, 109.47, atol=0.3), angles
+def test_energy_ordering_matches_dft(relaxed):
+    """DFT order: diamond < BC8 < {β-Sn, sh} < hcp; β-Sn and sh are near-degenerate."""
+    e = {name: relaxed(name)[2] for name in ("diamond", "R8", "beta-Sn", "sh", "hcp")}
+    assert _dft_delta("bc8") < min(_dft_delta("beta-Sn"), _dft_delta("sh"))
+    assert max(_dft_delta("beta-Sn"), _dft_delta("sh")) < _dft_delta("hcp")
+    assert e["diamond"] < e["R8"] < min(e["beta-Sn"], e["sh"])
+    assert max(e["beta-Sn"], e["sh"]) < e["hcp"]
+    # documented miss: DFT puts β-Sn 0.022 eV/atom below sh, the MTP puts it slightly above
+    assert _dft_delta("beta-Sn") < _dft_delta("sh")
+    assert 0.0 < e["beta-Sn"] - e["sh"] < ENERGY_TOL
