@@ -523,9 +523,14 @@ def bin_window_size(spec: DomainSpec) -> tuple[int, int, int]:
     ⌈nb/p⌉ + 2m + 3 of the cell's nb bins (the domain, the halo — w·nb < m bins on each
     side, which the build checks —, one bin of rounding margin on each side), at most nb;
     along an uncut vector all nb."""
-    cs = spec.cells
-    return tuple(min(nb, -(-nb // p) + 2 * m + 3) if p > 1 else nb
-                 for nb, m, p in zip(cs.nb, cs.m, spec.grid, strict=True))
+    return window_bins(spec.cells.nb, spec.cells.m, spec.grid)
+
+
+def window_bins(nb, m, grid) -> tuple[int, int, int]:
+    """:func:`bin_window_size` of a cell list with ``nb`` bins and ``m`` offsets per
+    lattice vector on the domain ``grid``."""
+    return tuple(min(n, -(-n // p) + 2 * k + 3) if p > 1 else n
+                 for n, k, p in zip(nb, m, grid, strict=True))
 
 
 def _bin_window(spec: DomainSpec, cell):
