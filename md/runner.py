@@ -384,6 +384,8 @@ class Simulation:
         traj_stem = out / "trajectory"
         if rank != 0:  # multi-process: process 0 writes the logs (and the gathered system)
             traj = None
+            if self.per_process:
+                out.mkdir(parents=True, exist_ok=True)
             if self.trajectory_every:
                 traj = (mdio.TrajectoryWriter(traj_stem, trajectory_formats, part=rank)
                         if self.per_process else _NullWriter())
