@@ -9,8 +9,9 @@ share, neighbour-list shape) and projects, for liquid Si with the same cutoff an
   depend on the MTP level: positions, rows [J] and ids are the same at level 8 and 16),
   halo = ρ·(halo volume of the grid ``md.domain.choose_grid`` picks for a cube of side
   L = (N/ρ)^⅓: the domain grown by reach on both sides of each cut vector, less the domain),
-  plus the whole-cell bin table of a build (an O(N) transient
-  measured as n_bins·B·(4 + 3·8) bytes) and an assumed per-device evaluation workspace;
+  plus the bin table of a build (a transient of n_bins·B·(4 + 3·8) bytes, B measured; on
+  domains only the bins of the domain and its halo, ``md.domain.window_bins``) and an
+  assumed per-device evaluation workspace;
 * the number of 80 GB GPUs (H100 SXM) that N atoms need at level 16 (memory only, with the
   usable fraction below), and the largest slab count (slabs ≥ 1.05·reach thick);
 * steps/s on 8 H100s over NVLink: t_step = N/(D·A)·(1 + rebuild share) + bytes/BW +
@@ -73,7 +74,7 @@ def model(multi: dict, single: dict, args) -> dict:
     # the benchmark's cells: k³ cubic 8-atom diamond cells of 5.43 Å (benchmarks/systems.py)
     sys.path.insert(0, str(ROOT))
     from benchmarks.systems import repeats
-    from md.domain import choose_grid, halo_volume
+    from md.domain import choose_grid, halo_volume, window_bins
     from mtpjax import cell_list
     from mtpjax.io.mtp_file import read_mtp
 
@@ -89,6 +90,12 @@ def model(multi: dict, single: dict, args) -> dict:
     nb, _ = cell_list._bins_for(np.full(3, length0), reach, n0, 0.05)
     bins_per_atom = int(np.prod(nb)) * multi["bin_capacity"] * (4 + 3 * item) / n0
 
+    def bin_table(n, grid):
+        """Bytes of one device's bin table: the bins of its domain and halo (all on 1)."""
+        length = (n / density) ** (1 / 3)
+        nb, m = cell_list._bins_for(np.full(3, length), reach, n, 0.05)
+        return bins_per_atom * n * np.prod(window_bins(nb, m, grid)) / np.prod(nb)
+
     def grid_for(n, d):
         """The grid md.domain picks for a cube of n atoms on d devices (None: too thin)."""
         length = (n / density) ** (1 / 3)
@@ -100,7 +107,7 @@ def model(multi: dict, single: dict, args) -> dict:
         # halo atoms of one domain, 10 % spare as allocated
         halo = density * halo_volume(grid, [length] * 3, reach) * 1.1
         resident = b_own * n / d * (1 + spare) + b_halo * halo
-        return resident, bins_per_atom * n, halo, grid
+        return resident, bin_table(n, grid), halo, grid
 
     def gpus_needed(n):
         usable = args.gpu_gib * 2**30 * args.usable - args.workspace_gib * 2**30
@@ -120,16 +127,17 @@ def model(multi: dict, single: dict, args) -> dict:
         sent = 2 * halo * 3 * item  # positions forward + gradients back (the whole halo)
         stages = sum(p > 1 for p in grid)  # 4 ppermutes per stage (2 forward, 2 back)
         comm = sent / (args.nvlink_gbs * 1e9) + 4 * stages * args.latency_us * 1e-6
-        return 1.0 / (compute + comm), sent, compute, comm, grid
+        return 1.0 / (compute + comm), sent, compute, comm, grid, bins
 
     rows = []
     for n in (10**6, 10**7, 10**8):
         need, max_slabs, resident, bins = gpus_needed(n)
-        rate, sent, compute, comm, grid = steps_per_s(n, 8)
+        rate, sent, compute, comm, grid, bins8 = steps_per_s(n, 8)
         rows.append({"n_atoms": n, "gpus_for_memory": need, "max_slabs": max_slabs,
                      "resident_gib_per_device_at_need": None if resident is None
                      else resident / 2**30,
                      "bin_table_gib_per_device": bins / 2**30 if bins is not None else None,
+                     "bin_table_gib_per_device_8": bins8 / 2**30,
                      "steps_per_s_8_h100": rate, "bytes_sent_per_step_8": sent,
                      "compute_s_8": compute, "comm_s_8": comm, "grid_8": list(grid)})
     return {"rebuild_share": rebuild_share, "b_own_per_slot": b_own,
@@ -174,8 +182,9 @@ def main(argv=None) -> int:
              "`benchmarks/md_scaling_model.py` (its docstring gives the formulas).", "",
              f"Measured: {m['b_own_per_slot']:.0f} B per owned slot (state, rows of J = "
              f"{m['J']}, ids), {m['owned_spare']:.1%} spare owned slots, "
-             f"{m['bins_per_atom']:.1f} B/atom of whole-cell bin table per device during a "
-             f"build, reach {m['reach_A']} Å, {m['density_per_A3']:.4f} atoms/Å³; rebuilds "
+             f"{m['bins_per_atom']:.1f} B/atom of whole-cell bin table during a build (on "
+             "domains only the bins of the domain and its halo: `md.domain.window_bins`), "
+             f"reach {m['reach_A']} Å, {m['density_per_A3']:.4f} atoms/Å³; rebuilds "
              f"{m['rebuild_share']:.1%} of the wall time (10⁶-atom liquid, "
              "`bench_md_1M.json`).", "",
              f"Assumed: {a['throughput']:.3g} level-16 atom-steps/s per H100 (the project's "
@@ -186,9 +195,9 @@ def main(argv=None) -> int:
              "grid `md.domain.choose_grid` picks (smallest halo volume; bricks from 8 "
              "devices).", "",
              "| atoms | GPUs needed (memory) | most slabs (≥ 1.05·reach) | resident GiB/device "
-             "there | bin table GiB/device | grid on 8 | steps/s on 8 H100 | bytes "
-             "sent/step/device (8) | compute s | comm s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "there | bin table GiB/device there | grid on 8 | bin table GiB/device on 8 | "
+             "steps/s on 8 H100 | bytes sent/step/device (8) | compute s | comm s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in m["rows"]:
         def f(x, spec):
             return "–" if x is None else format(x, spec)
@@ -197,6 +206,7 @@ def main(argv=None) -> int:
                      f"{r['max_slabs']} | {f(r['resident_gib_per_device_at_need'], '.2f')} | "
                      f"{f(r['bin_table_gib_per_device'], '.2f')} | "
                      f"{'×'.join(str(p) for p in r['grid_8'])} | "
+                     f"{r['bin_table_gib_per_device_8']:.3f} | "
                      f"{r['steps_per_s_8_h100']:.3g} | {r['bytes_sent_per_step_8']:.3g} | "
                      f"{r['compute_s_8']:.3g} | {r['comm_s_8']:.2g} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -2,7 +2,9 @@
 
 The config is validated completely (keys, values, files) before anything is computed. Outputs go
 to ``run.output_dir`` (or ``--output-dir``): ``thermo.csv``/``.jsonl``, ``trajectory.extxyz``
-/``.traj``, ``restart.npz``; ``--resume`` continues from the restart file. With a ``[grade]``
+/``.traj``, ``restart.npz`` (several processes: ``trajectory.p{rank}.*`` and
+``restart.parts/p{rank}.npz`` per process, read as one by :mod:`md.io`); ``--resume``
+continues from the newer restart. With a ``[grade]``
 section: ``grades.csv`` (γ every ``grade.every`` steps; also a ``gamma`` column in the thermo
 log, γ on graded steps, NaN on the others), ``preselected.cfg`` (configurations
 with γ > gamma_select) and exit status 3 with one line when γ > gamma_break.

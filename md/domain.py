@@ -518,6 +518,38 @@ def _strips(spec: DomainSpec, x, types, valid, cell):
             thick)
 
 
+def bin_window_size(spec: DomainSpec) -> tuple[int, int, int]:
+    """Bins of the cell list's table per lattice vector (static): along a vector cut in p,
+    ⌈nb/p⌉ + 2m + 3 of the cell's nb bins (the domain, the halo — w·nb < m bins on each
+    side, which the build checks —, one bin of rounding margin on each side), at most nb;
+    along an uncut vector all nb."""
+    return window_bins(spec.cells.nb, spec.cells.m, spec.grid)
+
+
+def window_bins(nb, m, grid) -> tuple[int, int, int]:
+    """:func:`bin_window_size` of a cell list with ``nb`` bins and ``m`` offsets per
+    lattice vector on the domain ``grid``."""
+    return tuple(min(n, -(-n // p) + 2 * k + 3) if p > 1 else n
+                 for n, k, p in zip(nb, m, grid, strict=True))
+
+
+def _bin_window(spec: DomainSpec, cell):
+    """(origin [3] int32, size) of the bins this device's local atoms (its domain and its
+    halo) can lie in (inside ``shard_map``): the cell-list table then covers the domain and
+    its halo, not the whole cell."""
+    size = bin_window_size(spec)
+    me = _coords(spec.grid)
+    heights = cell_list.cell_heights(cell)
+    origin = []
+    for a, (nb, p) in enumerate(zip(spec.cells.nb, spec.grid, strict=True)):
+        if size[a] >= nb:
+            origin.append(jnp.zeros((), jnp.int32))
+            continue
+        lo = me[a].astype(cell.dtype) / p - spec.reach / heights[a]
+        origin.append(jnp.floor(lo * nb).astype(jnp.int32) - 1)
+    return jnp.stack(origin) % jnp.asarray(spec.cells.nb, jnp.int32), size
+
+
 def rebuild(spec: DomainSpec, state: MDState, dl: DomainList):
     """Migrate, exchange the halo and build the rows (inside ``shard_map``)."""
     state, types, ids, valid, n_own, n_mig, no_jump = _migrate(spec, state, dl)
@@ -525,7 +557,7 @@ def rebuild(spec: DomainSpec, state: MDState, dl: DomainList):
     local_x, local_t, local_v, send, send_ok, n_halo, thick = _strips(spec, x, types, valid,
                                                                        cell)
     cells = cell_list.build(spec.cells, local_x, cell, 0, spec.owned, dl.rebuilds + 1,
-                            valid=local_v)
+                            valid=local_v, window=_bin_window(spec, cell))
     pmax = partial(lax.pmax, axis_name=AXIS)
     geometry_ok = pmax((~(thick & no_jump)).astype(jnp.int32)) == 0
     max_owned, max_halo, max_mig = pmax(n_own), pmax(n_halo), pmax(n_mig)

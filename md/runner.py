@@ -155,6 +155,10 @@ class Simulation:
         output_dir: where thermo/trajectory/restart files go (``None``: no files).
         thermo_every, trajectory_every, restart_every: output intervals in steps (0: never
         for trajectory/restart). progress: show a tqdm bar.
+        per_process_output: each process writes only the atoms it holds, with their global
+        ids (``trajectory.p{rank}.{fmt}``, ``restart.parts/p{rank}.npz``; :mod:`md.io`
+        merges them), instead of process 0 writing the gathered system; ``None`` (default):
+        on when the run spans several processes.
     """
 
     def __init__(self, potential, atoms: Atoms, species=("Si",), *, timestep_fs: float = 1.0,
@@ -166,6 +170,7 @@ class Simulation:
                  trajectory_formats=("extxyz",), restart_every: int = 0, progress: bool = False,
                  active_set=None, grade_every: int = 0, gamma_select: float | None = None,
                  gamma_break: float | None = None, selected_file=None,
+                 per_process_output: bool | None = None,
                  _restart: tuple[dict, dict] | None = None):
         if timestep_fs <= 0:
             raise ValueError(f"timestep_fs must be > 0, got {timestep_fs}")
@@ -229,6 +234,8 @@ class Simulation:
             self.topo = None
             self.state, self.nl = self._initial_state(positions, velocities, cell, *extra)
         self._out = None
+        self.per_process = (jax.process_count() > 1 if per_process_output is None
+                            else bool(per_process_output))
         if output_dir is not None:
             self._open_outputs(Path(output_dir), thermo_format, trajectory_formats,
                                resume=_restart is not None)
@@ -373,21 +380,29 @@ class Simulation:
         return new
 
     def _open_outputs(self, out: Path, thermo_format, trajectory_formats, resume: bool):
-        if jax.process_index() != 0:  # multi-process: process 0 writes one set of files
-            self._out = {"dir": out, "grades": None, "thermo": _NullWriter(),
-                         "traj": _NullWriter() if self.trajectory_every else None,
-                         "restart": None}
+        rank = jax.process_index()
+        traj_stem = out / "trajectory"
+        if rank != 0:  # multi-process: process 0 writes the logs (and the gathered system)
+            traj = None
+            if self.per_process:
+                out.mkdir(parents=True, exist_ok=True)
+            if self.trajectory_every:
+                traj = (mdio.TrajectoryWriter(traj_stem, trajectory_formats, part=rank)
+                        if self.per_process else _NullWriter())
+            self._out = {"dir": out, "grades": None, "thermo": _NullWriter(), "traj": traj,
+                         "restart": out / mdio.RESTART_PARTS if self.per_process else None}
             return
         out.mkdir(parents=True, exist_ok=True)
         thermo_path = out / f"thermo.{thermo_format}"
-        traj_stem = out / "trajectory"
         if resume:
             mdio.truncate_thermo(thermo_path, self.step)
             counts = self._resume_meta.get("frames", {}) if hasattr(self, "_resume_meta") else {}
             for fmt, n in counts.items():
                 mdio.truncate_frames(Path(f"{traj_stem}.{fmt}"), int(n))
-        elif thermo_path.exists() or any(Path(f"{traj_stem}.{f}").exists()
-                                         for f in trajectory_formats):
+            # every whole and per-process file (from a run on any number of processes)
+            for path in mdio.trajectory_files(traj_stem):
+                mdio.truncate_frames_after(path, self.step)
+        elif thermo_path.exists() or mdio.trajectory_files(traj_stem):
             raise FileExistsError(
                 f"{out} already holds MD output; use resume or another output_dir")
         grades_path = out / "grades.csv"
@@ -402,16 +417,19 @@ class Simulation:
             "grades": _GradeLog(grades_path) if self.grade_every else None,
             "thermo": mdio.ThermoLog(thermo_path,
                                      THERMO_EXTRA + (("gamma",) if self.grade_every else ())),
-            "traj": mdio.TrajectoryWriter(traj_stem, trajectory_formats)
+            "traj": mdio.TrajectoryWriter(traj_stem, trajectory_formats,
+                                          part=0 if self.per_process else None)
             if self.trajectory_every else None,
-            "restart": out / "restart.npz",
+            "restart": out / (mdio.RESTART_PARTS if self.per_process else "restart.npz"),
         }
 
     @classmethod
     def from_restart(cls, path, potential, **kwargs) -> Simulation:
-        """Resume from a restart file written by :meth:`write_restart` (same other arguments
-        as the constructor; positions, velocities, cell and thermostat state come from the
-        file; logs and trajectories in ``output_dir`` are cut back to the restart step)."""
+        """Resume from a restart file written by :meth:`write_restart`, or from a folder of
+        per-process restart parts (``restart.parts``; any number of processes and devices)
+        (same other arguments as the constructor; positions, velocities, cell and thermostat
+        state come from the file; logs and trajectories in ``output_dir`` are cut back to the
+        restart step)."""
         arrays, meta = mdio.load_restart(path)
         atoms = Atoms(numbers=arrays["numbers"], positions=arrays["positions"],
                       cell=arrays["cell"], pbc=True)
@@ -430,6 +448,23 @@ class Simulation:
 
             x = multihost_utils.process_allgather(x, tiled=True)
         return np.asarray(x, dtype=np.float64)[: self.n_atoms]
+
+    def _local_part(self) -> tuple[np.ndarray, dict]:
+        """(global atom ids [n], {positions, velocities, forces: [n, 3] float64}) of the atoms
+        whose rows this process holds (no communication; n ≈ N / processes)."""
+        rows, data = _addressable_rows((self.state.positions, self.state.velocities,
+                                        self.state.forces)
+                                       + ((self.nl.ids,) if self.decomposition == "domain"
+                                          else ()))
+        if self.decomposition == "domain":
+            ids = data[3].astype(np.int64)
+            keep = ids >= 0
+        else:  # replicated path: rows in atom order, padding at the end
+            ids = rows
+            keep = ids < self.n_atoms
+        names = ("positions", "velocities", "forces")
+        return ids[keep], {k: np.asarray(v, np.float64)[keep]
+                           for k, v in zip(names, data[:3], strict=True)}
 
     def positions(self) -> np.ndarray:
         """Current positions [N, 3] (Å, unwrapped since the last neighbour rebuild)."""
@@ -539,7 +574,10 @@ class Simulation:
         if self._out is None:
             return
         if self.trajectory_every and s % self.trajectory_every == 0 and self._out["traj"]:
-            self._out["traj"].write(self._frame())
+            if self.per_process:
+                self._out["traj"].write(*self._frame_part())
+            else:
+                self._out["traj"].write(self._frame())
         if self.restart_every and s % self.restart_every == 0:
             self.write_restart(self._out["restart"])
 
@@ -608,7 +646,8 @@ class Simulation:
             self._out["thermo"].write(row)
         return row
 
-    def _frame(self) -> Atoms:
+    def _frame_info(self) -> tuple[dict, np.ndarray]:
+        """(frame info, ASE stress Voigt [6] eV/Å³) of the current step."""
         row = self.history[-1] if self.history and self.history[-1]["step"] == self.step \
             else None
         vol = abs(np.linalg.det(self.cell()))
@@ -619,23 +658,51 @@ class Simulation:
             info.update(pressure_GPa=row["P_GPa"], T_K=row["T_K"])
         else:
             info["pressure_GPa"] = float(-np.trace(s) / 3 * EV_A3_TO_GPA)
+        return info, np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+
+    def _frame(self) -> Atoms:
+        info, stress = self._frame_info()
         return mdio.frame_atoms(
             self._wrap(self.positions(), self.cell()), self.cell(), self.numbers,
             velocities=self.velocities(), energy=float(self.state.energy),
-            forces=self.forces(), stress_voigt=np.array(
-                [s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]]), info=info)
+            forces=self.forces(), stress_voigt=stress, info=info)
+
+    def _frame_part(self) -> tuple[Atoms, np.ndarray]:
+        """(this process's part of the current frame, its global atom ids): the atoms it
+        holds, with the system's energy and stress and ``n_atoms``, ``part``, ``n_parts`` in
+        ``info``."""
+        info, stress = self._frame_info()
+        info.update(n_atoms=self.n_atoms, part=jax.process_index(),
+                    n_parts=jax.process_count())
+        ids, a = self._local_part()
+        return mdio.frame_atoms(
+            self._wrap(a["positions"], self.cell()), self.cell(), self.numbers[ids],
+            velocities=a["velocities"], energy=float(self.state.energy), forces=a["forces"],
+            stress_voigt=stress, info=info), ids
 
     def write_restart(self, path) -> None:
         """Atomic restart file: state, step and the frame counts of the trajectory files.
-        In a multi-process run every process calls this (the per-atom arrays are gathered)
-        and process 0 (``path`` not None) writes."""
+        In a multi-process run every process calls this; with per-process output each
+        process writes the atoms it holds to ``path/p{rank}.npz`` (``path``: the
+        ``restart.parts`` folder), otherwise the per-atom arrays are gathered and process 0
+        (``path`` not None) writes."""
         st = self.state
-        arrays = {
-            "positions": self.positions(), "velocities": self.velocities(), "cell": self.cell(),
-            "chain_xi": np.asarray(st.chain_xi, np.float64),
+        replicated = {
+            "cell": self.cell(), "chain_xi": np.asarray(st.chain_xi, np.float64),
             "chain_v": np.asarray(st.chain_v, np.float64), "key": np.asarray(st.key),
-            "bath": np.asarray(st.bath, np.float64), "numbers": self.numbers,
-        }
+            "bath": np.asarray(st.bath, np.float64)}
+        if self.per_process:
+            if path is None:
+                return
+            ids, a = self._local_part()
+            mdio.save_restart_part(
+                path, jax.process_index(), jax.process_count(), ids,
+                {"positions": a["positions"], "velocities": a["velocities"],
+                 "numbers": self.numbers[ids], **replicated},
+                {"step": int(self.step), "timestep_fs": self.dt, "n_atoms": self.n_atoms})
+            return
+        arrays = {"positions": self.positions(), "velocities": self.velocities(),
+                  "numbers": self.numbers, **replicated}
         if path is None:
             return
         frames = {}
@@ -704,6 +771,24 @@ def _grader(active_set, potential):
     return grader
 
 
+def _addressable_rows(arrays) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(global row indices [n], [rows [n, …] of each array]) of the rows of row-sharded
+    arrays (all sharded alike) that this process holds, each row once (numpy; no
+    communication)."""
+    blocks: dict[int, list] = {}
+    for k, x in enumerate(arrays):
+        for sh in x.addressable_shards:
+            start = (sh.index[0].start or 0) if sh.index else 0
+            if k == 0:
+                blocks.setdefault(start, [None] * len(arrays))
+            if start in blocks and blocks[start][k] is None:
+                blocks[start][k] = np.asarray(sh.data)
+    starts = sorted(blocks)
+    rows = np.concatenate([start + np.arange(len(blocks[start][0])) for start in starts])
+    return rows, [np.concatenate([blocks[start][k] for start in starts])
+                  for k in range(len(arrays))]
+
+
 class _NullWriter:
     """Stands in for the thermo log and trajectory writer on processes other than 0."""
 
@@ -768,12 +853,12 @@ def run_config(cfg: MDConfig, resume: bool = False, progress: bool | None = None
         trajectory_formats=cfg.trajectory_formats, restart_every=cfg.restart_every,
         progress=cfg.progress if progress is None else progress,
         **grade_kwargs(cfg, gamma_select, gamma_break))
-    restart = out / "restart.npz"
-    if resume and restart.exists():
+    restart = mdio.latest_restart(out) if resume else None
+    if restart is not None:
         sim = Simulation.from_restart(restart, cfg.potential_file, **kwargs)
     else:
         if resume:
-            raise ValueError(f"{restart}: no restart file to resume from")
+            raise ValueError(f"{out / 'restart.npz'}: no restart file to resume from")
         sim = Simulation(cfg.potential_file, atoms, **kwargs)
     bar = tqdm(total=cfg.total_steps, initial=sim.step, unit="step",
                disable=not kwargs["progress"])

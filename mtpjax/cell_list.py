@@ -203,37 +203,55 @@ def grow(spec: CellListSpec, nl: CellList, cell=None, growth: float = 1.25,
     return replace(spec, capacity=capacity, bin_capacity=bin_capacity, nb=nb, m=m)
 
 
-def _bin_table(frac_wrapped, spec: CellListSpec, n_real: int, valid=None):
-    """Bin index [N, 3] of every atom, the dense bin table int32 [n_bins, B] (N = empty slot;
-    atoms ≥ ``n_real`` or with ``valid`` False are padding and left out) and the largest bin
-    count."""
+def _table_index(bins, spec: CellListSpec, window):
+    """Row of the bin table of (wrapped) bins int [..., 3]: the flat bin index, or with a
+    ``window`` (origin [3], size (3,)) the flat index inside the window and
+    ``prod(size)`` (the empty row) for bins outside it. Also: whether each bin is inside."""
+    if window is None:
+        flat = (bins[..., 0] * spec.nb[1] + bins[..., 1]) * spec.nb[2] + bins[..., 2]
+        return flat, jnp.ones(flat.shape, bool)
+    origin, size = window
+    local = (bins - origin) % jnp.asarray(spec.nb, jnp.int32)
+    inside = jnp.all(local < jnp.asarray(size, jnp.int32), axis=-1)
+    flat = (local[..., 0] * size[1] + local[..., 1]) * size[2] + local[..., 2]
+    return jnp.where(inside, flat, math.prod(size)), inside
+
+
+def _bin_table(frac_wrapped, spec: CellListSpec, n_real: int, valid=None, window=None):
+    """Bin index [N, 3] of every atom, the dense bin table int32 [n_table + 1, B] (N = empty
+    slot; the last row stays empty; atoms ≥ ``n_real`` or with ``valid`` False are padding
+    and left out), the largest bin count and whether a real atom lay outside the
+    ``window`` (n_table: the bins of the window, default all)."""
     n = frac_wrapped.shape[0]
     nb = jnp.asarray(spec.nb, jnp.int32)
     b = jnp.clip(jnp.floor(frac_wrapped * nb).astype(jnp.int32), 0, nb - 1)
-    flat = (b[:, 0] * spec.nb[1] + b[:, 1]) * spec.nb[2] + b[:, 2]
+    n_table = spec.n_bins if window is None else math.prod(window[1])
+    flat, inside = _table_index(b, spec, window)
     real = jnp.arange(n) < n_real
     if valid is not None:
         real = real & valid
-    flat = jnp.where(real, flat, spec.n_bins)  # padding: no bin
+    outside = jnp.any(real & ~inside)
+    flat = jnp.where(real & inside, flat, n_table)  # padding: no bin
     order = jnp.argsort(flat, stable=True).astype(jnp.int32)
     sorted_bins = flat[order]
-    counts = jnp.zeros(spec.n_bins, jnp.int32).at[flat].add(1, mode="drop")
+    counts = jnp.zeros(n_table, jnp.int32).at[flat].add(1, mode="drop")
     starts = jnp.cumsum(counts) - counts
-    rank = jnp.arange(n, dtype=jnp.int32) - starts[jnp.minimum(sorted_bins, spec.n_bins - 1)]
-    table = jnp.full((spec.n_bins, spec.bin_capacity), n, jnp.int32)
-    table = table.at[sorted_bins, rank].set(order, mode="drop")
-    return b, table, jnp.max(counts, initial=0)
+    rank = jnp.arange(n, dtype=jnp.int32) - starts[jnp.minimum(sorted_bins, n_table - 1)]
+    table = jnp.full((n_table + 1, spec.bin_capacity), n, jnp.int32)
+    table = table.at[jnp.where(sorted_bins < n_table, sorted_bins, n_table + 1), rank].set(
+        order, mode="drop")
+    return b, table, jnp.max(counts, initial=0), outside
 
 
 def _rows_chunk(centers, wrapped, wrap, bins, table, ptable, cell, spec: CellListSpec,
-                offsets, valid_row):
+                offsets, valid_row, window=None):
     """Rows of ``centers`` (int [c]): idx [c, J], shifts int [c, J, 3], mask, counts [c]."""
     n = wrapped.shape[0]
     nb = jnp.asarray(spec.nb, jnp.int32)
     nbin = bins[centers][:, None, :] + offsets[None]  # [c, K, 3]
     image = jnp.floor_divide(nbin, nb)
     nbin = nbin - image * nb
-    flat = (nbin[..., 0] * spec.nb[1] + nbin[..., 1]) * spec.nb[2] + nbin[..., 2]
+    flat, _ = _table_index(nbin, spec, window)  # bins outside a window: the empty row
     cand = table[flat]  # [c, K, B]
     base = image.astype(wrapped.dtype) @ cell - wrapped[centers][:, None, :]  # [c, K, 3]
     d = ptable[flat] + base[:, :, None, :]  # [c, K, B, 3]
@@ -267,7 +285,7 @@ def _rows_chunk(centers, wrapped, wrap, bins, table, ptable, cell, spec: CellLis
 
 
 def build(spec: CellListSpec, positions, cell, start=0, count: int | None = None,
-          rebuilds=0, n_real: int | None = None, valid=None) -> CellList:
+          rebuilds=0, n_real: int | None = None, valid=None, window=None) -> CellList:
     """Rows of central atoms ``start … start + count − 1`` (default: all) against all atoms.
 
     Jit-able (``spec``, ``count`` and ``n_real`` static; ``start`` may be traced, e.g.
@@ -276,6 +294,13 @@ def build(spec: CellListSpec, positions, cell, start=0, count: int | None = None
     and their rows are empty; so are atoms whose optional ``valid`` (bool [N], traced) is
     False (empty slots of a spatial domain, :mod:`md.domain`). ``frac_ref`` holds the rows'
     own atoms.
+
+    ``window`` (origin int [3], traced; size (3,) ints, static): bin only the bins origin …
+    origin + size − 1 (periodically) along each lattice vector, so that the bin table is
+    [Π size + 1, B] instead of [n_bins + 1, B] (a spatial domain and its halo,
+    :mod:`md.domain`); every atom must lie in it and every neighbour of a central atom
+    within the reach too — then the rows are those of the whole-cell table, in the same
+    order. A real atom outside the window sets ``did_buffer_overflow``.
     """
     n = positions.shape[0]
     count = n if count is None else int(count)
@@ -288,7 +313,7 @@ def build(spec: CellListSpec, positions, cell, start=0, count: int | None = None
     fw = frac - wrap
     wrapped = positions - wrap @ cell
     wrap = wrap.astype(jnp.int32)
-    bins, table, max_bin = _bin_table(fw, spec, n_real, valid)
+    bins, table, max_bin, outside = _bin_table(fw, spec, n_real, valid, window)
     # positions by bin slot [n_bins, B, 3]: candidates are gathered a bin at a time
     ptable = wrapped[jnp.minimum(table, n - 1)]
     offsets = jnp.asarray(spec.offsets())
@@ -302,7 +327,7 @@ def build(spec: CellListSpec, positions, cell, start=0, count: int | None = None
         if valid is not None:
             ok = ok & valid[centers]
         return _rows_chunk(centers, wrapped, wrap, bins, table, ptable, cell, spec, offsets,
-                           ok)
+                           ok, window)
 
     if n_chunks == 1:
         idx, shifts, mask, counts, shift_ok = one(0)
@@ -317,7 +342,7 @@ def build(spec: CellListSpec, positions, cell, start=0, count: int | None = None
     geometry_ok = jnp.all(spec.reach * jnp.asarray(spec.nb, dtype) / heights
                           < jnp.asarray(spec.m, dtype))
     overflow = (max_count > spec.capacity) | (max_bin > spec.bin_capacity) | ~shift_ok \
-        | ~geometry_ok
+        | ~geometry_ok | outside
     frac_own = jax.lax.dynamic_slice_in_dim(frac, jnp.minimum(start, n - count), count, 0)
     return CellList(idx=idx, shifts=shifts, mask=mask, frac_ref=frac_own, cell_ref=cell,
                     max_count=max_count.astype(jnp.int32),

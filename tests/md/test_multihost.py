@@ -1,6 +1,7 @@
 """Multi-process MD (jax.distributed on localhost, CPU collectives over gloo): 2 processes ×
-2 host devices on spatial domains equal the single-process run, and the restart they write
-resumes on 1 process with 1 device."""
+2 host devices on spatial domains equal the single-process run; each process writes its own
+trajectory and restart part, the parts merged equal the single-process files, and the
+restart parts resume on 1 process with 1 device."""
 
 import json
 import os
@@ -10,8 +11,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import ase.io
 import numpy as np
 import pytest
+
+from md import io as mdio
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,15 +32,17 @@ SCRIPT = textwrap.dedent("""
     import numpy as np
     from ase.build import bulk
     from md.config import StageConfig
+    from md import io as mdio
     from md.runner import Simulation
 
     pot = "tests/data/parity/si_L08/pot.mtp"
     stage = StageConfig("s", "nvt", steps, 3000.0, 3000.0, thermostat="langevin",
                         tau_t_fs=50.0)
     kw = dict(timestep_fs=1.0, seed=3, skin_A=0.5, devices=len(jax.devices()), chunk_steps=50,
-              thermo_every=10, restart_every=50)
+              thermo_every=10, restart_every=50, trajectory_every=50,
+              trajectory_formats=("extxyz", "traj"))
     if mode == "resume":
-        sim = Simulation.from_restart(out / "restart.npz", pot, output_dir=out, **kw)
+        sim = Simulation.from_restart(mdio.latest_restart(out), pot, output_dir=out, **kw)
     else:
         atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((6, 3, 3))  # 32.6 A: 4 slabs
         atoms.rattle(0.1, seed=1)
@@ -81,6 +87,22 @@ def _diff(out_a: Path, out_b: Path) -> float:
     return float(np.abs(frac @ cell).max())
 
 
+def _same_trajectory(out_a: Path, out_b: Path, steps) -> None:
+    """The merged trajectories of two output folders: same steps and atoms; in .traj (full
+    precision) positions modulo the cell to 1e-9 Å, forces 1e-9 eV/Å, energies 1e-9 eV; in
+    extxyz (8 decimals) positions to 1e-7 Å."""
+    for fmt, tol in (("traj", 1e-9), ("extxyz", 1e-7)):
+        a_frames, b_frames = mdio.read_trajectory(out_a, fmt), mdio.read_trajectory(out_b, fmt)
+        assert [a.info["step"] for a in a_frames] == steps
+        assert [b.info["step"] for b in b_frames] == steps
+        for a, b in zip(a_frames, b_frames, strict=True):
+            assert np.array_equal(a.numbers, b.numbers)
+            frac = (a.positions - b.positions) @ np.linalg.inv(a.cell.array)
+            assert np.abs((frac - np.round(frac)) @ a.cell.array).max() < tol
+            assert np.abs(a.get_forces() - b.get_forces()).max() < tol
+            assert abs(a.get_potential_energy() - b.get_potential_energy()) < 1e-9
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_and_restart_on_one(tmp_path):
     script = tmp_path / "run.py"
@@ -89,10 +111,22 @@ def test_two_processes_match_one_and_restart_on_one(tmp_path):
     res = _launch(script, "new", 2, multi, 100, 2)
     assert res == {"step": 100, "decomposition": "domain", "devices": 4, "processes": 2}
     assert (multi / "thermo.csv").read_text().count("\n") == 12  # header + steps 0..100
+    # per-process files: each process's atoms with their global ids, no gathered copy
+    names = {p.name for p in multi.iterdir()}
+    assert {"trajectory.p0.extxyz", "trajectory.p1.extxyz", "restart.parts"} <= names
+    assert "trajectory.extxyz" not in names and "restart.npz" not in names
+    assert sorted(p.name for p in (multi / "restart.parts").iterdir()) == ["p0.npz", "p1.npz"]
+    for r in (0, 1):  # each part holds some of the 432 atoms, with their global ids
+        frames = ase.io.read(multi / f"trajectory.p{r}.extxyz", index=":")
+        assert [a.info["step"] for a in frames] == [50, 100]
+        assert all(0 < len(a) < 432 and a.info["part"] == r for a in frames)
+        assert all(set(a.arrays["id"]) <= set(range(432)) for a in frames)
     ref = _launch(script, "new", 1, single, 100, 1)
     assert ref["processes"] == 1 and ref["devices"] == 1
     assert _diff(multi, single) < 1e-9
-    # the 2-process restart resumes on 1 process / 1 device and equals the continued run
+    _same_trajectory(multi, single, [50, 100])
+    # the 2-process restart parts resume on 1 process / 1 device and equal the continued run
     assert _launch(script, "resume", 1, multi, 50, 1)["step"] == 150
     assert _launch(script, "resume", 1, single, 50, 1)["step"] == 150
     assert _diff(multi, single) < 1e-9
+    _same_trajectory(multi, single, [50, 100, 150])  # parts, then the whole-system file
