@@ -75,7 +75,7 @@ from benchmarks.provenance import host, load, utc, versions  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 WEIGHTS = {"energy": 1.0, "force": 0.1, "stress": 0.0}
 QUICK = {"levels": [2], "seeds": 2, "max_iter": 5, "n_train": 6, "n_test": 3}
-METRICS = ("test_energy_mae_meV", "test_force_rmse", "wall_s", "cpu_s")
+METRICS = ("test_energy_mae_meV", "test_force_rmse", "wall_s", "cpu_s", "train_loss")
 
 
 # ---------------------------------------------------------------------------------- records
@@ -309,6 +309,41 @@ def score(potential: str, test_cfg: Path) -> dict:
             "test_force_mae": round(rep["forces"]["mae"], 5)}
 
 
+_TRAIN_SAMPLES: dict = {}
+
+
+def train_score(potential: str, train_cfg: Path) -> dict:
+    """The training loss of a trained potential (the loss mtpjax minimises, ``mtpjax.fit.loss``,
+    with this benchmark's weights) and its training errors, the same code for both programs:
+    tells a worse optimum (higher loss) from worse generalisation (lower loss, worse test)."""
+    import jax
+
+    from mtpjax.fit.data import load_fit_data, pack_buckets
+    from mtpjax.fit.loss import LossWeights, dataset_terms
+    from mtpjax.fit.loss import summarize as loss_summary
+    from mtpjax.io.mtp_file import read_mtp
+    from mtpjax.model import ModelSpec
+    from mtpjax.params import check_params
+
+    with jax.enable_x64(True):
+        pot = read_mtp(potential)
+        key = (str(train_cfg), float(pot.max_dist), pot.species_count)
+        if key not in _TRAIN_SAMPLES:
+            samples, _ = load_fit_data(pot, train_cfg, None, energy_weight=WEIGHTS["energy"],
+                                       force_weight=WEIGHTS["force"])
+            _TRAIN_SAMPLES[key] = tuple(b.batch for b in pack_buckets(samples))
+        batches = _TRAIN_SAMPLES[key]
+        spec = ModelSpec.from_potential(pot)
+        weights = LossWeights(WEIGHTS["energy"], WEIGHTS["force"], WEIGHTS["stress"])
+        params = check_params(spec, pot.params())
+        terms = jax.jit(lambda p, b: dataset_terms(spec, weights, p, b))(params, batches)
+        m = loss_summary(terms)
+    return {"train_loss": m["loss"], "train_energy_loss": float(terms["energy_loss"]),
+            "train_force_loss": float(terms["force_loss"]),
+            "train_energy_mae_meV": round(1e3 * m["energy_mae"], 4),
+            "train_force_rmse": round(m["force_rmse"], 5)}
+
+
 # ---------------------------------------------------------------------------------- report
 
 def first_reach(curve: list[dict], e_target: float, f_target: float, clock: str):
@@ -468,7 +503,12 @@ def render_md(doc: dict) -> str:
         "see their load); wall and CPU time of the whole process. Test errors: both "
         "programs' potentials scored by the same code "
         "(`mtpjax calc-errors` conventions = `mlp calc-errors`'): energy MAE per atom, force "
-        "RMSE per component.",
+        "RMSE per component. Training loss (columns `train loss`): the loss mtpjax minimises "
+        "(`mtpjax.fit.loss`, these weights, `vibrations` convention = `mlp`'s: Σ over cells of "
+        "w_E ΔE²/N + w_F Σ|ΔF|², eV²) of every final potential on the training cells, also "
+        "evaluated by the same code for both programs (`mlp`'s own `f` is this divided by the "
+        "number of cells); a lower training loss with worse test errors is worse "
+        "generalisation, not a worse optimum.",
         "",
     ]
     if s["compile_cache"]:
@@ -525,20 +565,29 @@ def render_md(doc: dict) -> str:
         lines += ["", f"Plot: `{Path(doc['plot']).name}` (error against wall time).", ""]
     lines += ["## Summary: mean (min–max) over runs", "",
               "| level | program | runs | test E MAE (meV/atom) | test F RMSE (eV/Å) | wall (s) "
-              "| CPU (s) |", "|---|---|---|---|---|---|---|"]
+              "| CPU (s) | train loss (eV²) |", "|---|---|---|---|---|---|---|---|"]
     for row in doc["summary"]:
         lines.append(f"| {row['level']} | {row['program']} | {row['wall_s']['n']} | "
                      f"{_cell(row['test_energy_mae_meV'], '.2f')} | "
                      f"{_cell(row['test_force_rmse'], '.4f')} | {_cell(row['wall_s'], '.1f')} | "
-                     f"{_cell(row['cpu_s'], '.1f')} |")
+                     f"{_cell(row['cpu_s'], '.1f')} | "
+                     f"{_cell(row.get('train_loss', {}), '.4f')} |")
     lines += ["", "## Runs", "",
               "| level | program | seed | iterations | test E MAE (meV/atom) | test F RMSE (eV/Å) "
+              "| train loss (eV²) | train E MAE (meV/atom) | train F RMSE (eV/Å) "
               "| wall (s) | CPU (s) | core | load before → after | cached |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def num(x, fmt):
+        return "–" if x is None else format(x, fmt)
+
     for r in doc["runs"]:
         lines.append(f"| {r['level']} | {r['program']} | {r['seed']} | "
                      f"{r.get('iterations', '–')} | {r['test_energy_mae_meV']:.2f} | "
-                     f"{r['test_force_rmse']:.4f} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+                     f"{r['test_force_rmse']:.4f} | {num(r.get('train_loss'), '.4f')} | "
+                     f"{num(r.get('train_energy_mae_meV'), '.3f')} | "
+                     f"{num(r.get('train_force_rmse'), '.5f')} | "
+                     f"{r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
                      f"{r['core']} | {r['load_before'][0]:.1f} → {r['load_after'][0]:.1f} | "
                      f"{'yes, ' + r['recorded_at'] if r.get('cached') else 'no'} |")
     if s["time_limit"] and any(r["program"] == "mtpjax" and r["iterations"] < s["max_iter"]
@@ -714,6 +763,9 @@ def main(argv=None) -> int:
                 print(f"  {runs[-1]['wall_s']:.1f} s{' (cached)' if runs[-1]['cached'] else ''}"
                       f", E {runs[-1]['test_energy_mae_meV']:.2f} meV/atom, "
                       f"F {runs[-1]['test_force_rmse']:.4f} eV/Å", flush=True)
+    for r in runs:  # training loss and errors of every final potential, the same code
+        if "train_loss" not in r and Path(r["potential"]).is_file():
+            r.update(train_score(r["potential"], work / "train.cfg"))
     settings = {k: getattr(args, k) for k in (
         "levels", "seeds", "optimizer", "max_iter", "mlp_max_iter", "time_limit",
         "monitor_every", "memory_size", "lstsq_atoms", "lstsq_configs", "relinearize_every",

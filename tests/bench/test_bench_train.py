@@ -52,6 +52,13 @@ def test_quick_writes_result_end_to_end(tmp_path):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r)
         assert r["core"] in doc["host"]["affinity"] or r["core"] < doc["host"]["cpus"]
         assert len(r["load_before"]) == 3 and len(r["load_after"]) == 3
+        # the training loss of the written potential, scored by the script's own code (the one
+        # used for mlp's potentials too), is the loss the fit itself reported at its end
+        assert math.isclose(r["train_loss"], r["final_train_loss"], rel_tol=1e-9), r
+        assert r["train_energy_loss"] > 0 and r["train_force_loss"] > 0
+        assert math.isclose(r["train_energy_loss"] + 0.1 * r["train_force_loss"],
+                            r["train_loss"], rel_tol=1e-12)
+        assert r["train_energy_mae_meV"] > 0 and r["train_force_rmse"] > 0
     (summary,) = doc["summary"]
     assert summary["program"] == "mtpjax" and summary["wall_s"]["n"] == 2
     e = [r["test_energy_mae_meV"] for r in runs]
@@ -59,6 +66,7 @@ def test_quick_writes_result_end_to_end(tmp_path):
     assert summary["test_energy_mae_meV"]["max"] == max(e)
     md = out.with_suffix(".md").read_text()
     assert doc["command"] in md and "| 2 | mtpjax | 2 |" in md
+    assert f"{runs[0]['train_loss']:.4f}" in md  # the training-loss column
     assert [w["level"] for w in doc["warmups"]] == [2]  # the compilation cache filled first
     assert Path(doc["plot"]).is_file() and Path(doc["plot"]).stat().st_size > 1000
 
