@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "bench_train.py"
 
@@ -119,3 +121,25 @@ def test_mlp_runs_cached_and_reused(tmp_path):
     assert bench.main([*common, "--no-mlp-cache", "--out", str(tmp_path / "c.json"),
                        "--work", str(tmp_path / "wc")]) == 0
     assert sum(c.startswith("train ") for c in log.read_text().splitlines()) == 4
+
+
+@pytest.mark.slow
+def test_continue_mlp(tmp_path):
+    """--continue-mlp: every mlp potential continued by mtpjax from its own coefficients; the
+    training loss can only fall (VarPro accepts decreasing steps only)."""
+    log = tmp_path / "calls.txt"
+    fake = tmp_path / "mlp"
+    fake.write_text(FAKE_MLP.format(python=sys.executable, root=str(ROOT), log=str(log)))
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    bench = _load_script()
+    assert bench.main(["--quick", "--programs", "mlp", "--mlp-bin", str(fake), "--mlp-cache",
+                       str(tmp_path / "cache.json"), "--continue-mlp", "--out",
+                       str(tmp_path / "b.json"), "--work", str(tmp_path / "wb")]) == 0
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert [c["from_mlp_seed"] for c in doc["continued_mlp"]] == [0, 1]
+    for c, r in zip(doc["continued_mlp"], doc["runs"], strict=True):
+        assert "--init-params=same" in c["command"]
+        assert c["from_mlp_train_loss"] == r["train_loss"]
+        assert c["train_loss"] < r["train_loss"]
+        assert math.isfinite(c["test_energy_mae_meV"]) and c["test_force_rmse"] > 0
+    assert "continued by mtpjax" in (tmp_path / "b.md").read_text()
