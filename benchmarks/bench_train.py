@@ -510,9 +510,8 @@ def render_md(doc: dict) -> str:
         "RMSE per component. Training loss (columns `train loss`): the loss mtpjax minimises "
         "(`mtpjax.fit.loss`, these weights, `vibrations` convention = `mlp`'s: Σ over cells of "
         "w_E ΔE²/N + w_F Σ|ΔF|², eV²) of every final potential on the training cells, also "
-        "evaluated by the same code for both programs (`mlp`'s own `f` is this divided by the "
-        "number of cells); a lower training loss with worse test errors is worse "
-        "generalisation, not a worse optimum.",
+        "evaluated by the same code for both programs; a lower training loss with worse test "
+        "errors is worse generalisation, not a worse optimum.",
         "",
     ]
     if s["compile_cache"]:
