@@ -75,7 +75,7 @@ from benchmarks.provenance import host, load, utc, versions  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 WEIGHTS = {"energy": 1.0, "force": 0.1, "stress": 0.0}
 QUICK = {"levels": [2], "seeds": 2, "max_iter": 5, "n_train": 6, "n_test": 3}
-METRICS = ("test_energy_mae_meV", "test_force_rmse", "wall_s", "cpu_s")
+METRICS = ("test_energy_mae_meV", "test_force_rmse", "wall_s", "cpu_s", "train_loss")
 
 
 # ---------------------------------------------------------------------------------- records
@@ -187,13 +187,15 @@ def fit_options(settings: dict) -> dict:
     return fit
 
 
-def run_mtpjax(level: int, seed: int, work: Path, args, tag: str | None = None) -> dict:
-    """`mtpjax train` on train.cfg from init_LL.mtp, one pinned core."""
+def run_mtpjax(level: int, seed: int, work: Path, args, tag: str | None = None,
+               init: str | None = None) -> dict:
+    """`mtpjax train` on train.cfg from init_LL.mtp (or from the trained potential ``init``,
+    its coefficients as the start: ``--init-params=same``), one pinned core."""
     run_dir = work / f"mtpjax_L{level:02d}_{tag or f's{seed}'}"
     run_dir.mkdir()
     fit = fit_options(vars(args))
     (run_dir / "fit.toml").write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in fit.items()))
-    cmd = [sys.executable, "-m", "mtpjax.cli", "train", f"../init_L{level:02d}.mtp",
+    cmd = [sys.executable, "-m", "mtpjax.cli", "train", init or f"../init_L{level:02d}.mtp",
            "../train.cfg", f"--energy-weight={WEIGHTS['energy']}",
            f"--force-weight={WEIGHTS['force']}", f"--stress-weight={WEIGHTS['stress']}",
            f"--max-iter={args.max_iter}", f"--seed={seed}", f"--optimizer={args.optimizer}",
@@ -201,6 +203,8 @@ def run_mtpjax(level: int, seed: int, work: Path, args, tag: str | None = None) 
            "--quiet"]
     if args.monitor_every:
         cmd.append("--valid-cfgs=../test.cfg")
+    if init:
+        cmd.append("--init-params=same")
     launched = time.time()
     res = run_pinned(cmd, run_dir, args.core, mtpjax_env(args.compile_cache),
                      run_dir / "stdout.txt")
@@ -307,6 +311,41 @@ def score(potential: str, test_cfg: Path) -> dict:
             "test_energy_rmse_meV": round(1e3 * rep["energy_per_atom"]["rmse"], 4),
             "test_force_rmse": round(rep["forces"]["rmse"], 5),
             "test_force_mae": round(rep["forces"]["mae"], 5)}
+
+
+_TRAIN_SAMPLES: dict = {}
+
+
+def train_score(potential: str, train_cfg: Path) -> dict:
+    """The training loss of a trained potential (the loss mtpjax minimises, ``mtpjax.fit.loss``,
+    with this benchmark's weights) and its training errors, the same code for both programs:
+    tells a worse optimum (higher loss) from worse generalisation (lower loss, worse test)."""
+    import jax
+
+    from mtpjax.fit.data import load_fit_data, pack_buckets
+    from mtpjax.fit.loss import LossWeights, dataset_terms
+    from mtpjax.fit.loss import summarize as loss_summary
+    from mtpjax.io.mtp_file import read_mtp
+    from mtpjax.model import ModelSpec
+    from mtpjax.params import check_params
+
+    with jax.enable_x64(True):
+        pot = read_mtp(potential)
+        key = (str(train_cfg), float(pot.max_dist), pot.species_count)
+        if key not in _TRAIN_SAMPLES:
+            samples, _ = load_fit_data(pot, train_cfg, None, energy_weight=WEIGHTS["energy"],
+                                       force_weight=WEIGHTS["force"])
+            _TRAIN_SAMPLES[key] = tuple(b.batch for b in pack_buckets(samples))
+        batches = _TRAIN_SAMPLES[key]
+        spec = ModelSpec.from_potential(pot)
+        weights = LossWeights(WEIGHTS["energy"], WEIGHTS["force"], WEIGHTS["stress"])
+        params = check_params(spec, pot.params())
+        terms = jax.jit(lambda p, b: dataset_terms(spec, weights, p, b))(params, batches)
+        m = loss_summary(terms)
+    return {"train_loss": m["loss"], "train_energy_loss": float(terms["energy_loss"]),
+            "train_force_loss": float(terms["force_loss"]),
+            "train_energy_mae_meV": round(1e3 * m["energy_mae"], 4),
+            "train_force_rmse": round(m["force_rmse"], 5)}
 
 
 # ---------------------------------------------------------------------------------- report
@@ -468,7 +507,11 @@ def render_md(doc: dict) -> str:
         "see their load); wall and CPU time of the whole process. Test errors: both "
         "programs' potentials scored by the same code "
         "(`mtpjax calc-errors` conventions = `mlp calc-errors`'): energy MAE per atom, force "
-        "RMSE per component.",
+        "RMSE per component. Training loss (columns `train loss`): the loss mtpjax minimises "
+        "(`mtpjax.fit.loss`, these weights, `vibrations` convention = `mlp`'s: Σ over cells of "
+        "w_E ΔE²/N + w_F Σ|ΔF|², eV²) of every final potential on the training cells, also "
+        "evaluated by the same code for both programs; a lower training loss with worse test "
+        "errors is worse generalisation, not a worse optimum.",
         "",
     ]
     if s["compile_cache"]:
@@ -525,30 +568,55 @@ def render_md(doc: dict) -> str:
         lines += ["", f"Plot: `{Path(doc['plot']).name}` (error against wall time).", ""]
     lines += ["## Summary: mean (min–max) over runs", "",
               "| level | program | runs | test E MAE (meV/atom) | test F RMSE (eV/Å) | wall (s) "
-              "| CPU (s) |", "|---|---|---|---|---|---|---|"]
+              "| CPU (s) | train loss (eV²) |", "|---|---|---|---|---|---|---|---|"]
     for row in doc["summary"]:
         lines.append(f"| {row['level']} | {row['program']} | {row['wall_s']['n']} | "
                      f"{_cell(row['test_energy_mae_meV'], '.2f')} | "
                      f"{_cell(row['test_force_rmse'], '.4f')} | {_cell(row['wall_s'], '.1f')} | "
-                     f"{_cell(row['cpu_s'], '.1f')} |")
+                     f"{_cell(row['cpu_s'], '.1f')} | "
+                     f"{_cell(row.get('train_loss', {}), '.4f')} |")
     lines += ["", "## Runs", "",
               "| level | program | seed | iterations | test E MAE (meV/atom) | test F RMSE (eV/Å) "
+              "| train loss (eV²) | train E MAE (meV/atom) | train F RMSE (eV/Å) "
               "| wall (s) | CPU (s) | core | load before → after | cached |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def num(x, fmt):
+        return "–" if x is None else format(x, fmt)
+
     for r in doc["runs"]:
         lines.append(f"| {r['level']} | {r['program']} | {r['seed']} | "
                      f"{r.get('iterations', '–')} | {r['test_energy_mae_meV']:.2f} | "
-                     f"{r['test_force_rmse']:.4f} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+                     f"{r['test_force_rmse']:.4f} | {num(r.get('train_loss'), '.4f')} | "
+                     f"{num(r.get('train_energy_mae_meV'), '.3f')} | "
+                     f"{num(r.get('train_force_rmse'), '.5f')} | "
+                     f"{r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
                      f"{r['core']} | {r['load_before'][0]:.1f} → {r['load_after'][0]:.1f} | "
                      f"{'yes, ' + r['recorded_at'] if r.get('cached') else 'no'} |")
+    if doc.get("continued_mlp"):
+        lines += ["", "## `mlp`'s final potentials continued by mtpjax", "",
+                  f"Each `mlp` run's final potential as the start of `mtpjax train "
+                  f"--init-params=same --optimizer {s['optimizer']}` (same data, weights, "
+                  "pinned core), run to its stopping rule: the training loss it ends at and "
+                  "the test errors there.", "",
+                  "| level | mlp repetition | mlp train loss (eV²) | iterations | train loss "
+                  "(eV²) | test E MAE (meV/atom) | test F RMSE (eV/Å) | wall (s) | CPU (s) | "
+                  "load before → after |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for c in doc["continued_mlp"]:
+            lines.append(f"| {c['level']} | {c['from_mlp_seed']} | "
+                         f"{num(c.get('from_mlp_train_loss'), '.4f')} | {c['iterations']} | "
+                         f"{c['train_loss']:.4f} | {c['test_energy_mae_meV']:.4f} | "
+                         f"{c['test_force_rmse']:.5f} | {c['wall_s']:.1f} | {c['cpu_s']:.1f} | "
+                         f"{c['load_before'][0]:.1f} → {c['load_after'][0]:.1f} |")
     if s["time_limit"] and any(r["program"] == "mtpjax" and r["iterations"] < s["max_iter"]
                                for r in doc["runs"]):
         lines += ["", f"mtpjax runs with fewer than {s['max_iter']} iterations stopped at the "
                   f"{s['time_limit']:g} s time limit (then the least-squares polish ran)."]
     lines += ["", "Commands (run in a per-run folder next to `init_LL.mtp`, `train.cfg`, "
               "`test.cfg`):", ""]
-    lines += [f"    {c}" for c in dict.fromkeys(r["command"] for r in doc["runs"])]
-    if "mtpjax" in s["programs"]:
+    lines += [f"    {c}" for c in dict.fromkeys(r["command"] for r in doc["runs"]
+                                               + doc.get("continued_mlp", []))]
+    if "mtpjax" in s["programs"] or doc.get("continued_mlp"):
         lines += ["", "`fit.toml` of the mtpjax runs (written by the script): "
                   + ", ".join(f"`{k} = {json.dumps(v)}`" for k, v in fit_options(s).items())
                   + "."]
@@ -601,6 +669,10 @@ def parse_args(argv):
                    help="take the mtpjax runs (and warm-ups) from earlier result files of "
                         "this script (same data, optimizer, iterations; e.g. one per level) "
                         "instead of running them; marked in the result")
+    p.add_argument("--continue-mlp", action="store_true",
+                   help="after the runs, continue every mlp run's final potential with "
+                        "mtpjax train (--optimizer, --init-params=same) to convergence: does "
+                        "mlp's fit head for the minimum mtpjax finds? (a separate table)")
     p.add_argument("--plot", default=None,
                    help="error-vs-time plot (default benchmarks/results/"
                         "train_time_to_accuracy.png with the default --out, else OUT.png)")
@@ -714,17 +786,31 @@ def main(argv=None) -> int:
                 print(f"  {runs[-1]['wall_s']:.1f} s{' (cached)' if runs[-1]['cached'] else ''}"
                       f", E {runs[-1]['test_energy_mae_meV']:.2f} meV/atom, "
                       f"F {runs[-1]['test_force_rmse']:.4f} eV/Å", flush=True)
+    for r in runs:  # training loss and errors of every final potential, the same code
+        if "train_loss" not in r and Path(r["potential"]).is_file():
+            r.update(train_score(r["potential"], work / "train.cfg"))
+    continued = []
+    for r in runs if args.continue_mlp else ():  # mlp's final point, continued by mtpjax
+        if r["program"] == "mlp":
+            print(f"L{r['level']} mlp repetition {r['seed']} continued by mtpjax "
+                  f"{args.optimizer} (core {args.core})", flush=True)
+            c = run_mtpjax(r["level"], r["seed"], work, args, tag=f"from_mlp_s{r['seed']}",
+                           init=str(Path(r["potential"]).resolve()))
+            c.update(score(c["potential"], work / "test.cfg"))
+            c.update(train_score(c["potential"], work / "train.cfg"))
+            continued.append({**c, "program": "mlp+mtpjax", "from_mlp_seed": r["seed"],
+                              "from_mlp_train_loss": r.get("train_loss")})
     settings = {k: getattr(args, k) for k in (
         "levels", "seeds", "optimizer", "max_iter", "mlp_max_iter", "time_limit",
         "monitor_every", "memory_size", "lstsq_atoms", "lstsq_configs", "relinearize_every",
-        "core", "programs", "quick", "compile_cache", "mlp_seeds")}
+        "core", "programs", "quick", "compile_cache", "mlp_seeds", "continue_mlp")}
     doc = {"script": "benchmarks/bench_train.py", "command": command, "started_at": started,
            "finished_at": utc(), "load_before": load_before, "load_after": load(),
            "versions": versions(), "host": host(), "settings": settings,
            "weights": WEIGHTS, "data": data, "mlp": mlp_info, "work_dir": str(work),
            "out_json": str(args.out), "summary": summarize(runs),
            "time_to_accuracy": time_to_accuracy(runs), "warmups": warmups,
-           "plot": str(args.plot), "runs": runs}
+           "plot": str(args.plot), "runs": runs, "continued_mlp": continued}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(render_md(doc))

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "bench_train.py"
 
@@ -52,6 +54,13 @@ def test_quick_writes_result_end_to_end(tmp_path):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r)
         assert r["core"] in doc["host"]["affinity"] or r["core"] < doc["host"]["cpus"]
         assert len(r["load_before"]) == 3 and len(r["load_after"]) == 3
+        # the training loss of the written potential, scored by the script's own code (the one
+        # used for mlp's potentials too), is the loss the fit itself reported at its end
+        assert math.isclose(r["train_loss"], r["final_train_loss"], rel_tol=1e-9), r
+        assert r["train_energy_loss"] > 0 and r["train_force_loss"] > 0
+        assert math.isclose(r["train_energy_loss"] + 0.1 * r["train_force_loss"],
+                            r["train_loss"], rel_tol=1e-12)
+        assert r["train_energy_mae_meV"] > 0 and r["train_force_rmse"] > 0
     (summary,) = doc["summary"]
     assert summary["program"] == "mtpjax" and summary["wall_s"]["n"] == 2
     e = [r["test_energy_mae_meV"] for r in runs]
@@ -59,6 +68,7 @@ def test_quick_writes_result_end_to_end(tmp_path):
     assert summary["test_energy_mae_meV"]["max"] == max(e)
     md = out.with_suffix(".md").read_text()
     assert doc["command"] in md and "| 2 | mtpjax | 2 |" in md
+    assert f"{runs[0]['train_loss']:.4f}" in md  # the training-loss column
     assert [w["level"] for w in doc["warmups"]] == [2]  # the compilation cache filled first
     assert Path(doc["plot"]).is_file() and Path(doc["plot"]).stat().st_size > 1000
 
@@ -111,3 +121,25 @@ def test_mlp_runs_cached_and_reused(tmp_path):
     assert bench.main([*common, "--no-mlp-cache", "--out", str(tmp_path / "c.json"),
                        "--work", str(tmp_path / "wc")]) == 0
     assert sum(c.startswith("train ") for c in log.read_text().splitlines()) == 4
+
+
+@pytest.mark.slow
+def test_continue_mlp(tmp_path):
+    """--continue-mlp: every mlp potential continued by mtpjax from its own coefficients; the
+    training loss can only fall (VarPro accepts decreasing steps only)."""
+    log = tmp_path / "calls.txt"
+    fake = tmp_path / "mlp"
+    fake.write_text(FAKE_MLP.format(python=sys.executable, root=str(ROOT), log=str(log)))
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    bench = _load_script()
+    assert bench.main(["--quick", "--programs", "mlp", "--mlp-bin", str(fake), "--mlp-cache",
+                       str(tmp_path / "cache.json"), "--continue-mlp", "--out",
+                       str(tmp_path / "b.json"), "--work", str(tmp_path / "wb")]) == 0
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert [c["from_mlp_seed"] for c in doc["continued_mlp"]] == [0, 1]
+    for c, r in zip(doc["continued_mlp"], doc["runs"], strict=True):
+        assert "--init-params=same" in c["command"]
+        assert c["from_mlp_train_loss"] == r["train_loss"]
+        assert c["train_loss"] < r["train_loss"]
+        assert math.isfinite(c["test_energy_mae_meV"]) and c["test_force_rmse"] > 0
+    assert "continued by mtpjax" in (tmp_path / "b.md").read_text()
