@@ -111,7 +111,8 @@ def student_sample(args) -> dict:
     return {**SCHEMA["sample"], "n_atoms": 64, "density_g_cm3": 2.3, "min_distance_A": 2.0,
             "timestep_fs": 1.0, "temperature_K": 500.0, "grade_every": args.pool_every,
             "grade_threshold": args.threshold, "grade_budget": args.per_round,
-            "grade_iterations": args.rounds, "gamma_break": args.gamma_break}
+            "grade_iterations": args.rounds, "grade_runs": args.grade_runs,
+            "grade_proposer": "student", "gamma_break": args.gamma_break}
 
 
 def reaches(errs: dict, target: dict) -> bool:
@@ -258,6 +259,8 @@ def main(argv=None) -> int:
                    help="uniform D1: a snapshot every N steps")
     p.add_argument("--per-round", type=int, default=6, help="teacher labels per grade round")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--grade-runs", type=int, default=1,
+                   help="grade_student: student MD runs per round (sample.grade_runs)")
     p.add_argument("--threshold", type=float, default=1.1, help="MaxVol select threshold")
     p.add_argument("--gamma-break", type=float, default=0.0,
                    help="student MD: stop at γ above this (0: never; with D0 smaller than the "

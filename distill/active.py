@@ -108,7 +108,7 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
             pot = fit(train, f"round_{it}")
         grader = sampling.grade_select(pot, train, [], species).grader
         found, runs = [], []
-        for k in range(s.get("grade_runs", 1)):
+        for k in range(s["grade_runs"]):
             f, md = student_md(pot, grader, stages, species, s, seed + 500 * it + k)
             found += f
             runs.append(md)

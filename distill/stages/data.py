@@ -76,7 +76,8 @@ def sample_stage(ctx) -> dict:
         s["tau_p_fs"],
     )
     frames, runs = [], []
-    for r in range(s["runs"]):
+    student_only = s["selection"] == "grade" and s["grade_proposer"] == "student"
+    for r in range(0 if student_only else s["runs"]):
         seed = ctx.cfg["run"]["seed"] + 1000 * r
         atoms = random_structure(
             s["n_atoms"], s["density_g_cm3"], ctx.species[0], s["min_distance_A"], seed
@@ -98,9 +99,9 @@ def sample_stage(ctx) -> dict:
                 "final_volume_A3_per_atom": thermo[-1].V / len(atoms),
             }
         )
-    teacher_md_steps = s["runs"] * sum(st.steps for st in stages)
+    teacher_md_steps = len(runs) * sum(st.steps for st in stages)
     if s["selection"] == "grade":
-        frames, grading = grade_driven_d1(ctx, frames, stages)
+        frames, grading = grade_driven_d1(ctx, None if student_only else frames, stages)
     else:
         grading = {"selection": "uniform", "candidates": len(frames), "selected": len(frames),
                    "teacher_labels_in_sample": 0}
@@ -132,7 +133,8 @@ def _reread(frames: list[Atoms], path: Path) -> list[Atoms]:
     return ase.io.read(path, index=":") if frames else []
 
 
-def grade_driven_d1(ctx, candidates: list[Atoms], stages) -> tuple[list[Atoms], dict]:
+def grade_driven_d1(ctx, candidates: list[Atoms] | None,
+                    stages) -> tuple[list[Atoms], dict]:
     """``sample.selection = "grade"``: `distill.active.grade_rounds` with the grading student
     of :func:`_student` and teacher labels into the labels stage's store (so they are not
     labelled twice). A student fitted on D0 grades the teacher's snapshots and only those
@@ -141,7 +143,8 @@ def grade_driven_d1(ctx, candidates: list[Atoms], stages) -> tuple[list[Atoms], 
     ``grade_iterations`` = k, k rounds follow: the teacher labels D1 so far, the student is
     refitted on D0 + those labels, runs the sampling protocol itself with γ every
     ``grade_every`` steps, and the configurations it selects join D1. Returns (D1 frames,
-    summary with the teacher calls made here)."""
+    summary with the teacher calls made here). ``candidates`` None (``grade_proposer =
+    "student"``): no round 0, the D0 student's MD proposes in the first round."""
     from distill.active import grade_rounds
 
     s = ctx.cfg["sample"]
@@ -160,7 +163,9 @@ def grade_driven_d1(ctx, candidates: list[Atoms], stages) -> tuple[list[Atoms], 
     d1, rounds = grade_rounds(d0, candidates, stages, ctx.species, s, ctx.cfg["run"]["seed"],
                               lambda train, name: _student(ctx, train, name), label, keep,
                               ctx.log)
-    return d1, {"selection": "grade", "candidates": len(candidates), "selected": len(d1),
+    return d1, {"selection": "grade", "proposer": s["grade_proposer"],
+                "candidates": 0 if candidates is None else len(candidates),
+                "selected": len(d1),
                 "teacher_labels_in_sample": labelled[0], "rounds": rounds}
 
 
