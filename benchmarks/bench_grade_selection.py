@@ -18,11 +18,12 @@ D0 are the same for every seed):
   (:func:`distill.sampling.grade_budget_select`: MaxVol as ``mlp select-add``, the budget then
   filled by γ against the updated active set), the teacher labels those, the student is
   refitted. Teacher calls: the MD's force calls + the labels.
-* ``grade_student``: no teacher MD. Each round the current student runs the protocol itself
-  (``md.runner.Simulation``, γ every ``--pool-every`` steps, optionally stopped at
-  γ > ``--gamma-break``),
-  its graded snapshots are the candidates, ``--per-round`` are picked as above and labelled by
-  the teacher, the student is refitted. Teacher calls: the labels only.
+* ``grade_student``: no teacher MD: the sample stage's rounds with ``grade_proposer =
+  "student"`` (:func:`distill.active.grade_rounds`). Each round the current student runs the
+  protocol itself ``--grade-runs`` times (``md.runner.Simulation``, γ every ``--pool-every``
+  steps, optionally stopped at γ > ``--gamma-break``), its graded snapshots are the
+  candidates, ``--per-round`` are picked as above and labelled by the teacher, the student is
+  refitted. Teacher calls: the labels only.
 * Every student: level ``--level``, the demo's ``[fit]`` weights, VarPro to its own
   convergence (at most ``--max-iter`` iterations; the iterations used are recorded). Test
   errors against the teacher on the demo's RSS and compression sets.
