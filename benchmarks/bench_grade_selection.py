@@ -121,13 +121,15 @@ def reaches(errs: dict, target: dict) -> bool:
     return all(errs[s][k] <= target[s][k] for s in target for k in METRICS)
 
 
-def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher) -> list[dict]:
-    """Every arm for one seed → rows (arm, round, labels, teacher calls, errors)."""
-    rows = []
+def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher,
+             rows: list[dict], on_row=lambda: None) -> None:
+    """Every arm for one seed → rows (arm, round, labels, teacher calls, errors) appended to
+    ``rows``; ``on_row()`` after each."""
 
     def row(**kw):
         rows.append({"seed": seed, **kw})
         print(json.dumps(rows[-1]), flush=True)
+        on_row()
 
     md_steps = sum(s.steps for s in stages)
     atoms = random_structure(64, 2.3, "Si", 2.0, seed)
@@ -189,7 +191,7 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher) ->
         return list(labelled)
 
     if "grade_student" not in args.arms:
-        return rows
+        return
     t0 = time.perf_counter()
     d1, rounds = active.grade_rounds(d0, None, stages, SPECIES, student_sample(args), seed,
                                      fit_round, label)
@@ -205,7 +207,6 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher) ->
             fit_iterations=its, student_md={k: r[k] for k in ("steps", "stop", "found",
                                                               "max_gamma", "volume_A3_per_atom")},
             errors=errs, seconds_since_arm_start=seconds)
-    return rows
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -307,8 +308,11 @@ def main(argv=None) -> int:
     stages = sampling.sampling_stages(args.nvt_steps, args.ramp_steps, 500.0, 0.0, 20.0)
     rows, done = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in args.seeds:  # the result is (re)written after every seed
-            rows += one_seed(seed, args, d0, tests, stages, Path(tmp), teacher)
+        for seed in args.seeds:
+            # the result is (re)written after every row: a run stopped early leaves the rows
+            # it made (seeds_completed says which seeds are whole)
+            one_seed(seed, args, d0, tests, stages, Path(tmp), teacher, rows,
+                     lambda: write(args, head, rows, done, d0_labels, tests, stages, t_start))
             done.append(seed)
             write(args, head, rows, done, d0_labels, tests, stages, t_start)
     return 0
