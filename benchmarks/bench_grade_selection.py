@@ -18,11 +18,12 @@ D0 are the same for every seed):
   (:func:`distill.sampling.grade_budget_select`: MaxVol as ``mlp select-add``, the budget then
   filled by γ against the updated active set), the teacher labels those, the student is
   refitted. Teacher calls: the MD's force calls + the labels.
-* ``grade_student``: no teacher MD. Each round the current student runs the protocol itself
-  (``md.runner.Simulation``, γ every ``--pool-every`` steps, optionally stopped at
-  γ > ``--gamma-break``),
-  its graded snapshots are the candidates, ``--per-round`` are picked as above and labelled by
-  the teacher, the student is refitted. Teacher calls: the labels only.
+* ``grade_student``: no teacher MD: the sample stage's rounds with ``grade_proposer =
+  "student"`` (:func:`distill.active.grade_rounds`). Each round the current student runs the
+  protocol itself ``--grade-runs`` times (``md.runner.Simulation``, γ every ``--pool-every``
+  steps, optionally stopped at γ > ``--gamma-break``), its graded snapshots are the
+  candidates, ``--per-round`` are picked as above and labelled by the teacher, the student is
+  refitted. Teacher calls: the labels only.
 * Every student: level ``--level``, the demo's ``[fit]`` weights, VarPro to its own
   convergence (at most ``--max-iter`` iterations; the iterations used are recorded). Test
   errors against the teacher on the demo's RSS and compression sets.
@@ -49,7 +50,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import provenance  # noqa: E402
 
-from distill import sampling, testsets  # noqa: E402
+from distill import active, sampling, testsets  # noqa: E402
+from distill.stages.config import SCHEMA  # noqa: E402
 from distill.stages.evaluate import mae, predict  # noqa: E402
 from distill.stages.fits import fit_one  # noqa: E402
 from md.analysis.calculators import stillinger_weber_si  # noqa: E402
@@ -104,30 +106,14 @@ def test_errors(pot: Path, tests: dict) -> dict:
     return out
 
 
-def student_md(pot: Path, train, stages, seed: int, every: int, gamma_break: float):
-    """The student's run of the protocol, γ every ``every`` steps → (graded snapshots as
-    Atoms, summary). Stops at γ > gamma_break or when the student blows up."""
-    from ase import Atoms
-
-    from md.runner import ExtrapolationBreak, Simulation
-
-    grader = sampling.grade_select(pot, train, [], SPECIES).grader
-    atoms = random_structure(64, 2.3, "Si", 2.0, seed)
-    sim = Simulation(pot, atoms, SPECIES, timestep_fs=1.0, temperature_K=500.0, seed=seed,
-                     chunk_steps=every, active_set=grader, grade_every=every,
-                     gamma_select=1e-9, gamma_break=gamma_break or None)  # keep every graded step
-    stop = "end"
-    try:
-        for stage in stages:
-            sim.run_stage(stage)
-    except ExtrapolationBreak:
-        stop = "gamma_break"
-    except (FloatingPointError, RuntimeError) as exc:
-        stop = f"failed: {exc}"
-    found = [Atoms(numbers=np.full(len(c.types), 14), positions=c.positions, cell=c.cell,
-                   pbc=True) for c in sim.selected]
-    return found, {"md_steps": int(sim.step), "stop": stop, "candidates": len(found),
-                   "max_gamma": max((g for _, g in sim.grades), default=0.0)}
+def student_sample(args) -> dict:
+    """The ``[sample]`` table of the grade_student arm: the defaults with the protocol and the
+    grade settings of this run (the pipeline's ``selection = "grade"`` without teacher MD)."""
+    return {**SCHEMA["sample"], "n_atoms": 64, "density_g_cm3": 2.3, "min_distance_A": 2.0,
+            "timestep_fs": 1.0, "temperature_K": 500.0, "grade_every": args.pool_every,
+            "grade_threshold": args.threshold, "grade_budget": args.per_round,
+            "grade_iterations": args.rounds, "grade_runs": args.grade_runs,
+            "grade_proposer": "student", "gamma_break": args.gamma_break}
 
 
 def reaches(errs: dict, target: dict) -> bool:
@@ -135,13 +121,15 @@ def reaches(errs: dict, target: dict) -> bool:
     return all(errs[s][k] <= target[s][k] for s in target for k in METRICS)
 
 
-def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher) -> list[dict]:
-    """Every arm for one seed → rows (arm, round, labels, teacher calls, errors)."""
-    rows = []
+def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher,
+             rows: list[dict], on_row=lambda: None) -> None:
+    """Every arm for one seed → rows (arm, round, labels, teacher calls, errors) appended to
+    ``rows``; ``on_row()`` after each."""
 
     def row(**kw):
         rows.append({"seed": seed, **kw})
         print(json.dumps(rows[-1]), flush=True)
+        on_row()
 
     md_steps = sum(s.steps for s in stages)
     atoms = random_structure(64, 2.3, "Si", 2.0, seed)
@@ -160,13 +148,15 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher) ->
     pot0, its = fit(d0, tmp / f"s{seed}_grade_0", args.level, args.max_iter, seed)
     err0 = test_errors(pot0, tests)
     for arm in ("grade_pool", "grade_student"):
+        if arm not in args.arms:
+            continue
         row(arm=arm, round=0, d1_labels=0,
             teacher_calls=md_steps if arm == "grade_pool" else 0, fit_iterations=its,
             errors=err0, seconds=round(time.perf_counter() - t0, 1))
 
     # grade_pool: the teacher's MD proposes
     pot, labelled, left = pot0, [], list(range(len(pool)))
-    for r in range(1, args.rounds + 1):
+    for r in range(1, args.rounds + 1 if "grade_pool" in args.arms else 1):
         t0 = time.perf_counter()
         sel = sampling.grade_budget_select(pot, d0 + labelled, [pool[k] for k in left], SPECIES,
                                            args.per_round, args.threshold)
@@ -183,22 +173,40 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher) ->
             max_gamma=float(sel.grades.max(initial=0)), errors=test_errors(pot, tests),
             seconds=round(time.perf_counter() - t0, 1))
 
-    # grade_student: the student's MD proposes, the teacher only labels
-    pot, labelled = pot0, []
-    for r in range(1, args.rounds + 1):
-        t0 = time.perf_counter()
-        cands, md = student_md(pot, d0 + labelled, stages, seed + 100 * r, args.pool_every,
-                               args.gamma_break)
-        sel = sampling.grade_budget_select(pot, d0 + labelled, cands, SPECIES, args.per_round,
-                                           args.threshold)
-        labelled += teacher.label([cands[k] for k in sel.chosen])
-        pot, its = fit(d0 + labelled, tmp / f"s{seed}_student_{r}", args.level, args.max_iter,
-                       seed)
-        row(arm="grade_student", round=r, d1_labels=len(labelled),
-            teacher_calls=len(labelled), fit_iterations=its, student_md=md,
-            max_gamma=float(sel.grades.max(initial=0)), errors=test_errors(pot, tests),
-            seconds=round(time.perf_counter() - t0, 1))
-    return rows
+    # grade_student: the student's MD proposes, the teacher only labels: the sample stage's
+    # rounds (distill.active.grade_rounds) without a teacher MD
+    fitted, labelled = {}, []
+
+    def fit_round(train, name):
+        if not labelled:
+            return pot0
+        pot, its = fit(train, tmp / f"s{seed}_student_{len(labelled)}", args.level,
+                       args.max_iter, seed)
+        fitted[len(labelled)] = (pot, its, test_errors(pot, tests),
+                                 round(time.perf_counter() - t0, 1))
+        return pot
+
+    def label(new):
+        labelled.extend(teacher.label(new))
+        return list(labelled)
+
+    if "grade_student" not in args.arms:
+        return
+    t0 = time.perf_counter()
+    d1, rounds = active.grade_rounds(d0, None, stages, SPECIES, student_sample(args), seed,
+                                     fit_round, label)
+    if len(d1) > len(labelled):  # the last round's picks: labelled, then a student fitted
+        fit_round(d0 + label(d1[len(labelled):]), "final")
+    n = 0
+    for r in rounds:
+        n += r["selected"]
+        if n not in fitted:
+            break
+        pot, its, errs, seconds = fitted[n]
+        row(arm="grade_student", round=r["round"], d1_labels=n, teacher_calls=n,
+            fit_iterations=its, student_md={k: r[k] for k in ("steps", "stop", "found",
+                                                              "max_gamma", "volume_A3_per_atom")},
+            errors=errs, seconds_since_arm_start=seconds)
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -230,6 +238,8 @@ def verdict(summary: list[dict]) -> dict:
                                  "d1_labels": ref["d1_labels"],
                                  "teacher_calls": ref["teacher_calls"]}}
     for arm in ("grade_pool", "grade_student"):
+        if not any(s["arm"] == arm for s in summary):
+            continue
         hit = [s for s in summary if s["arm"] == arm and reaches(s["errors"], ref["errors"])]
         first = min(hit, key=lambda s: s["teacher_calls"], default=None)
         out[arm] = None if first is None else {
@@ -251,6 +261,8 @@ def main(argv=None) -> int:
                    help="uniform D1: a snapshot every N steps")
     p.add_argument("--per-round", type=int, default=6, help="teacher labels per grade round")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--grade-runs", type=int, default=1,
+                   help="grade_student: student MD runs per round (sample.grade_runs)")
     p.add_argument("--threshold", type=float, default=1.1, help="MaxVol select threshold")
     p.add_argument("--gamma-break", type=float, default=0.0,
                    help="student MD: stop at γ above this (0: never; with D0 smaller than the "
@@ -260,6 +272,9 @@ def main(argv=None) -> int:
     p.add_argument("--rss-relax", type=int, default=20, help="RSS relax steps (demo: 40)")
     p.add_argument("--comp-nvt", type=int, default=50, help="compression set (demo: 100)")
     p.add_argument("--comp-ramp", type=int, default=400, help="compression set (demo: 800)")
+    p.add_argument("--arms", nargs="+", default=["grade_pool", "grade_student"],
+                   choices=["grade_pool", "grade_student"],
+                   help="grade arms to run (uniform always runs: the reference)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--tag", default="", help="result files bench_grade_selection[_TAG].*")
@@ -293,8 +308,11 @@ def main(argv=None) -> int:
     stages = sampling.sampling_stages(args.nvt_steps, args.ramp_steps, 500.0, 0.0, 20.0)
     rows, done = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in args.seeds:  # the result is (re)written after every seed
-            rows += one_seed(seed, args, d0, tests, stages, Path(tmp), teacher)
+        for seed in args.seeds:
+            # the result is (re)written after every row: a run stopped early leaves the rows
+            # it made (seeds_completed says which seeds are whole)
+            one_seed(seed, args, d0, tests, stages, Path(tmp), teacher, rows,
+                     lambda: write(args, head, rows, done, d0_labels, tests, stages, t_start))
             done.append(seed)
             write(args, head, rows, done, d0_labels, tests, stages, t_start)
     return 0
@@ -302,7 +320,7 @@ def main(argv=None) -> int:
 
 def write(args, head, rows, done, d0_labels, tests, stages, t_start) -> None:
     summary = summarize(rows)
-    result = {
+    _write(args, {
         **head, "load_after": provenance.load(), "finished_utc": provenance.utc(),
         "teacher": "Stillinger-Weber Si (ASE), md.analysis.calculators.stillinger_weber_si",
         "settings": vars(args), "seeds_completed": done, "fit": FIT,
@@ -310,7 +328,11 @@ def write(args, head, rows, done, d0_labels, tests, stages, t_start) -> None:
         "d0_relabels": d0_labels, "test_sets": {k: len(v) for k, v in tests.items()},
         "rows": rows, "summary": summary, "verdict": verdict(summary),
         "wall_s": round(time.perf_counter() - t_start, 1),
-    }
+    })
+
+
+def _write(args, result: dict) -> None:
+    """``result`` to OUT/bench_grade_selection[_TAG].json and its table to .md (printed)."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "bench_grade_selection" + (f"_{args.tag}" if args.tag else "")
@@ -336,20 +358,14 @@ def merge(args) -> int:
     rows = sorted((r for res in parts for r in res["rows"]), key=lambda r: r["seed"])
     seeds = sorted({r["seed"] for r in rows})
     summary = summarize(rows)
-    result = {
+    _write(args, {
         **provenance.header(), "finished_utc": provenance.utc(),
         "parts": [{k: res[k] for k in PART_KEYS} for res in parts],
         **{k: parts[0][k] for k in ("teacher", "fit", "teacher_md_steps_per_run",
                                     "d0_relabels", "test_sets")},
         "settings": {**parts[0]["settings"], "seeds": seeds}, "seeds_completed": seeds,
         "rows": rows, "summary": summary, "verdict": verdict(summary),
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "bench_grade_selection" + (f"_{args.tag}" if args.tag else "")
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / f"{stem}.md").write_text(render(result))
-    print(render(result), flush=True)
+    })
     return 0
 
 
@@ -404,6 +420,8 @@ def render(res: dict) -> str:
               "(mean errors over seeds; a grade arm reaches it when all four mean MAEs are at "
               "most the reference's).", ""]
     for arm in ("grade_pool", "grade_student"):
+        if arm not in v:
+            continue
         h = v[arm]
         if h is None:
             lines.append(f"- `{arm}`: does **not** reach the reference error within "

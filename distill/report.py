@@ -317,10 +317,15 @@ def teacher_calls_lines(smp: dict, lab: dict) -> list[str]:
     if g is None:  # a sample stage from before grade-driven selection
         return []
     d1_labels = lab["d1"]["labelled"] + g.get("teacher_labels_in_sample", 0)
-    how = ("every snapshot labelled (uniform)" if g["selection"] == "uniform" else
-           f"grade-driven: {g['selected']} of {g['candidates']} teacher snapshots and "
-           "student-MD configurations selected by MaxVol γ "
-           f"({len(g.get('rounds', []))} round(s))")
+    rounds = len(g.get("rounds", []))
+    if g["selection"] == "uniform":
+        how = "every snapshot labelled (uniform)"
+    elif g.get("proposer") == "student":
+        how = (f"grade-driven: {g['selected']} configurations of the student's own MD selected "
+               f"by MaxVol γ ({rounds} round(s), no teacher MD)")
+    else:
+        how = (f"grade-driven: {g['selected']} of {g['candidates']} teacher snapshots and "
+               f"student-MD configurations selected by MaxVol γ ({rounds} round(s))")
     return [f"Teacher calls: D1 labels {d1_labels} ({how}), D0 relabels "
             f"{lab['d0']['labelled']}, total labels {d1_labels + lab['d0']['labelled']}; "
             f"teacher MD steps {smp.get('teacher_md_steps', 'n/a')} (one force call each, "

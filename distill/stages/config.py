@@ -73,6 +73,10 @@ SCHEMA: dict[str, dict] = {
         "grade_budget": 0,
         "grade_iterations": 0,      # rounds of refit → student MD → grade → teacher labels
         "grade_every": 10,          # student MD: steps between grades
+        "grade_runs": 1,            # student MD runs per round (other seeds)
+        # "teacher": round 0 grades the teacher MD's snapshots; "student": no teacher MD, the
+        # D0 student's own MD proposes in the first of the grade_iterations rounds
+        "grade_proposer": "teacher",
         "gamma_break": 10.0,        # student MD: stop when γ exceeds this
     },
     "labels": {"executor": "local", "workers": 0, "chunk_size": 4, "scheduler": ""},
@@ -160,7 +164,8 @@ RANGES: dict[tuple[str, str], dict] = {
     ("sample", "grade_budget"): _STEPS,
     ("sample", "grade_threshold"): dict(low=1.0000001, high=1e6),
     ("sample", "grade_iterations"): dict(integer=True, nonneg=True, high=100),
-    ("sample", "grade_every"): _COUNT, ("sample", "gamma_break"): dict(low=1.0000001),
+    ("sample", "grade_every"): _COUNT, ("sample", "grade_runs"): _COUNT,
+    ("sample", "gamma_break"): dict(low=1.0000001),
     ("labels", "workers"): _STEPS, ("labels", "chunk_size"): _COUNT,
     ("fit", "min_dist_A"): dict(nonneg=True, high=20.0, unit="Å"),
     ("fit", "max_dist_A"): dict(positive=True, high=20.0, unit="Å"),
@@ -379,6 +384,13 @@ def _check_relations(cfg: dict, fail, species: list[str]) -> None:
     s = cfg["sample"]
     if s["selection"] not in ("uniform", "grade"):
         fail("sample.selection", f"expected 'uniform' or 'grade', got {s['selection']!r}")
+    if s["grade_proposer"] not in ("teacher", "student"):
+        fail("sample.grade_proposer",
+             f"expected 'teacher' or 'student', got {s['grade_proposer']!r}")
+    if s["selection"] == "grade" and s["grade_proposer"] == "student" \
+            and s["grade_iterations"] < 1:
+        fail("sample.grade_iterations", "grade_proposer = 'student' needs at least 1 round, "
+             "got 0")
     if s["grade_level"] % 2:
         fail("sample.grade_level", f"levels are even, got {s['grade_level']}")
     if s["gamma_break"] < s["grade_threshold"]:

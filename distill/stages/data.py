@@ -12,7 +12,6 @@ import json
 import shutil
 from pathlib import Path
 
-import ase.data
 import ase.io
 import numpy as np
 from ase import Atoms
@@ -77,7 +76,8 @@ def sample_stage(ctx) -> dict:
         s["tau_p_fs"],
     )
     frames, runs = [], []
-    for r in range(s["runs"]):
+    student_only = s["selection"] == "grade" and s["grade_proposer"] == "student"
+    for r in range(0 if student_only else s["runs"]):
         seed = ctx.cfg["run"]["seed"] + 1000 * r
         atoms = random_structure(
             s["n_atoms"], s["density_g_cm3"], ctx.species[0], s["min_distance_A"], seed
@@ -99,9 +99,9 @@ def sample_stage(ctx) -> dict:
                 "final_volume_A3_per_atom": thermo[-1].V / len(atoms),
             }
         )
-    teacher_md_steps = s["runs"] * sum(st.steps for st in stages)
+    teacher_md_steps = len(runs) * sum(st.steps for st in stages)
     if s["selection"] == "grade":
-        frames, grading = grade_driven_d1(ctx, frames, stages)
+        frames, grading = grade_driven_d1(ctx, None if student_only else frames, stages)
     else:
         grading = {"selection": "uniform", "candidates": len(frames), "selected": len(frames),
                    "teacher_labels_in_sample": 0}
@@ -126,37 +126,6 @@ def _student(ctx, train: list[Atoms], name: str) -> Path:
     return folder / "pot.mtp"
 
 
-def _student_md(ctx, pot: Path, grader, stages, seed: int) -> tuple[list[Atoms], dict]:
-    """The student's MD of the sampling protocol with γ every ``grade_every`` steps: the
-    configurations with γ > grade_threshold (stopping at γ > gamma_break or a blow-up)."""
-    from md.runner import ExtrapolationBreak, Simulation
-    from md.structures import random_structure
-
-    s = ctx.cfg["sample"]
-    atoms = random_structure(s["n_atoms"], s["density_g_cm3"], ctx.species[0],
-                             s["min_distance_A"], seed)
-    sim = Simulation(pot, atoms, ctx.species, timestep_fs=s["timestep_fs"],
-                     temperature_K=s["temperature_K"], seed=seed,
-                     chunk_steps=s["grade_every"], active_set=grader,
-                     grade_every=s["grade_every"],
-                     # with a label budget every graded configuration is a candidate
-                     gamma_select=1e-9 if s["grade_budget"] else s["grade_threshold"],
-                     gamma_break=s["gamma_break"])
-    stop = "end"
-    try:
-        for stage in stages:
-            sim.run_stage(stage)
-    except ExtrapolationBreak:
-        stop = "gamma_break"
-    except (FloatingPointError, RuntimeError) as exc:  # an unstable student: keep what it made
-        stop = f"failed: {exc}"
-    numbers = np.array([ase.data.atomic_numbers[e] for e in ctx.species])
-    found = [Atoms(numbers=numbers[c.types], positions=c.positions, cell=c.cell, pbc=True)
-             for c in sim.selected]
-    return found, {"steps": int(sim.step), "stop": stop, "found": len(found),
-                   "max_gamma": max((g for _, g in sim.grades), default=0.0)}
-
-
 def _reread(frames: list[Atoms], path: Path) -> list[Atoms]:
     """``frames`` as written to (and read back from) extxyz, so that their structure keys are
     the ones the labels stage sees in d1.xyz."""
@@ -164,54 +133,40 @@ def _reread(frames: list[Atoms], path: Path) -> list[Atoms]:
     return ase.io.read(path, index=":") if frames else []
 
 
-def grade_driven_d1(ctx, candidates: list[Atoms], stages) -> tuple[list[Atoms], dict]:
-    """``sample.selection = "grade"``: a student fitted on D0 grades the teacher's snapshots and
-    only those MaxVol selects (``mlp select-add``) go into D1 (with ``grade_budget`` = b,
-    b per round, filled by γ when MaxVol picks fewer: ``sampling.grade_budget_select``).
-    With ``grade_iterations`` = k, k rounds follow: the teacher labels D1 so far (into the labels
-    stage's store, so they are not labelled twice), the student is refitted on D0 + those labels,
-    runs the sampling protocol itself with γ every ``grade_every`` steps, and the configurations it
-    selects join D1. Returns (D1 frames, summary with the teacher calls made here)."""
-    from mtpjax.grade import SWAP_THRESHOLD
+def grade_driven_d1(ctx, candidates: list[Atoms] | None,
+                    stages) -> tuple[list[Atoms], dict]:
+    """``sample.selection = "grade"``: `distill.active.grade_rounds` with the grading student
+    of :func:`_student` and teacher labels into the labels stage's store (so they are not
+    labelled twice). A student fitted on D0 grades the teacher's snapshots and only those
+    MaxVol selects (``mlp select-add``) go into D1 (with ``grade_budget`` = b, b per round,
+    filled by γ when MaxVol picks fewer: ``sampling.grade_budget_select``). With
+    ``grade_iterations`` = k, k rounds follow: the teacher labels D1 so far, the student is
+    refitted on D0 + those labels, runs the sampling protocol itself with γ every
+    ``grade_every`` steps, and the configurations it selects join D1. Returns (D1 frames,
+    summary with the teacher calls made here). ``candidates`` None (``grade_proposer =
+    "student"``): no round 0, the D0 student's MD proposes in the first round."""
+    from distill.active import grade_rounds
 
     s = ctx.cfg["sample"]
-
-    def pick(pot, train, cands):
-        if s["grade_budget"]:
-            return sampling.grade_budget_select(pot, train, cands, ctx.species,
-                                                s["grade_budget"], s["grade_threshold"],
-                                                SWAP_THRESHOLD)
-        return sampling.grade_select(pot, train, cands, ctx.species, s["grade_threshold"],
-                                     SWAP_THRESHOLD, s["grade_limit"])
-
     d0 = read_d0(ctx.cfg["d0"]["train"], ctx.cfg["d0"]["max_structures"])
-    pot = _student(ctx, d0, "round_0")
-    sel = pick(pot, d0, candidates)
-    chosen = _reread([candidates[k] for k in sel.chosen], ctx.folder / "grade" / "d1_0.xyz")
-    ctx.log(f"grade round 0: {len(chosen)} of {len(candidates)} teacher snapshots selected "
-            f"(max γ {float(sel.grades.max(initial=0)):.3g})")
-    rounds = [{"round": 0, "source": "teacher_md", "candidates": len(candidates),
-               "selected": len(chosen), "max_gamma": float(sel.grades.max(initial=0))}]
-    d1 = list(chosen)
     store = ctx.run_dir / "labels" / "store.db"  # the labels stage then skips these
     store.parent.mkdir(parents=True, exist_ok=True)
-    labelled_here = 0
-    for it in range(1, s["grade_iterations"] + 1):
-        labelled_here += _label(ctx, d1, store, "d1")["labelled"]
-        train = d0 + labelled_frames(store, teacher_id(ctx.run_dir), "d1")
-        pot = _student(ctx, train, f"round_{it}")
-        grader = sampling.grade_select(pot, train, [], ctx.species).grader
-        found, md = _student_md(ctx, pot, grader, stages, ctx.cfg["run"]["seed"] + 500 + it)
-        sel = pick(pot, train, found)
-        new = _reread([found[k] for k in sel.chosen], ctx.folder / "grade" / f"d1_{it}.xyz")
-        ctx.log(f"grade round {it}: student MD {md['steps']} steps ({md['stop']}), "
-                f"{md['found']} candidates, {len(new)} selected")
-        rounds.append({"round": it, "source": "student_md", **md, "selected": len(new)})
-        d1 += new
-        if not new:
-            break
-    return d1, {"selection": "grade", "candidates": len(candidates), "selected": len(d1),
-                "teacher_labels_in_sample": labelled_here, "rounds": rounds}
+    labelled = [0]
+
+    def label(frames):
+        labelled[0] += _label(ctx, frames, store, "d1")["labelled"]
+        return labelled_frames(store, teacher_id(ctx.run_dir), "d1")
+
+    def keep(frames, r):
+        return _reread(frames, ctx.folder / "grade" / f"d1_{r}.xyz")
+
+    d1, rounds = grade_rounds(d0, candidates, stages, ctx.species, s, ctx.cfg["run"]["seed"],
+                              lambda train, name: _student(ctx, train, name), label, keep,
+                              ctx.log)
+    return d1, {"selection": "grade", "proposer": s["grade_proposer"],
+                "candidates": 0 if candidates is None else len(candidates),
+                "selected": len(d1),
+                "teacher_labels_in_sample": labelled[0], "rounds": rounds}
 
 
 # ------------------------------------------------------------------ labels

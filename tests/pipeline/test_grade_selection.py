@@ -140,8 +140,57 @@ def test_grade_budget_sampling(tmp_path):
     assert len(d1) == g["selected"] == 3 + r1["selected"]
 
 
+def test_grade_rounds_student_proposer():
+    """``grade_rounds`` without teacher snapshots (``grade_proposer = "student"``): no round 0;
+    the D0 student's MD (``grade_runs`` runs) proposes first, each later round refits on what
+    the teacher labelled, the last round's picks come back unlabelled."""
+    from ase import Atoms
+
+    from distill.active import grade_rounds
+    from distill.sampling import sampling_stages
+    from distill.stages.config import SCHEMA
+    from md.analysis.calculators import stillinger_weber_si
+    from mtpjax.io.cfg import read_cfg
+    from tests.conftest import DATA
+
+    ref = DATA / "grade" / "si_L08"
+    d0 = [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
+          for c in read_cfg(ref / "train.cfg")]
+    s = {**SCHEMA["sample"], "n_atoms": 8, "grade_every": 5, "grade_budget": 2,
+         "grade_iterations": 2, "grade_runs": 2, "grade_proposer": "student",
+         "gamma_break": 0.0}
+    fits, labelled = [], []
+    calc = stillinger_weber_si()
+
+    def fit(train, name):
+        fits.append((name, len(train)))
+        return ref / "pot.mtp"  # the reference potential stands in for the refitted students
+
+    def label(frames):
+        for a in frames:
+            b = a.copy()
+            b.calc = calc
+            b.info["REF_energy"] = b.get_potential_energy()
+            b.arrays["REF_forces"] = b.get_forces()
+            b.calc = None
+            labelled.append(b)
+        return list(labelled)
+
+    d1, rounds = grade_rounds(d0, None, sampling_stages(10, 0), ["Si"], s, 3, fit, label)
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert all(r["source"] == "student_md" for r in rounds)
+    for r in rounds:  # two runs of 10 steps, graded every 5 steps: 4 candidates, 2 picked
+        assert r["steps"] == 20 and r["found"] == 4 and r["selected"] == 2
+        assert r["stop"] == ["end", "end"]
+    assert fits == [("round_0", len(d0)), ("round_2", len(d0) + 2)]
+    assert len(d1) == 4 and len(labelled) == 2  # round 2's picks: for the labels stage
+    np.testing.assert_allclose(labelled[0].positions, d1[0].positions)
+
+
 @pytest.mark.parametrize("line, key", [
     ('selection = "maxvol"', "sample.selection"),
+    ('grade_proposer = "lammps"', "sample.grade_proposer"),
+    ("grade_runs = 0", "sample.grade_runs"),
     ("grade_threshold = 0.9", "sample.grade_threshold"),
     ("gamma_break = 1.05", "sample.gamma_break"),
     ("grade_level = 7", "sample.grade_level"),
@@ -163,3 +212,32 @@ def test_grade_config_accepted(tmp_path):
 
     cfg = load(_with(tmp_path, "sample", 'selection = "grade"'))
     assert cfg["sample"]["selection"] == "grade" and cfg["sample"]["grade_iterations"] == 0
+    assert cfg["sample"]["grade_proposer"] == "teacher" and cfg["sample"]["grade_runs"] == 1
+
+
+def test_student_proposer_needs_a_round(tmp_path):
+    from distill.stages.config import PipelineConfigError, load
+
+    path = _config(tmp_path, 'grade_proposer = "student"\n')
+    path.write_text(path.read_text().replace("grade_iterations = 1", "grade_iterations = 0"))
+    with pytest.raises(PipelineConfigError, match="sample.grade_iterations"):
+        load(path)
+
+
+@pytest.mark.slow
+def test_grade_student_proposer_sampling(tmp_path):
+    """``grade_proposer = "student"``: no teacher MD; the D0 student's own MD proposes."""
+    run_dir = tmp_path / "run"
+    path = _config(tmp_path, 'grade_proposer = "student"\ngrade_budget = 3\n')
+    path.write_text(path.read_text().replace("grade_iterations = 1", "grade_iterations = 2"))
+    pipeline.run(path, run_dir, progress=False)
+    smp = read_stamp(run_dir / "sample")["summary"]
+    g = smp["grading"]
+    assert smp["teacher_md_steps"] == 0 and smp["runs"] == [] and g["proposer"] == "student"
+    assert [r["source"] for r in g["rounds"]] == ["student_md"] * 2
+    assert [r["selected"] for r in g["rounds"]] == [3, 3] and g["candidates"] == 0
+    assert g["teacher_labels_in_sample"] == 3  # round 1's picks; round 2's in the labels stage
+    lab = read_stamp(run_dir / "labels")["summary"]
+    assert lab["d1"]["labelled"] == 3 and len(ase.io.read(run_dir / "sample" / "d1.xyz",
+                                                         index=":")) == 6
+    assert "no teacher MD" in teacher_calls_lines(smp, lab)[0]

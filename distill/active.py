@@ -1,0 +1,127 @@
+"""Grade-driven D1 (issue #16): the student's MD proposes, its grades pick, the teacher labels.
+
+The rounds of ``[sample] selection = "grade"`` without the pipeline around them, so that the
+sample stage (`distill.stages.data.grade_driven_d1`) and `benchmarks/bench_grade_selection.py`
+run the same code: the caller supplies how a student is fitted and how the teacher labels
+(``fit``, ``label``), everything else follows the ``[sample]`` table ``s`` (a dict with its keys:
+``n_atoms``, ``density_g_cm3``, ``min_distance_A``, ``timestep_fs``, ``temperature_K``,
+``grade_every``, ``grade_threshold``, ``grade_limit``, ``grade_budget``, ``grade_iterations``,
+``grade_runs``, ``gamma_break``).
+
+Units: Å, fs, K, GPa.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import ase.data
+import numpy as np
+from ase import Atoms
+
+from distill import sampling
+
+
+def student_md(pot: Path, grader, stages, species: Sequence[str], s: dict,
+               seed: int) -> tuple[list[Atoms], dict]:
+    """The student's MD of the sampling protocol ``stages`` (`md.runner.Simulation`, a random
+    ``s["n_atoms"]`` cell) with γ every ``grade_every`` steps against ``grader`` (the active
+    set of its training set) → (configurations with γ > grade_threshold — every graded one
+    when ``grade_budget`` is set —, summary). The run stops at γ > ``gamma_break`` (0: never)
+    or when the student blows up; what it found until then is kept."""
+    from md.runner import ExtrapolationBreak, Simulation
+    from md.structures import random_structure
+
+    atoms = random_structure(s["n_atoms"], s["density_g_cm3"], species[0],
+                             s["min_distance_A"], seed)
+    sim = Simulation(pot, atoms, species, timestep_fs=s["timestep_fs"],
+                     temperature_K=s["temperature_K"], seed=seed,
+                     chunk_steps=s["grade_every"], active_set=grader,
+                     grade_every=s["grade_every"],
+                     # with a label budget every graded configuration is a candidate
+                     gamma_select=1e-9 if s["grade_budget"] else s["grade_threshold"],
+                     gamma_break=s["gamma_break"] or None)
+    stop = "end"
+    try:
+        for stage in stages:
+            sim.run_stage(stage)
+    except ExtrapolationBreak:
+        stop = "gamma_break"
+    except (FloatingPointError, RuntimeError) as exc:  # an unstable student: keep what it made
+        stop = f"failed: {exc}"
+    numbers = np.array([ase.data.atomic_numbers[e] for e in species])
+    found = [Atoms(numbers=numbers[c.types], positions=c.positions, cell=c.cell, pbc=True)
+             for c in sim.selected]
+    volumes = [h["V_A3"] / len(atoms) for h in sim.history]
+    return found, {"steps": int(sim.step), "stop": stop, "found": len(found),
+                   "max_gamma": max((g for _, g in sim.grades), default=0.0),
+                   "volume_A3_per_atom": [min(volumes, default=0.0),
+                                          max(volumes, default=0.0)]}
+
+
+def pick(pot, train: Sequence[Atoms], candidates: Sequence[Atoms], species: Sequence[str],
+         s: dict) -> sampling.GradeSelection:
+    """The candidates to label: ``grade_budget`` of them (`sampling.grade_budget_select`), or
+    MaxVol's picks above ``grade_threshold`` (at most ``grade_limit``) without a budget."""
+    from mtpjax.grade import SWAP_THRESHOLD
+
+    if s["grade_budget"]:
+        return sampling.grade_budget_select(pot, train, candidates, species, s["grade_budget"],
+                                            s["grade_threshold"], SWAP_THRESHOLD)
+    return sampling.grade_select(pot, train, candidates, species, s["grade_threshold"],
+                                 SWAP_THRESHOLD, s["grade_limit"])
+
+
+def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
+                 species: Sequence[str], s: dict, seed: int,
+                 fit: Callable[[list[Atoms], str], Path],
+                 label: Callable[[list[Atoms]], list[Atoms]],
+                 keep: Callable[[list[Atoms], int], list[Atoms]] | None = None,
+                 log: Callable[[str], None] = lambda _: None) -> tuple[list[Atoms], list[dict]]:
+    """D1 by grades → (D1 frames, one summary per round).
+
+    Round 0 (``candidates`` given: the teacher's MD snapshots): a student fitted on ``d0``
+    picks among them. Then ``grade_iterations`` rounds: the teacher labels what is picked so
+    far, a student is refitted on ``d0`` + those labels (not before the first round when
+    nothing is picked yet), runs the protocol ``grade_runs`` times itself (seeds ``seed`` +
+    500·round + run) and picks among the configurations of its runs (:func:`pick`).
+
+    ``fit(train, name)``: a student's ``.mtp`` fitted on ``train`` (frames with REF_*
+    labels). ``label(frames)``: teacher-labels ``frames`` (the new picks) and returns every
+    labelled D1 frame so far. ``keep(frames, round)``: what joins D1 of a round's picks
+    (default: the frames). The last round's picks are returned unlabelled."""
+    keep = keep or (lambda frames, _r: frames)
+    pot, train = fit(d0, "round_0"), list(d0)
+    d1, new, rounds = [], [], []
+    if candidates is not None:
+        sel = pick(pot, train, candidates, species, s)
+        new = keep([candidates[k] for k in sel.chosen], 0)
+        log(f"grade round 0: {len(new)} of {len(candidates)} teacher snapshots selected "
+            f"(max γ {float(sel.grades.max(initial=0)):.3g})")
+        rounds.append({"round": 0, "source": "teacher_md", "candidates": len(candidates),
+                       "selected": len(new), "max_gamma": float(sel.grades.max(initial=0))})
+        d1 += new
+    for it in range(1, s["grade_iterations"] + 1):
+        if new:
+            train = list(d0) + label(new)
+            pot = fit(train, f"round_{it}")
+        grader = sampling.grade_select(pot, train, [], species).grader
+        found, runs = [], []
+        for k in range(s["grade_runs"]):
+            f, md = student_md(pot, grader, stages, species, s, seed + 500 * it + k)
+            found += f
+            runs.append(md)
+        sel = pick(pot, train, found, species, s)
+        new = keep([found[k] for k in sel.chosen], it)
+        md = {"steps": sum(m["steps"] for m in runs), "stop": [m["stop"] for m in runs],
+              "found": len(found), "max_gamma": max(m["max_gamma"] for m in runs),
+              "volume_A3_per_atom": [m["volume_A3_per_atom"] for m in runs]}
+        log(f"grade round {it}: student MD {md['steps']} steps ({', '.join(md['stop'])}), "
+            f"{md['found']} candidates, {len(new)} selected")
+        rounds.append({"round": it, "source": "student_md", **md, "selected": len(new),
+                       "train": len(train)})
+        d1 += new
+        if not new:
+            break
+    return d1, rounds
