@@ -11,8 +11,9 @@ sub-tasks, and the stages after it that read it are redone too. Every event goes
 
 A stage marked ``background`` (the test sets: teacher MD and labels that only the evaluation
 reads) starts in a spawned worker process as soon as the stages it needs are done, beside the
-stages before it in the list (the single-core D1 sampling, then the labels and fits); the
-pipeline waits for it, and stamps it, when its turn in the list comes.
+stages before it in the list (the single-core D1 sampling, then the labels and fits); its
+worker stamps it when it ends (a pipeline killed later keeps it), and the pipeline waits for it
+when its turn in the list comes.
 
 Each invocation times itself: total wall time from the start of :func:`run` and, per stage,
 its wall and CPU seconds — or, for a stage skipped as up to date ("cached"), the time of the run
@@ -186,7 +187,9 @@ def run(
             if stage.name in background:  # started earlier in a worker process: wait for it
                 job = background.pop(stage.name)
                 summary, seconds, cpu = _join(job, root, stage.name, head)
-                extra = {"background": True, "alongside": job["alongside"]}
+                extra = {"background": True, "alongside": job["alongside"],
+                         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                      time.gmtime(job["t0"] + seconds))}
             else:
                 done = is_done(folder, key)
                 retry = done and bool(read_stamp(folder)["summary"].get("incomplete"))
@@ -207,7 +210,7 @@ def run(
                         if not is_done(root / later.name, later_key) or (
                                 only and later.name in only):
                             background[later.name] = _launch(
-                                later, cfg, root, f"[{j}/{len(stages)}] {later.name}")
+                                later, cfg, root, later_key, f"[{j}/{len(stages)}] {later.name}")
                 for job in background.values():
                     job["alongside"].append(stage.name)
                 print(f"{head}: running" + (" (retrying what an earlier run left incomplete)"
@@ -223,10 +226,11 @@ def run(
                     raise
                 seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
                 extra = {}
-            write_stamp(folder, key, seconds, {**summary, "cpu_seconds": round(cpu, 2),
-                                               "load_average": os.getloadavg()[0]})
-            log_event(root, stage=stage.name, status="done", seconds=round(seconds, 2),
-                      cpu_seconds=round(cpu, 2), load=round(os.getloadavg()[0], 2), **extra)
+            if not extra:  # a background stage's worker stamped it when it ended
+                write_stamp(folder, key, seconds, {**summary, "cpu_seconds": round(cpu, 2),
+                                                   "load_average": os.getloadavg()[0]})
+                log_event(root, stage=stage.name, status="done", seconds=round(seconds, 2),
+                          cpu_seconds=round(cpu, 2), load=round(os.getloadavg()[0], 2))
             beside = (f", in a worker process beside {', '.join(extra['alongside'])}"
                       if extra else "")
             print(f"{head}: done in {seconds:.1f} s (CPU {cpu:.1f} s, load "
@@ -253,9 +257,10 @@ def run(
     return results
 
 
-def _launch(stage: Stage, cfg: dict, root: Path, head: str) -> dict:
+def _launch(stage: Stage, cfg: dict, root: Path, key: str, head: str) -> dict:
     """Start `stage` in a spawned worker process (no progress bars: they would mix with the
-    foreground stage's); the job record for :func:`_join`."""
+    foreground stage's), which stamps it with `key` when it ends (so a pipeline killed later
+    keeps it); the job record for :func:`_join`."""
     from distill.executors import process_pool
 
     folder = root / stage.name
@@ -266,18 +271,26 @@ def _launch(stage: Stage, cfg: dict, root: Path, head: str) -> dict:
     (folder / "stamp.json").unlink(missing_ok=True)
     pool = process_pool(1)
     t0 = time.time()  # wall clock: the worker reports its end on the same clock
-    future = pool.submit(_run_detached, stage.run, cfg, str(root), str(folder))
+    future = pool.submit(_run_detached, stage.run, cfg, str(root), str(folder), key, t0)
     return {"pool": pool, "future": future, "t0": t0, "alongside": []}
 
 
-def _run_detached(fn: Callable[[Context], dict], cfg: dict, run_dir: str, folder: str):
-    """In the worker process: (the stage's summary, its CPU seconds, its end time)."""
+def _run_detached(fn: Callable[[Context], dict], cfg: dict, run_dir: str, folder: str,
+                  key: str, t0: float):
+    """In the worker process: run the stage and stamp it; (its summary, its CPU seconds, its
+    end time)."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
     cpu0 = _cpu_seconds()
     summary = fn(Context(cfg, Path(run_dir), Path(folder), False, None))
-    return summary, _cpu_seconds() - cpu0, time.time()
+    cpu, t_end = _cpu_seconds() - cpu0, time.time()
+    write_stamp(Path(folder), key, t_end - t0, {**summary, "cpu_seconds": round(cpu, 2),
+                                                "load_average": os.getloadavg()[0]})
+    log_event(Path(run_dir), stage=Path(folder).name, status="done",
+              seconds=round(t_end - t0, 2), cpu_seconds=round(cpu, 2),
+              load=round(os.getloadavg()[0], 2), background=True)
+    return summary, cpu, t_end
 
 
 def _join(job: dict, root: Path, name: str, head: str) -> tuple[dict, float, float]:

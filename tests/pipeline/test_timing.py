@@ -121,7 +121,9 @@ def test_background_stage_runs_beside_the_stages_before_it(monkeypatch, tmp_path
     # a rerun finds it up to date like any other stage
     pipeline.run("unused.toml", progress=False)
     events = [json.loads(line) for line in (run_dir / "progress.jsonl").read_text().splitlines()]
-    assert [e["status"] for e in events if e["stage"] == "beta"][-1] == "skipped"
+    beta_events = [e for e in events if e["stage"] == "beta"]
+    assert [e["status"] for e in beta_events] == ["started", "done", "skipped"]
+    assert beta_events[1]["background"]  # logged (and stamped) by the worker when it ended
 
 
 def test_background_stage_failure_stops_the_run(monkeypatch, tmp_path):
