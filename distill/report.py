@@ -185,6 +185,9 @@ def timing_section(timing: dict | None, run_dir: Path) -> str:
         "",
         f"Sum of stage wall times: {fmt_duration(sum(walls))}"
         + (f" ({len(ran)} stage(s) run now)." if "started_at" in timing else "."),
+        *[f"Stage {n} ran in a worker process beside {', '.join(v['alongside'])}: its wall "
+          f"time overlaps theirs (the total counts it once)." for n, v in
+          timing["stages"].items() if v.get("background") and v.get("alongside")],
         TIMING_END,
     ]
     return "\n".join(lines)

@@ -44,5 +44,8 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "sh" in analysis["compress"]["similarity"]
     timing = json.loads((run_dir / "report" / "timing.json").read_text())
     assert {v["status"] for v in timing["stages"].values()} == {"ran"}  # a fresh run directory
-    assert timing["total_wall_s"] >= sum(v["wall_s"] for v in timing["stages"].values()) - 1
+    # the test sets run in a worker process beside the sampling: their wall time overlaps
+    assert timing["stages"]["tests"]["background"]
+    assert timing["total_wall_s"] >= sum(v["wall_s"] for v in timing["stages"].values()
+                                         if not v.get("background")) - 1
     assert f"total wall time {fmt_duration(timing['total_wall_s'])}" in report

@@ -69,3 +69,69 @@ def test_run_time_recorded_in_report(monkeypatch, tmp_path):
     # a third run has nothing to do and leaves the record of the run that wrote the report
     pipeline.run("unused.toml", progress=False)
     assert json.loads((run_dir / "report" / "timing.json").read_text()) == timing2
+
+
+def _beta_in_worker(ctx):
+    """A background stage (module level: the spawned worker imports it): marks that it has
+    started, works 1 s, and reports its process id."""
+    import os
+
+    (ctx.run_dir / "beta_started").write_text("")
+    time.sleep(1.0)
+    if ctx.cfg["beta"]["x"] < 0:
+        raise ValueError("beta failed on purpose")
+    return {"pid": os.getpid()}
+
+
+def _background_pipeline(monkeypatch, tmp_path, x=1):
+    cfg = {"run": {"dir": str(tmp_path / "run"), "stages": ["alpha", "beta", "report"],
+                   "seed": 0, "species": ["Si"]}, "beta": {"x": x}}
+    monkeypatch.setattr(config_mod, "load", lambda path, run_dir=None: cfg)
+
+    def alpha(ctx):  # works until the background stage has started, then 1 s more
+        deadline = time.time() + 120
+        while not (ctx.run_dir / "beta_started").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        return {"did": "alpha"}
+
+    monkeypatch.setattr(pipeline, "_stages", lambda: [
+        pipeline.Stage("alpha", (), (), alpha),
+        pipeline.Stage("beta", ("beta",), (), _beta_in_worker, background=True),
+        pipeline.Stage("report", (), ("alpha", "beta"), report.report_stage),
+    ])
+    return tmp_path / "run"
+
+
+def test_background_stage_runs_beside_the_stages_before_it(monkeypatch, tmp_path):
+    import os
+
+    run_dir = _background_pipeline(monkeypatch, tmp_path)
+    pipeline.run("unused.toml", progress=False)
+    timing = json.loads((run_dir / "report" / "timing.json").read_text())
+    beta = timing["stages"]["beta"]
+    assert beta["status"] == "ran" and beta["background"] and beta["alongside"] == ["alpha"]
+    assert beta["wall_s"] >= 1.0 and timing["stages"]["alpha"]["wall_s"] >= 1.0
+    # the two overlapped: the total is less than the sum of their walls
+    assert timing["total_wall_s"] < beta["wall_s"] + timing["stages"]["alpha"]["wall_s"]
+    stamp = json.loads((run_dir / "beta" / "stamp.json").read_text())
+    assert stamp["summary"]["pid"] != os.getpid()  # it ran in another process
+    section = (run_dir / "report" / "report.md").read_text().split(report.TIMING_BEGIN)[1]
+    assert "Stage beta ran in a worker process beside alpha" in section
+    # a rerun finds it up to date like any other stage
+    pipeline.run("unused.toml", progress=False)
+    events = [json.loads(line) for line in (run_dir / "progress.jsonl").read_text().splitlines()]
+    beta_events = [e for e in events if e["stage"] == "beta"]
+    assert [e["status"] for e in beta_events] == ["started", "done", "skipped"]
+    assert beta_events[1]["background"]  # logged (and stamped) by the worker when it ended
+
+
+def test_background_stage_failure_stops_the_run(monkeypatch, tmp_path):
+    import pytest
+
+    run_dir = _background_pipeline(monkeypatch, tmp_path, x=-1)
+    with pytest.raises(ValueError, match="beta failed on purpose"):
+        pipeline.run("unused.toml", progress=False)
+    assert not (run_dir / "beta" / "stamp.json").exists()
+    events = [json.loads(line) for line in (run_dir / "progress.jsonl").read_text().splitlines()]
+    assert [e["status"] for e in events if e["stage"] == "beta"] == ["started", "failed"]
