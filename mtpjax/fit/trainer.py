@@ -49,7 +49,13 @@ from mtpjax.fit.data import (
     split_validation,
 )
 from mtpjax.fit.loss import LossWeights, make_loss_fn, summarize
-from mtpjax.fit.lstsq import make_group_rows, radial_column_norms, solve_linear
+from mtpjax.fit.lstsq import (
+    group_weights,
+    make_linear_qr,
+    place_like,
+    radial_column_norms,
+    solve_linear,
+)
 from mtpjax.fit.optim import Scaling, adamw, bfgs, lbfgs
 from mtpjax.model import ModelSpec
 from mtpjax.params import check_params, init_params
@@ -187,17 +193,7 @@ def default_mesh(enabled: bool = True):
 def _device_put(batch, mesh):
     """Place a batch on the mesh, groups (axis 0) sharded; every process holds the whole
     host array and contributes the shards of its own devices."""
-    if mesh is None:
-        return jax.tree.map(jnp.asarray, batch)
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    sharding = NamedSharding(mesh, PartitionSpec("data"))
-
-    def put(x):
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
-
-    return jax.tree.map(put, batch)
+    return place_like(batch, mesh)
 
 
 def _fetch(tree):
@@ -261,7 +257,6 @@ class Trainer:
                               target_atoms=config.target_atoms, round_shapes=True)
             self.valid_batches = tuple(_device_put(b.batch, self.mesh) for b in vb)
         self._lstsq_batches = None
-        self._rows_fn = None
         self._vp = None
         self.history: list[dict] = []
         self._reset_stopping()
@@ -282,7 +277,8 @@ class Trainer:
         return 0.5 / (max(float(np.mean(counts)), 1.0) * half**2)
 
     def lstsq(self, params: dict, return_norms: bool = False):
-        """Least-squares linear coefficients for ``params``' radial coefficients."""
+        """Least-squares linear coefficients for ``params``' radial coefficients (on the
+        device(s), groups of ``lstsq_atoms`` sharded over the mesh)."""
         if self._lstsq_batches is None:
             samples = self.train_samples
             n_sub = self.config.lstsq_configs
@@ -290,12 +286,15 @@ class Trainer:
                 pick = np.random.default_rng([self.config.seed, 7]).choice(
                     len(samples), n_sub, replace=False)
                 samples = [samples[k] for k in np.sort(pick)]
-            self._lstsq_batches = [b.batch for b in pack_buckets(
-                samples, max(self.config.lstsq_atoms, round_up(max(len(s) for s in samples), 8)))]
-            self._rows_fn = make_group_rows(self.spec, self.weights)
+            host = [b.batch for b in pack_buckets(
+                samples, max(self.config.lstsq_atoms, round_up(max(len(s) for s in samples), 8)),
+                group_multiple=self.n_dev, round_shapes=True)]
+            self._lstsq_batches = tuple(_device_put(b, self.mesh) for b in host)
+            self._lstsq_weights = group_weights(host, self.mesh)
+            self._lstsq_qr = make_linear_qr(self.spec, self.weights, self.mesh)
         return solve_linear(self.spec, self.weights, params, self._lstsq_batches,
-                            ridge=self.config.lstsq_ridge, rows_fn=self._rows_fn,
-                            return_norms=return_norms)
+                            ridge=self.config.lstsq_ridge, qr_fn=self._lstsq_qr,
+                            return_norms=return_norms, mesh=self.mesh)
 
     def evaluate(self, params, batches) -> dict:
         if not batches:
@@ -329,7 +328,8 @@ class Trainer:
             if cfg.precondition:
                 scaling = Scaling.from_column_norms(params, norms, self.spec.species_count)
                 rnorms = radial_column_norms(self.spec, self.weights, params,
-                                             self._lstsq_batches)
+                                             self._lstsq_batches, self._lstsq_weights,
+                                             mesh=self.mesh)
                 scaling = scaling.with_radial(rnorms, norms)
         return params, scaling
 
