@@ -7,7 +7,8 @@
    ``psum`` inside :func:`mtpjax.fit.loss.make_loss_fn`);
 2. initial coefficients: the file's (``init_params="same"``) or random from ``seed``; unless
    ``skip_preinit``, a random start gets its linear coefficients from the closed-form
-   least-squares solve (:mod:`mtpjax.fit.lstsq`) — our counterpart of ``mlp``'s pre-training.
+   least-squares solve on the device(s) (:mod:`mtpjax.fit.lstsq`) — our counterpart of
+   ``mlp``'s pre-training.
    The same QR pass yields the Jacobi scaling of the linear coefficients
    (:class:`mtpjax.fit.optim.Scaling`);
 3. iterations of full-batch L-BFGS, dense BFGS or Levenberg–Marquardt, or minibatch AdamW

@@ -117,7 +117,7 @@ def test_two_processes_of_two_devices_equal_one(one_device):
         _assert_same(r, one_device)
 
 
-@pytest.mark.parametrize("optimizer", ["lbfgs"])
+@pytest.mark.parametrize("optimizer", ["lbfgs", "lm"])
 def test_least_squares_paths_on_devices_and_processes(optimizer):
     """From a random start: the least-squares pre-fit, the radial column norms
     (preconditioning), 2 iterations and the least-squares polish on 4 devices and on
