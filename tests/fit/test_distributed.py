@@ -51,6 +51,7 @@ tr = Trainer(pot.with_params(start), samples, None, cfg,
 res = tr.run(resume=True)
 out = {"devices": len(jax.devices()), "processes": jax.process_count(),
        "loss": res["final"]["loss"],
+       "losses": [r["loss"] for r in tr.history if not r.get("final")],
        "params": {k: [float(x) for x in v.ravel()] for k, v in res["params"].items()}}
 print("RESULT " + json.dumps(out))
 """
@@ -128,7 +129,9 @@ def test_least_squares_paths_on_devices_and_processes(optimizer):
     procs = [_run(f"mp{i}", 2, iters=2, port=port, optimizer=optimizer) for i in range(2)]
     one, four, *multi = (_result(p) for p in (one, four, *procs))
     assert one["devices"] == 1 and four["devices"] == 4
+    assert len(one["losses"]) == 3 and one["losses"][-1] < one["losses"][0]  # steps taken
     _assert_same(four, one)
+    np.testing.assert_allclose(four["losses"], one["losses"], rtol=1e-10)
     for r in multi:
         assert r["devices"] == 4 and r["processes"] == 2
         _assert_same(r, one)
