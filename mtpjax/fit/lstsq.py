@@ -1,14 +1,20 @@
-"""Closed-form least squares for the linear coefficients (species and moment coefficients).
+"""Closed-form least squares for the linear coefficients, and the Gauss–Newton sums, on the
+device(s).
 
 With the radial coefficients held fixed, energies, forces and virials are linear in
 θ = (species_coeffs [C], moment_coeffs [S]): E = E₀ + J_E θ, F = F₀ + J_F θ, V = V₀ + J_V θ.
 The rows are those of the weighted residuals r(θ) of :func:`mtpjax.fit.loss.group_residuals`
-(the one definition of the loss weighting): A = ∂r/∂θ from ``jax.jacfwd`` (forward mode over
-C + S tangents of the energy/force/virial pass), b = −r(0) (E₀/F₀/V₀ at θ = 0 are non-zero
-only for ``RBChebyshev_repuls``). They are reduced
-group by group into a triangular factor with a streaming QR (TSQR): memory stays at
-(P+1)² no matter how many configurations, and the solve is as well conditioned as a direct
-``lstsq`` on the full design matrix (no normal equations).
+(the one definition of the loss weighting): A = ∂r/∂θ by forward mode, r₀ = r(0) (non-zero
+only for ``RBChebyshev_repuls``). :func:`solve_linear` reduces them group by group into a
+triangular factor with a streaming QR (TSQR) and solves it — the linear pass and solve of
+:mod:`mtpjax.fit.varpro` (one definition), data-parallel over a mesh like it: each device
+reduces its own groups, one all-gather of the factors, the small solve replicated. Memory
+stays at (P+1)² no matter how many configurations, and the solve is as well conditioned as a
+direct ``lstsq`` on the full design matrix (no normal equations).
+
+:func:`make_group_sums` sums a per-group quantity over all groups of all batches in one
+jit-compiled program (``lax.scan``), data-parallel with one ``psum``: the radial column norms
+(Gauss–Newton scaling) and the Levenberg–Marquardt normal equations.
 """
 
 from __future__ import annotations
@@ -19,25 +25,22 @@ import numpy as np
 
 from mtpjax.fit.data import Batch
 from mtpjax.fit.loss import LossWeights, group_residuals
+from mtpjax.fit.varpro import host_value, make_normal_eq_fns, qr_solve
 from mtpjax.model import ModelSpec
-
-
-def _split(theta, C):
-    return theta[:C], theta[C:]
 
 
 def make_group_rows(spec: ModelSpec, weights: LossWeights):
     """Jit-compiled ``rows(radial_coeffs, group) -> (A [M, P], b [M])`` for one group: the
-    weighted residuals r(θ) = A θ − b of :func:`mtpjax.fit.loss.group_residuals` (rows of
-    zero-weight parts left out)."""
+    weighted residuals r(θ) = A θ − b of :func:`mtpjax.fit.loss.group_residuals` (a dense
+    per-group view of the rows, for checks)."""
     C = spec.species_count
 
     def rows(radial, g: Batch):
         P = C + spec.basis.scalar_count
 
         def residual(theta):
-            sc, mc = _split(theta, C)
-            params = {"radial_coeffs": radial, "species_coeffs": sc, "moment_coeffs": mc}
+            params = {"radial_coeffs": radial, "species_coeffs": theta[:C],
+                      "moment_coeffs": theta[C:]}
             r = group_residuals(spec, weights, params, g)
             return r, r
 
@@ -47,75 +50,112 @@ def make_group_rows(spec: ModelSpec, weights: LossWeights):
     return jax.jit(rows)
 
 
-class StreamingQR:
-    """Accumulate rows [A | b] into an upper-triangular R (TSQR); solve min ‖Aθ − b‖."""
-
-    def __init__(self, n_cols: int):
-        self.R = np.zeros((0, n_cols + 1))
-        self.sq_total = 0.0  # ‖b‖² of all rows (for the residual)
-
-    def add(self, A, b):
-        A = np.asarray(A, np.float64)
-        b = np.asarray(b, np.float64)
-        keep = np.any(A != 0, axis=1) | (b != 0)
-        block = np.vstack([self.R, np.column_stack([A[keep], b[keep]])])
-        self.R = np.linalg.qr(block, mode="r")
-        self.sq_total += float(b @ b)
-
-    def solve(self, ridge: float = 0.0, rcond: float = 1e-13):
-        """θ minimising ‖Aθ − b‖² + ridge·‖θ‖²; also returns the residual ‖Aθ − b‖²."""
-        P = self.R.shape[1] - 1
-        R = self.R
-        if ridge > 0:
-            R = np.vstack([R, np.column_stack([np.sqrt(ridge) * np.eye(P), np.zeros(P)])])
-            R = np.linalg.qr(R, mode="r")
-        Rt, z = R[:P, :P], R[:P, P]
-        theta, *_ = np.linalg.lstsq(Rt, z, rcond=rcond)
-        resid = float(R[P, P] ** 2) if R.shape[0] > P else 0.0
-        return theta, resid
-
-    def column_norms(self) -> np.ndarray:
-        """‖A e_j‖ of every column (QR keeps column norms): a Jacobi preconditioner."""
-        return np.linalg.norm(self.R[:, :-1], axis=0)
+def make_linear_qr(spec: ModelSpec, weights: LossWeights, mesh=None):
+    """Jit-compiled ``qr(radial, batches) -> R [P+1, P+1]``: the triangular factor of
+    [A | r₀] over all groups (the linear pass of :func:`mtpjax.fit.varpro.make_normal_eq_fns`
+    without keeping the rows); ``batches`` sharded over ``mesh``'s axis when given."""
+    linear_qr = make_normal_eq_fns(spec, weights, mesh)[0]
+    return jax.jit(lambda radial, batches: linear_qr(radial, batches)[0])
 
 
 def solve_linear(spec: ModelSpec, weights: LossWeights, params: dict, batches,
-                 ridge: float = 0.0, rows_fn=None, return_norms: bool = False):
-    """Optimal species/moment coefficients for the given radial coefficients.
+                 ridge: float = 0.0, qr_fn=None, return_norms: bool = False, mesh=None):
+    """Optimal species/moment coefficients for the given radial coefficients, on the device.
 
     Args:
-        batches: :class:`Batch` es (numpy or JAX arrays, any G); groups are processed one at a
-            time, so use small groups (a few hundred atoms) to bound memory: the Jacobian
-            holds (C + S) tangents of the whole group.
+        batches: :class:`Batch` es (any G; with ``mesh``, placed with their group axis
+            sharded over it, G a multiple of the device count); each group's pass holds
+            (C + S) tangents of the whole group, so use small groups (a few hundred atoms).
         ridge: Tikhonov term λ‖θ‖² (0: plain least squares with a tiny rcond cut-off).
+        qr_fn: a :func:`make_linear_qr` for the same spec, weights and mesh (reuse across
+            calls: it is compiled once).
     Returns:
         (params with new linear coefficients as numpy arrays, weighted residual = loss value)
         and, with ``return_norms``, the design-matrix column norms (species then moments).
     """
-    rows_fn = rows_fn or make_group_rows(spec, weights)
+    qr_fn = qr_fn or make_linear_qr(spec, weights, mesh)
     C = spec.species_count
     P = C + spec.basis.scalar_count
     radial = jnp.asarray(params["radial_coeffs"])
-    qr = StreamingQR(P)
-    for batch in batches:
-        G = batch.nbr_idx.shape[0]
-        for k in range(G):
-            if not np.any(np.asarray(batch.atom_mask[k])):
-                continue
-            g = jax.tree.map(lambda x, k=k: jnp.asarray(x[k]), batch)
-            A, b = rows_fn(radial, g)
-            qr.add(A, b)
-    theta, resid = qr.solve(ridge=ridge)
+    R = qr_fn(radial, tuple(jax.tree.map(jnp.asarray, b) if mesh is None else b
+                            for b in batches))
+    theta, value = qr_solve(R, float(ridge))
+    theta = host_value(theta).astype(np.float64)
     out = {k: np.asarray(v) for k, v in params.items()}
     out["species_coeffs"], out["moment_coeffs"] = theta[:C].copy(), theta[C:].copy()
-    if return_norms:
-        return out, resid, qr.column_norms()
+    resid = float(host_value(value))
+    if return_norms:  # QR keeps column norms: ‖A e_j‖ = ‖R e_j‖, a Jacobi preconditioner
+        return out, resid, np.linalg.norm(host_value(R)[:, :P], axis=0)
     return out, resid
 
 
-def make_radial_rows(spec: ModelSpec, weights: LossWeights):
-    """Jit-compiled ``rows(params, group) -> [C·C·K·R]``: squared column norms of the weighted
-    residual Jacobian (:func:`mtpjax.fit.loss.group_residuals`) w.r.t. the radial coefficients
+def make_group_sums(fn, mesh=None, axis: str = "data"):
+    """Jit-compiled ``sums(*args, batches, w) -> Σ_groups w_g · fn(*args, g)``.
+
+    ``fn(*args, g)`` returns a pytree for one group; ``w`` is a tuple of per-group weights
+    ([G] per batch); groups of weight 0 are skipped (``lax.cond``), so a random subset costs
+    only its own groups. With a mesh, ``batches`` and ``w`` are sharded over ``axis``, each
+    device sums its groups and one ``psum`` reduces them; ``args`` are replicated.
+    """
+
+    def local(args, batches, w):
+        total = None
+        for batch, wb in zip(batches, w, strict=True):
+            g0 = jax.tree.map(lambda x: x[0], batch)
+            zero = jax.tree.map(jnp.zeros_like, jax.eval_shape(fn, *args, g0))
+            if total is None:
+                total = zero
+
+            def body(acc, x, zero=zero):
+                g, wg = x
+                term = jax.lax.cond(wg != 0, lambda: jax.tree.map(lambda t: wg * t,
+                                                                  fn(*args, g)), lambda: zero)
+                return jax.tree.map(jnp.add, acc, term), None
+
+            total, _ = jax.lax.scan(body, total, (batch, wb))
+        return total
+
+    if mesh is None:
+        return jax.jit(lambda *a: local(a[:-2], a[-2], a[-1]))
+
+    from jax.sharding import PartitionSpec as Ps
+
+    def sums(*a):
+        args, batches, w = a[:-2], a[-2], a[-1]
+        in_specs = (jax.tree.map(lambda _: Ps(), args),
+                    jax.tree.map(lambda _: Ps(axis), batches), jax.tree.map(lambda _: Ps(axis), w))
+        return jax.shard_map(lambda ar, b, ww: jax.lax.psum(local(ar, b, ww), axis), mesh=mesh,
+                             in_specs=in_specs, out_specs=Ps(), check_vma=False)(args, batches, w)
+
+    return jax.jit(sums)
+
+
+def group_weights(host_batches, mesh=None):
+    """Per-group weights 1 (0 for all-padding groups) of host (numpy) batches, placed like
+    the batches (:func:`place_like`)."""
+    return place_like(tuple(np.asarray(b.atom_mask).any(axis=1).astype(np.float64)
+                            for b in host_batches), mesh)
+
+
+def place_like(arrays, mesh=None, axis: str = "data"):
+    """Host arrays (leading axis = groups) on the device(s): sharded over ``axis`` with a
+    mesh (every process holds the whole host array and contributes its devices' shards)."""
+    if mesh is None:
+        return jax.tree.map(jnp.asarray, arrays)
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    sharding = NamedSharding(mesh, PartitionSpec(axis))
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+    return jax.tree.map(put, arrays)
+
+
+def radial_rows(spec: ModelSpec, weights: LossWeights):
+    """``rows(params, group) -> [C·C·K·R]``: squared column norms of the weighted residual
+    Jacobian (:func:`mtpjax.fit.loss.group_residuals`) w.r.t. the radial coefficients
     (linear coefficients held), for Gauss–Newton scaling."""
 
     def rows(params, g: Batch):
@@ -128,32 +168,38 @@ def make_radial_rows(spec: ModelSpec, weights: LossWeights):
         J = jax.jacfwd(residual)(params["radial_coeffs"].reshape(-1))
         return jnp.sum(J**2, 0)
 
-    return jax.jit(rows)
+    return rows
+
+
+def make_radial_rows(spec: ModelSpec, weights: LossWeights):
+    """:func:`radial_rows` jit-compiled for one group."""
+    return jax.jit(radial_rows(spec, weights))
 
 
 def radial_column_norms(spec: ModelSpec, weights: LossWeights, params: dict, batches,
-                        rows_fn=None) -> np.ndarray:
+                        w=None, sums_fn=None, mesh=None) -> np.ndarray:
     """‖∂r/∂c_radial‖ per radial coefficient (shape of ``radial_coeffs``): the Gauss–Newton
-    diagonal, used to scale the radial coefficients for the optimisers."""
-    rows_fn = rows_fn or make_radial_rows(spec, weights)
+    diagonal, used to scale the radial coefficients for the optimisers. One pass over all
+    groups on the device(s) (:func:`make_group_sums`; ``batches`` placed as for
+    :func:`solve_linear`, ``w`` their :func:`group_weights`, computed here when None and
+    there is no mesh)."""
+    sums_fn = sums_fn or make_group_sums(radial_rows(spec, weights), mesh)
+    if w is None:
+        w = group_weights(batches, mesh)
+    if mesh is None:
+        batches = tuple(jax.tree.map(jnp.asarray, b) for b in batches)
     p = {k: jnp.asarray(v) for k, v in params.items()}
-    total = 0.0
-    for batch in batches:
-        for k in range(batch.nbr_idx.shape[0]):
-            if not np.any(np.asarray(batch.atom_mask[k])):
-                continue
-            g = jax.tree.map(lambda x, k=k: jnp.asarray(x[k]), batch)
-            total = total + np.asarray(rows_fn(p, g))
+    total = host_value(sums_fn(p, tuple(batches), w))
     return np.sqrt(np.asarray(total)).reshape(np.shape(params["radial_coeffs"]))
 
 
-def make_group_normal_eq(spec: ModelSpec, weights: LossWeights):
-    """Jit-compiled ``neq(u, scales, group) -> (JᵀJ, Jᵀr, rᵀr)`` over *all* coefficients.
+def group_normal_eq(spec: ModelSpec, weights: LossWeights):
+    """``neq(u, scales, group) -> (JᵀJ, Jᵀr, rᵀr)`` over *all* coefficients.
 
     ``u`` are scaled variables (θ = u·s leaf by leaf, :class:`mtpjax.fit.optim.Scaling`); the
     Jacobian of the weighted residuals r (:func:`mtpjax.fit.loss.group_residuals`, whose
     squared norm is the loss) is taken w.r.t. the flattened u by forward mode. For
-    Gauss–Newton / Levenberg–Marquardt steps.
+    Gauss–Newton / Levenberg–Marquardt steps (summed over groups by :func:`make_group_sums`).
     """
 
     def neq(u, scales, g: Batch):
@@ -169,4 +215,9 @@ def make_group_normal_eq(spec: ModelSpec, weights: LossWeights):
         J, r = jax.jacfwd(residual, has_aux=True)(flat)
         return J.T @ J, J.T @ r, r @ r
 
-    return jax.jit(neq)
+    return neq
+
+
+def make_group_normal_eq(spec: ModelSpec, weights: LossWeights):
+    """:func:`group_normal_eq` jit-compiled for one group."""
+    return jax.jit(group_normal_eq(spec, weights))

@@ -7,7 +7,8 @@
    ``psum`` inside :func:`mtpjax.fit.loss.make_loss_fn`);
 2. initial coefficients: the file's (``init_params="same"``) or random from ``seed``; unless
    ``skip_preinit``, a random start gets its linear coefficients from the closed-form
-   least-squares solve (:mod:`mtpjax.fit.lstsq`) — our counterpart of ``mlp``'s pre-training.
+   least-squares solve on the device(s) (:mod:`mtpjax.fit.lstsq`) — our counterpart of
+   ``mlp``'s pre-training.
    The same QR pass yields the Jacobi scaling of the linear coefficients
    (:class:`mtpjax.fit.optim.Scaling`);
 3. iterations of full-batch L-BFGS, dense BFGS or Levenberg–Marquardt, or minibatch AdamW
@@ -49,7 +50,13 @@ from mtpjax.fit.data import (
     split_validation,
 )
 from mtpjax.fit.loss import LossWeights, make_loss_fn, summarize
-from mtpjax.fit.lstsq import make_group_rows, radial_column_norms, solve_linear
+from mtpjax.fit.lstsq import (
+    group_weights,
+    make_linear_qr,
+    place_like,
+    radial_column_norms,
+    solve_linear,
+)
 from mtpjax.fit.optim import Scaling, adamw, bfgs, lbfgs
 from mtpjax.model import ModelSpec
 from mtpjax.params import check_params, init_params
@@ -187,17 +194,7 @@ def default_mesh(enabled: bool = True):
 def _device_put(batch, mesh):
     """Place a batch on the mesh, groups (axis 0) sharded; every process holds the whole
     host array and contributes the shards of its own devices."""
-    if mesh is None:
-        return jax.tree.map(jnp.asarray, batch)
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    sharding = NamedSharding(mesh, PartitionSpec("data"))
-
-    def put(x):
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
-
-    return jax.tree.map(put, batch)
+    return place_like(batch, mesh)
 
 
 def _fetch(tree):
@@ -261,7 +258,6 @@ class Trainer:
                               target_atoms=config.target_atoms, round_shapes=True)
             self.valid_batches = tuple(_device_put(b.batch, self.mesh) for b in vb)
         self._lstsq_batches = None
-        self._rows_fn = None
         self._vp = None
         self.history: list[dict] = []
         self._reset_stopping()
@@ -282,7 +278,8 @@ class Trainer:
         return 0.5 / (max(float(np.mean(counts)), 1.0) * half**2)
 
     def lstsq(self, params: dict, return_norms: bool = False):
-        """Least-squares linear coefficients for ``params``' radial coefficients."""
+        """Least-squares linear coefficients for ``params``' radial coefficients (on the
+        device(s), groups of ``lstsq_atoms`` sharded over the mesh)."""
         if self._lstsq_batches is None:
             samples = self.train_samples
             n_sub = self.config.lstsq_configs
@@ -290,12 +287,15 @@ class Trainer:
                 pick = np.random.default_rng([self.config.seed, 7]).choice(
                     len(samples), n_sub, replace=False)
                 samples = [samples[k] for k in np.sort(pick)]
-            self._lstsq_batches = [b.batch for b in pack_buckets(
-                samples, max(self.config.lstsq_atoms, round_up(max(len(s) for s in samples), 8)))]
-            self._rows_fn = make_group_rows(self.spec, self.weights)
+            host = [b.batch for b in pack_buckets(
+                samples, max(self.config.lstsq_atoms, round_up(max(len(s) for s in samples), 8)),
+                group_multiple=self.n_dev, round_shapes=True)]
+            self._lstsq_batches = tuple(_device_put(b, self.mesh) for b in host)
+            self._lstsq_weights = group_weights(host, self.mesh)
+            self._lstsq_qr = make_linear_qr(self.spec, self.weights, self.mesh)
         return solve_linear(self.spec, self.weights, params, self._lstsq_batches,
-                            ridge=self.config.lstsq_ridge, rows_fn=self._rows_fn,
-                            return_norms=return_norms)
+                            ridge=self.config.lstsq_ridge, qr_fn=self._lstsq_qr,
+                            return_norms=return_norms, mesh=self.mesh)
 
     def evaluate(self, params, batches) -> dict:
         if not batches:
@@ -329,7 +329,8 @@ class Trainer:
             if cfg.precondition:
                 scaling = Scaling.from_column_norms(params, norms, self.spec.species_count)
                 rnorms = radial_column_norms(self.spec, self.weights, params,
-                                             self._lstsq_batches)
+                                             self._lstsq_batches, self._lstsq_weights,
+                                             mesh=self.mesh)
                 scaling = scaling.with_radial(rnorms, norms)
         return params, scaling
 
@@ -395,19 +396,15 @@ class Trainer:
 
     def _lm_groups(self):
         """All training configurations packed into groups of ``lstsq_atoms`` atoms (fixed
-        shapes: one compile per neighbour-capacity bucket), as a list of single groups."""
-        if getattr(self, "_lm_group_list", None) is None:
+        shapes, groups sharded over the mesh): (batches, atoms per group [G] per batch)."""
+        if getattr(self, "_lm_batches", None) is None:
             samples = self.train_samples
             A = max(self.config.lstsq_atoms, round_up(max(len(s) for s in samples), 8))
-            groups = []
-            for bucket in pack_buckets(samples, A):
-                batch = bucket.batch
-                for k in range(batch.nbr_idx.shape[0]):
-                    if np.any(batch.atom_mask[k]):
-                        groups.append(jax.tree.map(lambda x, k=k: np.asarray(x[k]), batch))
-            self._lm_group_list = groups
-            self._lm_group_atoms = np.asarray([g.atom_mask.sum() for g in groups], float)
-        return self._lm_group_list
+            host = [b.batch for b in pack_buckets(samples, A, group_multiple=self.n_dev,
+                                                  round_shapes=True)]
+            self._lm_batches = (tuple(_device_put(b, self.mesh) for b in host),
+                                [np.asarray(b.atom_mask).sum(axis=1).astype(float) for b in host])
+        return self._lm_batches
 
     def _lm_step(self, u, opt_state, scales, batches):
         """One Levenberg–Marquardt step (Marquardt's diagonal damping, λ adapted ×1/3, ×4).
@@ -417,51 +414,64 @@ class Trainer:
         ``lm_hessian_fraction`` < 1, over a random fraction of them (a new draw every
         iteration, seeded by ``seed`` and the iteration) scaled up by atoms: a subsampled
         Gauss–Newton matrix is still a good curvature model at a fraction of the cost, and
-        the full gradient keeps the fixed point that of the whole data set.
+        the full gradient keeps the fixed point that of the whole data set. Everything runs
+        on the device(s): JᵀJ in one data-parallel pass (:func:`make_group_sums`, one
+        all-reduce), the damped solve (:func:`mtpjax.fit.varpro.damped_solve`) replicated;
+        the host only reads the trial losses.
         """
-        from jax.flatten_util import ravel_pytree
+        from mtpjax.fit.lstsq import group_normal_eq, make_group_sums
+        from mtpjax.fit.varpro import host_value
 
         cfg = self.config
-        groups = self._lm_groups()
+        lm_batches, atoms = self._lm_groups()
         if getattr(self, "_neq_fn", None) is None:
-            from mtpjax.fit.lstsq import make_group_normal_eq
+            from jax.flatten_util import ravel_pytree
 
-            self._neq_fn = make_group_normal_eq(self.spec, self.weights)
-            self._loss_jit = jax.jit(self.loss_fn)
+            from mtpjax.fit.varpro import damped_solve
+
+            neq = group_normal_eq(self.spec, self.weights)
+            self._neq_fn = make_group_sums(lambda u, s, g: neq(u, s, g)[0], self.mesh)
             loss_fn = self.loss_fn
-            self._value_grad_u = jax.jit(jax.value_and_grad(
-                lambda v, sc, b: loss_fn(Scaling(sc).to_params(v), b)))
+            self._loss_jit = jax.jit(lambda v, sc, b: loss_fn(Scaling(sc).to_params(v), b))
+
+            def value_grad(v, sc, b):
+                value, grad = jax.value_and_grad(
+                    lambda x: loss_fn(Scaling(sc).to_params(x), b))(v)
+                g = 0.5 * ravel_pytree(grad)[0]  # Jᵀr: loss = rᵀr
+                return value, g, 2.0 * jnp.linalg.norm(g)
+
+            def trial(v, H, g, lam):
+                flat, unravel = ravel_pytree(v)
+                return unravel(flat + damped_solve(H, g, lam))
+
+            self._value_grad_u = jax.jit(value_grad)
+            self._lm_trial = jax.jit(trial)
         k_iter = int(opt_state.get("k", 0))
-        pick = np.arange(len(groups))
+        flat_atoms = np.concatenate(atoms)
+        full = np.flatnonzero(flat_atoms > 0)  # the non-empty groups, in order
+        pick = full
         if cfg.lm_hessian_fraction < 1.0:
-            n_pick = max(1, round(cfg.lm_hessian_fraction * len(groups)))
-            pick = np.sort(np.random.default_rng([cfg.seed, 11, k_iter]).choice(
-                len(groups), n_pick, replace=False))
-        H = None
-        for k in pick:
-            h, _, _ = self._neq_fn(u, scales, jax.tree.map(jnp.asarray, groups[k]))
-            H = np.array(h) if H is None else H + np.asarray(h)
-        H *= self._lm_group_atoms.sum() / self._lm_group_atoms[pick].sum()
-        value, grad = self._value_grad_u(u, scales, batches)
-        loss0 = float(value)
-        flat, unravel = ravel_pytree(u)
-        flat = np.asarray(flat)
-        b = 0.5 * np.asarray(ravel_pytree(grad)[0])  # Jᵀr: loss = rᵀr
-        d = np.diag(H).copy()
-        d = np.maximum(d, 1e-12 * max(float(d.max()), 1e-300))
+            n_pick = max(1, round(cfg.lm_hessian_fraction * len(full)))
+            pick = full[np.sort(np.random.default_rng([cfg.seed, 11, k_iter]).choice(
+                len(full), n_pick, replace=False))]
+        w = np.zeros(len(flat_atoms))
+        w[pick] = flat_atoms.sum() / flat_atoms[pick].sum()
+        w = place_like(tuple(np.split(w, np.cumsum([len(a) for a in atoms])[:-1])), self.mesh)
+        H = self._neq_fn(u, scales, lm_batches, w)
+        value, g, gnorm = self._value_grad_u(u, scales, batches)
+        loss0 = float(host_value(value))
         lam = float(opt_state["lam"])
         best_u, best_loss = u, loss0
         for _ in range(cfg.max_linesearch_steps):
-            delta = np.linalg.lstsq(H + lam * np.diag(d), -b, rcond=1e-15)[0]
-            trial = unravel(jnp.asarray(flat + delta))
-            value = float(self._loss_jit(Scaling(scales).to_params(trial), batches))
+            t = self._lm_trial(u, H, g, lam)
+            value = float(host_value(self._loss_jit(t, scales, batches)))
             if np.isfinite(value) and value < loss0:
-                best_u, best_loss = trial, value
+                best_u, best_loss = t, value
                 lam = max(lam / 3.0, 1e-15)
                 break
             lam *= 4.0
         state = {"lam": jnp.asarray(lam), "k": jnp.asarray(k_iter + 1)}
-        return best_u, state, best_loss, float(2.0 * np.linalg.norm(b))
+        return best_u, state, best_loss, float(host_value(gnorm))
 
     def _adam_batches(self, epoch: int):
         """Fixed-shape minibatches of epoch ``epoch`` (deterministic from seed and epoch)."""

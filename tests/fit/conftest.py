@@ -65,3 +65,24 @@ def labelled(pot_l08):
 def template_l08(templates_dir):
     pot = read_mtp(templates_dir / "08.mtp")
     return dataclasses.replace(pot, min_dist=1.5, max_dist=5.0)
+
+
+def dense_lstsq(spec, weights, params, batches):
+    """Reference linear least squares: the rows of every group stacked into one dense design
+    matrix (:func:`mtpjax.fit.lstsq.make_group_rows`) and ``numpy.linalg.lstsq``.
+    Returns (θ [P], ‖Aθ − b‖²)."""
+    import jax
+
+    from mtpjax.fit.lstsq import make_group_rows
+
+    rows = make_group_rows(spec, weights)
+    As, bs = [], []
+    for batch in batches:
+        for k in range(batch.nbr_idx.shape[0]):
+            g = jax.tree.map(lambda x, k=k: jnp.asarray(x[k]), batch)
+            A, b = rows(jnp.asarray(params["radial_coeffs"]), g)
+            As.append(np.asarray(A))
+            bs.append(np.asarray(b))
+    A, b = np.concatenate(As), np.concatenate(bs)
+    theta = np.linalg.lstsq(A, b, rcond=1e-13)[0]
+    return theta, float(np.sum((A @ theta - b) ** 2))

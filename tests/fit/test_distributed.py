@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKER = r"""
 import json, sys
 import jax
-mode, workdir, iters = sys.argv[1], sys.argv[2], int(sys.argv[3])
+mode, workdir, iters, optimizer = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 if mode.startswith("mp"):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address="127.0.0.1:" + sys.argv[4],
+    jax.distributed.initialize(coordinator_address="127.0.0.1:" + sys.argv[5],
                                num_processes=2, process_id=int(mode[2:]))
 jax.config.update("jax_enable_x64", True)
 from tests.fit.conftest import label_with, si_cells
@@ -37,23 +37,30 @@ from mtpjax.params import perturb
 pot = read_mtp("tests/data/parity/si_L08/pot.mtp")
 samples = label_with(pot, si_cells(10, seed=4))
 start = perturb(perturb(pot.params(), 1, 0.3, "linear"), 2, 0.02, "radial")
-cfg = FitConfig(optimizer="varpro", init_params="same", max_iter=iters, force_weight=0.1,
-                eval_every=0, checkpoint_every=1, jac_atoms=24, atoms_per_group=24,
-                compile_cache="off")
+if optimizer == "varpro":
+    cfg = FitConfig(optimizer="varpro", init_params="same", max_iter=iters, force_weight=0.1,
+                    eval_every=0, checkpoint_every=1, jac_atoms=24, atoms_per_group=24,
+                    compile_cache="off")
+else:  # random start: least-squares pre-fit, preconditioning (radial norms), polish
+    cfg = FitConfig(optimizer=optimizer, init_params="random", seed=5, max_iter=iters,
+                    force_weight=0.1, eval_every=0, checkpoint_every=0, lstsq_atoms=24,
+                    atoms_per_group=24, compile_cache="off", lm_hessian_fraction=0.5)
+    start = pot.params()
 tr = Trainer(pot.with_params(start), samples, None, cfg,
              workdir=None if workdir == "-" else workdir)
 res = tr.run(resume=True)
 out = {"devices": len(jax.devices()), "processes": jax.process_count(),
        "loss": res["final"]["loss"],
+       "losses": [r["loss"] for r in tr.history if not r.get("final")],
        "params": {k: [float(x) for x in v.ravel()] for k, v in res["params"].items()}}
 print("RESULT " + json.dumps(out))
 """
 
 
-def _run(mode, devices, workdir="-", iters=3, port=None):
+def _run(mode, devices, workdir="-", iters=3, port=None, optimizer="varpro"):
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
                JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-c", WORKER, mode, str(workdir), str(iters)]
+    cmd = [sys.executable, "-c", WORKER, mode, str(workdir), str(iters), optimizer]
     if port:
         cmd.append(str(port))
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -96,12 +103,35 @@ def test_resume_on_another_device_count(one_device, tmp_path):
     _assert_same(resumed, one_device)
 
 
-def test_two_processes_of_two_devices_equal_one(one_device):
+def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        return sock.getsockname()[1]
+
+
+def test_two_processes_of_two_devices_equal_one(one_device):
+    port = _free_port()
     procs = [_run(f"mp{i}", 2, port=port) for i in range(2)]
     results = [_result(p) for p in procs]
     for r in results:
         assert r["devices"] == 4 and r["processes"] == 2
         _assert_same(r, one_device)
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "lm"])
+def test_least_squares_paths_on_devices_and_processes(optimizer):
+    """From a random start: the least-squares pre-fit, the radial column norms
+    (preconditioning), 2 iterations and the least-squares polish on 4 devices and on
+    2 processes × 2 devices equal 1 device to 1e-10."""
+    one = _run("single", 1, iters=2, optimizer=optimizer)
+    four = _run("single", 4, iters=2, optimizer=optimizer)
+    port = _free_port()
+    procs = [_run(f"mp{i}", 2, iters=2, port=port, optimizer=optimizer) for i in range(2)]
+    one, four, *multi = (_result(p) for p in (one, four, *procs))
+    assert one["devices"] == 1 and four["devices"] == 4
+    assert len(one["losses"]) == 3 and one["losses"][-1] < one["losses"][0]  # steps taken
+    _assert_same(four, one)
+    np.testing.assert_allclose(four["losses"], one["losses"], rtol=1e-10)
+    for r in multi:
+        assert r["devices"] == 4 and r["processes"] == 2
+        _assert_same(r, one)

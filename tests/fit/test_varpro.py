@@ -7,11 +7,11 @@ import numpy as np
 
 from mtpjax.fit.data import pack_buckets
 from mtpjax.fit.loss import LossWeights, make_loss_fn
-from mtpjax.fit.lstsq import solve_linear
 from mtpjax.fit.trainer import FitConfig, Trainer
 from mtpjax.fit.varpro import VarPro, join_params
 from mtpjax.model import ModelSpec
 from mtpjax.params import perturb
+from tests.fit.conftest import dense_lstsq
 
 W = LossWeights(1.0, 0.1, 0.001)
 
@@ -25,15 +25,14 @@ def jax_batch(batch):
 
 
 def test_linear_resolve_is_the_least_squares_optimum(pot_l08, labelled):
-    """Fixed (perturbed) radial coefficients: the device solve equals the host QR lstsq to
+    """Fixed (perturbed) radial coefficients: the device solve equals a dense lstsq to
     1e-10 and its loss value equals the loss of the solved coefficients."""
     spec = ModelSpec.from_potential(pot_l08)
     params = perturb(pot_l08.params(), seed=3, scale=0.05, group="radial")
     batches = _batches(labelled)
     vp = VarPro(spec, W, batches)
     theta, value = vp.solve_linear(jnp.asarray(params["radial_coeffs"]))
-    host, resid = solve_linear(spec, W, params, [b for b in batches])
-    ref = np.concatenate([host["species_coeffs"], host["moment_coeffs"]])
+    ref, resid = dense_lstsq(spec, W, params, batches)
     assert resid > 1e-6  # a problem with a non-zero residual
     np.testing.assert_allclose(np.asarray(theta), ref, rtol=1e-10, atol=0)
     loss = make_loss_fn(spec, W)[0](join_params(spec, jnp.asarray(params["radial_coeffs"]),
