@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="TOML config file (see md/configs/)")
     parser.add_argument("--output-dir", "-o", default=None, help="override run.output_dir")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from OUTPUT_DIR/restart.npz")
+                        help="continue from the newer of OUTPUT_DIR/restart.npz and the "
+                             "per-process parts OUTPUT_DIR/restart.parts/")
     parser.add_argument("--devices", default=None,
                         help="number of devices to shard atoms over, or 'all' (override)")
     parser.add_argument("--decomposition", default=None,

@@ -11,7 +11,10 @@ Sections (units in the key names: fs, K, GPa, Å, g/cm³)::
                  trajectory_formats (["extxyz", "traj"]), restart_every, chunk_steps,
                  devices (int or "all"), decomposition ("auto"|"domain"|"replicated":
                  spatial domains or replicated atoms on several devices),
-                 dtype ("float64"|"float32"), progress
+                 dtype ("float64"|"float32"), progress, per_process_output (true: each
+                 process writes its atoms, trajectory.p{rank}.* and restart.parts/; false:
+                 process 0 writes the gathered system; "auto" (default): true on several
+                 processes)
     [neighbors]  skin_A, capacity_multiplier
     [grade]      active_set = "state.als" (saved by ``mtpjax calc-grade --als-filename``),
                  every (steps between MaxVol grades γ, written to grades.csv; default 10),
@@ -87,6 +90,7 @@ class MDConfig:
     decomposition: str = "auto"
     dtype: str = "float64"
     progress: bool = True
+    per_process_output: bool | None = None
     skin_A: float = 1.0
     capacity_multiplier: float = 1.25
     active_set: Path | None = None
@@ -109,7 +113,7 @@ _RANDOM = {"n_atoms", "density_g_cm3", "min_distance_A", "seed", "element"}
 _CRYSTAL = {"name", "a_A", "repeat", "element"}
 _RUN = {"timestep_fs", "temperature_K", "seed", "output_dir", "thermo_every", "thermo_format",
         "trajectory_every", "trajectory_formats", "restart_every", "chunk_steps", "devices",
-        "decomposition", "dtype", "progress"}
+        "decomposition", "dtype", "progress", "per_process_output"}
 _NEIGHBORS = {"skin_A", "capacity_multiplier"}
 _STAGE = {"name", "ensemble", "thermostat", "barostat", "steps", "duration_ps", "rate_K_per_s",
           "temperature_K", "temperature_end_K", "pressure_GPa", "pressure_end_GPa", "tau_t_fs",
@@ -213,6 +217,10 @@ def parse_config(data: dict, source: str = "<config>", base: Path | None = None,
     progress = run.get("progress", True)
     if not isinstance(progress, bool):
         c.fail("run.progress", f"expected true or false, got {progress!r}")
+    per_process = run.get("per_process_output", "auto")
+    if not (isinstance(per_process, bool) or per_process == "auto"):
+        c.fail("run.per_process_output",
+               f"expected true, false or \"auto\", got {per_process!r}")
     out = run.get("output_dir", "runs/md")
     if not isinstance(out, str):
         c.fail("run.output_dir", f"expected a path string, got {out!r}")
@@ -257,6 +265,7 @@ def parse_config(data: dict, source: str = "<config>", base: Path | None = None,
                                "auto"),
         dtype=c.choice(run, "dtype", "run", ("float64", "float32"), "float64"),
         progress=progress,
+        per_process_output=None if per_process == "auto" else per_process,
         skin_A=float(skin),
         capacity_multiplier=float(mult),
         **grade,

@@ -24,6 +24,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from mtpjax.errors import InputError
+
 #: Thermo columns in file order, with units: step, fs, K, GPa, Å³, eV, eV, eV.
 THERMO_COLUMNS = ("step", "time_fs", "T_K", "P_GPa", "V_A3", "E_pot", "E_tot", "conserved")
 
@@ -322,20 +324,29 @@ def save_restart(path: str | Path, arrays: dict, meta: dict) -> None:
 
 def load_restart(path: str | Path) -> tuple[dict, dict]:
     """(arrays, meta) from a restart file, or from a folder of per-process restart parts
-    (:func:`load_restart_parts`); ``ValueError`` naming the file when unreadable."""
+    (:func:`load_restart_parts`); :class:`~mtpjax.errors.InputError` naming the file when
+    it is missing, unreadable (truncated, not an npz) or lacks its metadata."""
     path = Path(path)
     if path.is_dir():
         return load_restart_parts(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such restart file")
+        raise InputError("no such restart file", path)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files if k != "__meta__"}
             meta = json.loads(str(z["__meta__"]))
+        step = int(meta["step"])
     except Exception as exc:
-        raise ValueError(f"{path}: cannot read restart file ({type(exc).__name__}: {exc})") \
-            from exc
+        raise _unreadable(path, exc) from exc
+    missing = [k for k in (*PER_ATOM, *REPLICATED) if k not in arrays]
+    if missing:
+        raise InputError(f"restart file without {', '.join(missing)}", path)
+    meta["step"] = step
     return arrays, meta
+
+
+def _unreadable(path: Path, exc: Exception) -> InputError:
+    return InputError(f"cannot read restart file ({type(exc).__name__}: {exc})", path)
 
 
 #: the per-atom extxyz column of the global atom ids in per-process trajectory files
@@ -344,6 +355,8 @@ ID_COLUMN = "id"
 RESTART_PARTS = "restart.parts"
 #: per-atom arrays of a restart (rows in atom order in a whole restart, by ``ids`` in a part)
 PER_ATOM = ("positions", "velocities", "numbers")
+#: the arrays of the whole system in every restart (file or part)
+REPLICATED = ("cell", "chain_xi", "chain_v", "key", "bath")
 
 
 def save_restart_part(folder: str | Path, part: int, n_parts: int, ids, arrays: dict,
@@ -367,22 +380,28 @@ def save_restart_part(folder: str | Path, part: int, n_parts: int, ids, arrays: 
 
 def load_restart_parts(folder: str | Path) -> tuple[dict, dict]:
     """(arrays, meta) of a whole restart (per-atom arrays in atom order) from the per-process
-    parts ``folder/p0.npz … p{n−1}.npz``; ``ValueError`` naming the folder when a part is
-    missing, the parts are of different steps or do not hold each atom exactly once."""
+    parts ``folder/p0.npz … p{n−1}.npz``; :class:`~mtpjax.errors.InputError` naming the file
+    when a part is missing or unreadable, lacks ``ids`` or a per-atom array (or their rows
+    differ), the parts are of different steps or do not hold each atom exactly once."""
     folder = Path(folder)
     first, meta = load_restart(folder / "p0.npz")
-    n_parts, n_atoms, step = int(meta["n_parts"]), int(meta["n_atoms"]), int(meta["step"])
-    parts = [first]
+    try:
+        n_parts, n_atoms = int(meta["n_parts"]), int(meta["n_atoms"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"not a restart part (no n_parts / n_atoms in its metadata: {exc})",
+                         folder / "p0.npz") from exc
+    step = meta["step"]
+    parts = [_part_rows(folder / "p0.npz", first)]
     for k in range(1, n_parts):
         arrays, other = load_restart(folder / f"p{k}.npz")
-        if int(other["step"]) != step:
-            raise ValueError(f"{folder}: part p{k}.npz is of step {other['step']}, p0.npz of "
-                             f"step {step} (a run stopped while writing its restart?)")
-        parts.append(arrays)
+        if other["step"] != step:
+            raise InputError(f"part p{k}.npz is of step {other['step']}, p0.npz of step "
+                             f"{step} (a run stopped while writing its restart?)", folder)
+        parts.append(_part_rows(folder / f"p{k}.npz", arrays))
     ids = np.concatenate([p["ids"] for p in parts])
     if len(ids) != n_atoms or not np.array_equal(np.sort(ids), np.arange(n_atoms)):
-        raise ValueError(f"{folder}: the {n_parts} restart parts hold {len(ids)} atom ids, not "
-                         f"each of the {n_atoms} atoms once")
+        raise InputError(f"the {n_parts} restart parts hold {len(ids)} atom ids, not each of "
+                         f"the {n_atoms} atoms once", folder)
     arrays = {k: v for k, v in first.items() if k not in PER_ATOM and k != "ids"}
     for k in PER_ATOM:
         rows = np.concatenate([p[k] for p in parts])
@@ -394,14 +413,34 @@ def load_restart_parts(folder: str | Path) -> tuple[dict, dict]:
     return arrays, meta
 
 
+def _part_rows(path: Path, arrays: dict) -> dict:
+    """``arrays`` of the restart part ``path`` after checking that it has integer ``ids`` [n]
+    and the :data:`PER_ATOM` arrays with n rows each (InputError naming ``path``)."""
+    if "ids" not in arrays:
+        raise InputError("restart part without ids", path)
+    ids = arrays["ids"]
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise InputError(f"restart part ids must be integers [n], got {ids.dtype} "
+                         f"{list(ids.shape)}", path)
+    for k in PER_ATOM:
+        if len(arrays[k]) != len(ids):
+            raise InputError(f"restart part has {len(ids)} ids but {len(arrays[k])} rows of "
+                             f"{k}", path)
+    return arrays
+
+
 def restart_step(path: str | Path) -> int | None:
-    """Step of a restart file or parts folder (None when there is none)."""
+    """Step of a restart file or parts folder (None when there is none; InputError naming
+    the file when it is unreadable)."""
     path = Path(path)
     target = path / "p0.npz" if path.is_dir() else path
     if not target.is_file():
         return None
-    with np.load(target, allow_pickle=False) as z:
-        return int(json.loads(str(z["__meta__"]))["step"])
+    try:  # the metadata only (a part of a large run is large)
+        with np.load(target, allow_pickle=False) as z:
+            return int(json.loads(str(z["__meta__"]))["step"])
+    except Exception as exc:
+        raise _unreadable(target, exc) from exc
 
 
 def latest_restart(output_dir: str | Path) -> Path | None:

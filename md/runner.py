@@ -49,6 +49,7 @@ from md.sharded import (
 from md.structures import build_structure
 from md.units import EV_A3_TO_GPA, FS_TO_NS, KB, MVV2E
 from mtpjax import cell_list
+from mtpjax.errors import InputError
 
 THERMO_EXTRA = ("E_kin", "T_target_K", "P_target_GPa", "Pxx_GPa", "Pyy_GPa", "Pzz_GPa")
 
@@ -134,6 +135,21 @@ def ensemble_spec(stage: StageConfig, dt_fs: float, n_atoms: int) -> EnsembleSpe
         chain_length=stage.chain_length)
 
 
+def _refuse_to_overwrite(out: Path, thermo_format: str) -> None:
+    """``FileExistsError`` on every process when process 0 finds MD output (a thermo log or
+    a trajectory file, whole or per-process) in ``out``: process 0's verdict is broadcast
+    (a collective all processes reach), so no process goes on to wait for it in the run's
+    collectives."""
+    from jax.experimental import multihost_utils
+
+    found = jax.process_index() == 0 and (
+        (out / f"thermo.{thermo_format}").exists()
+        or bool(mdio.trajectory_files(out / "trajectory")))
+    if int(multihost_utils.broadcast_one_to_all(np.int32(found))):
+        raise FileExistsError(f"{out} already holds MD output; use resume or another "
+                              "output_dir")
+
+
 class Simulation:
     """MD of one periodic system with an MTP.
 
@@ -209,6 +225,8 @@ class Simulation:
         self.decomposition = decomposition if n_dev > 1 else "replicated"
         self._n_dev = n_dev
         self._domain_grid = None if domain_grid is None else tuple(int(p) for p in domain_grid)
+        if output_dir is not None and _restart is None:  # before any computation
+            _refuse_to_overwrite(Path(output_dir), thermo_format)
         with self._ctx():
             self._dt_np = np.float64 if self.x64 else np.float32
             self.engine = _cached_engine(self.spec, params, dtype, n_dev, self.n_atoms)
@@ -402,9 +420,6 @@ class Simulation:
             # every whole and per-process file (from a run on any number of processes)
             for path in mdio.trajectory_files(traj_stem):
                 mdio.truncate_frames_after(path, self.step)
-        elif thermo_path.exists() or mdio.trajectory_files(traj_stem):
-            raise FileExistsError(
-                f"{out} already holds MD output; use resume or another output_dir")
         grades_path = out / "grades.csv"
         if resume:
             mdio.truncate_thermo(grades_path, self.step)
@@ -838,7 +853,8 @@ def grade_kwargs(cfg: MDConfig, gamma_select=None, gamma_break=None) -> dict:
 def run_config(cfg: MDConfig, resume: bool = False, progress: bool | None = None,
                devices=None, output_dir=None, decomposition=None, gamma_select=None,
                gamma_break=None) -> Simulation:
-    """Run all stages of a validated config; ``resume`` continues from ``restart.npz``;
+    """Run all stages of a validated config; ``resume`` continues from the newer of
+    ``restart.npz`` and ``restart.parts/`` (:func:`md.io.latest_restart`);
     ``gamma_select``/``gamma_break`` override the config's ``[grade]`` thresholds. A γ above
     ``gamma_break`` raises :class:`ExtrapolationBreak` (the outputs are closed first)."""
     out = Path(output_dir) if output_dir is not None else cfg.output_dir
@@ -852,13 +868,15 @@ def run_config(cfg: MDConfig, resume: bool = False, progress: bool | None = None
         thermo_format=cfg.thermo_format, trajectory_every=cfg.trajectory_every,
         trajectory_formats=cfg.trajectory_formats, restart_every=cfg.restart_every,
         progress=cfg.progress if progress is None else progress,
+        per_process_output=cfg.per_process_output,
         **grade_kwargs(cfg, gamma_select, gamma_break))
     restart = mdio.latest_restart(out) if resume else None
     if restart is not None:
         sim = Simulation.from_restart(restart, cfg.potential_file, **kwargs)
     else:
         if resume:
-            raise ValueError(f"{out / 'restart.npz'}: no restart file to resume from")
+            raise InputError(f"no restart file to resume from (neither restart.npz nor "
+                             f"{mdio.RESTART_PARTS}/p0.npz)", out)
         sim = Simulation(cfg.potential_file, atoms, **kwargs)
     bar = tqdm(total=cfg.total_steps, initial=sim.step, unit="step",
                disable=not kwargs["progress"])

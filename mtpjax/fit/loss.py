@@ -93,16 +93,26 @@ def predict_group(spec: ModelSpec, params, g: Batch):
     return energies, -grad_pos, grad_strain[:C]
 
 
-def residual_scales(weights: LossWeights, g: Batch):
-    """√weights of the residual rows of one group: energies [C], forces [A], virials [C]."""
+def row_weights(weights: LossWeights, g: Batch, factors=None):
+    """Loss weight of each residual row of one group, ``f · ω_c / N_c^p`` (ω_c the
+    configuration's weight, p the size exponent; 0 on a missing label or an empty slot):
+    energies [C], forces [A] (of the atom's configuration), virials [C]. ``factors``
+    (f_E, f_F, f_S): default (w_E, w_F, w_S) of ``weights``; (1, 1, 1) gives the unweighted
+    part losses of :func:`group_terms`. The one definition of the loss weighting."""
+    fE, fF, fS = (weights.energy, weights.forces, weights.stress) if factors is None \
+        else factors
     pE, pF, pS = weights.exponents
     n = g.n_atoms
     conf = jnp.minimum(g.atom_conf, n.shape[0] - 1)
     w_atom = jnp.where(g.atom_mask, g.weight[conf], 0.0)
-    sE = jnp.sqrt(weights.energy * g.weight / n**pE) * g.has_energy
-    sF = jnp.sqrt(weights.forces * w_atom / n[conf] ** pF) * g.has_forces
-    sS = jnp.sqrt(weights.stress * g.weight / n**pS) * g.has_stress
-    return sE, sF, sS
+    return (fE * g.weight / n**pE * g.has_energy, fF * w_atom / n[conf] ** pF * g.has_forces,
+            fS * g.weight / n**pS * g.has_stress)
+
+
+def residual_scales(weights: LossWeights, g: Batch):
+    """√weights of the residual rows of one group (:func:`row_weights`): energies [C],
+    forces [A], virials [C]."""
+    return tuple(jnp.sqrt(w) for w in row_weights(weights, g))
 
 
 def group_residuals(spec: ModelSpec, weights: LossWeights, params, g: Batch):
@@ -128,18 +138,15 @@ def group_residuals(spec: ModelSpec, weights: LossWeights, params, g: Batch):
 def group_terms(spec: ModelSpec, weights: LossWeights, params, g: Batch) -> dict:
     """Loss parts and error sums of one group (all scalars)."""
     energies, forces, virials = predict_group(spec, params, g)
-    pE, pF, pS = weights.exponents
     n = g.n_atoms
-    n_atom = n[jnp.minimum(g.atom_conf, n.shape[0] - 1)]
-    w_atom = jnp.where(g.atom_mask, g.weight[jnp.minimum(g.atom_conf, n.shape[0] - 1)], 0.0)
-
     de = jnp.where(g.has_energy, energies - g.energy, 0.0)
     df2 = jnp.where(g.has_forces, jnp.sum((forces - g.forces) ** 2, -1), 0.0)
     ds2 = jnp.where(g.has_stress, jnp.sum((virials - g.virial) ** 2, (-1, -2)), 0.0)
 
-    e_loss = jnp.sum(g.weight * de**2 / n**pE)
-    f_loss = jnp.sum(w_atom * df2 / n_atom**pF)
-    s_loss = jnp.sum(g.weight * ds2 / n**pS)
+    wE, wF, wS = row_weights(weights, g, (1.0, 1.0, 1.0))
+    e_loss = jnp.sum(wE * de**2)
+    f_loss = jnp.sum(wF * df2)
+    s_loss = jnp.sum(wS * ds2)
     loss = weights.energy * e_loss + weights.forces * f_loss + weights.stress * s_loss
     real = g.weight > 0  # empty slots have weight 0
     return {
@@ -151,8 +158,8 @@ def group_terms(spec: ModelSpec, weights: LossWeights, params, g: Batch) -> dict
         "energy_abs_sum": jnp.sum(jnp.where(real, jnp.abs(de) / n, 0.0)),
         "energy_sq_sum": jnp.sum(jnp.where(real, (de / n) ** 2, 0.0)),
         "energy_count": jnp.sum(real & g.has_energy).astype(energies.dtype),
-        "force_sq_sum": jnp.sum(jnp.where(w_atom > 0, df2, 0.0)),
-        "force_count": 3.0 * jnp.sum((w_atom > 0) & g.has_forces).astype(energies.dtype),
+        "force_sq_sum": jnp.sum(jnp.where(wF > 0, df2, 0.0)),  # (labelled atoms of weight > 0)
+        "force_count": 3.0 * jnp.sum(wF > 0).astype(energies.dtype),
         "stress_sq_sum": jnp.sum(jnp.where(real, ds2 / n**2, 0.0)),
         "stress_count": 9.0 * jnp.sum(real & g.has_stress).astype(energies.dtype),
     }

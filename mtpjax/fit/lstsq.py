@@ -4,13 +4,14 @@ device(s).
 With the radial coefficients held fixed, energies, forces and virials are linear in
 θ = (species_coeffs [C], moment_coeffs [S]): E = E₀ + J_E θ, F = F₀ + J_F θ, V = V₀ + J_V θ.
 The rows are those of the weighted residuals r(θ) of :func:`mtpjax.fit.loss.group_residuals`
-(the one definition of the loss weighting): A = ∂r/∂θ by forward mode, r₀ = r(0) (non-zero
-only for ``RBChebyshev_repuls``). :func:`solve_linear` reduces them group by group into a
-triangular factor with a streaming QR (TSQR) and solves it — the linear pass and solve of
-:mod:`mtpjax.fit.varpro` (one definition), data-parallel over a mesh like it: each device
-reduces its own groups, one all-gather of the factors, the small solve replicated. Memory
-stays at (P+1)² no matter how many configurations, and the solve is as well conditioned as a
-direct ``lstsq`` on the full design matrix (no normal equations).
+(the one definition of the loss weighting), :func:`mtpjax.fit.varpro.linear_rows`: A = ∂r/∂θ
+by forward mode, r₀ = r(0) (non-zero only for ``RBChebyshev_repuls``). :func:`solve_linear`
+reduces them group by group into a triangular factor with a streaming QR (TSQR) and solves
+it — the linear pass and solve of :mod:`mtpjax.fit.varpro` (one definition), data-parallel
+over a mesh like it: each device reduces its own groups, one all-gather of the factors, the
+small solve replicated. Memory stays at (P+1)² no matter how many configurations, and the
+solve is as well conditioned as a direct ``lstsq`` on the full design matrix (no normal
+equations).
 
 :func:`make_group_sums` sums a per-group quantity over all groups of all batches in one
 jit-compiled program (``lax.scan``), data-parallel with one ``psum``: the radial column norms
@@ -27,27 +28,6 @@ from mtpjax.fit.data import Batch
 from mtpjax.fit.loss import LossWeights, group_residuals
 from mtpjax.fit.varpro import host_value, make_normal_eq_fns, qr_solve
 from mtpjax.model import ModelSpec
-
-
-def make_group_rows(spec: ModelSpec, weights: LossWeights):
-    """Jit-compiled ``rows(radial_coeffs, group) -> (A [M, P], b [M])`` for one group: the
-    weighted residuals r(θ) = A θ − b of :func:`mtpjax.fit.loss.group_residuals` (a dense
-    per-group view of the rows, for checks)."""
-    C = spec.species_count
-
-    def rows(radial, g: Batch):
-        P = C + spec.basis.scalar_count
-
-        def residual(theta):
-            params = {"radial_coeffs": radial, "species_coeffs": theta[:C],
-                      "moment_coeffs": theta[C:]}
-            r = group_residuals(spec, weights, params, g)
-            return r, r
-
-        A, r0 = jax.jacfwd(residual, has_aux=True)(jnp.zeros(P, g.positions.dtype))
-        return A, -r0
-
-    return jax.jit(rows)
 
 
 def make_linear_qr(spec: ModelSpec, weights: LossWeights, mesh=None):
@@ -171,11 +151,6 @@ def radial_rows(spec: ModelSpec, weights: LossWeights):
     return rows
 
 
-def make_radial_rows(spec: ModelSpec, weights: LossWeights):
-    """:func:`radial_rows` jit-compiled for one group."""
-    return jax.jit(radial_rows(spec, weights))
-
-
 def radial_column_norms(spec: ModelSpec, weights: LossWeights, params: dict, batches,
                         w=None, sums_fn=None, mesh=None) -> np.ndarray:
     """‖∂r/∂c_radial‖ per radial coefficient (shape of ``radial_coeffs``): the Gauss–Newton
@@ -216,8 +191,3 @@ def group_normal_eq(spec: ModelSpec, weights: LossWeights):
         return J.T @ J, J.T @ r, r @ r
 
     return neq
-
-
-def make_group_normal_eq(spec: ModelSpec, weights: LossWeights):
-    """:func:`group_normal_eq` jit-compiled for one group."""
-    return jax.jit(group_normal_eq(spec, weights))

@@ -562,6 +562,8 @@ class Trainer:
                         and it % cfg.relinearize_every == 0 and it < cfg.max_iter):
                     state_tree = self._relinearize(state_tree)
                 rec = self._record(it, state_tree, float(value), float(gnorm), elapsed0, t_start)
+                if cfg.optimizer in ("lm", "varpro"):  # the damping the next step starts from
+                    rec["lam"] = float(opt_state["lam"])
                 self._update_best(state_tree, rec)
                 self._track(rec)
                 self._log(rec)

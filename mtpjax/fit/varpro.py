@@ -50,6 +50,20 @@ def join_params(spec: ModelSpec, radial, theta) -> dict:
     return {"radial_coeffs": radial, "species_coeffs": sc, "moment_coeffs": mc}
 
 
+def linear_rows(spec: ModelSpec, weights: LossWeights, radial, g):
+    """Rows [A | r₀] [M, P+1] of one group: the weighted residuals r(θ) = A θ + r₀ of
+    :func:`group_residuals` (M rows) are affine in θ = (species, moment coefficients) [P] for
+    fixed ``radial`` coefficients; A = ∂r/∂θ by forward mode, r₀ = r(0)."""
+    P = spec.species_count + spec.basis.scalar_count
+
+    def res(theta):
+        r = group_residuals(spec, weights, join_params(spec, radial, theta), g)
+        return r, r
+
+    A, r0 = jax.jacfwd(res, has_aux=True)(jnp.zeros(P, g.positions.dtype))
+    return jnp.concatenate([A, r0[:, None]], axis=1)
+
+
 def make_normal_eq_fns(spec: ModelSpec, weights: LossWeights, mesh=None, axis: str = "data"):
     """``(linear_qr, full_neq)``, both jit-compiled, over a tuple of :class:`Batch` es.
 
@@ -65,13 +79,7 @@ def make_normal_eq_fns(spec: ModelSpec, weights: LossWeights, mesh=None, axis: s
     """
     P = spec.species_count + spec.basis.scalar_count
 
-    def lin_group(radial, g):
-        def res(theta):
-            r = group_residuals(spec, weights, join_params(spec, radial, theta), g)
-            return r, r
-
-        A, r0 = jax.jacfwd(res, has_aux=True)(jnp.zeros(P, g.positions.dtype))
-        return jnp.concatenate([A, r0[:, None]], axis=1)
+    lin_group = partial(linear_rows, spec, weights)
 
     def full_group(radial, theta, block, g):
         shape = radial.shape

@@ -67,15 +67,28 @@ def template_l08(templates_dir):
     return dataclasses.replace(pot, min_dist=1.5, max_dist=5.0)
 
 
+def group_rows(spec, weights):
+    """Jit-compiled ``rows(radial, group) -> (A [M, P], b [M])``: the real path's rows
+    (:func:`mtpjax.fit.varpro.linear_rows`, [A | r₀]) as A θ − b (b = −r₀), dense, for checks."""
+    import jax
+
+    from mtpjax.fit.varpro import linear_rows
+
+    @jax.jit
+    def rows(radial, g):
+        Ar = linear_rows(spec, weights, radial, g)
+        return Ar[:, :-1], -Ar[:, -1]
+
+    return rows
+
+
 def dense_lstsq(spec, weights, params, batches):
     """Reference linear least squares: the rows of every group stacked into one dense design
-    matrix (:func:`mtpjax.fit.lstsq.make_group_rows`) and ``numpy.linalg.lstsq``.
+    matrix (:func:`group_rows`) and ``numpy.linalg.lstsq``.
     Returns (θ [P], ‖Aθ − b‖²)."""
     import jax
 
-    from mtpjax.fit.lstsq import make_group_rows
-
-    rows = make_group_rows(spec, weights)
+    rows = group_rows(spec, weights)
     As, bs = [], []
     for batch in batches:
         for k in range(batch.nbr_idx.shape[0]):

@@ -38,8 +38,7 @@ def test_lstsq_equals_dense_lstsq_with_ridge_and_norms(pot_l08, labelled):
     equations, and the column norms are those of the dense design matrix."""
     import jax
 
-    from mtpjax.fit.lstsq import make_group_rows
-    from tests.fit.conftest import dense_lstsq
+    from tests.fit.conftest import dense_lstsq, group_rows
 
     spec = ModelSpec.from_potential(pot_l08)
     params = perturb(pot_l08.params(), seed=3, scale=0.05, group="radial")
@@ -51,7 +50,7 @@ def test_lstsq_equals_dense_lstsq_with_ridge_and_norms(pot_l08, labelled):
     got = np.concatenate([solved["species_coeffs"], solved["moment_coeffs"]])
     np.testing.assert_allclose(got, ref, rtol=1e-10)
     np.testing.assert_allclose(resid, ref_resid, rtol=1e-9)
-    rows = make_group_rows(spec, w)
+    rows = group_rows(spec, w)
     A = np.concatenate([np.asarray(rows(jnp.asarray(params["radial_coeffs"]),
                                         jax.tree.map(lambda x, k=k: jnp.asarray(x[k]), b))[0])
                         for b in batches for k in range(b.nbr_idx.shape[0])])
@@ -74,7 +73,8 @@ def test_lstsq_rows_follow_the_loss_weighting(pot_l08, labelled):
     import jax
 
     from mtpjax.fit.loss import make_loss_fn
-    from mtpjax.fit.lstsq import make_group_normal_eq, make_group_rows, make_radial_rows
+    from mtpjax.fit.lstsq import group_normal_eq, radial_rows
+    from tests.fit.conftest import group_rows
 
     spec = ModelSpec.from_potential(pot_l08)
     params = {k: jnp.asarray(v) for k, v in
@@ -84,16 +84,16 @@ def test_lstsq_rows_follow_the_loss_weighting(pot_l08, labelled):
     g = jax.tree.map(lambda x: jnp.asarray(x[0]), batch)
     loss, grad = jax.value_and_grad(make_loss_fn(spec, w)[0])(
         params, (jax.tree.map(lambda x: x[None], g),))
-    A, b = make_group_rows(spec, w)(params["radial_coeffs"], g)
+    A, b = group_rows(spec, w)(params["radial_coeffs"], g)
     theta = jnp.concatenate([params["species_coeffs"], params["moment_coeffs"]])
     assert float(jnp.sum((A @ theta - b) ** 2)) == pytest.approx(float(loss), rel=1e-10)
     ones = jax.tree.map(jnp.ones_like, params)
-    N, v, rr = make_group_normal_eq(spec, w)(params, ones, g)
+    N, v, rr = jax.jit(group_normal_eq(spec, w))(params, ones, g)
     assert float(rr) == pytest.approx(float(loss), rel=1e-10)
     flat = jax.flatten_util.ravel_pytree(grad)[0]
     np.testing.assert_allclose(np.asarray(2 * v), np.asarray(flat), rtol=1e-8,
                                atol=1e-10 * float(jnp.max(jnp.abs(flat))))
-    col = make_radial_rows(spec, w)(params, g)
+    col = jax.jit(radial_rows(spec, w))(params, g)
     n_rad = params["radial_coeffs"].size
     order = list(jax.flatten_util.ravel_pytree(
         {k: jnp.full(v.shape, i, float) for i, (k, v) in enumerate(params.items())})[0])

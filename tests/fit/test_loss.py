@@ -93,3 +93,37 @@ def test_gradient_matches_finite_differences(template_l08, labelled):
         fd = (float(f(plus, batches)) - float(f(minus, batches))) / (2 * h)
         an = sum(float(np.sum(np.asarray(grad[k]) * d[k])) for k in params)
         assert an == pytest.approx(fd, rel=1e-6)
+
+
+def test_loss_and_residuals_share_the_weighting(pot_l08, labelled):
+    """group_terms (Adam/BFGS, the reported parts) and group_residuals (VarPro, LM, lstsq)
+    weigh rows by the same row_weights: with per-configuration weights, a weight-0
+    configuration and missing energy/force/stress labels, ‖r‖² = the loss, the residual scales
+    are √ the weighted row weights, and the force count is 3 × the labelled atoms of weight
+    > 0."""
+    import dataclasses
+
+    from mtpjax.fit.loss import group_residuals, group_terms, residual_scales, row_weights
+
+    spec = ModelSpec.from_potential(pot_l08)
+    params = {k: jnp.asarray(v) for k, v in perturb(pot_l08.params(), seed=3, scale=0.05).items()}
+    s = list(labelled[:5])
+    s[0] = dataclasses.replace(s[0], weight=0.5, virial=None)
+    s[1] = dataclasses.replace(s[1], forces=None)
+    s[2] = dataclasses.replace(s[2], weight=0.0)
+    s[3] = dataclasses.replace(s[3], energy=None, weight=2.0)
+    w = LossWeights(1.0, 0.1, 0.01, "structures")
+    (bucket,) = pack_buckets(s, atoms_per_group=512)
+    (members,) = bucket.groups  # one group: the configurations in this order
+    g = jax.tree.map(lambda x: jnp.asarray(x[0]), bucket.batch)
+    terms = group_terms(spec, w, params, g)
+    r = group_residuals(spec, w, params, g)
+    assert float(r @ r) == pytest.approx(float(terms["loss"]), rel=1e-12)
+    unweighted = row_weights(w, g, (1.0, 1.0, 1.0))
+    for sc, u, f in zip(residual_scales(w, g), unweighted, (1.0, 0.1, 0.01), strict=True):
+        np.testing.assert_allclose(np.asarray(sc) ** 2, f * np.asarray(u), rtol=1e-14)
+    n_forces = sum(len(x) for x in s if x.forces is not None and x.weight > 0)
+    assert float(terms["force_count"]) == 3 * n_forces
+    wE = np.asarray(unweighted[0])[: len(s)]
+    expect = [s[k].weight / len(s[k]) ** 2 * (s[k].energy is not None) for k in members]
+    np.testing.assert_allclose(wE, expect, rtol=1e-14)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -65,6 +67,16 @@ def test_varpro_fits_known_mtp_back(pot_l08, labelled):
     assert all(b <= a for a, b in zip(losses[1:], losses[2:], strict=False))
     assert res["final"]["train"]["energy_mae"] < 1e-6
     assert res["final"]["train"]["force_rmse"] < 1e-5
+    # the damping λ in every iteration's record: from lm_lambda, ×4 per rejected trial and
+    # ×1/3 on the accepted one (×4 per trial only, when no trial was accepted: converged)
+    steps = [r for r in trainer.history if not r.get("final") and r["iter"] > 0]
+    assert steps and all("lam" in r for r in steps)
+    lams = [cfg.lm_lambda] + [r["lam"] for r in steps]
+    for a, b in zip(lams, lams[1:], strict=False):
+        up = math.log(b / a, 4)
+        accepted = math.log(3 * b / a, 4)
+        assert b == 1e-12 or abs(accepted - round(accepted)) < 1e-9 or \
+            abs(up - round(up)) < 1e-9 and up >= 1, (a, b)
 
 
 def test_normal_equations_reuse_the_linear_rows(pot_l08, labelled):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import md.runner
+from md import io as mdio
 from md.analysis.thermo import read_thermo
 from md.config import ConfigError, load_config
 from mtpjax.cli import main
@@ -159,3 +160,140 @@ def test_cli_run_outputs_and_resume(tmp_path, pot_path, monkeypatch, fmt):
     assert np.abs((frac - np.round(frac)) @ cell).max() < 1e-8
     meta = json.loads(str(np.load(out2 / "restart.npz")["__meta__"]))
     assert meta["step"] == 80
+
+
+@pytest.fixture
+def no_simulation(monkeypatch):
+    """Any attempt to compute (a simulation from scratch or from a restart) fails the test."""
+    def boom(*a, **k):
+        raise AssertionError("computation started before the inputs were checked")
+
+    monkeypatch.setattr(md.runner.Simulation, "__init__", boom)
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mtpjax: error: "), err
+    return lines[0]
+
+
+def _restart_parts(folder, n_parts=2, n_atoms=64):
+    """Restart parts of a 64-atom Si cell split over ``n_parts`` processes (as md.io writes)."""
+    rng = np.random.default_rng(0)
+    whole = {"positions": rng.random((n_atoms, 3)) * 10.86,
+             "velocities": rng.normal(size=(n_atoms, 3)) * 1e-3,
+             "numbers": np.full(n_atoms, 14)}
+    shared = {"cell": np.eye(3) * 10.86, "chain_xi": np.zeros(3), "chain_v": np.zeros(3),
+              "key": np.array([0, 5], np.uint32), "bath": np.asarray(0.0)}
+    for part, ids in enumerate(np.array_split(rng.permutation(n_atoms), n_parts)):
+        mdio.save_restart_part(folder, part, n_parts, ids,
+                                {k: v[ids] for k, v in whole.items()} | shared,
+                                {"step": 40, "n_atoms": n_atoms, "timestep_fs": 1.0})
+    return whole, shared
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _overlapping_ids(folder):
+    arrays, meta = mdio.load_restart(folder / "p1.npz")
+    arrays["ids"][0] = mdio.load_restart(folder / "p0.npz")[0]["ids"][0]  # an atom twice
+    mdio.save_restart(folder / "p1.npz", arrays, meta)
+
+
+def _short_ids(folder):
+    arrays, meta = mdio.load_restart(folder / "p1.npz")
+    arrays["ids"] = arrays["ids"][1:]
+    mdio.save_restart(folder / "p1.npz", arrays, meta)
+
+
+@pytest.mark.parametrize("corrupt, where, words", [
+    (lambda f: (f / "p1.npz").unlink(), "restart.parts/p1.npz", "no such restart file"),
+    (lambda f: _truncate(f / "p1.npz"), "restart.parts/p1.npz", "cannot read restart file"),
+    (lambda f: _truncate(f / "p0.npz"), "restart.parts/p0.npz", "cannot read restart file"),
+    (lambda f: (f / "p0.npz").write_text("not an npz"), "restart.parts/p0.npz",
+     "cannot read restart file"),
+    (_overlapping_ids, "restart.parts:", "not each of the 64 atoms once"),
+    (_short_ids, "restart.parts/p1.npz", "31 ids but 32 rows of positions"),
+])
+def test_resume_from_bad_restart_parts_one_error_line(tmp_path, pot_path, capsys,
+                                                      no_simulation, corrupt, where, words):
+    path = _write(tmp_path, pot_path)
+    folder = tmp_path / "out" / mdio.RESTART_PARTS
+    _restart_parts(folder)
+    corrupt(folder)
+    assert main(["md", str(path), "--resume", "--no-progress"]) == 2
+    line = _one_error_line(capsys)
+    assert str(tmp_path / "out" / where) in line and words in line, line
+
+
+def test_resume_without_restart_names_both(tmp_path, pot_path, capsys, no_simulation):
+    path = _write(tmp_path, pot_path)
+    (tmp_path / "out").mkdir()
+    assert main(["md", str(path), "--resume", "--no-progress"]) == 2
+    line = _one_error_line(capsys)
+    assert str(tmp_path / "out") in line and "restart.npz" in line and "restart.parts" in line
+
+
+def test_existing_output_refused_before_compute(tmp_path, pot_path, capsys, monkeypatch):
+    """The check is collective (process 0's verdict broadcast) and comes before any
+    computation, so in a multi-process run no process waits in a collective for one that
+    failed; here on one process through the same code path, and as process 1 told by
+    process 0 (the broadcast) that the output exists although it sees none itself."""
+    from jax.experimental import multihost_utils
+
+    def boom(*a, **k):
+        raise AssertionError("computation started before the output directory was checked")
+
+    monkeypatch.setattr(md.runner, "_cached_engine", boom)
+    path = _write(tmp_path, pot_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "trajectory.p1.extxyz").write_text("")
+    assert main(["md", str(path), "--no-progress"]) == 2
+    line = _one_error_line(capsys)
+    assert f"{tmp_path / 'out'} already holds MD output" in line
+
+    seen = []
+    monkeypatch.setattr(md.runner.jax, "process_index", lambda: 1)
+    monkeypatch.setattr(multihost_utils, "broadcast_one_to_all",
+                        lambda x: seen.append(int(x)) or np.int32(1))
+    out2 = tmp_path / "empty"
+    assert main(["md", str(path), "-o", str(out2), "--no-progress"]) == 2
+    assert seen == [0]  # process 1 did not look itself
+    assert f"{out2} already holds MD output" in _one_error_line(capsys)
+
+
+def test_per_process_output_key(tmp_path, pot_path, capsys, no_compute):
+    text = GOOD.format(pot=pot_path, out=tmp_path / "out", fmt="csv")
+    assert load_config(_write(tmp_path, pot_path, text)).per_process_output is None
+    for value, expect in (("true", True), ("false", False), ('"auto"', None)):
+        path = _write(tmp_path, pot_path, text.replace(
+            "progress = false", f"progress = false\nper_process_output = {value}"))
+        assert load_config(path).per_process_output is expect
+    path = _write(tmp_path, pot_path, text.replace(
+        "progress = false", 'progress = false\nper_process_output = "yes"'))
+    line_no = path.read_text().splitlines().index('per_process_output = "yes"') + 1
+    assert main(["md", str(path)]) == 2
+    line = _one_error_line(capsys)
+    assert line == (f"mtpjax: error: {path}:{line_no}: run.per_process_output: expected true, "
+                    "false or \"auto\", got 'yes'")
+
+
+def test_cli_per_process_output_writes_parts_and_resumes(tmp_path, pot_path):
+    text = GOOD.format(pot=pot_path, out=tmp_path / "out", fmt="csv").replace(
+        "progress = false", "progress = false\nper_process_output = true")
+    text = text[: text.index('[[stage]]\nname = "squeeze"')]  # the NVT stage only: 40 steps
+    path = _write(tmp_path, pot_path, text)
+    out = tmp_path / "out"
+    assert main(["md", str(path), "--no-progress"]) == 0
+    assert (out / "trajectory.p0.extxyz").is_file() and not (out / "trajectory.extxyz").exists()
+    assert not (out / "restart.npz").exists() and mdio.restart_step(out / "restart.parts") == 40
+    frames = mdio.read_trajectory(out)
+    assert [a.info["step"] for a in frames] == [20, 40] and len(frames[0]) == 64
+    # --resume takes the parts (nothing left to run: the outputs stay as they are)
+    assert main(["md", str(path), "--resume", "--no-progress"]) == 0
+    np.testing.assert_array_equal(read_thermo(out / "thermo.csv")["step"], np.arange(0, 41, 10))
+    assert [a.info["step"] for a in mdio.read_trajectory(out)] == [20, 40]

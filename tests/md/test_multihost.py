@@ -130,3 +130,44 @@ def test_two_processes_match_one_and_restart_on_one(tmp_path):
     assert _launch(script, "resume", 1, single, 50, 1)["step"] == 150
     assert _diff(multi, single) < 1e-9
     _same_trajectory(multi, single, [50, 100, 150])  # parts, then the whole-system file
+
+
+CONFIG = """
+[potential]
+file = "{pot}"
+[structure]
+crystal = {{ name = "diamond", a_A = 5.43, repeat = [2, 2, 2] }}
+[run]
+output_dir = "{out}"
+progress = false
+[[stage]]
+name = "s"
+ensemble = "nve"
+steps = 10
+"""
+
+
+def test_two_processes_refuse_existing_output_together(tmp_path):
+    """Process 0 finds MD output in the output folder: both processes exit with the same
+    one-line error (before the fix the other process waited forever in a collective)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "thermo.csv").write_text("step\n")
+    config = tmp_path / "md.toml"
+    config.write_text(CONFIG.format(pot=ROOT / "tests/data/parity/si_L08/pot.mtp", out=out))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "mtpjax", "md", str(config), "--devices",
+                               "all", "--coordinator", f"127.0.0.1:{port}", "--num-processes",
+                               "2", "--process-id", str(pid)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for pid in range(2)]
+    try:
+        results = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 2, err[-3000:]
+        assert err.strip().splitlines() == [
+            f"mtpjax: error: {out} already holds MD output; use resume or another output_dir"]
