@@ -121,3 +121,43 @@ def test_bad_settings_are_one_clean_line(tmp_path, template_l08, labelled, capsy
         assert re.search(pattern, err) and "Traceback" not in err
         assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_monitor_set_is_only_logged_and_refit_solves_all_cells(template_l08, noisy, pot_l08,
+                                                               overfit):
+    """A monitor set (e.g. the test cells) changes nothing in the fit: same losses, stop and
+    best iteration as without it; it is logged in every record. ``refit_linear`` keeps the
+    selected radial coefficients and re-solves the linear ones on training + held-out cells:
+    equal to a dense numpy least squares of all those cells' rows to 1e-10."""
+    from mtpjax.fit.data import pack_buckets
+    from mtpjax.model import ModelSpec
+
+    from .conftest import dense_lstsq
+
+    monitor = label_with(pot_l08, si_cells(3, seed=7))
+    trainer = Trainer(template_l08, noisy, None,
+                      FitConfig(**CFG, checkpoint_every=0, refit_linear=True),
+                      mesh=None, monitor=monitor)
+    res = trainer.run()
+    ref_trainer, ref = overfit
+    steps = [r for r in trainer.history if not r.get("final")]
+    ref_steps = [r for r in ref_trainer.history if not r.get("final")]
+    assert [r["valid"]["loss"] for r in steps] == [r["valid"]["loss"] for r in ref_steps]
+    assert all("monitor" in r and "monitor" not in q for r, q in zip(steps, ref_steps, strict=True))
+    final = res["final"]
+    assert (final["best_iter"], final["stop_reason"]) == (ref["final"]["best_iter"], "patience")
+    assert final["refit_linear"] and "monitor" in final
+    np.testing.assert_array_equal(res["best_params"]["radial_coeffs"],
+                                  ref["best_params"]["radial_coeffs"])
+    # the refit differs from the selected coefficients and solves all 16 cells
+    spec = ModelSpec.from_potential(template_l08)
+    everything = trainer.train_samples + trainer.valid_samples
+    assert len(everything) == len(noisy)
+    batches = [b.batch for b in pack_buckets(everything, 64)]
+    theta, _ = dense_lstsq(spec, trainer.weights, res["best_params"], batches)
+    got = np.concatenate([res["best_params"]["species_coeffs"],
+                          res["best_params"]["moment_coeffs"]])
+    np.testing.assert_allclose(got, theta, rtol=1e-10, atol=1e-10 * np.abs(theta).max())
+    before = np.concatenate([ref["best_params"]["species_coeffs"],
+                             ref["best_params"]["moment_coeffs"]])
+    assert np.abs(got - before).max() > 1e-6 * np.abs(before).max()
