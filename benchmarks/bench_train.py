@@ -31,11 +31,15 @@ with the min–max spread).
 cache file (default ``benchmarks/results/bench_train_mlp_cache.json``), keyed by level, seed,
 options, the template and data hashes and the binary's hash, and reused by later invocations
 (the result file marks each reused run, with the time it was recorded); ``--no-mlp-cache``
-reruns them; ``--only-seeds`` lets parallel invocations record different repetitions.
+reruns them, ``--mlp-cache-only`` refuses to run any (a miss is an error); ``--only-seeds`` lets parallel invocations record different repetitions.
 ``--reuse-mtpjax JSON`` takes the mtpjax runs of an earlier result file of this script (same
 data and settings; marked in the result). ``--compile-cache DIR``: the mtpjax runs share a
 persistent compilation cache, filled first by one short warm-up run per level whose (cold)
-wall and CPU time are recorded.
+wall and CPU time are recorded. ``--valid-fraction F --patience N [--refit-linear]``: every
+mtpjax run holds out F of the training cells (split seeded by its seed), stops when their loss
+has not improved for N iterations and returns the best-on-held-out potential (its linear
+coefficients re-solved on all training cells with ``--refit-linear``); the test cells stay
+monitor-only (``--monitor-cfgs``), the returned potential is the trajectory's last point.
 
 Every file this script writes is written entirely by it: ``OUT.json`` (command line, versions,
 host, load averages before and after, settings, every run with its trajectory, the summary,
@@ -304,6 +308,9 @@ def run_mlp(level: int, seed: int, work: Path, mlp: str, args, cache: MlpCache,
     fields = {**key_fields, "level": level, "seed": seed, "options": cmd[4:]}
     key = MlpCache.key(**fields)
     hit = cache.get(key) if args.mlp_cache_use else None
+    if hit is None and args.mlp_cache_only:
+        raise SystemExit(f"--mlp-cache-only: mlp level {level} repetition {seed} is not in "
+                         f"the cache {cache.path} (key {key[:12]}…)")
     if hit is not None:
         (run_dir / "pot.mtp").write_text(hit["potential"])
         run = {**hit["run"], "cached": True}
@@ -701,6 +708,9 @@ def parse_args(argv):
     p.add_argument("--mlp-cache", default=str(RESULTS / "bench_train_mlp_cache.json"))
     p.add_argument("--no-mlp-cache", dest="mlp_cache_use", action="store_false",
                    help="rerun mlp even where the cache has the run (the cache is updated)")
+    p.add_argument("--mlp-cache-only", action="store_true",
+                   help="never run mlp: every mlp run must come from the cache (a miss is an "
+                        "error)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 6 smallest training cells, 3 test cells, level 2, "
                         "5 iterations, 2 seeds, a shared compilation cache (timings not "
