@@ -31,7 +31,8 @@ with the min–max spread).
 cache file (default ``benchmarks/results/bench_train_mlp_cache.json``), keyed by level, seed,
 options, the template and data hashes and the binary's hash, and reused by later invocations
 (the result file marks each reused run, with the time it was recorded); ``--no-mlp-cache``
-reruns them, ``--mlp-cache-only`` refuses to run any (a miss is an error); ``--only-seeds`` lets parallel invocations record different repetitions.
+reruns them, ``--mlp-cache-only`` refuses to run any (a miss is an error); ``--only-seeds``
+lets parallel invocations record different repetitions.
 ``--reuse-mtpjax JSON`` takes the mtpjax runs of an earlier result file of this script (same
 data and settings; marked in the result). ``--compile-cache DIR``: the mtpjax runs share a
 persistent compilation cache, filled first by one short warm-up run per level whose (cold)
