@@ -113,7 +113,8 @@ def test_bad_settings_are_one_clean_line(tmp_path, template_l08, labelled, capsy
     _write_cfg(tmp_path / "train.cfg", labelled[:4])
     for flags, pattern in [(["--patience", "3"], r"--patience needs validation data"),
                            (["--valid-fraction", "1.5"], r"valid_fraction must be in \[0, 1\)"),
-                           (["--valid-fraction", "0.1", "--valid-cfgs", "x.cfg"], "not both")]:
+                           (["--valid-fraction", "0.1", "--valid-cfgs", "x.cfg"], "not both"),
+                           (["--monitor-cfgs", str(tmp_path / "nothere.cfg")], "nothere.cfg")]:
         rc = main(["train", str(init), str(tmp_path / "train.cfg"), "--workdir",
                    str(tmp_path / "run"), "--quiet", *flags])
         err = capsys.readouterr().err
