@@ -81,7 +81,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 WEIGHTS = {"energy": 1.0, "force": 0.1, "stress": 0.0}
 QUICK = {"levels": [2], "seeds": 2, "max_iter": 5, "n_train": 6, "n_test": 3}
 # settings older result files lack (their runs had these values)
-DEFAULTS = {"valid_fraction": 0.0, "patience": 5, "valid_rtol": 0.0, "refit_linear": False}
+DEFAULTS = {"valid_fraction": 0.0, "patience": 5, "valid_rtol": 0.0, "refit_linear": False,
+            "refit_ridge_grid": []}
 METRICS = ("test_energy_mae_meV", "test_force_rmse", "wall_s", "cpu_s", "train_loss")
 
 
@@ -195,6 +196,8 @@ def fit_options(settings: dict) -> dict:
         fit.update(select_on_valid=True, valid_fraction=settings["valid_fraction"],
                    patience=settings["patience"], valid_rtol=settings["valid_rtol"],
                    refit_linear=settings["refit_linear"])
+        if settings.get("refit_ridge_grid"):
+            fit["refit_ridge_grid"] = [float(v) for v in settings["refit_ridge_grid"]]
     return fit
 
 
@@ -249,6 +252,7 @@ def run_mtpjax(level: int, seed: int, work: Path, args, tag: str | None = None,
             "iterations": max((r["iter"] for r in iters), default=0),
             "fit_s": final.get("time"), "final_train_loss": final.get("loss"),
             "stop_reason": final.get("stop_reason"), "best_iter": final.get("best_iter"),
+            **({"refit_ridge": final["refit_ridge"]} if "refit_ridge" in final else {}),
             "fit_toml": fit, "curve": curve, "potential": str(run_dir / "pot.mtp")}
 
 
@@ -546,6 +550,7 @@ def render_md(doc: dict) -> str:
     if s.get("valid_fraction"):
         stops = [f"seed {r['seed']} (L{r['level']}): {r.get('stop_reason')} after "
                  f"{r['iterations']}, best iteration {r.get('best_iter')}"
+                 + (f", ridge {r['refit_ridge']['ridge']:g}" if "refit_ridge" in r else "")
                  for r in doc["runs"] if r["program"] == "mtpjax"]
         lines += [f"**Stopping on held-out training cells** (mtpjax): {s['valid_fraction']:g} "
                   f"of the training cells are held out (`--valid-fraction`, split seeded by "
@@ -554,6 +559,10 @@ def render_md(doc: dict) -> str:
                   f"best-on-held-out coefficients"
                   + (", their linear coefficients re-solved on all training cells "
                      "(`--refit-linear`)" if s["refit_linear"] else "")
+                  + (" with the standardised ridge (species coefficients unpenalised) of "
+                     f"{s['refit_ridge_grid']} that gave the lowest held-out loss when solved "
+                     "on the other training cells (`--refit-ridge-grid`)"
+                     if s.get("refit_ridge_grid") else "")
                   + ". The test cells are only monitored (`--monitor-cfgs`); the returned "
                   "potential is the last point (`final`) of each trajectory. Stops: "
                   + "; ".join(stops) + ".", ""]
@@ -700,6 +709,10 @@ def parse_args(argv):
     p.add_argument("--refit-linear", action="store_true",
                    help="with --valid-fraction: re-solve the linear coefficients of the "
                         "selected potential on all training cells (held-out ones included)")
+    p.add_argument("--refit-ridge-grid", type=float, nargs="+", default=[],
+                   help="with --refit-linear: standardised ridge strengths for the linear "
+                        "coefficients (mtpjax.fit.lstsq.ridge_solve); the one with the lowest "
+                        "held-out loss (fitted on the other training cells) is used")
     p.add_argument("--core", type=int, default=None,
                    help="core every run is pinned to (default: the last one this process may use)")
     p.add_argument("--programs", nargs="+", default=["mtpjax", "mlp"], choices=["mtpjax", "mlp"])
@@ -806,7 +819,8 @@ def main(argv=None) -> int:
             if reused["data"]["cfg_sha256"] != data["cfg_sha256"]:
                 raise SystemExit(f"{source}: recorded on other data")
             for key in ("optimizer", "max_iter", "time_limit", "monitor_every",
-                        "valid_fraction", "patience", "valid_rtol", "refit_linear"):
+                        "valid_fraction", "patience", "valid_rtol", "refit_linear",
+                        "refit_ridge_grid"):
                 theirs = reused["settings"].get(key, DEFAULTS.get(key))
                 if theirs != getattr(args, key):
                     raise SystemExit(f"{source}: other {key} ({theirs} ≠ {getattr(args, key)})")
@@ -863,7 +877,7 @@ def main(argv=None) -> int:
     settings = {k: getattr(args, k) for k in (
         "levels", "seeds", "optimizer", "max_iter", "mlp_max_iter", "time_limit",
         "monitor_every", "memory_size", "lstsq_atoms", "lstsq_configs", "relinearize_every",
-        "valid_fraction", "patience", "valid_rtol", "refit_linear",
+        "valid_fraction", "patience", "valid_rtol", "refit_linear", "refit_ridge_grid",
         "core", "programs", "quick", "compile_cache", "mlp_seeds", "continue_mlp")}
     doc = {"script": "benchmarks/bench_train.py", "command": command, "started_at": started,
            "finished_at": utc(), "load_before": load_before, "load_after": load(),

@@ -55,6 +55,8 @@ from mtpjax.fit.lstsq import (
     make_linear_qr,
     place_like,
     radial_column_norms,
+    ridge_solve,
+    select_ridge,
     solve_linear,
 )
 from mtpjax.fit.optim import Scaling, adamw, bfgs, lbfgs
@@ -128,6 +130,11 @@ class FitConfig:
     # (its radial coefficients kept): the validation set chose the stopping point, then
     # every labelled configuration informs the linear part
     refit_linear: bool = False
+    # with refit_linear: standardised ridge strengths (mtpjax.fit.lstsq.ridge_solve, the
+    # species coefficients unpenalised) tried for the linear part; the one with the lowest
+    # held-out loss when fitted on the training cells alone is used for the refit on all
+    # (empty: plain least squares)
+    refit_ridge_grid: tuple[float, ...] = ()
     max_time: float | None = None  # stop iterating after this many seconds (then polish)
     checkpoint_every: int = 10
     data_parallel: bool = True
@@ -165,6 +172,11 @@ class FitConfig:
             raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction!r}")
         if not (isinstance(self.valid_rtol, int | float) and 0.0 <= self.valid_rtol < 1.0):
             raise ValueError(f"valid_rtol must be in [0, 1), got {self.valid_rtol!r}")
+        self.refit_ridge_grid = tuple(self.refit_ridge_grid)
+        if not all(isinstance(v, int | float) and math.isfinite(v) and v >= 0
+                   for v in self.refit_ridge_grid):
+            raise ValueError(f"refit_ridge_grid must hold finite numbers ≥ 0, got "
+                             f"{list(self.refit_ridge_grid)!r}")
         for name in ("eval_every", "checkpoint_every", "warmup_steps", "patience"):  # 0: never
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0 (0: never), got {getattr(self, name)}")
@@ -319,6 +331,27 @@ class Trainer:
         if getattr(self, "_lstsq_qr", None) is None:
             self._lstsq_qr = make_linear_qr(self.spec, self.weights, self.mesh)
         return self._lstsq_qr
+
+    def refit_ridge(self, params: dict, grid) -> tuple[dict, dict]:
+        """``params`` with the linear coefficients re-solved on training + validation cells
+        with the standardised ridge of ``grid`` that did best on the validation cells when
+        solved on the training cells alone (:func:`mtpjax.fit.lstsq.select_ridge`); one
+        least-squares pass over each set, the rest on the (P+1)² factors. Returns
+        (params, {"ridge", "held_out_losses"})."""
+        from mtpjax.fit.varpro import host_value
+
+        radial = jnp.asarray(params["radial_coeffs"])
+        qr = self._linear_qr_fn()
+        R_fit = host_value(qr(radial, self._linear_batches(self.train_samples)[0]))
+        R_held = host_value(qr(radial, self._linear_batches(self.valid_samples)[0]))
+        C = self.spec.species_count
+        ridge, losses = select_ridge(R_fit, R_held, grid, n_free=C)
+        R_all = np.linalg.qr(np.vstack([R_fit, R_held]), mode="r")
+        theta = ridge_solve(R_all, ridge, n_free=C)
+        out = {k: np.asarray(v) for k, v in params.items()}
+        out["species_coeffs"], out["moment_coeffs"] = theta[:C].copy(), theta[C:].copy()
+        return out, {"ridge": ridge, "grid": [float(g) for g in grid],
+                     "held_out_losses": losses}
 
     def refit_linear(self, params: dict) -> dict:
         """``params`` with the linear coefficients re-solved (least squares, ``lstsq_ridge``)
@@ -740,12 +773,15 @@ class Trainer:
             if score <= best_score or not math.isfinite(best_score):
                 best, best_score = polished, score
         refit = bool(self.config.refit_linear and self.valid_samples)
-        if refit:  # the validation set chose the point; all labelled data fit its linear part
+        ridge_info = None
+        if refit and self.config.refit_ridge_grid:
+            best, ridge_info = self.refit_ridge(best, self.config.refit_ridge_grid)
+        elif refit:  # the validation set chose the point; all labelled data fit its linear part
             best = self.refit_linear(best)
         rec = {"iter": it, "time": round(elapsed0 + time.perf_counter() - t_start, 4),
                "clock": round(time.time(), 3), "cpu": round(time.process_time(), 3),
                "final": True, "polished": polished is not None and best is polished,
-               "refit_linear": refit,
+               "refit_linear": refit, **({"refit_ridge": ridge_info} if ridge_info else {}),
                "iterations": int(it), "stop_reason": reason, "best_iter": int(self._best_iter),
                "train": self.evaluate(best, self.train_batches)}
         rec["loss"] = rec["train"]["loss"]
