@@ -162,3 +162,33 @@ def test_monitor_set_is_only_logged_and_refit_solves_all_cells(template_l08, noi
     before = np.concatenate([ref["best_params"]["species_coeffs"],
                              ref["best_params"]["moment_coeffs"]])
     assert np.abs(got - before).max() > 1e-6 * np.abs(before).max()
+
+
+def test_refit_ridge_losses_are_the_held_out_loss(template_l08, noisy):
+    """``refit_ridge``: the held-out loss it ranks each ridge by (from the (P+1)² factors)
+    is the trainer's own validation loss of the ridge solution fitted on the training cells;
+    with the grid [0] it is the plain refit on all cells."""
+    from mtpjax.fit.lstsq import ridge_solve
+
+    cfg = FitConfig(**{**CFG, "max_iter": 0}, checkpoint_every=0, refit_linear=True)
+    trainer = Trainer(template_l08, noisy, None, cfg, mesh=None)
+    params = trainer.run()["best_params"]
+    grid = [0.0, 1e-3, 1e-1]
+    refit, info = trainer.refit_ridge(params, grid)
+    assert info["grid"] == grid and info["ridge"] in grid
+    assert info["held_out_losses"][grid.index(info["ridge"])] == min(info["held_out_losses"])
+    from mtpjax.fit.varpro import host_value
+
+    R_fit = host_value(trainer._linear_qr_fn()(
+        params["radial_coeffs"], trainer._linear_batches(trainer.train_samples)[0]))
+    C = trainer.spec.species_count
+    for g, loss in zip(grid, info["held_out_losses"], strict=True):
+        theta = ridge_solve(R_fit, g, n_free=C)
+        p = {**params, "species_coeffs": theta[:C], "moment_coeffs": theta[C:]}
+        assert trainer.evaluate(p, trainer.valid_batches)["loss"] == pytest.approx(loss,
+                                                                                 rel=1e-9)
+    plain, _ = trainer.refit_ridge(params, [0.0])
+    ref = trainer.refit_linear(params)
+    for key in ("species_coeffs", "moment_coeffs"):
+        np.testing.assert_allclose(plain[key], ref[key], rtol=1e-9,
+                                   atol=1e-9 * np.abs(ref[key]).max())
