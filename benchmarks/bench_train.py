@@ -31,11 +31,16 @@ with the min–max spread).
 cache file (default ``benchmarks/results/bench_train_mlp_cache.json``), keyed by level, seed,
 options, the template and data hashes and the binary's hash, and reused by later invocations
 (the result file marks each reused run, with the time it was recorded); ``--no-mlp-cache``
-reruns them; ``--only-seeds`` lets parallel invocations record different repetitions.
+reruns them, ``--mlp-cache-only`` refuses to run any (a miss is an error); ``--only-seeds``
+lets parallel invocations record different repetitions.
 ``--reuse-mtpjax JSON`` takes the mtpjax runs of an earlier result file of this script (same
 data and settings; marked in the result). ``--compile-cache DIR``: the mtpjax runs share a
 persistent compilation cache, filled first by one short warm-up run per level whose (cold)
-wall and CPU time are recorded.
+wall and CPU time are recorded. ``--valid-fraction F --patience N [--refit-linear]``: every
+mtpjax run holds out F of the training cells (split seeded by its seed), stops when their loss
+has not improved for N iterations and returns the best-on-held-out potential (its linear
+coefficients re-solved on all training cells with ``--refit-linear``); the test cells stay
+monitor-only (``--monitor-cfgs``), the returned potential is the trajectory's last point.
 
 Every file this script writes is written entirely by it: ``OUT.json`` (command line, versions,
 host, load averages before and after, settings, every run with its trajectory, the summary,
@@ -75,6 +80,9 @@ from benchmarks.provenance import host, load, utc, versions  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 WEIGHTS = {"energy": 1.0, "force": 0.1, "stress": 0.0}
 QUICK = {"levels": [2], "seeds": 2, "max_iter": 5, "n_train": 6, "n_test": 3}
+# settings older result files lack (their runs had these values)
+DEFAULTS = {"valid_fraction": 0.0, "patience": 5, "valid_rtol": 0.0, "refit_linear": False,
+            "refit_ridge_grid": []}
 METRICS = ("test_energy_mae_meV", "test_force_rmse", "wall_s", "cpu_s", "train_loss")
 
 
@@ -184,6 +192,12 @@ def fit_options(settings: dict) -> dict:
         fit["max_time"] = float(settings["time_limit"])
     if settings["lstsq_configs"]:
         fit["lstsq_configs"] = settings["lstsq_configs"]
+    if settings.get("valid_fraction"):  # stop on held-out training cells (test: monitor only)
+        fit.update(select_on_valid=True, valid_fraction=settings["valid_fraction"],
+                   patience=settings["patience"], valid_rtol=settings["valid_rtol"],
+                   refit_linear=settings["refit_linear"])
+        if settings.get("refit_ridge_grid"):
+            fit["refit_ridge_grid"] = [float(v) for v in settings["refit_ridge_grid"]]
     return fit
 
 
@@ -201,8 +215,12 @@ def run_mtpjax(level: int, seed: int, work: Path, args, tag: str | None = None,
            f"--max-iter={args.max_iter}", f"--seed={seed}", f"--optimizer={args.optimizer}",
            "--trained-pot-name=pot.mtp", "--workdir=run", "--config=fit.toml", "--no-resume",
            "--quiet"]
-    if args.monitor_every:
-        cmd.append("--valid-cfgs=../test.cfg")
+    held_out = bool(getattr(args, "valid_fraction", 0))
+    if held_out:  # the split's seed follows the run's; valid_fraction etc. are in fit.toml
+        cmd.append(f"--valid-seed={seed}")
+    if args.monitor_every:  # the test cells: logged only (never selection or stopping)
+        cmd.append("--monitor-cfgs=../test.cfg" if held_out else "--valid-cfgs=../test.cfg")
+    test_key = "monitor" if held_out else "valid"
     if init:
         cmd.append("--init-params=same")
     launched = time.time()
@@ -215,14 +233,26 @@ def run_mtpjax(level: int, seed: int, work: Path, args, tag: str | None = None,
     curve = [{"iter": r["iter"], "time_s": r["time"],
               "wall_s": round(r["clock"] - launched, 3) if "clock" in r else None,
               "cpu_s": r.get("cpu"), "train_loss": r.get("loss"),
-              **({"test_energy_mae_meV": round(1e3 * r["valid"]["energy_mae"], 4),
-                  "test_force_rmse": round(r["valid"]["force_rmse"], 5)} if "valid" in r else {})}
+              **({"test_energy_mae_meV": round(1e3 * r[test_key]["energy_mae"], 4),
+                  "test_force_rmse": round(r[test_key]["force_rmse"], 5)}
+                 if test_key in r else {}),
+              **({"valid_loss": r["valid"]["loss"]} if held_out and "valid" in r else {})}
              for r in iters if args.monitor_every and r["iter"] % args.monitor_every == 0]
     final = next((r for r in log if r.get("final")), {})
+    if held_out and args.monitor_every and "clock" in final:
+        # the potential the run returns (best on the held-out cells, linear part re-solved
+        # on all training cells with --refit-linear): the last point of the trajectory
+        curve.append({"iter": "final", "best_iter": final.get("best_iter"),
+                      "time_s": final["time"], "wall_s": round(final["clock"] - launched, 3),
+                      "cpu_s": final.get("cpu"), "train_loss": final.get("loss"),
+                      "test_energy_mae_meV": round(1e3 * final[test_key]["energy_mae"], 4),
+                      "test_force_rmse": round(final[test_key]["force_rmse"], 5)})
     return {"program": "mtpjax", "level": level, "seed": seed,
             "command": shlex.join(["mtpjax", *cmd[3:]]), **res,
             "iterations": max((r["iter"] for r in iters), default=0),
             "fit_s": final.get("time"), "final_train_loss": final.get("loss"),
+            "stop_reason": final.get("stop_reason"), "best_iter": final.get("best_iter"),
+            **({"refit_ridge": final["refit_ridge"]} if "refit_ridge" in final else {}),
             "fit_toml": fit, "curve": curve, "potential": str(run_dir / "pot.mtp")}
 
 
@@ -283,6 +313,9 @@ def run_mlp(level: int, seed: int, work: Path, mlp: str, args, cache: MlpCache,
     fields = {**key_fields, "level": level, "seed": seed, "options": cmd[4:]}
     key = MlpCache.key(**fields)
     hit = cache.get(key) if args.mlp_cache_use else None
+    if hit is None and args.mlp_cache_only:
+        raise SystemExit(f"--mlp-cache-only: mlp level {level} repetition {seed} is not in "
+                         f"the cache {cache.path} (key {key[:12]}…)")
     if hit is not None:
         (run_dir / "pot.mtp").write_text(hit["potential"])
         run = {**hit["run"], "cached": True}
@@ -514,6 +547,25 @@ def render_md(doc: dict) -> str:
         "errors is worse generalisation, not a worse optimum.",
         "",
     ]
+    if s.get("valid_fraction"):
+        stops = [f"seed {r['seed']} (L{r['level']}): {r.get('stop_reason')} after "
+                 f"{r['iterations']}, best iteration {r.get('best_iter')}"
+                 + (f", ridge {r['refit_ridge']['ridge']:g}" if "refit_ridge" in r else "")
+                 for r in doc["runs"] if r["program"] == "mtpjax"]
+        lines += [f"**Stopping on held-out training cells** (mtpjax): {s['valid_fraction']:g} "
+                  f"of the training cells are held out (`--valid-fraction`, split seeded by "
+                  f"the run's seed), the fit stops when their loss has not improved (relative "
+                  f"margin {s['valid_rtol']:g}) for {s['patience']} iterations and returns the "
+                  f"best-on-held-out coefficients"
+                  + (", their linear coefficients re-solved on all training cells "
+                     "(`--refit-linear`)" if s["refit_linear"] else "")
+                  + (" with the standardised ridge (species coefficients unpenalised) of "
+                     f"{s['refit_ridge_grid']} that gave the lowest held-out loss when solved "
+                     "on the other training cells (`--refit-ridge-grid`)"
+                     if s.get("refit_ridge_grid") else "")
+                  + ". The test cells are only monitored (`--monitor-cfgs`); the returned "
+                  "potential is the last point (`final`) of each trajectory. Stops: "
+                  + "; ".join(stops) + ".", ""]
     if s["compile_cache"]:
         lines += [f"The mtpjax runs shared a persistent compilation cache (`{s['compile_cache']}`"
                   "): their wall times are not start-up-inclusive timings.", ""]
@@ -644,6 +696,23 @@ def parse_args(argv):
     p.add_argument("--lstsq-atoms", type=int, default=256)
     p.add_argument("--lstsq-configs", type=int, default=None)
     p.add_argument("--relinearize-every", type=int, default=0)
+    p.add_argument("--valid-fraction", type=float, default=0.0,
+                   help="mtpjax: hold out this fraction of the TRAINING cells (split seeded "
+                        "by the run's seed) and stop on their loss (--patience), keeping the "
+                        "best-on-held-out coefficients; the test cells stay monitor-only "
+                        "(0: off, the default)")
+    p.add_argument("--patience", type=int, default=5,
+                   help="with --valid-fraction: iterations without a held-out improvement "
+                        "before stopping")
+    p.add_argument("--valid-rtol", type=float, default=0.0,
+                   help="with --valid-fraction: relative margin of an improvement")
+    p.add_argument("--refit-linear", action="store_true",
+                   help="with --valid-fraction: re-solve the linear coefficients of the "
+                        "selected potential on all training cells (held-out ones included)")
+    p.add_argument("--refit-ridge-grid", type=float, nargs="+", default=[],
+                   help="with --refit-linear: standardised ridge strengths for the linear "
+                        "coefficients (mtpjax.fit.lstsq.ridge_solve); the one with the lowest "
+                        "held-out loss (fitted on the other training cells) is used")
     p.add_argument("--core", type=int, default=None,
                    help="core every run is pinned to (default: the last one this process may use)")
     p.add_argument("--programs", nargs="+", default=["mtpjax", "mlp"], choices=["mtpjax", "mlp"])
@@ -653,6 +722,9 @@ def parse_args(argv):
     p.add_argument("--mlp-cache", default=str(RESULTS / "bench_train_mlp_cache.json"))
     p.add_argument("--no-mlp-cache", dest="mlp_cache_use", action="store_false",
                    help="rerun mlp even where the cache has the run (the cache is updated)")
+    p.add_argument("--mlp-cache-only", action="store_true",
+                   help="never run mlp: every mlp run must come from the cache (a miss is an "
+                        "error)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 6 smallest training cells, 3 test cells, level 2, "
                         "5 iterations, 2 seeds, a shared compilation cache (timings not "
@@ -746,10 +818,12 @@ def main(argv=None) -> int:
             reused = json.loads(Path(source).read_text())
             if reused["data"]["cfg_sha256"] != data["cfg_sha256"]:
                 raise SystemExit(f"{source}: recorded on other data")
-            for key in ("optimizer", "max_iter", "time_limit", "monitor_every"):
-                if reused["settings"][key] != getattr(args, key):
-                    raise SystemExit(f"{source}: other {key} "
-                                     f"({reused['settings'][key]} ≠ {getattr(args, key)})")
+            for key in ("optimizer", "max_iter", "time_limit", "monitor_every",
+                        "valid_fraction", "patience", "valid_rtol", "refit_linear",
+                        "refit_ridge_grid"):
+                theirs = reused["settings"].get(key, DEFAULTS.get(key))
+                if theirs != getattr(args, key):
+                    raise SystemExit(f"{source}: other {key} ({theirs} ≠ {getattr(args, key)})")
             for r in reused["runs"]:
                 if r["program"] == "mtpjax" and r["level"] in args.levels:
                     runs.append({**r, "reused_from": source,
@@ -803,6 +877,7 @@ def main(argv=None) -> int:
     settings = {k: getattr(args, k) for k in (
         "levels", "seeds", "optimizer", "max_iter", "mlp_max_iter", "time_limit",
         "monitor_every", "memory_size", "lstsq_atoms", "lstsq_configs", "relinearize_every",
+        "valid_fraction", "patience", "valid_rtol", "refit_linear", "refit_ridge_grid",
         "core", "programs", "quick", "compile_cache", "mlp_seeds", "continue_mlp")}
     doc = {"script": "benchmarks/bench_train.py", "command": command, "started_at": started,
            "finished_at": utc(), "load_before": load_before, "load_after": load(),

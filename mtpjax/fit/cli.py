@@ -30,6 +30,7 @@ FLAG_FIELDS = {
     "eval_every": "eval_every", "checkpoint_every": "checkpoint_every",
     "compile_cache": "compile_cache", "valid_fraction": "valid_fraction",
     "valid_seed": "valid_seed", "patience": "patience", "valid_rtol": "valid_rtol",
+    "refit_linear": "refit_linear",
 }
 
 
@@ -66,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--valid-rtol", type=float, metavar="R",
                    help="an improvement must lower the best validation loss by this "
                         "fraction (default 0)")
+    o.add_argument("--refit-linear", action="store_true", default=None,
+                   help="after the fit, re-solve the linear coefficients of the saved "
+                        "potential on TRAIN and the validation data together (e.g. after "
+                        "--valid-fraction --patience)")
+    o.add_argument("--monitor-cfgs", metavar="FILE",
+                   help="data whose errors are only logged ('monitor' in log.jsonl), never "
+                        "used to select or stop (e.g. a test set next to --valid-fraction)")
     o.add_argument("--checkpoint-every", type=int, help="checkpoint interval (iterations)")
     o.add_argument("--compile-cache", metavar="DIR",
                    help="persistent compilation cache (default ~/.cache/mtpjax/jax or "
@@ -234,6 +242,12 @@ def run(args) -> int:
             train, valid = split_validation(train, config.valid_fraction, config.valid_seed)
         except ValueError as exc:
             raise InputError(f"--valid-fraction: {exc}", args.train) from exc
+    monitor = None
+    if args.monitor_cfgs:
+        monitor, _ = load_fit_data(
+            pot, args.monitor_cfgs, None, species=species, energy_weight=config.energy_weight,
+            force_weight=config.force_weight, stress_unit=args.stress_unit,
+            stress_sign=args.stress_sign)
 
     out = Path(args.trained_pot_name)
     workdir = Path(args.workdir) if args.workdir else out.with_name(out.name + ".run")
@@ -242,7 +256,7 @@ def run(args) -> int:
         {"argv": sys.argv, "species": species, **config.__dict__}, indent=2, default=str))
     # the split is done above (a clean error naming TRAIN); the trainer gets its result
     trainer = Trainer(pot, train, valid, dataclasses.replace(config, valid_fraction=0.0),
-                      workdir=workdir, progress=not args.quiet)
+                      workdir=workdir, progress=not args.quiet, monitor=monitor)
     n_atoms = sum(len(s) for s in train)
     print(f"mtpjax train: {len(train)} configurations ({n_atoms} atoms)"
           + (f", {len(valid)} validation" if valid else "")
@@ -261,7 +275,7 @@ def run(args) -> int:
     lines = [f"saved {out} (best on {on} set, iteration "
              f"{final['best_iter']}; stopped after {final['iterations']} iteration(s): "
              f"{final['stop_reason']})"]
-    for part in ("train", "valid"):
+    for part in ("train", "valid", "monitor"):
         if part in final:
             m = final[part]
             lines.append(f"  {part}: energy MAE {1e3 * m.get('energy_mae', float('nan')):.3f} "

@@ -69,6 +69,41 @@ def solve_linear(spec: ModelSpec, weights: LossWeights, params: dict, batches,
     return out, resid
 
 
+def ridge_solve(R, ridge: float, n_free: int = 0, rcond: float = 1e-13):
+    """θ [P] minimising ‖A θ + r₀‖² + ridge · Σ_{j ≥ n_free} d_j² θ_j², from the triangular
+    factor R [P+1, P+1] of [A | r₀] (host numpy, float64).
+
+    d_j = ‖A e_j‖ (the column norms, from R): the penalty is a ridge on the *standardised*
+    coefficients d_j θ_j, so ``ridge`` is relative to unit-norm columns (dimensionless) and
+    the same strength means the same thing for every column and data-set size; the first
+    ``n_free`` coefficients (the species coefficients, an intercept) are not penalised.
+    ``ridge = 0`` is the plain least-squares solution (minimum-norm if rank-deficient).
+    """
+    R = np.asarray(R, np.float64)
+    P = R.shape[1] - 1
+    A, z = R[:, :P], R[:, P]
+    d = np.linalg.norm(A, axis=0)
+    d = np.where(d > 1e-300, d, 1.0)
+    M, rhs = A / d, -z
+    if ridge > 0:
+        pen = np.sqrt(ridge) * np.eye(P)[n_free:]
+        M, rhs = np.vstack([M, pen]), np.concatenate([rhs, np.zeros(P - n_free)])
+    return np.linalg.lstsq(M, rhs, rcond=rcond)[0] / d
+
+
+def select_ridge(R_fit, R_held, grid, n_free: int = 0) -> tuple[float, list[float]]:
+    """The ridge of ``grid`` (see :func:`ridge_solve`) whose solution on the fitted rows
+    (factor ``R_fit``) has the lowest loss on held-out rows (factor ``R_held``: the held-out
+    loss of θ is ‖R_held [θ; 1]‖², no pass over the data). Returns (ridge, held-out loss of
+    every grid value); ties go to the larger ridge."""
+    losses = []
+    for ridge in grid:
+        theta = ridge_solve(R_fit, float(ridge), n_free)
+        losses.append(float(np.sum((np.asarray(R_held) @ np.append(theta, 1.0)) ** 2)))
+    best = min(range(len(grid)), key=lambda k: (losses[k], -float(grid[k])))
+    return float(grid[best]), losses
+
+
 def make_group_sums(fn, mesh=None, axis: str = "data"):
     """Jit-compiled ``sums(*args, batches, w) -> Σ_groups w_g · fn(*args, g)``.
 

@@ -55,6 +55,8 @@ from mtpjax.fit.lstsq import (
     make_linear_qr,
     place_like,
     radial_column_norms,
+    ridge_solve,
+    select_ridge,
     solve_linear,
 )
 from mtpjax.fit.optim import Scaling, adamw, bfgs, lbfgs
@@ -123,6 +125,16 @@ class FitConfig:
     # best-on-validation coefficients are returned
     patience: int = 0
     valid_rtol: float = 0.0
+    # after the fit, re-solve the linear coefficients of the selected (e.g. best-on-validation)
+    # potential by least squares on the training and validation configurations together
+    # (its radial coefficients kept): the validation set chose the stopping point, then
+    # every labelled configuration informs the linear part
+    refit_linear: bool = False
+    # with refit_linear: standardised ridge strengths (mtpjax.fit.lstsq.ridge_solve, the
+    # species coefficients unpenalised) tried for the linear part; the one with the lowest
+    # held-out loss when fitted on the training cells alone is used for the refit on all
+    # (empty: plain least squares)
+    refit_ridge_grid: tuple[float, ...] = ()
     max_time: float | None = None  # stop iterating after this many seconds (then polish)
     checkpoint_every: int = 10
     data_parallel: bool = True
@@ -160,6 +172,11 @@ class FitConfig:
             raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction!r}")
         if not (isinstance(self.valid_rtol, int | float) and 0.0 <= self.valid_rtol < 1.0):
             raise ValueError(f"valid_rtol must be in [0, 1), got {self.valid_rtol!r}")
+        self.refit_ridge_grid = tuple(self.refit_ridge_grid)
+        if not all(isinstance(v, int | float) and math.isfinite(v) and v >= 0
+                   for v in self.refit_ridge_grid):
+            raise ValueError(f"refit_ridge_grid must hold finite numbers ≥ 0, got "
+                             f"{list(self.refit_ridge_grid)!r}")
         for name in ("eval_every", "checkpoint_every", "warmup_steps", "patience"):  # 0: never
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0 (0: never), got {getattr(self, name)}")
@@ -221,10 +238,14 @@ class Trainer:
         config: :class:`FitConfig`.
         workdir: where ``checkpoint.npz``, ``log.jsonl`` go (None: no files).
         mesh: a 1-D ``("data",)`` mesh, ``"auto"`` (all local devices) or None.
+        monitor: samples whose errors are only logged (``"monitor"`` in every record that
+            has ``"valid"``, and in the final one), never used to select or stop: e.g. a
+            test set watched while ``valid_fraction`` holds out the validation set.
     """
 
     def __init__(self, pot: MTPotential, train: list[Sample], valid: list[Sample] | None,
-                 config: FitConfig, workdir=None, mesh="auto", progress: bool = False):
+                 config: FitConfig, workdir=None, mesh="auto", progress: bool = False,
+                 monitor: list[Sample] | None = None):
         from mtpjax.fit import compile_cache
 
         compile_cache.enable(config.compile_cache)
@@ -257,6 +278,11 @@ class Trainer:
             vb = pack_buckets(self.valid_samples, None, group_multiple=self.n_dev,
                               target_atoms=config.target_atoms, round_shapes=True)
             self.valid_batches = tuple(_device_put(b.batch, self.mesh) for b in vb)
+        self.monitor_batches = ()
+        if monitor:
+            mb = pack_buckets(monitor, None, group_multiple=self.n_dev,
+                              target_atoms=config.target_atoms, round_shapes=True)
+            self.monitor_batches = tuple(_device_put(b.batch, self.mesh) for b in mb)
         self._lstsq_batches = None
         self._vp = None
         self.history: list[dict] = []
@@ -277,6 +303,14 @@ class Trainer:
         half = 0.5 * (self.spec.max_dist - self.spec.min_dist)
         return 0.5 / (max(float(np.mean(counts)), 1.0) * half**2)
 
+    def _linear_batches(self, samples):
+        """``samples`` packed into groups of ``lstsq_atoms`` atoms for the least-squares pass
+        (rounded shapes, groups sharded over the mesh): (device batches, host batches)."""
+        host = [b.batch for b in pack_buckets(
+            samples, max(self.config.lstsq_atoms, round_up(max(len(s) for s in samples), 8)),
+            group_multiple=self.n_dev, round_shapes=True)]
+        return tuple(_device_put(b, self.mesh) for b in host), host
+
     def lstsq(self, params: dict, return_norms: bool = False):
         """Least-squares linear coefficients for ``params``' radial coefficients (on the
         device(s), groups of ``lstsq_atoms`` sharded over the mesh)."""
@@ -287,15 +321,46 @@ class Trainer:
                 pick = np.random.default_rng([self.config.seed, 7]).choice(
                     len(samples), n_sub, replace=False)
                 samples = [samples[k] for k in np.sort(pick)]
-            host = [b.batch for b in pack_buckets(
-                samples, max(self.config.lstsq_atoms, round_up(max(len(s) for s in samples), 8)),
-                group_multiple=self.n_dev, round_shapes=True)]
-            self._lstsq_batches = tuple(_device_put(b, self.mesh) for b in host)
+            self._lstsq_batches, host = self._linear_batches(samples)
             self._lstsq_weights = group_weights(host, self.mesh)
-            self._lstsq_qr = make_linear_qr(self.spec, self.weights, self.mesh)
         return solve_linear(self.spec, self.weights, params, self._lstsq_batches,
-                            ridge=self.config.lstsq_ridge, qr_fn=self._lstsq_qr,
+                            ridge=self.config.lstsq_ridge, qr_fn=self._linear_qr_fn(),
                             return_norms=return_norms, mesh=self.mesh)
+
+    def _linear_qr_fn(self):
+        if getattr(self, "_lstsq_qr", None) is None:
+            self._lstsq_qr = make_linear_qr(self.spec, self.weights, self.mesh)
+        return self._lstsq_qr
+
+    def refit_ridge(self, params: dict, grid) -> tuple[dict, dict]:
+        """``params`` with the linear coefficients re-solved on training + validation cells
+        with the standardised ridge of ``grid`` that did best on the validation cells when
+        solved on the training cells alone (:func:`mtpjax.fit.lstsq.select_ridge`); one
+        least-squares pass over each set, the rest on the (P+1)² factors. Returns
+        (params, {"ridge", "held_out_losses"})."""
+        from mtpjax.fit.varpro import host_value
+
+        radial = jnp.asarray(params["radial_coeffs"])
+        qr = self._linear_qr_fn()
+        R_fit = host_value(qr(radial, self._linear_batches(self.train_samples)[0]))
+        R_held = host_value(qr(radial, self._linear_batches(self.valid_samples)[0]))
+        C = self.spec.species_count
+        ridge, losses = select_ridge(R_fit, R_held, grid, n_free=C)
+        R_all = np.linalg.qr(np.vstack([R_fit, R_held]), mode="r")
+        theta = ridge_solve(R_all, ridge, n_free=C)
+        out = {k: np.asarray(v) for k, v in params.items()}
+        out["species_coeffs"], out["moment_coeffs"] = theta[:C].copy(), theta[C:].copy()
+        return out, {"ridge": ridge, "grid": [float(g) for g in grid],
+                     "held_out_losses": losses}
+
+    def refit_linear(self, params: dict) -> dict:
+        """``params`` with the linear coefficients re-solved (least squares, ``lstsq_ridge``)
+        on the training and validation configurations together, radial ones kept."""
+        batches, _ = self._linear_batches(list(self.train_samples) + list(self.valid_samples))
+        solved, _ = solve_linear(self.spec, self.weights, params, batches,
+                                 ridge=self.config.lstsq_ridge, qr_fn=self._linear_qr_fn(),
+                                 mesh=self.mesh)
+        return solved
 
     def evaluate(self, params, batches) -> dict:
         if not batches:
@@ -673,6 +738,8 @@ class Trainer:
             rec["loss"] = rec["train"]["loss"]
         if self.valid_batches and (evaluate or self.config.optimizer in FULL_BATCH):
             rec["valid"] = self.evaluate(params, self.valid_batches)
+        if self.monitor_batches and (evaluate or self.config.optimizer in FULL_BATCH):
+            rec["monitor"] = self.evaluate(params, self.monitor_batches)
         return rec
 
     def _score(self, rec) -> float | None:
@@ -707,13 +774,23 @@ class Trainer:
                 score = self.evaluate(polished, self.train_batches)["loss"]
             if score <= best_score or not math.isfinite(best_score):
                 best, best_score = polished, score
+        refit = bool(self.config.refit_linear and self.valid_samples)
+        ridge_info = None
+        if refit and self.config.refit_ridge_grid:
+            best, ridge_info = self.refit_ridge(best, self.config.refit_ridge_grid)
+        elif refit:  # the validation set chose the point; all labelled data fit its linear part
+            best = self.refit_linear(best)
         rec = {"iter": it, "time": round(elapsed0 + time.perf_counter() - t_start, 4),
+               "clock": round(time.time(), 3), "cpu": round(time.process_time(), 3),
                "final": True, "polished": polished is not None and best is polished,
+               "refit_linear": refit, **({"refit_ridge": ridge_info} if ridge_info else {}),
                "iterations": int(it), "stop_reason": reason, "best_iter": int(self._best_iter),
                "train": self.evaluate(best, self.train_batches)}
         rec["loss"] = rec["train"]["loss"]
         if self.valid_batches:
             rec["valid"] = self.evaluate(best, self.valid_batches)
+        if self.monitor_batches:
+            rec["monitor"] = self.evaluate(best, self.monitor_batches)
         self._log(rec)
         return {"params": params, "best_params": best, "best_score": best_score,
                 "history": self.history, "final": rec}

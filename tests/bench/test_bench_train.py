@@ -121,6 +121,13 @@ def test_mlp_runs_cached_and_reused(tmp_path):
     assert bench.main([*common, "--no-mlp-cache", "--out", str(tmp_path / "c.json"),
                        "--work", str(tmp_path / "wc")]) == 0
     assert sum(c.startswith("train ") for c in log.read_text().splitlines()) == 4
+    # --mlp-cache-only: a cached run is reused, a missing one is an error, mlp never runs
+    assert bench.main([*common, "--mlp-cache-only", "--out", str(tmp_path / "d.json"),
+                       "--work", str(tmp_path / "wd")]) == 0
+    with pytest.raises(SystemExit, match="--mlp-cache-only: mlp level 2 repetition 0"):
+        bench.main([*common, "--mlp-cache", str(tmp_path / "empty.json"), "--mlp-cache-only",
+                    "--out", str(tmp_path / "e.json"), "--work", str(tmp_path / "we")])
+    assert sum(c.startswith("train ") for c in log.read_text().splitlines()) == 4
 
 
 @pytest.mark.slow

@@ -113,7 +113,8 @@ def test_bad_settings_are_one_clean_line(tmp_path, template_l08, labelled, capsy
     _write_cfg(tmp_path / "train.cfg", labelled[:4])
     for flags, pattern in [(["--patience", "3"], r"--patience needs validation data"),
                            (["--valid-fraction", "1.5"], r"valid_fraction must be in \[0, 1\)"),
-                           (["--valid-fraction", "0.1", "--valid-cfgs", "x.cfg"], "not both")]:
+                           (["--valid-fraction", "0.1", "--valid-cfgs", "x.cfg"], "not both"),
+                           (["--monitor-cfgs", str(tmp_path / "nothere.cfg")], "nothere.cfg")]:
         rc = main(["train", str(init), str(tmp_path / "train.cfg"), "--workdir",
                    str(tmp_path / "run"), "--quiet", *flags])
         err = capsys.readouterr().err
@@ -121,3 +122,73 @@ def test_bad_settings_are_one_clean_line(tmp_path, template_l08, labelled, capsy
         assert re.search(pattern, err) and "Traceback" not in err
         assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_monitor_set_is_only_logged_and_refit_solves_all_cells(template_l08, noisy, pot_l08,
+                                                               overfit):
+    """A monitor set (e.g. the test cells) changes nothing in the fit: same losses, stop and
+    best iteration as without it; it is logged in every record. ``refit_linear`` keeps the
+    selected radial coefficients and re-solves the linear ones on training + held-out cells:
+    equal to a dense numpy least squares of all those cells' rows to 1e-10."""
+    from mtpjax.fit.data import pack_buckets
+    from mtpjax.model import ModelSpec
+
+    from .conftest import dense_lstsq
+
+    monitor = label_with(pot_l08, si_cells(3, seed=7))
+    trainer = Trainer(template_l08, noisy, None,
+                      FitConfig(**CFG, checkpoint_every=0, refit_linear=True),
+                      mesh=None, monitor=monitor)
+    res = trainer.run()
+    ref_trainer, ref = overfit
+    steps = [r for r in trainer.history if not r.get("final")]
+    ref_steps = [r for r in ref_trainer.history if not r.get("final")]
+    assert [r["valid"]["loss"] for r in steps] == [r["valid"]["loss"] for r in ref_steps]
+    assert all("monitor" in r and "monitor" not in q for r, q in zip(steps, ref_steps, strict=True))
+    final = res["final"]
+    assert (final["best_iter"], final["stop_reason"]) == (ref["final"]["best_iter"], "patience")
+    assert final["refit_linear"] and "monitor" in final
+    np.testing.assert_array_equal(res["best_params"]["radial_coeffs"],
+                                  ref["best_params"]["radial_coeffs"])
+    # the refit differs from the selected coefficients and solves all 16 cells
+    spec = ModelSpec.from_potential(template_l08)
+    everything = trainer.train_samples + trainer.valid_samples
+    assert len(everything) == len(noisy)
+    batches = [b.batch for b in pack_buckets(everything, 64)]
+    theta, _ = dense_lstsq(spec, trainer.weights, res["best_params"], batches)
+    got = np.concatenate([res["best_params"]["species_coeffs"],
+                          res["best_params"]["moment_coeffs"]])
+    np.testing.assert_allclose(got, theta, rtol=1e-10, atol=1e-10 * np.abs(theta).max())
+    before = np.concatenate([ref["best_params"]["species_coeffs"],
+                             ref["best_params"]["moment_coeffs"]])
+    assert np.abs(got - before).max() > 1e-6 * np.abs(before).max()
+
+
+def test_refit_ridge_losses_are_the_held_out_loss(template_l08, noisy):
+    """``refit_ridge``: the held-out loss it ranks each ridge by (from the (P+1)² factors)
+    is the trainer's own validation loss of the ridge solution fitted on the training cells;
+    with the grid [0] it is the plain refit on all cells."""
+    from mtpjax.fit.lstsq import ridge_solve
+
+    cfg = FitConfig(**{**CFG, "max_iter": 0}, checkpoint_every=0, refit_linear=True)
+    trainer = Trainer(template_l08, noisy, None, cfg, mesh=None)
+    params = trainer.run()["best_params"]
+    grid = [0.0, 1e-3, 1e-1]
+    refit, info = trainer.refit_ridge(params, grid)
+    assert info["grid"] == grid and info["ridge"] in grid
+    assert info["held_out_losses"][grid.index(info["ridge"])] == min(info["held_out_losses"])
+    from mtpjax.fit.varpro import host_value
+
+    R_fit = host_value(trainer._linear_qr_fn()(
+        params["radial_coeffs"], trainer._linear_batches(trainer.train_samples)[0]))
+    C = trainer.spec.species_count
+    for g, loss in zip(grid, info["held_out_losses"], strict=True):
+        theta = ridge_solve(R_fit, g, n_free=C)
+        p = {**params, "species_coeffs": theta[:C], "moment_coeffs": theta[C:]}
+        assert trainer.evaluate(p, trainer.valid_batches)["loss"] == pytest.approx(loss,
+                                                                                 rel=1e-9)
+    plain, _ = trainer.refit_ridge(params, [0.0])
+    ref = trainer.refit_linear(params)
+    for key in ("species_coeffs", "moment_coeffs"):
+        np.testing.assert_allclose(plain[key], ref[key], rtol=1e-9,
+                                   atol=1e-9 * np.abs(ref[key]).max())
