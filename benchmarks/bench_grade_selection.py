@@ -113,7 +113,8 @@ def student_sample(args) -> dict:
             "timestep_fs": 1.0, "temperature_K": 500.0, "grade_every": args.pool_every,
             "grade_threshold": args.threshold, "grade_budget": args.per_round,
             "grade_iterations": args.rounds, "grade_runs": args.grade_runs,
-            "grade_proposer": "student", "gamma_break": args.gamma_break}
+            "grade_proposer": "student", "gamma_break": args.gamma_break,
+            "grade_skip_steps": args.grade_skip}
 
 
 def reaches(errs: dict, target: dict) -> bool:
@@ -263,6 +264,9 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--grade-runs", type=int, default=1,
                    help="grade_student: student MD runs per round (sample.grade_runs)")
+    p.add_argument("--grade-skip", type=int, default=0,
+                   help="grade_student: the first N steps of each student run propose nothing "
+                        "(sample.grade_skip_steps; e.g. the NVT thermalisation)")
     p.add_argument("--threshold", type=float, default=1.1, help="MaxVol select threshold")
     p.add_argument("--gamma-break", type=float, default=0.0,
                    help="student MD: stop at γ above this (0: never; with D0 smaller than the "

@@ -6,7 +6,7 @@ run the same code: the caller supplies how a student is fitted and how the teach
 (``fit``, ``label``), everything else follows the ``[sample]`` table ``s`` (a dict with its keys:
 ``n_atoms``, ``density_g_cm3``, ``min_distance_A``, ``timestep_fs``, ``temperature_K``,
 ``grade_every``, ``grade_threshold``, ``grade_limit``, ``grade_budget``, ``grade_iterations``,
-``grade_runs``, ``gamma_break``).
+``grade_runs``, ``grade_skip_steps``, ``gamma_break``).
 
 Units: Å, fs, K, GPa.
 """
@@ -28,8 +28,9 @@ def student_md(pot: Path, grader, stages, species: Sequence[str], s: dict,
     """The student's MD of the sampling protocol ``stages`` (`md.runner.Simulation`, a random
     ``s["n_atoms"]`` cell) with γ every ``grade_every`` steps against ``grader`` (the active
     set of its training set) → (configurations with γ > grade_threshold — every graded one
-    when ``grade_budget`` is set —, summary). The run stops at γ > ``gamma_break`` (0: never)
-    or when the student blows up; what it found until then is kept."""
+    when ``grade_budget`` is set —, summary); those of its first ``grade_skip_steps`` steps
+    (thermalisation from a random cell) are left out. The run stops at γ > ``gamma_break``
+    (0: never) or when the student blows up; what it found until then is kept."""
     from md.runner import ExtrapolationBreak, Simulation
     from md.structures import random_structure
 
@@ -52,7 +53,8 @@ def student_md(pot: Path, grader, stages, species: Sequence[str], s: dict,
         stop = f"failed: {exc}"
     numbers = np.array([ase.data.atomic_numbers[e] for e in species])
     found = [Atoms(numbers=numbers[c.types], positions=c.positions, cell=c.cell, pbc=True)
-             for c in sim.selected]
+             for c in sim.selected
+             if int(c.features["MD_step"]) > s.get("grade_skip_steps", 0)]
     volumes = [h["V_A3"] / len(atoms) for h in sim.history]
     return found, {"steps": int(sim.step), "stop": stop, "found": len(found),
                    "max_gamma": max((g for _, g in sim.grades), default=0.0),
