@@ -187,6 +187,29 @@ def test_grade_rounds_student_proposer():
     np.testing.assert_allclose(labelled[0].positions, d1[0].positions)
 
 
+def test_student_md_skips_thermalisation():
+    """``grade_skip_steps``: the student MD's configurations of its first N steps are not
+    proposed; the later ones are, as without it."""
+    from distill.active import student_md
+    from distill.sampling import grade_select, sampling_stages
+    from distill.stages.config import SCHEMA
+    from tests.conftest import DATA
+
+    pot = DATA / "grade" / "si_L08" / "pot.mtp"
+    grader = grade_select(pot, [], [], ["Si"]).grader
+    s = {**SCHEMA["sample"], "n_atoms": 8, "grade_every": 5, "grade_budget": 2,
+         "gamma_break": 0.0}
+    found = {}
+    for skip in (0, 5):
+        frames, md = student_md(pot, grader, sampling_stages(15, 0), ["Si"],
+                                {**s, "grade_skip_steps": skip}, 3)
+        assert md["steps"] == 15 and md["stop"] == "end" and md["found"] == len(frames)
+        found[skip] = frames
+    assert len(found[0]) == 3 and len(found[5]) == 2  # graded at steps 5, 10, 15
+    for a, b in zip(found[0][1:], found[5], strict=True):  # the same run (same seed)
+        np.testing.assert_allclose(a.positions, b.positions)
+
+
 @pytest.mark.parametrize("line, key", [
     ('selection = "maxvol"', "sample.selection"),
     ('grade_proposer = "lammps"', "sample.grade_proposer"),
@@ -196,6 +219,7 @@ def test_grade_rounds_student_proposer():
     ("grade_level = 7", "sample.grade_level"),
     ("grade_iterations = -1", "sample.grade_iterations"),
     ("grade_budget = -2", "sample.grade_budget"),
+    ("grade_skip_steps = -1", "sample.grade_skip_steps"),
 ])
 def test_grade_config_errors(tmp_path, line, key):
     from distill.stages.config import PipelineConfigError, load
