@@ -241,7 +241,9 @@ def verdict(summary: list[dict]) -> dict:
     for arm in ("grade_pool", "grade_student"):
         if not any(s["arm"] == arm for s in summary):
             continue
-        hit = [s for s in summary if s["arm"] == arm and reaches(s["errors"], ref["errors"])]
+        # a row counts only when measured on as many seeds as the reference
+        hit = [s for s in summary if s["arm"] == arm and s["seeds"] >= ref["seeds"]
+               and reaches(s["errors"], ref["errors"])]
         first = min(hit, key=lambda s: s["teacher_calls"], default=None)
         out[arm] = None if first is None else {
             "round": first["round"], "d1_labels": first["d1_labels"],
@@ -370,7 +372,8 @@ def merge(args) -> int:
         "parts": [{k: res[k] for k in PART_KEYS} for res in parts],
         **{k: parts[0][k] for k in ("teacher", "fit", "teacher_md_steps_per_run",
                                     "d0_relabels", "test_sets")},
-        "settings": {**parts[0]["settings"], "seeds": seeds}, "seeds_completed": seeds,
+        "settings": {**parts[0]["settings"], "seeds": seeds},
+        "seeds_completed": sorted(k for res in parts for k in res["seeds_completed"]),
         "rows": rows, "summary": summary, "verdict": verdict(summary),
     })
     return 0
@@ -412,28 +415,35 @@ def render(res: dict) -> str:
         f"(meV/atom) / force MAE (eV/Å) on the RSS ({res['test_sets']['rss']} cells) and "
         f"compression ({res['test_sets']['compression']} snapshots at 5-20 GPa of a teacher run, "
         f"one every {st.get('comp_every', 80)} steps) sets.", "",
-        "| arm | round | D1 labels | teacher calls (MD + labels) | RSS E / F | compression E / F |",
-        "|---|---|---|---|---|---|",
+        "| arm | round | seeds | D1 labels | teacher calls (MD + labels) | RSS E / F | "
+        "compression E / F |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in res["summary"]:
         name = (f"uniform, every {s['every_steps']} steps" if s["arm"] == "uniform"
                 else s["arm"])
         rnd = "" if s["round"] is None else str(s["round"])
-        lines.append(f"| {name} | {rnd} | {s['d1_labels']:.0f} | {s['teacher_calls']:.0f} | "
+        lines.append(f"| {name} | {rnd} | {s['seeds']} | {s['d1_labels']:.0f} | "
+                     f"{s['teacher_calls']:.0f} | "
                      f"{e(s, 'rss')} | {e(s, 'compression')} |")
     v = res["verdict"]
     ref = v["uniform_reference"]
     lines += ["", f"Reference: uniform every {ref['every_steps']} steps, "
               f"{ref['d1_labels']:.0f} D1 labels, {ref['teacher_calls']:.0f} teacher calls "
               "(mean errors over seeds; a grade arm reaches it when all four mean MAEs are at "
-              "most the reference's).", ""]
+              "most the reference's; a row counts only when measured on as many seeds as the "
+              "reference, see the seeds column).", ""]
+    if sorted(res["seeds_completed"]) != sorted(st["seeds"]):
+        lines.append(f"- **Incomplete**: only seeds {res['seeds_completed']} ran every round; "
+                     "the others stopped early (their rows as far as they got; see the seeds "
+                     "column).")
     for arm in ("grade_pool", "grade_student"):
         if arm not in v:
             continue
         h = v[arm]
         if h is None:
-            lines.append(f"- `{arm}`: does **not** reach the reference error within "
-                         f"{st['rounds']} rounds: **target missed**.")
+            lines.append(f"- `{arm}`: does **not** reach the reference error in the rounds "
+                         f"measured on every seed ({st['rounds']} planned): **target missed**.")
         else:
             lines.append(f"- `{arm}`: reaches it at round {h['round']} with "
                          f"{h['d1_labels']:.0f} D1 labels ({h['labels_ratio']:.2f} of uniform) "
