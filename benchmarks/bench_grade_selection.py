@@ -175,39 +175,35 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher,
             seconds=round(time.perf_counter() - t0, 1))
 
     # grade_student: the student's MD proposes, the teacher only labels: the sample stage's
-    # rounds (distill.active.grade_rounds) without a teacher MD
-    fitted, labelled = {}, []
+    # rounds (distill.active.grade_rounds) without a teacher MD; a round's row is written as
+    # soon as the student refitted on its picks is scored (a run stopped early keeps them)
+    if "grade_student" not in args.arms:
+        return
+    done, labelled = [], []
 
     def fit_round(train, name):
         if not labelled:
             return pot0
+        r = done[-1]  # the round whose picks were just labelled
         pot, its = fit(train, tmp / f"s{seed}_student_{len(labelled)}", args.level,
                        args.max_iter, seed)
-        fitted[len(labelled)] = (pot, its, test_errors(pot, tests),
-                                 round(time.perf_counter() - t0, 1))
+        row(arm="grade_student", round=r["round"], d1_labels=len(labelled),
+            teacher_calls=len(labelled), fit_iterations=its,
+            student_md={k: r[k] for k in ("steps", "stop", "found", "max_gamma",
+                                          "volume_A3_per_atom")},
+            errors=test_errors(pot, tests),
+            seconds_since_arm_start=round(time.perf_counter() - t0, 1))
         return pot
 
     def label(new):
         labelled.extend(teacher.label(new))
         return list(labelled)
 
-    if "grade_student" not in args.arms:
-        return
     t0 = time.perf_counter()
-    d1, rounds = active.grade_rounds(d0, None, stages, SPECIES, student_sample(args), seed,
-                                     fit_round, label)
+    d1, _ = active.grade_rounds(d0, None, stages, SPECIES, student_sample(args), seed,
+                                fit_round, label, on_round=done.append)
     if len(d1) > len(labelled):  # the last round's picks: labelled, then a student fitted
         fit_round(d0 + label(d1[len(labelled):]), "final")
-    n = 0
-    for r in rounds:
-        n += r["selected"]
-        if n not in fitted:
-            break
-        pot, its, errs, seconds = fitted[n]
-        row(arm="grade_student", round=r["round"], d1_labels=n, teacher_calls=n,
-            fit_iterations=its, student_md={k: r[k] for k in ("steps", "stop", "found",
-                                                              "max_gamma", "volume_A3_per_atom")},
-            errors=errs, seconds_since_arm_start=seconds)
 
 
 def summarize(rows: list[dict]) -> list[dict]:

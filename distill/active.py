@@ -80,7 +80,9 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
                  fit: Callable[[list[Atoms], str], Path],
                  label: Callable[[list[Atoms]], list[Atoms]],
                  keep: Callable[[list[Atoms], int], list[Atoms]] | None = None,
-                 log: Callable[[str], None] = lambda _: None) -> tuple[list[Atoms], list[dict]]:
+                 log: Callable[[str], None] = lambda _: None,
+                 on_round: Callable[[dict], None] | None = None,
+                 ) -> tuple[list[Atoms], list[dict]]:
     """D1 by grades → (D1 frames, one summary per round).
 
     Round 0 (``candidates`` given: the teacher's MD snapshots): a student fitted on ``d0``
@@ -92,7 +94,10 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
     ``fit(train, name)``: a student's ``.mtp`` fitted on ``train`` (frames with REF_*
     labels). ``label(frames)``: teacher-labels ``frames`` (the new picks) and returns every
     labelled D1 frame so far. ``keep(frames, round)``: what joins D1 of a round's picks
-    (default: the frames). The last round's picks are returned unlabelled."""
+    (default: the frames). ``on_round(summary)``: called with each round's summary as soon as
+    the round is over (before its picks are labelled). The last round's picks are returned
+    unlabelled."""
+    on_round = on_round or (lambda _summary: None)
     keep = keep or (lambda frames, _r: frames)
     pot, train = fit(d0, "round_0"), list(d0)
     d1, new, rounds = [], [], []
@@ -103,6 +108,7 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
             f"(max γ {float(sel.grades.max(initial=0)):.3g})")
         rounds.append({"round": 0, "source": "teacher_md", "candidates": len(candidates),
                        "selected": len(new), "max_gamma": float(sel.grades.max(initial=0))})
+        on_round(rounds[-1])
         d1 += new
     for it in range(1, s["grade_iterations"] + 1):
         if new:
@@ -123,6 +129,7 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
             f"{md['found']} candidates, {len(new)} selected")
         rounds.append({"round": it, "source": "student_md", **md, "selected": len(new),
                        "train": len(train)})
+        on_round(rounds[-1])
         d1 += new
         if not new:
             break

@@ -176,8 +176,10 @@ def test_grade_rounds_student_proposer():
             labelled.append(b)
         return list(labelled)
 
-    d1, rounds = grade_rounds(d0, None, sampling_stages(10, 0), ["Si"], s, 3, fit, label)
-    assert [r["round"] for r in rounds] == [1, 2]
+    seen = []
+    d1, rounds = grade_rounds(d0, None, sampling_stages(10, 0), ["Si"], s, 3, fit, label,
+                              on_round=seen.append)
+    assert [r["round"] for r in rounds] == [1, 2] and seen == rounds
     assert all(r["source"] == "student_md" for r in rounds)
     for r in rounds:  # two runs of 10 steps, graded every 5 steps: 4 candidates, 2 picked
         assert r["steps"] == 20 and r["found"] == 4 and r["selected"] == 2
