@@ -429,7 +429,8 @@ def render(res: dict) -> str:
               "(mean errors over seeds; a grade arm reaches it when all four mean MAEs are at "
               "most the reference's; a row counts only when measured on as many seeds as the "
               "reference, see the seeds column).", ""]
-    if sorted(res["seeds_completed"]) != sorted(st["seeds"]):
+    incomplete = sorted(res["seeds_completed"]) != sorted(st["seeds"])
+    if incomplete:
         lines.append(f"- **Incomplete**: only seeds {res['seeds_completed']} ran every round; "
                      "the others stopped early (their rows as far as they got; see the seeds "
                      "column).")
@@ -439,7 +440,8 @@ def render(res: dict) -> str:
         h = v[arm]
         if h is None:
             lines.append(f"- `{arm}`: does **not** reach the reference error in the rounds "
-                         f"measured on every seed ({st['rounds']} planned): **target missed**.")
+                         f"measured on every seed ({st['rounds']} planned): **target "
+                         + ("not shown (incomplete run)" if incomplete else "missed") + "**.")
         else:
             lines.append(f"- `{arm}`: reaches it at round {h['round']} with "
                          f"{h['d1_labels']:.0f} D1 labels ({h['labels_ratio']:.2f} of uniform) "
