@@ -6,7 +6,7 @@ run the same code: the caller supplies how a student is fitted and how the teach
 (``fit``, ``label``), everything else follows the ``[sample]`` table ``s`` (a dict with its keys:
 ``n_atoms``, ``density_g_cm3``, ``min_distance_A``, ``timestep_fs``, ``temperature_K``,
 ``grade_every``, ``grade_threshold``, ``grade_limit``, ``grade_budget``, ``grade_iterations``,
-``grade_runs``, ``gamma_break``).
+``grade_runs``, ``grade_skip_steps``, ``gamma_break``).
 
 Units: Å, fs, K, GPa.
 """
@@ -28,8 +28,9 @@ def student_md(pot: Path, grader, stages, species: Sequence[str], s: dict,
     """The student's MD of the sampling protocol ``stages`` (`md.runner.Simulation`, a random
     ``s["n_atoms"]`` cell) with γ every ``grade_every`` steps against ``grader`` (the active
     set of its training set) → (configurations with γ > grade_threshold — every graded one
-    when ``grade_budget`` is set —, summary). The run stops at γ > ``gamma_break`` (0: never)
-    or when the student blows up; what it found until then is kept."""
+    when ``grade_budget`` is set —, summary); those of its first ``grade_skip_steps`` steps
+    (thermalisation from a random cell) are left out. The run stops at γ > ``gamma_break``
+    (0: never) or when the student blows up; what it found until then is kept."""
     from md.runner import ExtrapolationBreak, Simulation
     from md.structures import random_structure
 
@@ -52,7 +53,8 @@ def student_md(pot: Path, grader, stages, species: Sequence[str], s: dict,
         stop = f"failed: {exc}"
     numbers = np.array([ase.data.atomic_numbers[e] for e in species])
     found = [Atoms(numbers=numbers[c.types], positions=c.positions, cell=c.cell, pbc=True)
-             for c in sim.selected]
+             for c in sim.selected
+             if int(c.features["MD_step"]) > s.get("grade_skip_steps", 0)]
     volumes = [h["V_A3"] / len(atoms) for h in sim.history]
     return found, {"steps": int(sim.step), "stop": stop, "found": len(found),
                    "max_gamma": max((g for _, g in sim.grades), default=0.0),
@@ -78,7 +80,9 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
                  fit: Callable[[list[Atoms], str], Path],
                  label: Callable[[list[Atoms]], list[Atoms]],
                  keep: Callable[[list[Atoms], int], list[Atoms]] | None = None,
-                 log: Callable[[str], None] = lambda _: None) -> tuple[list[Atoms], list[dict]]:
+                 log: Callable[[str], None] = lambda _: None,
+                 on_round: Callable[[dict], None] | None = None,
+                 ) -> tuple[list[Atoms], list[dict]]:
     """D1 by grades → (D1 frames, one summary per round).
 
     Round 0 (``candidates`` given: the teacher's MD snapshots): a student fitted on ``d0``
@@ -90,7 +94,10 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
     ``fit(train, name)``: a student's ``.mtp`` fitted on ``train`` (frames with REF_*
     labels). ``label(frames)``: teacher-labels ``frames`` (the new picks) and returns every
     labelled D1 frame so far. ``keep(frames, round)``: what joins D1 of a round's picks
-    (default: the frames). The last round's picks are returned unlabelled."""
+    (default: the frames). ``on_round(summary)``: called with each round's summary as soon as
+    the round is over (before its picks are labelled). The last round's picks are returned
+    unlabelled."""
+    on_round = on_round or (lambda _summary: None)
     keep = keep or (lambda frames, _r: frames)
     pot, train = fit(d0, "round_0"), list(d0)
     d1, new, rounds = [], [], []
@@ -101,6 +108,7 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
             f"(max γ {float(sel.grades.max(initial=0)):.3g})")
         rounds.append({"round": 0, "source": "teacher_md", "candidates": len(candidates),
                        "selected": len(new), "max_gamma": float(sel.grades.max(initial=0))})
+        on_round(rounds[-1])
         d1 += new
     for it in range(1, s["grade_iterations"] + 1):
         if new:
@@ -121,6 +129,7 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
             f"{md['found']} candidates, {len(new)} selected")
         rounds.append({"round": it, "source": "student_md", **md, "selected": len(new),
                        "train": len(train)})
+        on_round(rounds[-1])
         d1 += new
         if not new:
             break

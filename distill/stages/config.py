@@ -74,6 +74,9 @@ SCHEMA: dict[str, dict] = {
         "grade_iterations": 0,      # rounds of refit → student MD → grade → teacher labels
         "grade_every": 10,          # student MD: steps between grades
         "grade_runs": 1,            # student MD runs per round (other seeds)
+        # student MD: the first N steps of each run (its thermalisation from a random cell)
+        # propose nothing (their far-from-equilibrium configurations are not labelled)
+        "grade_skip_steps": 0,
         # "teacher": round 0 grades the teacher MD's snapshots; "student": no teacher MD, the
         # D0 student's own MD proposes in the first of the grade_iterations rounds
         "grade_proposer": "teacher",
@@ -161,7 +164,7 @@ RANGES: dict[tuple[str, str], dict] = {
     ("sample", "tau_p_fs"): dict(positive=True, unit="fs"),
     ("sample", "grade_level"): dict(integer=True, nonneg=True, high=28),
     ("sample", "grade_max_iter"): _STEPS, ("sample", "grade_limit"): _STEPS,
-    ("sample", "grade_budget"): _STEPS,
+    ("sample", "grade_budget"): _STEPS, ("sample", "grade_skip_steps"): _STEPS,
     ("sample", "grade_threshold"): dict(low=1.0000001, high=1e6),
     ("sample", "grade_iterations"): dict(integer=True, nonneg=True, high=100),
     ("sample", "grade_every"): _COUNT, ("sample", "grade_runs"): _COUNT,

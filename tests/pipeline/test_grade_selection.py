@@ -176,8 +176,10 @@ def test_grade_rounds_student_proposer():
             labelled.append(b)
         return list(labelled)
 
-    d1, rounds = grade_rounds(d0, None, sampling_stages(10, 0), ["Si"], s, 3, fit, label)
-    assert [r["round"] for r in rounds] == [1, 2]
+    seen = []
+    d1, rounds = grade_rounds(d0, None, sampling_stages(10, 0), ["Si"], s, 3, fit, label,
+                              on_round=seen.append)
+    assert [r["round"] for r in rounds] == [1, 2] and seen == rounds
     assert all(r["source"] == "student_md" for r in rounds)
     for r in rounds:  # two runs of 10 steps, graded every 5 steps: 4 candidates, 2 picked
         assert r["steps"] == 20 and r["found"] == 4 and r["selected"] == 2
@@ -185,6 +187,29 @@ def test_grade_rounds_student_proposer():
     assert fits == [("round_0", len(d0)), ("round_2", len(d0) + 2)]
     assert len(d1) == 4 and len(labelled) == 2  # round 2's picks: for the labels stage
     np.testing.assert_allclose(labelled[0].positions, d1[0].positions)
+
+
+def test_student_md_skips_thermalisation():
+    """``grade_skip_steps``: the student MD's configurations of its first N steps are not
+    proposed; the later ones are, as without it."""
+    from distill.active import student_md
+    from distill.sampling import grade_select, sampling_stages
+    from distill.stages.config import SCHEMA
+    from tests.conftest import DATA
+
+    pot = DATA / "grade" / "si_L08" / "pot.mtp"
+    grader = grade_select(pot, [], [], ["Si"]).grader
+    s = {**SCHEMA["sample"], "n_atoms": 8, "grade_every": 5, "grade_budget": 2,
+         "gamma_break": 0.0}
+    found = {}
+    for skip in (0, 5):
+        frames, md = student_md(pot, grader, sampling_stages(15, 0), ["Si"],
+                                {**s, "grade_skip_steps": skip}, 3)
+        assert md["steps"] == 15 and md["stop"] == "end" and md["found"] == len(frames)
+        found[skip] = frames
+    assert len(found[0]) == 3 and len(found[5]) == 2  # graded at steps 5, 10, 15
+    for a, b in zip(found[0][1:], found[5], strict=True):  # the same run (same seed)
+        np.testing.assert_allclose(a.positions, b.positions)
 
 
 @pytest.mark.parametrize("line, key", [
@@ -196,6 +221,7 @@ def test_grade_rounds_student_proposer():
     ("grade_level = 7", "sample.grade_level"),
     ("grade_iterations = -1", "sample.grade_iterations"),
     ("grade_budget = -2", "sample.grade_budget"),
+    ("grade_skip_steps = -1", "sample.grade_skip_steps"),
 ])
 def test_grade_config_errors(tmp_path, line, key):
     from distill.stages.config import PipelineConfigError, load
