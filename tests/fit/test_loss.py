@@ -121,7 +121,7 @@ def test_no_strain_path_equals_strain_path(pot_l08, labelled):
             def res(mc, group=group):
                 return group_residuals(spec, w, {**params, "moment_coeffs": mc}, group)
 
-            def res_strain(mc, group=group):
+            def res_strain(mc, group=group, sE=sE, sF=sF):
                 p = {**params, "moment_coeffs": mc}
                 e, f, _ = predict_group(spec, p, group)
                 return jnp.concatenate([sE * (e - group.energy),
