@@ -69,21 +69,36 @@ class LossWeights:
         return WEIGHTING_EXPONENTS[self.weighting]
 
 
-def predict_group(spec: ModelSpec, params, g: Batch):
-    """Energies [C] (eV), forces [A, 3] (eV/Å) and virials [C, 3, 3] (eV) of one group."""
+def predict_group(spec: ModelSpec, params, g: Batch, virials: bool = True):
+    """Energies [C] (eV), forces [A, 3] (eV/Å) and virials [C, 3, 3] (eV) of one group.
+
+    ``virials`` False (static): no strain is differentiated and the virials are None — the
+    same energies and forces for less work (a fit whose stress weight is 0 needs no virials;
+    in VarPro's Jacobian passes every tangent would carry the strain's reverse pass).
+    """
     C = g.energy.shape[0]
     dtype = g.positions.dtype
     params = jax.tree.map(jnp.asarray, params)
     types = g.types
 
-    def total(positions, strain):
-        sym = 0.5 * (strain + jnp.swapaxes(strain, -1, -2))  # [C+1, 3, 3]
-        disp = positions[g.nbr_idx] - positions[:, None, :] + g.offsets
-        disp = disp + jnp.einsum("ajb,abc->ajc", disp, sym[g.atom_conf])
+    def energies_of(disp):
         e = site_energies(spec, params, disp, types, types[g.nbr_idx], g.nbr_mask)
         e = jnp.where(g.atom_mask, e, 0.0)
         energies = jax.ops.segment_sum(e, g.atom_conf, num_segments=C + 1)[:C]
         return jnp.sum(energies), energies
+
+    def displacements(positions):
+        return positions[g.nbr_idx] - positions[:, None, :] + g.offsets
+
+    if not virials:
+        (_, energies), grad_pos = jax.value_and_grad(
+            lambda x: energies_of(displacements(x)), has_aux=True)(g.positions)
+        return energies, -grad_pos, None
+
+    def total(positions, strain):
+        sym = 0.5 * (strain + jnp.swapaxes(strain, -1, -2))  # [C+1, 3, 3]
+        disp = displacements(positions)
+        return energies_of(disp + jnp.einsum("ajb,abc->ajc", disp, sym[g.atom_conf]))
 
     # built from the group's data (not jnp.zeros) so that, under shard_map, the strain varies
     # over devices like the data: the gradient of a device-invariant value would be psum-ed
@@ -121,7 +136,7 @@ def group_residuals(spec: ModelSpec, weights: LossWeights, params, g: Batch):
     Rows: energies [C], then forces [3A], then virials [9C]; a part whose weight is 0 is left
     out (static), so the row count is C·[w_E>0] + 3A·[w_F>0] + 9C·[w_S>0].
     """
-    E, F, V = predict_group(spec, params, g)
+    E, F, V = predict_group(spec, params, g, virials=weights.stress > 0)
     sE, sF, sS = residual_scales(weights, g)
     parts = []
     if weights.energy > 0:

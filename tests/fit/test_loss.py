@@ -127,3 +127,40 @@ def test_loss_and_residuals_share_the_weighting(pot_l08, labelled):
     wE = np.asarray(unweighted[0])[: len(s)]
     expect = [s[k].weight / len(s[k]) ** 2 * (s[k].energy is not None) for k in members]
     np.testing.assert_allclose(wE, expect, rtol=1e-14)
+
+
+def test_no_strain_path_equals_strain_path(pot_l08, labelled):
+    """``virials=False`` (no strain differentiated: fits with stress weight 0) gives the same
+    energies and forces as the strain path, and the residuals of a stress-free loss (what
+    VarPro differentiates) are those of the strain path's predictions."""
+    from mtpjax.fit.loss import group_residuals, residual_scales
+
+    spec = ModelSpec.from_potential(pot_l08)
+    params = {k: jnp.asarray(v) for k, v in perturb(pot_l08.params(), seed=1, scale=0.05).items()}
+    w = LossWeights(1.0, 0.1, 0.0)
+    for b in pack_buckets(labelled, atoms_per_group=24):
+        for g in range(len(b.groups)):
+            group = jax.tree.map(lambda x, g=g: jnp.asarray(x[g]), b.batch)
+            E, F, V = predict_group(spec, params, group)
+            E0, F0, V0 = predict_group(spec, params, group, virials=False)
+            assert V0 is None and V.shape == (group.energy.shape[0], 3, 3)
+            np.testing.assert_allclose(E0, E, rtol=1e-14, atol=1e-12)
+            np.testing.assert_allclose(F0, F, rtol=1e-13, atol=1e-13)
+            sE, sF, _ = residual_scales(w, group)
+            expect = jnp.concatenate([sE * (E - group.energy),
+                                      (sF[:, None] * (F - group.forces)).reshape(-1)])
+            np.testing.assert_allclose(group_residuals(spec, w, params, group), expect,
+                                       rtol=1e-13, atol=1e-13)
+            # and its Jacobian w.r.t. the linear coefficients (VarPro's linear pass)
+            def res(mc, group=group):
+                return group_residuals(spec, w, {**params, "moment_coeffs": mc}, group)
+
+            def res_strain(mc, group=group, sE=sE, sF=sF):
+                p = {**params, "moment_coeffs": mc}
+                e, f, _ = predict_group(spec, p, group)
+                return jnp.concatenate([sE * (e - group.energy),
+                                        (sF[:, None] * (f - group.forces)).reshape(-1)])
+
+            np.testing.assert_allclose(jax.jacfwd(res)(params["moment_coeffs"]),
+                                       jax.jacfwd(res_strain)(params["moment_coeffs"]),
+                                       rtol=1e-12, atol=1e-12)
