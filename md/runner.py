@@ -397,9 +397,46 @@ class Simulation:
         self.stats["reallocations"] += 1
         return new
 
+    def _trim_for_resume(self, out: Path, thermo_format: str) -> None:
+        """Drop what the output files hold past the restart step (thermo and grade rows,
+        trajectory frames of every whole and per-process file). Process 0 trims; its verdict
+        is broadcast (a collective every process reaches), so a file it cannot trim stops
+        every process with an error instead of leaving the others waiting in the run's
+        collectives. Raises :class:`InputError` naming the file."""
+        error = None
+        if jax.process_index() == 0:
+            traj_stem = out / "trajectory"
+            counts = getattr(self, "_resume_meta", {}).get("frames", {})
+            jobs = [(out / f"thermo.{thermo_format}", mdio.truncate_thermo, self.step)]
+            jobs += [(Path(f"{traj_stem}.{fmt}"), mdio.truncate_frames, int(n))
+                     for fmt, n in counts.items()]
+            # every whole and per-process file (from a run on any number of processes)
+            jobs += [(path, mdio.truncate_frames_after, self.step)
+                     for path in mdio.trajectory_files(traj_stem)]
+            jobs += [(out / "grades.csv", mdio.truncate_thermo, self.step)]
+            for path, trim, arg in jobs:
+                try:
+                    trim(path, arg)
+                except Exception as e:  # noqa: BLE001 - any unreadable file: one error line
+                    error = InputError(f"cannot trim it to step {self.step} for resuming "
+                                       f"({type(e).__name__}: {e})", path)
+                    break
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            if int(multihost_utils.broadcast_one_to_all(np.int32(error is not None))):
+                error = error or InputError("process 0 could not trim the output files for "
+                                            "resuming (see its error)", out)
+        if error is not None:
+            raise error
+
     def _open_outputs(self, out: Path, thermo_format, trajectory_formats, resume: bool):
         rank = jax.process_index()
         traj_stem = out / "trajectory"
+        if resume:
+            if rank == 0:
+                out.mkdir(parents=True, exist_ok=True)
+            self._trim_for_resume(out, thermo_format)
         if rank != 0:  # multi-process: process 0 writes the logs (and the gathered system)
             traj = None
             if self.per_process:
@@ -412,17 +449,7 @@ class Simulation:
             return
         out.mkdir(parents=True, exist_ok=True)
         thermo_path = out / f"thermo.{thermo_format}"
-        if resume:
-            mdio.truncate_thermo(thermo_path, self.step)
-            counts = self._resume_meta.get("frames", {}) if hasattr(self, "_resume_meta") else {}
-            for fmt, n in counts.items():
-                mdio.truncate_frames(Path(f"{traj_stem}.{fmt}"), int(n))
-            # every whole and per-process file (from a run on any number of processes)
-            for path in mdio.trajectory_files(traj_stem):
-                mdio.truncate_frames_after(path, self.step)
         grades_path = out / "grades.csv"
-        if resume:
-            mdio.truncate_thermo(grades_path, self.step)
         if self._selected_path is None and self.gamma_select is not None:
             self._selected_path = out / SELECTED_FILE
         elif self._selected_path is not None and not self._selected_path.is_absolute():

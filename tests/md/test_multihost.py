@@ -171,3 +171,55 @@ def test_two_processes_refuse_existing_output_together(tmp_path):
         assert p.returncode == 2, err[-3000:]
         assert err.strip().splitlines() == [
             f"mtpjax: error: {out} already holds MD output; use resume or another output_dir"]
+
+
+RESUMABLE = CONFIG.replace('progress = false\n', 'progress = false\ntrajectory_every = 5\n'
+                           'restart_every = 5\nchunk_steps = 5\n')
+
+
+def _resume_after_corrupt_trajectory(tmp_path, nproc):
+    """A 10-step run with a restart at step 5 and a trajectory whose frames are then replaced
+    by garbage; ``--resume`` on ``nproc`` processes → the processes' (returncode, stderr)."""
+    out = tmp_path / "out"
+    config = tmp_path / "md.toml"
+    config.write_text(RESUMABLE.format(pot=ROOT / "tests/data/parity/si_L08/pot.mtp", out=out))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    first = subprocess.run([sys.executable, "-m", "mtpjax", "md", str(config)], cwd=ROOT,
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    traj = out / "trajectory.extxyz"
+    assert traj.exists()
+    traj.write_text("8\nnot an extxyz comment line\nSi x y z\n")
+    port = _free_port()
+    multi = ["--devices", "all", "--coordinator", f"127.0.0.1:{port}", "--num-processes",
+             str(nproc)] if nproc > 1 else []
+    procs = [subprocess.Popen([sys.executable, "-m", "mtpjax", "md", str(config), "--resume",
+                               *multi, *(["--process-id", str(pid)] if nproc > 1 else [])],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+             for pid in range(nproc)]
+    try:
+        results = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    return [(p.returncode, err) for p, (_, err) in zip(procs, results, strict=True)], traj
+
+
+def test_resume_with_an_unreadable_trajectory_is_one_error_line(tmp_path):
+    ((code, err),), traj = _resume_after_corrupt_trajectory(tmp_path, 1)
+    assert code == 2, err[-3000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"mtpjax: error: {traj}: cannot trim it to "
+                                                   "step 10 for resuming"), err[-3000:]
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_when_process_0_cannot_trim(tmp_path):
+    """Process 0 cannot trim the trajectory for resuming: both processes exit with an error
+    line (before the fix the other process waited forever in a collective)."""
+    results, traj = _resume_after_corrupt_trajectory(tmp_path, 2)
+    for code, err in results:
+        assert code == 2, err[-3000:]
+    assert results[0][1].strip().splitlines()[-1].startswith(f"mtpjax: error: {traj}: ")
+    assert "process 0 could not trim" in results[1][1].strip().splitlines()[-1]
