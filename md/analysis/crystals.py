@@ -29,25 +29,63 @@ Sources retrieved and checked (where they were read: :data:`SOURCES`):
   PW91 is the functional of the paper's teacher; the shipped level-16 MTP was fitted to PBE
   (the mlearn set). For diamond the mlearn PBE cell is at hand too: its "Elastic" cells
   strain a 2×2×2 cell of edge 10.9375 Å (a = 5.469 Å, 20.45 Å³/atom; PW91: 20.36 Å³/atom).
+* [DFT-RSS] :data:`DFT_RELAXED_CELLS`: the same PW91/CASTEP settings (k-point spacing
+  0.03 Å⁻¹ instead of the scans' 0.015) applied to 157 eight-atom minima of a GAP-6 random
+  structure search, each re-relaxed without symmetry constraints; the framework's test
+  ``gap_6_rss_like_open_ended_minima_rerelax_sd2`` records the relaxed volume and the energy
+  above a diamond cell relaxed in the same run (``V_relaxed``, ``E_relaxed``; the relaxed
+  structures themselves are not stored). Symmetry analysis of the stored starting cells
+  (spglib, tolerance 0.01 Å) finds two Imma cells: frame 34, 4e with z = 0.001 (a distorted
+  sh; P6/mmm at 0.1 Å), and frame 112, 4e with z = 0.119, a ≈ b (a distorted β-Sn;
+  I4_1/amd at 0.1 Å). DFT relaxation changes their volumes by ≤ 0.3 % and energies by ≤ 1.2
+  meV/atom and ends at the sh and β-Sn values of the scans above: 15.19 vs 15.14 Å³/atom and
+  0.3436 vs 0.3441 eV/atom (sh), 15.41 vs 15.39 and 0.3203 vs 0.3217 (β-Sn). Within the
+  accuracy of the two data sets these Imma cells are, in PW91 at 0 GPa, sh and β-Sn, 23
+  meV/atom apart; no separate Imma minimum was found, and none is claimed. The same set's
+  BC8 cell (frame 103, Ia-3) gives 18.46 Å³/atom and 0.1630 eV/atom against the scans' 18.43
+  and 0.1630, a check that the two PW91 sources agree. Its one Cmce cell (frame 133) is a
+  four-fold, 21.6 Å³/atom network, not the 10/11-fold Si-VI; no cell is R-3 (R8) or I4/mmm
+  (bct4).
+* [DFT-c/a] PW91/CASTEP energy of hcp Si at fixed c/a from 0.6 to 1.9 in steps of 0.1
+  (libAtoms/testing-framework, :data:`SOURCES` ``["DFT-c/a"]``): on the close-packed side,
+  c/a ≥ 1.3 (below it the energy falls to a deeper minimum at c/a = 0.9, far from close
+  packing), the lowest point is c/a = 1.7 (14.48 Å³/atom); 1.6 and 1.8 are 5.3 and 2.7
+  meV/atom higher (:data:`DFT_HCP_C_OVER_A`).
 
-Not checked, because the sources could not be retrieved here (searched for: Materials Project
-and ICSD entries of the Si phases, AFLOW pages for Imma, Cmca, R8 and bct4, McMahon et al.
-1994, Hanfland et al. 1999, Crain et al. 1994, Fujimoto et al. 2008): PBE values of the
-Materials Project; the diamond and β-Sn experimental cells (Okada & Tokumaru 1984, Jamieson
-1963); the Imma cell and its internal coordinate (z = 0.18 is chosen, see the entry); the Cmca
-internal parameters; the R8 cell and internal parameters (the 6f signs were chosen to give a
-four-coordinated network); the bct4 geometry (scaled from bct-C4). The paper's bct is the
-four-fold phase of its Ref. S4 (Fujimoto et al. 2008), i.e. bct4 as here — not Boyer's
-five-fold bct5 (I4/mmm 4e). No DFT energy or volume of Imma, Cmca, R8 or bct4 was found.
+No DFT energy or volume of Si-VI (Cmca), R8 or bct4 was found, nor of an Imma structure
+distinct from β-Sn and sh. Searched (code, documentation and web-page indexes, repositories):
+the libAtoms silicon-testing-framework and its successor libAtoms/testing-framework (bulk
+tests only for diamond, β-Sn, sh, hcp, bcc, fcc, BC8, ST12 and hexagonal diamond; the RSS set
+above); the GAP-18 training set (configuration types dia, bt, sh, hex_diamond, bcc, bc8, fcc,
+hcp, st12, liq, amorph, surfaces, cracks and defects, as listed by ColabFit's ingestion script
+for Si_PRX_GAP — no Imma, Cmca, R8 or bct); Materials Project and ICSD entries of the Si
+phases (the one Si page found, mp-1001113, is a Cmcm structure 0.477 eV/atom above diamond,
+not Si-VI); AFLOW pages for Imma, Cmca and R8 (not found); Pfrommer et al., Phys. Rev. B 56
+(1997) ("Ab initio study of silicon in the R8 phase", LDA) and Mujica, Pickard & Needs,
+arXiv:1508.02631 (2015) (abstracts only, no numbers); McMahon et al. 1994, Hanfland et
+al. 1999, Crain et al. 1994, Fujimoto et al. 2008 and Mujica et al., Rev. Mod. Phys. 75, 863
+(2003) (not found). A DFT calculation of our own would be a measurement, not a citation, and
+was not made.
+
+Not checked, because the sources could not be retrieved here: PBE values of the Materials
+Project; the diamond and β-Sn experimental cells (Okada & Tokumaru 1984, Jamieson 1963); the
+Imma cell of McMahon et al. and its internal coordinate (z = 0.18 is chosen, see the entry);
+the Cmca internal parameters; the R8 cell and internal parameters (the 6f signs were chosen
+to give a four-coordinated network); the bct4 geometry (scaled from bct-C4). The paper's bct
+is the four-fold phase of its Ref. S4 (Fujimoto et al. 2008), i.e. bct4 as here — not
+Boyer's five-fold bct5 (I4/mmm 4e).
 
 What the shipped level-16 MTP (data/potentials/si_L16_mlp.mtp) does with each entry at 0 GPa
 (tests/analysis/test_reference_crystals.py; relaxed with the space group kept, as in the DFT
 scans): diamond, β-Sn, sh, hcp and bct4 keep their structure; **Imma and Cmca relax into sh**
-and **R8 into BC8** (Ia-3, rhombohedral angle 109.47°). hcp stays P6_3/mmc but with c/a 1.76:
-its six out-of-plane neighbours sit at 2.86 Å, just beyond the 2.85 Å bond cutoff, so it
-counts as six-fold. The comparison with :data:`DFT_REFERENCES` (tolerances and measured
-deviations in the test module) has one miss: the hcp volume, 5.6 % above DFT; and β-Sn and
-sh, 0.022 eV/atom apart in DFT, come out in the opposite order, 0.007 eV/atom apart. These are
+and **R8 into BC8** (Ia-3, rhombohedral angle 109.47°). hcp stays P6_3/mmc with c/a 1.76, as
+in DFT (grid minimum 1.7), but its six out-of-plane neighbours sit at 2.86 Å, just beyond the
+2.85 Å bond cutoff, so it counts as six-fold. The comparison with :data:`DFT_REFERENCES`
+(tolerances and measured deviations in the test module) has one miss: the hcp volume, 5.6 %
+above DFT; and β-Sn and sh, 0.022 eV/atom apart in DFT, come out in the opposite order, 0.007
+eV/atom apart. The two DFT Imma cells of [DFT-RSS] show the same weakness more sharply: the
+MTP takes both, the β-Sn-like one included, into its sh minimum (one energy), where DFT keeps
+them 23 meV/atom apart — along the Imma path the MTP's β-Sn is not a minimum. These are
 high-pressure phases outside the mlearn training set (diamond-derived cells only): use them as
 pressure-adjusted references (:mod:`md.analysis.references`), not as 0 GPa "fixed" ones.
 
@@ -157,6 +195,16 @@ SOURCES: dict[str, str] = {
            "(CASTEP settings: models/CASTEP_ASE/model.py; Zenodo doi:10.5281/zenodo.1250555, "
            "cited by the paper for its DFT settings together with its Ref. 23, Bartók et al., "
            "Phys. Rev. X 8, 041048 (2018))",
+    "DFT-RSS": "github.com/libAtoms/silicon-testing-framework, commit "
+               "ec91b17fbbcd6c4a06a257acbfcba77734c0080c, test-results/model-CASTEP_ASE-test-"
+               "gap_6_rss_like_open_ended_minima_rerelax_sd2-properties.json (V_relaxed, "
+               "E_relaxed; protocol: tests/gap_6_rss_like_open_ended_minima_rerelax_sd2/test.py) "
+               "and the starting cells in tests/gap_6_rss_like_open_ended_minima_rerelax_sd2/"
+               "model-GAP-6-test-RSS_like_open_ended-unique-minima.xyz (frames counted from 0)",
+    "DFT-c/a": "github.com/libAtoms/testing-framework, commit "
+               "6b3d0378f33a534a0bd8eb121911a4b53d769d3a, example_models/Si/run_dir/"
+               "model-CASTEP_ASE-test-hcp_vs_c_a-properties.json (E, V and c_over_a; CASTEP "
+               "PW91, model example_models/Si/models/CASTEP_ASE/model.py)",
 }
 
 
@@ -195,6 +243,74 @@ DFT_REFERENCES: dict[str, DftReference] = {
     "hcp": DftReference(14.49512, -162.61661, _PW91.format("hcp", "hcp")),
     "bc8": DftReference(18.42673, -163.01495, _PW91.format("bc8", "bc8")),
 }
+
+
+
+@dataclass(frozen=True)
+class DftRelaxedCell:
+    """A cell whose DFT relaxation is on record: its starting geometry and the DFT minimum.
+
+    Attributes:
+        spacegroup: ITA number of the starting cell.
+        basis: fractional coordinates of one atom (ITA standard setting, as spglib gives it).
+        cellpar: a, b, c in Å and α, β, γ in degrees of the conventional starting cell.
+        start_volume: volume per atom of the stored starting cell (Å³/atom), to check the
+            transcription of ``cellpar``.
+        volume: DFT-relaxed volume per atom (Å³/atom).
+        energy_above_diamond: DFT-relaxed energy per atom above diamond relaxed in the same run
+            (eV/atom).
+        diamond_volume: volume per atom of that diamond cell (Å³/atom).
+        source: where the numbers were read.
+    """
+
+    spacegroup: int
+    basis: tuple[float, float, float]
+    cellpar: tuple[float, float, float, float, float, float]
+    start_volume: float
+    volume: float
+    energy_above_diamond: float
+    diamond_volume: float
+    source: str
+
+    @property
+    def volume_ratio(self) -> float:
+        """Relaxed volume per atom over the same run's diamond volume per atom."""
+        return self.volume / self.diamond_volume
+
+
+_RSS = ("PW91 (CASTEP, 250 eV cutoff, k-point spacing 0.03 Å⁻¹), unconstrained relaxation of "
+        "frame {} (spglib at 0.01 Å: Imma 4e, {}); V_relaxed[{}], E_relaxed[{}] and the diamond "
+        "frame 68 in libAtoms/silicon-testing-framework@ec91b17 test-results/model-CASTEP_ASE-"
+        "test-gap_6_rss_like_open_ended_minima_rerelax_sd2-properties.json")
+_RSS_DIAMOND_VOLUME = 20.39529  # V_relaxed[68] (Å³/atom); its E_relaxed is 3e-6 eV/atom
+
+#: DFT (PW91) relaxations of the two Imma cells of [DFT-RSS] (module docstring): start cells
+#: as spglib standardises the stored frames (tolerance 0.01 Å), results as printed in the
+#: source, rounded to 10⁻⁵. Both stay where they started, at the sh and β-Sn minima of the
+#: [DFT] scans; neither is a separate Imma minimum.
+DFT_RELAXED_CELLS: dict[str, DftRelaxedCell] = {
+    "Imma-sh": DftRelaxedCell(
+        74, (0.0, 0.25, 0.00103), (4.60109, 4.95225, 2.65882, 90, 90, 90), 15.14579,
+        15.18814, 0.34362, _RSS_DIAMOND_VOLUME,
+        _RSS.format(34, "z = 0.001, a distorted sh (P6/mmm at 0.1 Å)", 34, 34)),
+    "Imma-beta-Sn": DftRelaxedCell(
+        74, (0.5, 0.25, 0.61931), (4.79752, 4.82489, 2.65858, 90, 90, 90), 15.38483,
+        15.41465, 0.32028, _RSS_DIAMOND_VOLUME,
+        _RSS.format(112, "|z| = 0.119, a distorted β-Sn (I4_1/amd at 0.1 Å)", 112, 112)),
+}
+
+#: PW91 hcp c/a with the lowest energy on the close-packed side (c/a ≥ 1.3) of the [DFT-c/a]
+#: scan, and the scan's c/a step: the minimum lies within one step of it.
+DFT_HCP_C_OVER_A: tuple[float, float] = (1.7, 0.1)
+
+
+def build_dft_cell(name: str, symbol: str = "Si") -> Atoms:
+    """Conventional starting cell of :data:`DFT_RELAXED_CELLS` entry ``name``."""
+    cell = DFT_RELAXED_CELLS[name]
+    atoms = crystal([symbol], [cell.basis], spacegroup=cell.spacegroup,
+                    cellpar=list(cell.cellpar), primitive_cell=False)
+    atoms.info["crystal"] = name
+    return atoms
 
 
 _ALIASES = {

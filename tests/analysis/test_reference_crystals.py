@@ -21,8 +21,19 @@ phases). Measured when this test was written (MTP vs PW91): V/atom diamond 20.44
 β-Sn 15.31 vs 15.39, sh 15.17 vs 15.14, BC8 (from R8) 18.84 vs 18.43, hcp 15.31 vs 14.50;
 ΔE (eV/atom) β-Sn 0.323 vs 0.322, sh 0.316 vs 0.344, BC8 0.147 vs 0.163, hcp 0.583 vs 0.561;
 bct4 21.60 Å³/atom, 0.144 eV/atom. Documented misses, asserted as such so that a change shows:
-the hcp volume is 5.6 % too large (c/a 1.76), and β-Sn and sh (0.022 eV/atom apart in DFT) come
-out in the opposite order, 0.007 eV/atom apart.
+the hcp volume is 5.6 % too large (its c/a, 1.76, is within the 0.1 step of the PW91 c/a scan's
+minimum at 1.7, so the shape is right and the size is not), and β-Sn and sh (0.022 eV/atom apart
+in DFT) come out in the opposite order, 0.007 eV/atom apart.
+
+The two DFT-relaxed Imma cells (:data:`md.analysis.crystals.DFT_RELAXED_CELLS`, PW91, from the
+same repository's re-relaxed random-search minima; DFT keeps one at sh and one at β-Sn) are
+relaxed the same way and compared with volume ratios to the same run's diamond and energies
+above it. Measured (MTP vs PW91): the sh-like cell V/V_dia 0.742 vs 0.745, ΔE 0.316 vs 0.344;
+the β-Sn-like cell V/V_dia 0.742 vs 0.756 (−1.8 %), ΔE 0.316 vs 0.320. Both pass the
+tolerances above, but the β-Sn-like cell passes only because β-Sn and sh are close in volume
+and energy: the MTP turns it into sh (P6/mmm), the same minimum as the other cell, where DFT
+keeps the two 0.023 eV/atom apart. Documented miss, asserted as such: along the Imma path the
+MTP has no β-Sn minimum.
 """
 
 from __future__ import annotations
@@ -37,7 +48,14 @@ from ase.spacegroup.symmetrize import check_symmetry
 
 from md.analysis.bonds import bond_list
 from md.analysis.coordination import coordination_numbers
-from md.analysis.crystals import DFT_REFERENCES, build_crystal, crystal_names
+from md.analysis.crystals import (
+    DFT_HCP_C_OVER_A,
+    DFT_REFERENCES,
+    DFT_RELAXED_CELLS,
+    build_crystal,
+    build_dft_cell,
+    crystal_names,
+)
 from md.analysis.references import relax_at_pressure
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,8 +96,9 @@ def relaxed(calc):
     cache: dict[str, tuple] = {}
 
     def get(name):
+        """``name``: a reference crystal or a :data:`DFT_RELAXED_CELLS` entry."""
         if name not in cache:
-            atoms = build_crystal(name)
+            atoms = build_dft_cell(name) if name in DFT_RELAXED_CELLS else build_crystal(name)
             atoms.set_constraint(FixSymmetry(atoms, symprec=1e-3))
             out = relax_at_pressure(atoms, calc, 0.0, fmax=2e-3, steps=300, cell_filter="unit")
             out.set_constraint()
@@ -140,3 +159,42 @@ def test_energy_ordering_matches_dft(relaxed):
     # documented miss: DFT puts β-Sn 0.022 eV/atom below sh, the MTP puts it slightly above
     assert _dft_delta("beta-Sn") < _dft_delta("sh")
     assert 0.0 < e["beta-Sn"] - e["sh"] < ENERGY_TOL
+
+
+def test_hcp_axial_ratio_matches_dft_scan(relaxed):
+    """The hcp miss is in the volume, not the shape: c/a within one step of the PW91 scan."""
+    atoms, _, _ = relaxed("hcp")
+    a, _, c = atoms.cell.cellpar()[:3]
+    best, step = DFT_HCP_C_OVER_A
+    assert abs(c / a - best) < step, c / a
+
+
+@pytest.mark.parametrize("name", list(DFT_RELAXED_CELLS))
+def test_dft_relaxed_cell_transcription(name):
+    """The Imma start cells rebuilt from their cited parameters have the stored cells' volume."""
+    atoms = build_dft_cell(name)
+    assert check_symmetry(atoms, 1e-3).number == DFT_RELAXED_CELLS[name].spacegroup
+    assert atoms.get_volume() / len(atoms) == pytest.approx(DFT_RELAXED_CELLS[name].start_volume,
+                                                            rel=1e-4)
+
+
+@pytest.mark.parametrize("name", list(DFT_RELAXED_CELLS))
+def test_dft_relaxed_imma_cell(name, relaxed):
+    """Same start cell as the DFT relaxation: volume ratio to diamond and energy above it."""
+    ref = DFT_RELAXED_CELLS[name]
+    atoms, volume, energy = relaxed(name)
+    _, diamond_volume, diamond_energy = relaxed("diamond")
+    # documented: the MTP takes both Imma cells, the β-Sn-like one included, into sh
+    assert check_symmetry(atoms, 1e-2).number == 191, name
+    ratio = (volume / diamond_volume) / ref.volume_ratio
+    assert 1 - VOLUME_TOL < ratio < 1 + VOLUME_TOL, (name, volume / diamond_volume)
+    assert energy - diamond_energy == pytest.approx(ref.energy_above_diamond, abs=ENERGY_TOL), name
+
+
+def test_dft_relaxed_imma_cells_ordering(relaxed):
+    """DFT keeps the β-Sn-like cell 0.023 eV/atom below the sh-like one; the MTP merges them."""
+    dft_gap = (DFT_RELAXED_CELLS["Imma-sh"].energy_above_diamond
+               - DFT_RELAXED_CELLS["Imma-beta-Sn"].energy_above_diamond)
+    assert dft_gap > 0.02
+    # documented miss: one sh minimum for both cells in the MTP
+    assert relaxed("Imma-sh")[2] == pytest.approx(relaxed("Imma-beta-Sn")[2], abs=2e-3)
