@@ -62,10 +62,9 @@ def jacobian_block_size(tangents: int):
     ``CPU_BLOCK_SIZE`` by halving until tangents × atoms ≤ ``JACOBIAN_BLOCK_BUDGET`` (≥ 1) to
     keep them in cache; None (one block) on accelerators, as :func:`default_block_size`.
 
-    Measured at level 16 (one 512-atom group of the mlearn Si cells, one core, CPU time,
-    ``benchmarks/bench_varpro_step.py`` for the whole step): the linear rows (93 tangents)
-    0.79 → 0.26 s with 32 → 4 atoms per block (8: 0.43 s, 2: 0.33 s); the radial Jacobian
-    (32 tangents) 0.32 → 0.19 s with 32 → 8 (4: 0.21 s). The values do not depend on it.
+    The values do not depend on it. CPU time per group against the block size:
+    ``benchmarks/results/bench_varpro_blocks.md``; of the whole step:
+    ``benchmarks/results/bench_varpro_step.md``.
     """
     if default_block_size() is None:
         return None
