@@ -69,12 +69,15 @@ class LossWeights:
         return WEIGHTING_EXPONENTS[self.weighting]
 
 
-def predict_group(spec: ModelSpec, params, g: Batch, virials: bool = True):
+def predict_group(spec: ModelSpec, params, g: Batch, virials: bool = True,
+                  block_size="auto"):
     """Energies [C] (eV), forces [A, 3] (eV/Å) and virials [C, 3, 3] (eV) of one group.
 
     ``virials`` False (static): no strain is differentiated and the virials are None — the
     same energies and forces for less work (a fit whose stress weight is 0 needs no virials;
     in VarPro's Jacobian passes every tangent would carry the strain's reverse pass).
+    ``block_size``: atoms per block of :func:`mtpjax.potential.site_energies` (the values do
+    not depend on it; the Jacobian passes pick a smaller one than the default).
     """
     C = g.energy.shape[0]
     dtype = g.positions.dtype
@@ -82,7 +85,7 @@ def predict_group(spec: ModelSpec, params, g: Batch, virials: bool = True):
     types = g.types
 
     def energies_of(disp):
-        e = site_energies(spec, params, disp, types, types[g.nbr_idx], g.nbr_mask)
+        e = site_energies(spec, params, disp, types, types[g.nbr_idx], g.nbr_mask, block_size)
         e = jnp.where(g.atom_mask, e, 0.0)
         energies = jax.ops.segment_sum(e, g.atom_conf, num_segments=C + 1)[:C]
         return jnp.sum(energies), energies
@@ -130,13 +133,15 @@ def residual_scales(weights: LossWeights, g: Batch):
     return tuple(jnp.sqrt(w) for w in row_weights(weights, g))
 
 
-def group_residuals(spec: ModelSpec, weights: LossWeights, params, g: Batch):
+def group_residuals(spec: ModelSpec, weights: LossWeights, params, g: Batch,
+                    block_size="auto"):
     """Weighted residuals r of one group, with ‖r‖² = the group's loss (:func:`group_terms`).
 
     Rows: energies [C], then forces [3A], then virials [9C]; a part whose weight is 0 is left
-    out (static), so the row count is C·[w_E>0] + 3A·[w_F>0] + 9C·[w_S>0].
+    out (static), so the row count is C·[w_E>0] + 3A·[w_F>0] + 9C·[w_S>0]. ``block_size``: as
+    for :func:`predict_group`.
     """
-    E, F, V = predict_group(spec, params, g, virials=weights.stress > 0)
+    E, F, V = predict_group(spec, params, g, virials=weights.stress > 0, block_size=block_size)
     sE, sF, sS = residual_scales(weights, g)
     parts = []
     if weights.energy > 0:

@@ -26,7 +26,7 @@ import numpy as np
 
 from mtpjax.fit.data import Batch
 from mtpjax.fit.loss import LossWeights, group_residuals
-from mtpjax.fit.varpro import host_value, make_normal_eq_fns, qr_solve
+from mtpjax.fit.varpro import host_value, jacobian_block_size, make_normal_eq_fns, qr_solve
 from mtpjax.model import ModelSpec
 
 
@@ -171,14 +171,16 @@ def place_like(arrays, mesh=None, axis: str = "data"):
 def radial_rows(spec: ModelSpec, weights: LossWeights):
     """``rows(params, group) -> [C·C·K·R]``: squared column norms of the weighted residual
     Jacobian (:func:`mtpjax.fit.loss.group_residuals`) w.r.t. the radial coefficients
-    (linear coefficients held), for Gauss–Newton scaling."""
+    (linear coefficients held), for Gauss–Newton scaling. Energies in blocks of
+    :func:`mtpjax.fit.varpro.jacobian_block_size` atoms (as every forward-mode pass)."""
 
     def rows(params, g: Batch):
         shape = params["radial_coeffs"].shape
+        atoms = jacobian_block_size(params["radial_coeffs"].size)
 
         def residual(flat):
             return group_residuals(spec, weights, {**params, "radial_coeffs": flat.reshape(shape)},
-                                   g)
+                                   g, atoms)
 
         J = jax.jacfwd(residual)(params["radial_coeffs"].reshape(-1))
         return jnp.sum(J**2, 0)
@@ -210,16 +212,18 @@ def group_normal_eq(spec: ModelSpec, weights: LossWeights):
     Jacobian of the weighted residuals r (:func:`mtpjax.fit.loss.group_residuals`, whose
     squared norm is the loss) is taken w.r.t. the flattened u by forward mode. For
     Gauss–Newton / Levenberg–Marquardt steps (summed over groups by :func:`make_group_sums`).
+    Energies in blocks of :func:`mtpjax.fit.varpro.jacobian_block_size` atoms.
     """
 
     def neq(u, scales, g: Batch):
         from jax.flatten_util import ravel_pytree
 
         flat, unravel = ravel_pytree(u)
+        atoms = jacobian_block_size(flat.size)
 
         def residual(x):
             params = jax.tree.map(lambda a, s: a * s, unravel(x), scales)
-            r = group_residuals(spec, weights, params, g)
+            r = group_residuals(spec, weights, params, g, atoms)
             return r, r
 
         J, r = jax.jacfwd(residual, has_aux=True)(flat)

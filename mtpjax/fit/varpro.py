@@ -37,6 +37,11 @@ import numpy as np
 
 from mtpjax.fit.loss import LossWeights, group_residuals
 from mtpjax.model import ModelSpec
+from mtpjax.potential import CPU_BLOCK_SIZE, default_block_size
+
+#: CPU: tangents × atoms per block of the energy/force evaluation inside a forward-mode
+#: Jacobian pass (:func:`jacobian_block_size`)
+JACOBIAN_BLOCK_BUDGET = 400
 
 
 def split_linear(spec: ModelSpec, theta):
@@ -50,14 +55,34 @@ def join_params(spec: ModelSpec, radial, theta) -> dict:
     return {"radial_coeffs": radial, "species_coeffs": sc, "moment_coeffs": mc}
 
 
+def jacobian_block_size(tangents: int):
+    """Atoms per block (``block_size`` of :func:`mtpjax.potential.site_energies`) in a
+    forward-mode pass with ``tangents`` tangents: every per-pair intermediate of a block is
+    ``tangents`` times that of a plain evaluation, so on CPU the block shrinks from
+    ``CPU_BLOCK_SIZE`` by halving until tangents × atoms ≤ ``JACOBIAN_BLOCK_BUDGET`` (≥ 1) to
+    keep them in cache; None (one block) on accelerators, as :func:`default_block_size`.
+
+    The values do not depend on it. CPU time per group against the block size:
+    ``benchmarks/results/bench_varpro_blocks.md``; of the whole step:
+    ``benchmarks/results/bench_varpro_step.md``.
+    """
+    if default_block_size() is None:
+        return None
+    block = CPU_BLOCK_SIZE
+    while block > 1 and block * tangents > JACOBIAN_BLOCK_BUDGET:
+        block //= 2
+    return block
+
+
 def linear_rows(spec: ModelSpec, weights: LossWeights, radial, g):
     """Rows [A | r₀] [M, P+1] of one group: the weighted residuals r(θ) = A θ + r₀ of
     :func:`group_residuals` (M rows) are affine in θ = (species, moment coefficients) [P] for
     fixed ``radial`` coefficients; A = ∂r/∂θ by forward mode, r₀ = r(0)."""
     P = spec.species_count + spec.basis.scalar_count
+    block = jacobian_block_size(P)
 
     def res(theta):
-        r = group_residuals(spec, weights, join_params(spec, radial, theta), g)
+        r = group_residuals(spec, weights, join_params(spec, radial, theta), g, block)
         return r, r
 
     A, r0 = jax.jacfwd(res, has_aux=True)(jnp.zeros(P, g.positions.dtype))
@@ -83,9 +108,11 @@ def make_normal_eq_fns(spec: ModelSpec, weights: LossWeights, mesh=None, axis: s
 
     def full_group(radial, theta, block, g):
         shape = radial.shape
+        atoms = jacobian_block_size(radial.size)
 
         def res(c):
-            r = group_residuals(spec, weights, join_params(spec, c.reshape(shape), theta), g)
+            r = group_residuals(spec, weights, join_params(spec, c.reshape(shape), theta), g,
+                                atoms)
             return r, r
 
         Jc, r = jax.jacfwd(res, has_aux=True)(radial.reshape(-1))

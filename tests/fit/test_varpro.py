@@ -115,3 +115,32 @@ def test_normal_equations_reuse_the_linear_rows(pot_l08, labelled):
     vp.solve_linear(radial * 1.01)
     N2, _, _ = vp.full_neq(radial, theta, vp._linear_rows(radial), batches)
     np.testing.assert_allclose(np.asarray(N2), np.asarray(N), rtol=1e-12, atol=1e-12 * scale)
+
+
+def test_jacobian_passes_do_not_depend_on_the_atom_blocks(pot_l08, labelled, monkeypatch):
+    """The Jacobian passes evaluate the energies in blocks of atoms sized by their tangent
+    count (:func:`jacobian_block_size`: smaller blocks for more tangents on CPU); with
+    blocks of 2–4 atoms forced, the linear rows, the triangular factor and the normal
+    equations equal those of one block per group to 1e-12."""
+    import jax
+
+    from mtpjax.fit import varpro
+    from mtpjax.fit.varpro import jacobian_block_size, make_normal_eq_fns
+
+    if jax.default_backend() == "cpu":
+        assert [jacobian_block_size(t) for t in (10, 16, 32, 93, 1000)] == [32, 16, 8, 4, 1]
+    spec = ModelSpec.from_potential(pot_l08)
+    params = perturb(pot_l08.params(), seed=7, scale=0.05, group="radial")
+    radial = jnp.asarray(params["radial_coeffs"])
+    batches = _batches(labelled)
+    results = {}
+    for name, block in (("one block", None), ("small blocks", 2)):
+        monkeypatch.setattr(varpro, "jacobian_block_size", lambda t, b=block: b)
+        linear_qr, full_neq = make_normal_eq_fns(spec, W)
+        R, blocks = linear_qr(radial, batches)
+        theta = jnp.linspace(-1.0, 1.0, spec.species_count + spec.basis.scalar_count)
+        results[name] = (R, blocks, *full_neq(radial, theta, blocks, batches))
+    for a, b in zip(jax.tree.leaves(results["small blocks"]), jax.tree.leaves(results["one block"]),
+                    strict=True):
+        scale = float(jnp.max(jnp.abs(b)))
+        assert float(jnp.max(jnp.abs(a - b))) <= 1e-12 * scale
