@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -77,9 +78,10 @@ class Teacher:
         for a in frames:
             b = a.copy()
             b.calc = self.calc
-            e, f = b.get_potential_energy(), b.get_forces()
+            e, f, stress = b.get_potential_energy(), b.get_forces(), b.get_stress()
             b.calc = None
-            b.info = {"REF_energy": float(e)}
+            # stress (ASE Voigt, eV/Å³) is fitted only with --stress-weight > 0
+            b.info = {"REF_energy": float(e), "REF_stress": np.array(stress)}
             b.arrays["REF_forces"] = np.array(f)
             out.append(b)
             self.labels += 1
@@ -117,6 +119,17 @@ def student_sample(args) -> dict:
             "grade_skip_steps": args.grade_skip}
 
 
+def pool_stages(args):
+    """The grade_pool arm's own teacher protocol (``--pool-nvt`` + ``--pool-ramp`` steps, 0 → 20
+    GPa, Berendsen τ_P 100 fs so that the pressure follows a short ramp), or None: the arm
+    grades the uniform arm's run."""
+    if args.pool_nvt is None and args.pool_ramp is None:
+        return None
+    return sampling.sampling_stages(args.pool_nvt if args.pool_nvt is not None else args.nvt_steps,
+                                    args.pool_ramp if args.pool_ramp is not None
+                                    else args.ramp_steps, 500.0, 0.0, 20.0, tau_p_fs=100.0)
+
+
 def reaches(errs: dict, target: dict) -> bool:
     """Energy and force MAE on every test set at most the target's."""
     return all(errs[s][k] <= target[s][k] for s in target for k in METRICS)
@@ -133,8 +146,12 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher,
         on_row()
 
     md_steps = sum(s.steps for s in stages)
+    pool_md_steps = md_steps if pool_stages(args) is None else sum(s.steps
+                                                                  for s in pool_stages(args))
     atoms = random_structure(64, 2.3, "Si", 2.0, seed)
-    pool, _ = sampling.run_protocol(atoms, teacher.calc, stages, 1.0, seed, args.pool_every)
+    # the uniform arm's run (and grade_pool's candidates unless it has a run of its own)
+    every = args.pool_every if pool_stages(args) is None else math.gcd(*args.uniform_every)
+    pool, _ = sampling.run_protocol(atoms, teacher.calc, stages, 1.0, seed, every)
     steps = [a.info["step"] for a in pool]
     for every in args.uniform_every:
         chosen = [a for a, s in zip(pool, steps, strict=True) if s % every == 0]
@@ -152,10 +169,15 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher,
         if arm not in args.arms:
             continue
         row(arm=arm, round=0, d1_labels=0,
-            teacher_calls=md_steps if arm == "grade_pool" else 0, fit_iterations=its,
+            teacher_calls=pool_md_steps if arm == "grade_pool" else 0, fit_iterations=its,
             errors=err0, seconds=round(time.perf_counter() - t0, 1))
 
-    # grade_pool: the teacher's MD proposes
+    # grade_pool: the teacher's MD proposes (the uniform arm's run, or a shorter run of its own
+    # when --pool-nvt/--pool-ramp are given: its force calls are what the arm pays for)
+    if "grade_pool" in args.arms and pool_stages(args) is not None:
+        pool, _ = sampling.run_protocol(random_structure(64, 2.3, "Si", 2.0, seed), teacher.calc,
+                                        pool_stages(args), 1.0, seed, args.pool_every)
+        steps = [a.info["step"] for a in pool]
     pot, labelled, left = pot0, [], list(range(len(pool)))
     for r in range(1, args.rounds + 1 if "grade_pool" in args.arms else 1):
         t0 = time.perf_counter()
@@ -169,7 +191,7 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher,
         pot, its = fit(d0 + labelled, tmp / f"s{seed}_pool_{r}", args.level, args.max_iter,
                        seed)
         row(arm="grade_pool", round=r, d1_labels=len(labelled),
-            teacher_calls=md_steps + len(labelled), fit_iterations=its,
+            teacher_calls=pool_md_steps + len(labelled), fit_iterations=its,
             above_threshold_maxvol=maxvol, picked_steps=[steps[k] for k in picked],
             max_gamma=float(sel.grades.max(initial=0)), errors=test_errors(pot, tests),
             seconds=round(time.perf_counter() - t0, 1))
@@ -271,6 +293,14 @@ def main(argv=None) -> int:
                         "coefficient count every γ is ~1e5 at first)")
     p.add_argument("--nvt-steps", type=int, default=150, help="protocol (demo: 300)")
     p.add_argument("--ramp-steps", type=int, default=600, help="protocol (demo: 1200)")
+    p.add_argument("--pool-nvt", type=int, default=None,
+                   help="grade_pool: a teacher run of its own, N NVT steps (default: grade the "
+                        "uniform arm's run)")
+    p.add_argument("--pool-ramp", type=int, default=None,
+                   help="grade_pool: its own teacher run's ramp steps (with --pool-nvt)")
+    p.add_argument("--stress-weight", type=float, default=0.0,
+                   help="stress weight of every fit (the teacher's stress is labelled with its "
+                        "energy and forces; the paper's weights 1 : 0.1 : 0.001)")
     p.add_argument("--rss-relax", type=int, default=20, help="RSS relax steps (demo: 40)")
     p.add_argument("--comp-nvt", type=int, default=50, help="compression set (demo: 100)")
     p.add_argument("--comp-ramp", type=int, default=400, help="compression set (demo: 800)")
@@ -289,6 +319,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.merge:
         return merge(args)
+    FIT["stress_weight"] = args.stress_weight  # every arm's fits
 
     import ase.io
     import jax
@@ -398,13 +429,19 @@ def render(res: dict) -> str:
         "# Uniform vs grade-driven D1 selection: teacher calls at equal test error", "",
         f"{written} Python {v['python']}, jax {v['jax']}, jaxlib "
         f"{v['jaxlib']}, numpy {v['numpy']}, ase {v['ase']}, mtpjax {v['mtpjax_git']}.", "",
-        f"Teacher: {res['teacher']}. Students: level {st['level']}, VarPro to convergence "
+        f"Teacher: {res['teacher']}. Students: level {st['level']}, weights E : F : S = "
+        f"{res['fit']['energy_weight']} : {res['fit']['force_weight']} : "
+        f"{res['fit']['stress_weight']}, VarPro to convergence "
         f"(at most {st['max_iter']} iterations; iterations used per fit in the JSON); D0 = the "
         f"first {st['d0']} mlearn cells relabelled by the teacher ({res['d0_relabels']} calls, "
         f"every arm, not in the counts below). Protocol (teacher MD for `uniform` and "
         f"`grade_pool`, student MD for `grade_student`): 64 atoms, 500 K, 0 → 20 GPa, "
         f"{st['nvt_steps']} + {st['ramp_steps']} steps = {res['teacher_md_steps_per_run']} "
-        f"teacher force calls per teacher run. Grade rounds: {st['per_round']} labels each "
+        f"teacher force calls per teacher run"
+        + ("" if st.get("pool_nvt") is None and st.get("pool_ramp") is None else
+           f"; `grade_pool` grades a teacher run of its own, {st['pool_nvt']} + "
+           f"{st['pool_ramp']} steps (τ_P 100 fs), a candidate every {st['pool_every']} steps, "
+           "and pays for its force calls") + f". Grade rounds: {st['per_round']} labels each "
         f"(MaxVol at threshold {st['threshold']}, then filled by γ). Seeds "
         f"{res['seeds_completed']} of {st['seeds']} "
         "(MD run and fit seed; mean ± std over seeds). Errors vs the teacher: energy MAE "
