@@ -660,10 +660,13 @@ def render_md(doc: dict) -> str:
                          f"{c['train_loss']:.4f} | {c['test_energy_mae_meV']:.4f} | "
                          f"{c['test_force_rmse']:.5f} | {c['wall_s']:.1f} | {c['cpu_s']:.1f} | "
                          f"{c['load_before'][0]:.1f} → {c['load_after'][0]:.1f} |")
-    if s["time_limit"] and any(r["program"] == "mtpjax" and r["iterations"] < s["max_iter"]
-                               for r in doc["runs"]):
-        lines += ["", f"mtpjax runs with fewer than {s['max_iter']} iterations stopped at the "
-                  f"{s['time_limit']:g} s time limit (then the least-squares polish ran)."]
+    if s["time_limit"]:
+        timed_out = [str(r["seed"]) for r in doc["runs"] if r["program"] == "mtpjax"
+                     and r.get("stop_reason") in ("max_time", "time_limit")]
+        lines += ["", f"mtpjax time limit {s['time_limit']:g} s: "
+                  + (f"seeds {', '.join(timed_out)} stopped there (then the least-squares "
+                     "polish ran)." if timed_out else "no run reached it (stop reasons in "
+                     "the runs' JSON).")]
     lines += ["", "Commands (run in a per-run folder next to `init_LL.mtp`, `train.cfg`, "
               "`test.cfg`):", ""]
     lines += [f"    {c}" for c in dict.fromkeys(r["command"] for r in doc["runs"]
