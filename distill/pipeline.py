@@ -124,7 +124,7 @@ def _key(stage: Stage, cfg: dict, keys: dict) -> str:
     if "labels" in sections:  # the executor does not change the labels (see config module)
         sections["labels"] = {k: v for k, v in cfg["labels"].items()
                               if k not in config_mod.LABELS_EXECUTION_KEYS}
-    for name in ("fit", "md"):  # how many processes run the sub-tasks changes no result
+    for name in ("sample", "fit", "md"):  # how many processes run sub-tasks changes no result
         if name in sections:
             sections[name] = {k: v for k, v in sections[name].items() if k != "workers"}
     if "run" in stage.sections:  # run.dir and run.stages do not change results

@@ -83,3 +83,10 @@ def write_extxyz(path: Path, frames) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.xyz")
     ase.io.write(tmp, list(frames), format="extxyz")
     os.replace(tmp, path)
+
+
+def read_frames(path: Path) -> list:
+    """All frames of an extxyz file; [] for an empty file (an empty set)."""
+    import ase.io
+
+    return ase.io.read(path, index=":") if Path(path).stat().st_size else []

@@ -61,6 +61,8 @@ SCHEMA: dict[str, dict] = {
         "snapshot_every": 50,
         "tau_t_fs": 100.0,
         "tau_p_fs": 500.0,
+        # > 1: the D1 runs go to this many spawned worker processes at once (not in the key)
+        "workers": 1,
         # "uniform": every snapshot is labelled; "grade": a student fitted on D0 grades the
         # snapshots (MaxVol, as mlp select-add) and only those it selects are labelled
         "selection": "uniform",
@@ -160,6 +162,7 @@ RANGES: dict[tuple[str, str], dict] = {
     ("sample", "nvt_steps"): _STEPS, ("sample", "ramp_steps"): _STEPS,
     ("sample", "pressure_start_GPa"): _P, ("sample", "pressure_end_GPa"): _P,
     ("sample", "snapshot_every"): _COUNT,
+    ("sample", "workers"): dict(integer=True, low=1, high=64),
     ("sample", "tau_t_fs"): dict(positive=True, unit="fs"),
     ("sample", "tau_p_fs"): dict(positive=True, unit="fs"),
     ("sample", "grade_level"): dict(integer=True, nonneg=True, high=28),

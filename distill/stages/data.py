@@ -17,7 +17,7 @@ import numpy as np
 from ase import Atoms
 
 from distill import sampling, testsets
-from distill.stages.cache import read_json, write_extxyz, write_json, write_text
+from distill.stages.cache import read_frames, read_json, write_extxyz, write_json, write_text
 from distill.teachers import TeacherSpec, build_calculator, teacher_identity
 
 TEACHER_JSON = "teacher.json"
@@ -61,44 +61,45 @@ def teacher_id(run_dir: Path) -> str:
 
 # ------------------------------------------------------------------ D1 sampling
 def sample_stage(ctx) -> dict:
-    """Teacher MD: random cell → NVT → NPT pressure ramp; a snapshot every k steps → d1.xyz."""
-    from md.structures import random_structure
+    """Teacher MD: random cell → NVT → NPT pressure ramp; a snapshot every k steps → d1.xyz.
 
+    Each run is a sub-task with its own stamp (``run_<r>.json``, beside its snapshots
+    ``run_<r>.xyz`` and ``thermo_<r>.csv``): a killed stage keeps its finished runs. With
+    ``sample.workers`` = n > 1 the runs go to n spawned worker processes at once. D1 is the
+    runs' snapshots as written (so a resumed stage gives the same d1.xyz as a fresh one)."""
     s = ctx.cfg["sample"]
-    calc = build_calculator(load_teacher(ctx.run_dir))
-    stages = sampling.sampling_stages(
-        s["nvt_steps"],
-        s["ramp_steps"],
-        s["temperature_K"],
-        s["pressure_start_GPa"],
-        s["pressure_end_GPa"],
-        s["tau_t_fs"],
-        s["tau_p_fs"],
-    )
-    frames, runs = [], []
+    stages = sample_protocol(s)
     student_only = s["selection"] == "grade" and s["grade_proposer"] == "student"
-    for r in range(0 if student_only else s["runs"]):
-        seed = ctx.cfg["run"]["seed"] + 1000 * r
-        atoms = random_structure(
-            s["n_atoms"], s["density_g_cm3"], ctx.species[0], s["min_distance_A"], seed
-        )
-        ctx.log(
-            f"D1 run {r + 1}/{s['runs']}: {len(atoms)} atoms, "
-            f"{sum(st.steps for st in stages)} steps of {s['timestep_fs']} fs"
-        )
-        snaps, thermo = sampling.run_protocol(
-            atoms, calc, stages, s["timestep_fs"], seed, s["snapshot_every"], thermo_every=10
-        )
-        for a in snaps:
-            a.info["run"] = r
-        frames += snaps
-        sampling.write_thermo(ctx.folder / f"thermo_{r}.csv", thermo, len(atoms))
-        runs.append(
-            {
-                "final_pressure_GPa": thermo[-1].P,
-                "final_volume_A3_per_atom": thermo[-1].V / len(atoms),
-            }
-        )
+    todo = [] if student_only else list(range(s["runs"]))
+    keys = {r: d1_run_key(ctx, r) for r in todo}
+    done = {r: _d1_run_done(ctx.folder, r, keys[r]) for r in todo}
+    missing = [r for r in todo if done[r] is None]
+    for r in todo:
+        if done[r] is not None:
+            ctx.log(f"D1 run {r + 1}/{s['runs']}: up to date")
+    workers = min(s["workers"], len(missing))
+    if workers > 1:
+        from concurrent.futures import as_completed
+
+        from distill.executors import process_pool
+
+        with process_pool(workers) as pool:
+            futures = {}
+            for r in missing:
+                ctx.log(f"D1 run {r + 1}/{s['runs']} (worker process): {_d1_run_text(s, stages)}")
+                futures[pool.submit(d1_run, ctx.run_dir, ctx.folder, ctx.cfg, r, keys[r])] = r
+            for fut in as_completed(futures):
+                r = futures[fut]
+                done[r] = fut.result()
+                ctx.log(f"D1 run {r + 1}/{s['runs']}: done")
+    else:
+        for r in missing:
+            ctx.log(f"D1 run {r + 1}/{s['runs']}: {_d1_run_text(s, stages)}")
+            done[r] = d1_run(ctx.run_dir, ctx.folder, ctx.cfg, r, keys[r])
+    frames, runs = [], []
+    for r in todo:
+        frames += read_frames(ctx.folder / f"run_{r}.xyz")
+        runs.append(done[r])
     teacher_md_steps = len(runs) * sum(st.steps for st in stages)
     if s["selection"] == "grade":
         frames, grading = grade_driven_d1(ctx, None if student_only else frames, stages)
@@ -108,6 +109,69 @@ def sample_stage(ctx) -> dict:
     write_extxyz(ctx.folder / "d1.xyz", frames)
     return {"n_snapshots": len(frames), "n_atoms": int(sum(len(a) for a in frames)), "runs": runs,
             "teacher_md_steps": teacher_md_steps, "grading": grading}
+
+
+def sample_protocol(s: dict) -> list:
+    """The D1 protocol (``sampling.StageConfig`` list) of a ``[sample]`` table."""
+    return sampling.sampling_stages(
+        s["nvt_steps"],
+        s["ramp_steps"],
+        s["temperature_K"],
+        s["pressure_start_GPa"],
+        s["pressure_end_GPa"],
+        s["tau_t_fs"],
+        s["tau_p_fs"],
+    )
+
+
+def _d1_run_text(s: dict, stages) -> str:
+    return f"{s['n_atoms']} atoms, {sum(st.steps for st in stages)} steps of {s['timestep_fs']} fs"
+
+
+def d1_run_key(ctx, r: int) -> str:
+    """Key of D1 run r: the ``[sample]`` table (not ``workers``), seed, species, teacher."""
+    from distill.stages.cache import stage_key
+
+    s = {k: v for k, v in ctx.cfg["sample"].items() if k != "workers"}
+    return stage_key(sample=s, seed=ctx.cfg["run"]["seed"], species=ctx.species,
+                     teacher=teacher_id(ctx.run_dir), run=r)
+
+
+def _d1_run_done(folder: Path, r: int, key: str) -> dict | None:
+    """The summary of D1 run r when its stamp holds `key` (and its snapshots are there)."""
+    stamp = folder / f"run_{r}.json"
+    if not (stamp.is_file() and (folder / f"run_{r}.xyz").is_file()):
+        return None
+    try:
+        doc = read_json(stamp)
+    except (OSError, json.JSONDecodeError):
+        return None
+    return doc["summary"] if doc.get("key") == key else None
+
+
+def d1_run(run_dir: Path, folder: Path, cfg: dict, r: int, key: str) -> dict:
+    """Teacher MD run r of D1 (here or in a worker process): writes ``run_<r>.xyz`` (its
+    snapshots, ``info['run'] = r``), ``thermo_<r>.csv`` and, last, the stamp ``run_<r>.json``;
+    returns its summary (final pressure in GPa, volume in Å³/atom)."""
+    from md.structures import random_structure
+
+    s = cfg["sample"]
+    seed = cfg["run"]["seed"] + 1000 * r
+    atoms = random_structure(s["n_atoms"], s["density_g_cm3"], cfg["run"]["species"][0],
+                             s["min_distance_A"], seed)
+    calc = build_calculator(load_teacher(run_dir))
+    snaps, thermo = sampling.run_protocol(
+        atoms, calc, sample_protocol(s), s["timestep_fs"], seed, s["snapshot_every"],
+        thermo_every=10,
+    )
+    for a in snaps:
+        a.info["run"] = r
+    write_extxyz(folder / f"run_{r}.xyz", snaps)
+    sampling.write_thermo(folder / f"thermo_{r}.csv", thermo, len(atoms))
+    summary = {"final_pressure_GPa": thermo[-1].P,
+               "final_volume_A3_per_atom": thermo[-1].V / len(atoms)}
+    write_json(folder / f"run_{r}.json", {"key": key, "summary": summary})
+    return summary
 
 
 # ------------------------------------------------------------------ grade-driven D1

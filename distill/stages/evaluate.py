@@ -22,7 +22,7 @@ import ase.io
 import numpy as np
 
 from distill.hashing import structure_key
-from distill.stages.cache import write_json
+from distill.stages.cache import read_frames, write_json
 from distill.stages.data import load_teacher
 from distill.stages.fits import NAMES, potential_path
 
@@ -116,11 +116,6 @@ def predict(pot_path: Path, frames, species, predictors: dict | None = None
                 energies[k] = float(e[c])
                 forces[k] = f[conf == c]
     return energies, forces
-
-
-def read_frames(path: Path) -> list:
-    """All frames of an extxyz file; [] for an empty file (an empty test set)."""
-    return ase.io.read(path, index=":") if Path(path).stat().st_size else []
 
 
 def refs(frames):
