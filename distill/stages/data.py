@@ -137,6 +137,23 @@ def d1_run_key(ctx, r: int) -> str:
                      teacher=teacher_id(ctx.run_dir), run=r)
 
 
+def _progress_line(r: int, steps: int, every: int):
+    """An ``on_snapshot`` callback printing a line on stderr at every tenth of D1 run r's
+    steps (its worker's stderr is the pipeline's)."""
+    import sys
+
+    tenth = max(every, steps // 10)
+
+    def log(snap: Atoms) -> None:
+        step = snap.info["step"]
+        if step // tenth != (step - every) // tenth or step == steps:
+            print(f"  sample: D1 run {r + 1}: step {step}/{steps}, "
+                  f"{snap.info['pressure_GPa']:.1f} GPa, "
+                  f"{snap.get_volume() / len(snap):.2f} Å³/atom", file=sys.stderr, flush=True)
+
+    return log
+
+
 def _d1_run_done(folder: Path, r: int, key: str) -> dict | None:
     """The summary of D1 run r when its stamp holds `key` (and its snapshots are there)."""
     stamp = folder / f"run_{r}.json"
@@ -160,9 +177,10 @@ def d1_run(run_dir: Path, folder: Path, cfg: dict, r: int, key: str) -> dict:
     atoms = random_structure(s["n_atoms"], s["density_g_cm3"], cfg["run"]["species"][0],
                              s["min_distance_A"], seed)
     calc = build_calculator(load_teacher(run_dir))
+    protocol = sample_protocol(s)
     snaps, thermo = sampling.run_protocol(
-        atoms, calc, sample_protocol(s), s["timestep_fs"], seed, s["snapshot_every"],
-        thermo_every=10,
+        atoms, calc, protocol, s["timestep_fs"], seed, s["snapshot_every"], thermo_every=10,
+        on_snapshot=_progress_line(r, sum(st.steps for st in protocol), s["snapshot_every"]),
     )
     for a in snaps:
         a.info["run"] = r
