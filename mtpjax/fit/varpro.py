@@ -49,6 +49,9 @@ JACOBIAN_BLOCK_BUDGET = 400
 #: 16 and 20)
 CHAIN_BLOCK_SIZE = 8
 
+#: CPU: fewest linear coefficients P for which :func:`linear_rows` uses the chain rule
+CHAIN_MIN_LINEAR = 30
+
 
 def split_linear(spec: ModelSpec, theta):
     """θ [P] → (species_coeffs [C], moment_coeffs [S])."""
@@ -85,10 +88,13 @@ def linear_rows(spec: ModelSpec, weights: LossWeights, radial, g):
     :func:`group_residuals` (M rows) are affine in θ = (species, moment coefficients) [P] for
     fixed ``radial`` coefficients; r₀ = r(0).
 
-    On CPU by the chain rule through the basic moments (:func:`linear_rows_chain`, measured
-    faster: ``benchmarks/results/bench_varpro_step.md``); on accelerators by forward mode
-    (:func:`linear_rows_jacfwd`, not measured against the other there). Same values."""
-    if default_block_size() is None:
+    On CPU with P ≥ ``CHAIN_MIN_LINEAR`` by the chain rule through the basic moments
+    (:func:`linear_rows_chain`); else by forward mode (:func:`linear_rows_jacfwd`): measured
+    (``benchmarks/results/bench_varpro_step.md``) the chain rule is faster at levels 12 and 16
+    (P = 30, 93) and slower at level 8 (P = 10); on accelerators not measured against each
+    other. Same values (to rounding)."""
+    P = spec.species_count + spec.basis.scalar_count
+    if default_block_size() is None or P < CHAIN_MIN_LINEAR:
         return linear_rows_jacfwd(spec, weights, radial, g)
     return linear_rows_chain(spec, weights, radial, g)
 
