@@ -168,6 +168,19 @@ def _site_energies_jvp(spec, block, primals, tangents):
 _site_energies_custom.defjvp(_site_energies_jvp, symbolic_zeros=True)
 
 
+def _radial_and_monomials(spec: ModelSpec, params, vectors, types, neighbor_types, mask):
+    """Per-pair inputs of the moments: (r [N, J] Å, inside bool [N, J], radial values
+    f_μ(r_ij) float [N, J, K] (zero outside the cutoff and on padding), monomial layers of the
+    unit vectors (:func:`mtpjax.moments.monomial_layers`))."""
+    r, unit, inside = _geometry(spec, vectors, mask)
+    q = chebyshev_basis(
+        r, spec.min_dist, spec.max_dist, spec.radial_basis_size, spec.scaling, spec.repulsive
+    )  # [N, J, R]
+    radial = jnp.where(inside[..., None], _radial_values(spec, params, q, types, neighbor_types),
+                       0.0)
+    return r, inside, radial, monomial_layers(unit, spec.max_power)
+
+
 def _site_energies_block(spec: ModelSpec, params, vectors, types, neighbor_types, mask):
     """Site energies E_i (eV), float [N].
 
@@ -178,13 +191,8 @@ def _site_energies_block(spec: ModelSpec, params, vectors, types, neighbor_types
         types: int [N] species of the central atoms; neighbor_types: int [N, J].
         mask: bool [N, J] real neighbour entries (the cutoff is applied here).
     """
-    r, unit, inside = _geometry(spec, vectors, mask)
-    q = chebyshev_basis(
-        r, spec.min_dist, spec.max_dist, spec.radial_basis_size, spec.scaling, spec.repulsive
-    )  # [N, J, R]
-    radial = jnp.where(inside[..., None], _radial_values(spec, params, q, types, neighbor_types),
-                       0.0)
-    mono = monomial_layers(unit, spec.max_power)
+    r, inside, radial, mono = _radial_and_monomials(spec, params, vectors, types,
+                                                    neighbor_types, mask)
     basic = basic_from_tensor(spec, moment_tensor(spec, radial, mono)).T  # [B, N]
     energy = _energy_from_basic(spec, params, types, basic)
     if spec.repulsive:
@@ -237,6 +245,42 @@ def _site_energies_and_gradients_block(spec: ModelSpec, params, vectors, types, 
     radial_part = jnp.sum(unit * d_unit, -1, keepdims=True)
     grad = de_dr[..., None] * unit + (d_unit - unit * radial_part) / r[..., None]
     return energy, jnp.where(inside[..., None], grad, 0.0)
+
+
+def scalar_pair_jacobian(spec: ModelSpec, params, vectors, types, neighbor_types, mask):
+    """Scalar basis functions and their derivatives w.r.t. the neighbour vectors, by the chain
+    rule through the basic moments (the linear part of the site energy, E_i = c_{t_i} +
+    Σ_s θ_s B_s(i) + repulsion; for the rows ∂r/∂θ of a fit).
+
+    With m(i) = Σ_j m_ij the basic moments (each pair's term m_ij depends on r_ij only):
+    ∂B_s(i)/∂r_ij = Σ_b ∂B_s/∂m_b (i) · ∂m_ij,b/∂r_ij — per atom the product-DAG Jacobian
+    [S, B] (forward mode, B tangents, no neighbours) times the per-pair moment derivatives
+    [B, 3J] (forward mode, 3 tangents) in one batched matrix product.
+
+    Args:
+        params: needs ``radial_coeffs`` [C, C, K, R] only.
+        vectors: float [N, J, 3] (Å); types int [N]; neighbor_types int [N, J]; mask bool [N, J].
+    Returns:
+        (B_s(i) float [N, S], ∂B_s(i)/∂r_ij float [N, J, S, 3] (1/Å), zero outside the cutoff).
+    """
+    n, j = mask.shape
+    dtype = vectors.dtype
+
+    def pair_terms(v):  # m_ij, float [N, J, B]: each pair as an atom with one neighbour
+        _, _, radial, mono = _radial_and_monomials(spec, params, v, types, neighbor_types, mask)
+        flat = [x.reshape((n * j, 1, x.shape[-1])) for x in (radial, *mono)]
+        return basic_from_tensor(spec, moment_tensor(spec, flat[0], flat[1:])).reshape(n, j, -1)
+
+    terms, d_terms = jax.linearize(pair_terms, vectors)
+    eye3 = jnp.eye(3, dtype=dtype)
+    dm = jax.vmap(lambda e: d_terms(jnp.broadcast_to(e, vectors.shape)), out_axes=3)(eye3)
+    basic = jnp.sum(terms, axis=1)  # [N, B]
+    b_count = basic.shape[1]
+    scalars, d_scalars = jax.linearize(lambda b: scalar_moment_rows(spec, b), basic.T)
+    eye_b = jnp.broadcast_to(jnp.eye(b_count, dtype=dtype)[:, :, None], (b_count, b_count, n))
+    jp = jax.vmap(d_scalars, out_axes=2)(eye_b)  # [S, N, B]
+    grad = jnp.einsum("snb,njba->njsa", jp, dm)
+    return scalars.T, grad
 
 
 def total_energy(spec: ModelSpec, params, positions, cell, types, neighbors: Neighbors,

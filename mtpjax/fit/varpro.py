@@ -35,13 +35,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtpjax.fit.loss import LossWeights, group_residuals
+from mtpjax.fit.loss import LossWeights, group_residuals, residual_scales
 from mtpjax.model import ModelSpec
-from mtpjax.potential import CPU_BLOCK_SIZE, default_block_size
+from mtpjax.potential import CPU_BLOCK_SIZE, default_block_size, scalar_pair_jacobian
 
 #: CPU: tangents × atoms per block of the energy/force evaluation inside a forward-mode
 #: Jacobian pass (:func:`jacobian_block_size`)
 JACOBIAN_BLOCK_BUDGET = 400
+
+
+#: CPU: atoms per block of :func:`linear_rows_chain` (its per-block arrays are
+#: [block, J, B, 3] and [S, block, B] numbers; 8 measured faster than 4, 16 or 32 at levels
+#: 16 and 20)
+CHAIN_BLOCK_SIZE = 8
+
+#: CPU: fewest linear coefficients P for which :func:`linear_rows` uses the chain rule
+CHAIN_MIN_LINEAR = 30
 
 
 def split_linear(spec: ModelSpec, theta):
@@ -77,7 +86,22 @@ def jacobian_block_size(tangents: int):
 def linear_rows(spec: ModelSpec, weights: LossWeights, radial, g):
     """Rows [A | r₀] [M, P+1] of one group: the weighted residuals r(θ) = A θ + r₀ of
     :func:`group_residuals` (M rows) are affine in θ = (species, moment coefficients) [P] for
-    fixed ``radial`` coefficients; A = ∂r/∂θ by forward mode, r₀ = r(0)."""
+    fixed ``radial`` coefficients; r₀ = r(0).
+
+    On CPU with P ≥ ``CHAIN_MIN_LINEAR`` by the chain rule through the basic moments
+    (:func:`linear_rows_chain`); else by forward mode (:func:`linear_rows_jacfwd`): measured
+    (``benchmarks/results/bench_varpro_step.md``) the chain rule is faster at levels 12 and 16
+    (P = 30, 93) and slower at level 8 (P = 10); on accelerators not measured against each
+    other. Same values (to rounding)."""
+    P = spec.species_count + spec.basis.scalar_count
+    if default_block_size() is None or P < CHAIN_MIN_LINEAR:
+        return linear_rows_jacfwd(spec, weights, radial, g)
+    return linear_rows_chain(spec, weights, radial, g)
+
+
+def linear_rows_jacfwd(spec: ModelSpec, weights: LossWeights, radial, g):
+    """:func:`linear_rows` with A = ∂r/∂θ by forward mode: P tangents through the whole
+    energy and force evaluation (atom blocks of :func:`jacobian_block_size`)."""
     P = spec.species_count + spec.basis.scalar_count
     block = jacobian_block_size(P)
 
@@ -86,6 +110,84 @@ def linear_rows(spec: ModelSpec, weights: LossWeights, radial, g):
         return r, r
 
     A, r0 = jax.jacfwd(res, has_aux=True)(jnp.zeros(P, g.positions.dtype))
+    return jnp.concatenate([A, r0[:, None]], axis=1)
+
+
+def chain_block_size(spec: ModelSpec):
+    """Atoms per block of :func:`linear_rows_chain`: ``CHAIN_BLOCK_SIZE`` on CPU, None (the
+    whole group at once) on accelerators."""
+    return None if default_block_size() is None else CHAIN_BLOCK_SIZE
+
+
+def linear_rows_chain(spec: ModelSpec, weights: LossWeights, radial, g, block_size="auto"):
+    """:func:`linear_rows` by the chain rule: the site energy is c_{t_i} + Σ_s θ_s B_s(i)
+    (+ repulsion, θ-free), so the columns of A are, per configuration c and atom k,
+
+    - species t: energy rows N_c(t) (atoms of species t), force and virial rows 0;
+    - moment s: energy rows Σ_{i∈c} B_s(i); with g_ij = ∂B_s(i)/∂r_ij
+      (:func:`mtpjax.potential.scalar_pair_jacobian`), force rows
+      F_k = Σ_j g_kj − Σ_{(i,j): idx_ij = k} g_ij (as
+      :func:`mtpjax.potential.forces_from_pair_gradients`) and virial rows
+      sym(Σ_{i∈c, j} r_ij ⊗ g_ij) (as :func:`mtpjax.potential.virial_from_pair_gradients`),
+
+    weighted as :func:`group_residuals` weights them (:func:`residual_scales`); r₀ is one plain
+    evaluation of :func:`group_residuals` at θ = 0. ``block_size``: atoms per block ("auto":
+    :func:`chain_block_size`; the values do not depend on it).
+    """
+    C = g.energy.shape[0]
+    n_atoms, n_nbr = g.nbr_idx.shape
+    dtype = g.positions.dtype
+    n_species, S = spec.species_count, spec.basis.scalar_count
+    P = n_species + S
+    r0 = group_residuals(spec, weights, join_params(spec, radial, jnp.zeros(P, dtype)), g)
+    stress = weights.stress > 0
+    block = chain_block_size(spec) if block_size == "auto" else block_size
+    block = n_atoms if block is None else min(block, n_atoms)
+    blocks = -(-n_atoms // block)
+    pad = blocks * block - n_atoms
+
+    def split(x):
+        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+        return x.reshape((blocks, block) + x.shape[1:])
+
+    vectors = g.positions[g.nbr_idx] - g.positions[:, None, :] + g.offsets  # r_ij [A, J, 3]
+    params = {"radial_coeffs": radial}
+
+    def body(gathered, x):
+        v, t, nt, m, real, idx = x
+        scalars, grad = scalar_pair_jacobian(spec, params, v, t, nt, m)
+        scalars = jnp.where(real[:, None], scalars, 0.0)
+        grad = jnp.where(real[:, None, None, None], grad, 0.0)  # [n, J, S, 3]
+        gathered = gathered.at[idx.reshape(-1)].add(grad.reshape(-1, S, 3))
+        out = (scalars, jnp.sum(grad, axis=1))
+        if stress:
+            out = out + (jnp.einsum("nja,njsb->nsab", v, grad),)
+        return gathered, out
+
+    xs = tuple(split(x) for x in (vectors, g.types, g.types[g.nbr_idx], g.nbr_mask,
+                                  g.atom_mask, g.nbr_idx))
+    gathered, outs = jax.lax.scan(body, jnp.zeros((n_atoms, S, 3), dtype), xs)
+    outs = [y.reshape((blocks * block,) + y.shape[2:])[:n_atoms] for y in outs]
+    scalars, own = outs[0], outs[1]
+
+    def per_conf(x):
+        return jax.ops.segment_sum(x, g.atom_conf, num_segments=C + 1)[:C]
+
+    counts = jax.nn.one_hot(g.types, n_species, dtype=dtype) * g.atom_mask[:, None]
+    sE, sF, sS = residual_scales(weights, g)
+    parts = []
+    if weights.energy > 0:
+        parts.append(sE[:, None] * per_conf(jnp.concatenate([counts, scalars], axis=1)))
+    if weights.forces > 0:
+        forces = jnp.swapaxes(own - gathered, 1, 2)  # [A, 3, S]
+        forces = jnp.concatenate([jnp.zeros((n_atoms, 3, n_species), dtype), forces], axis=2)
+        parts.append((sF[:, None, None] * forces).reshape(-1, P))
+    if stress:
+        w = per_conf(outs[2])  # [C, S, 3, 3]
+        virial = jnp.moveaxis(0.5 * (w + jnp.swapaxes(w, -1, -2)), 1, -1)  # [C, 3, 3, S]
+        virial = jnp.concatenate([jnp.zeros((C, 3, 3, n_species), dtype), virial], axis=3)
+        parts.append((sS[:, None, None, None] * virial).reshape(-1, P))
+    A = jnp.concatenate(parts) if parts else jnp.zeros((1, P), dtype)
     return jnp.concatenate([A, r0[:, None]], axis=1)
 
 
