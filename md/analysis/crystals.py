@@ -182,6 +182,17 @@ CRYSTALS: dict[str, CrystalSpec] = {
     ),
 }
 
+#: BC8 (Si-III), the structure R8 relaxes into with the level-16 MTP. Not one of the paper's
+#: reference crystals (not in :data:`CRYSTALS`); the start cell of the DFT check of the [DFT]
+#: bc8 entry in ``benchmarks/dft_crystals.py``.
+BC8 = CrystalSpec(
+    "bc8", 206, ((0.1003, 0.1003, 0.1003),), (6.64, 6.64, 6.64, 90, 90, 90), 1,
+    "Si-III, BC8, Ia-3, 16c (x, x, x) [AFLOW A_cI16_206_c]; a = 6.64 Å, x = 0.1003 (recovered "
+    "from high pressure, as quoted in S. J. Clark's thesis, Durham, ch. 4 "
+    "(cmt.dur.ac.uk/sjc/thesis/thesis/node33.html), after Kasper & Richards, Acta Cryst. 17, "
+    "752 (1964); the latter not retrieved here).",
+)
+
 #: Where the sources cited as [AFLOW], [Anzellini] and [DFT] above were read.
 SOURCES: dict[str, str] = {
     "AFLOW": "https://aflow.org/prototype-encyclopedia/ pages A_cF8_227_a-001, A_tI4_141_a, "
@@ -334,13 +345,18 @@ def canonical_name(name: str) -> str:
     raise ValueError(f"unknown crystal {name!r}; known: {', '.join(CRYSTALS)}")
 
 
-def build_crystal(name: str, symbol: str = "Si") -> Atoms:
-    """Conventional cell of reference crystal ``name`` (see :data:`CRYSTALS` for sources)."""
-    spec = CRYSTALS[canonical_name(name)]
+def build_spec(spec: CrystalSpec, symbol: str = "Si", primitive: bool = False) -> Atoms:
+    """Cell of ``spec``: the conventional cell, or with ``primitive`` the primitive one."""
     atoms = crystal([symbol] * len(spec.basis), list(spec.basis), spacegroup=spec.spacegroup,
-                    setting=spec.setting, cellpar=list(spec.cellpar), primitive_cell=False)
+                    setting=spec.setting, cellpar=list(spec.cellpar), primitive_cell=primitive)
     atoms.info["crystal"] = spec.name
     return atoms
+
+
+def build_crystal(name: str, symbol: str = "Si", primitive: bool = False) -> Atoms:
+    """Conventional (or ``primitive``) cell of reference crystal ``name`` (sources:
+    :data:`CRYSTALS`)."""
+    return build_spec(CRYSTALS[canonical_name(name)], symbol, primitive)
 
 
 def crystal_names() -> list[str]:
