@@ -52,7 +52,7 @@ Sources retrieved and checked (where they were read: :data:`SOURCES`):
   packing), the lowest point is c/a = 1.7 (14.48 Å³/atom); 1.6 and 1.8 are 5.3 and 2.7
   meV/atom higher (:data:`DFT_HCP_C_OVER_A`).
 
-No DFT energy or volume of Si-VI (Cmca), R8 or bct4 was found, nor of an Imma structure
+No literature DFT energy or volume of Si-VI (Cmca), R8 or bct4 was found, nor of an Imma structure
 distinct from β-Sn and sh. Searched (code, documentation and web-page indexes, repositories):
 the libAtoms silicon-testing-framework and its successor libAtoms/testing-framework (bulk
 tests only for diamond, β-Sn, sh, hcp, bcc, fcc, BC8, ST12 and hexagonal diamond; the RSS set

@@ -15,8 +15,8 @@ miss.
 The relaxation keeps the starting space group (``FixSymmetry``), as the DFT E(V) scans did
 (``symmetrize=True``); a cell may still gain symmetry, which is how Imma and Cmca become sh and
 R8 becomes BC8 (Ia-3) with this potential. Those are compared with the DFT value of the structure
-they relax into; bct4 has no retrieved DFT value and is checked for what it is (four-fold, above
-diamond, below the metallic phases).
+they relax into (PW91); bct4 has no literature DFT value and is checked here for what it is
+(four-fold, above diamond, below the metallic phases) and against our PBE in the *_gpaw tests.
 
 Tolerances: the mlearn training set holds diamond-derived cells only (ground state, strains,
 surfaces, vacancies, AIMD), so every other phase is an extrapolation, and PBE (fit) and PW91
@@ -85,7 +85,7 @@ OUTCOME = {
     "Imma": ("sh", 191, {8}),  # relaxes into sh at 0 GPa
     "Cmca": ("sh", 191, {8}),  # relaxes into sh at 0 GPa
     "hcp": ("hcp", 194, {6}),  # stays hcp; out-of-plane neighbours at 2.86 Å, beyond 2.85 Å
-    "bct": (None, 139, {4}),  # no DFT value retrieved
+    "bct": (None, 139, {4}),  # no literature DFT value (DFT_GPAW: test_*_gpaw)
     "R8": ("bc8", 206, {4}),  # relaxes into BC8 (Ia-3)
 }
 KNOWN_VOLUME_MISS = {"hcp": (1.03, 1.08)}  # MTP/DFT volume ratio observed: 1.056
