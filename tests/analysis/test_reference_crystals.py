@@ -4,13 +4,19 @@ by `mlp` to the mlearn PBE set) and compared with the DFT values cited in md/ana
 DFT values: :data:`md.analysis.crystals.DFT_REFERENCES` — PW91 (CASTEP, 250 eV), the reference
 method of the paper's teacher GAP-18, read from the libAtoms silicon-testing-framework (the
 paper's zenodo.1250555); for diamond also the PBE cell of the mlearn set the potential was
-fitted to (a = 10.9375/2 Å, checked against data/si_mlearn in `test_mlearn_reference_cell`).
+fitted to (a = 10.9375/2 Å, checked against data/si_mlearn in `test_mlearn_reference_cell`);
+and :data:`md.analysis.crystals.DFT_GPAW` — our own PBE (GPAW) relaxations made in this project
+(benchmarks/dft_crystals.py, benchmarks/results/dft_crystals.json; not literature), the only DFT
+values of R8, Cmca and bct4, compared in the ``*_gpaw`` tests below as volume ratios to the same
+run's diamond and energies above it, with the same tolerances. There DFT keeps the space group
+it starts in; where the MTP does not (R8 → BC8, Cmca → sh), that is asserted as a structural
+miss.
 
 The relaxation keeps the starting space group (``FixSymmetry``), as the DFT E(V) scans did
 (``symmetrize=True``); a cell may still gain symmetry, which is how Imma and Cmca become sh and
 R8 becomes BC8 (Ia-3) with this potential. Those are compared with the DFT value of the structure
-they relax into; bct4 has no retrieved DFT value and is checked for what it is (four-fold, above
-diamond, below the metallic phases).
+they relax into (PW91); bct4 has no literature DFT value and is checked here for what it is
+(four-fold, above diamond, below the metallic phases) and against our PBE in the *_gpaw tests.
 
 Tolerances: the mlearn training set holds diamond-derived cells only (ground state, strains,
 surfaces, vacancies, AIMD), so every other phase is an extrapolation, and PBE (fit) and PW91
@@ -38,6 +44,7 @@ MTP has no β-Sn minimum.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import ase.io
@@ -49,17 +56,21 @@ from ase.spacegroup.symmetrize import check_symmetry
 from md.analysis.bonds import bond_list
 from md.analysis.coordination import coordination_numbers
 from md.analysis.crystals import (
+    BC8,
+    DFT_GPAW,
     DFT_HCP_C_OVER_A,
     DFT_REFERENCES,
     DFT_RELAXED_CELLS,
     build_crystal,
     build_dft_cell,
+    build_spec,
     crystal_names,
 )
 from md.analysis.references import relax_at_pressure
 
 ROOT = Path(__file__).resolve().parents[2]
 POT = ROOT / "data" / "potentials" / "si_L16_mlp.mtp"
+GPAW_RESULT = ROOT / "benchmarks" / "results" / "dft_crystals.json"
 PBE_DIAMOND_A = 10.9375 / 2  # Å, mlearn "Elastic" reference cell (2×2×2) / 2
 PBE_DIAMOND_V = PBE_DIAMOND_A**3 / 8  # 20.45 Å³/atom
 VOLUME_TOL = 0.03  # relative
@@ -74,7 +85,7 @@ OUTCOME = {
     "Imma": ("sh", 191, {8}),  # relaxes into sh at 0 GPa
     "Cmca": ("sh", 191, {8}),  # relaxes into sh at 0 GPa
     "hcp": ("hcp", 194, {6}),  # stays hcp; out-of-plane neighbours at 2.86 Å, beyond 2.85 Å
-    "bct": (None, 139, {4}),  # no DFT value retrieved
+    "bct": (None, 139, {4}),  # no literature DFT value (DFT_GPAW: test_*_gpaw)
     "R8": ("bc8", 206, {4}),  # relaxes into BC8 (Ia-3)
 }
 KNOWN_VOLUME_MISS = {"hcp": (1.03, 1.08)}  # MTP/DFT volume ratio observed: 1.056
@@ -96,9 +107,14 @@ def relaxed(calc):
     cache: dict[str, tuple] = {}
 
     def get(name):
-        """``name``: a reference crystal or a :data:`DFT_RELAXED_CELLS` entry."""
+        """``name``: a reference crystal, ``bc8`` or a :data:`DFT_RELAXED_CELLS` entry."""
         if name not in cache:
-            atoms = build_dft_cell(name) if name in DFT_RELAXED_CELLS else build_crystal(name)
+            if name in DFT_RELAXED_CELLS:
+                atoms = build_dft_cell(name)
+            elif name == "bc8":
+                atoms = build_spec(BC8)
+            else:
+                atoms = build_crystal(name)
             atoms.set_constraint(FixSymmetry(atoms, symprec=1e-3))
             out = relax_at_pressure(atoms, calc, 0.0, fmax=2e-3, steps=300, cell_filter="unit")
             out.set_constraint()
@@ -198,3 +214,65 @@ def test_dft_relaxed_imma_cells_ordering(relaxed):
     assert dft_gap > 0.02
     # documented miss: one sh minimum for both cells in the MTP
     assert relaxed("Imma-sh")[2] == pytest.approx(relaxed("Imma-beta-Sn")[2], abs=2e-3)
+
+
+# --- [DFT-GPAW]: this project's own PBE relaxations (benchmarks/dft_crystals.py) ------------------
+
+#: DFT_GPAW key -> space group of the MTP relaxation (conventional cell, FixSymmetry) where it
+#: differs from the DFT one: documented structural misses, asserted as such.
+GPAW_STRUCTURE_MISS = {
+    "R8": 206,  # DFT keeps R8 (R-3); the MTP has no R8 minimum and ends in BC8
+    "Cmca": 191,  # DFT keeps a seven-fold Cmce (Fmmm at 0.01 Å) minimum; the MTP ends in sh
+}
+#: DFT_GPAW key -> (lo, hi) of the observed MTP/DFT volume-ratio ratio, where it misses VOLUME_TOL.
+GPAW_VOLUME_MISS = {"R8": (1.03, 1.05)}  # observed 1.034: BC8's volume, not R8's
+#: DFT_GPAW key -> (lo, hi) of the observed MTP − DFT energy above diamond (eV/atom), where it
+#: misses ENERGY_TOL.
+GPAW_ENERGY_MISS = {"bct": (0.04, 0.05)}  # observed +0.043
+
+
+@pytest.fixture(scope="module")
+def gpaw_result():
+    return json.loads(GPAW_RESULT.read_text())
+
+
+@pytest.mark.parametrize("name", list(DFT_GPAW))
+def test_gpaw_transcription(name, gpaw_result):
+    """DFT_GPAW holds the numbers the script wrote, from converged relaxations."""
+    runs = gpaw_result["crystals"]
+    run, diamond, ref = runs[name], runs["diamond"], DFT_GPAW[name]
+    assert run["converged"] and diamond["converged"], name
+    assert ref.volume == pytest.approx(run["volume"], abs=1e-4)
+    assert ref.diamond_volume == pytest.approx(diamond["volume"], abs=1e-4)
+    assert ref.energy_above_diamond == pytest.approx(run["energy"] - diamond["energy"], abs=1e-4)
+    assert ref.spacegroup == run["spacegroup_1e-3"]["number"]
+    assert ref.spacegroup == run["start_spacegroup"], "DFT kept the space group it started in"
+
+
+def test_gpaw_diamond_matches_mlearn_pbe():
+    """Our PBE diamond and the mlearn PBE cell the MTP was fitted to agree within 0.5 %."""
+    assert DFT_GPAW["diamond"].volume == pytest.approx(PBE_DIAMOND_V, rel=0.005)
+
+
+@pytest.mark.parametrize("name", [n for n in DFT_GPAW if n != "diamond"])
+def test_reference_crystal_against_gpaw(name, relaxed):
+    """MTP vs our PBE: volume ratio to diamond, energy above diamond, space group kept or not."""
+    ref = DFT_GPAW[name]
+    atoms, volume, energy = relaxed(name)
+    _, diamond_volume, diamond_energy = relaxed("diamond")
+    assert check_symmetry(atoms, 1e-2).number == GPAW_STRUCTURE_MISS.get(name, ref.spacegroup)
+    ratio = (volume / diamond_volume) / ref.volume_ratio
+    lo, hi = GPAW_VOLUME_MISS.get(name, (1 - VOLUME_TOL, 1 + VOLUME_TOL))
+    assert lo < ratio < hi, (name, ratio)
+    delta = energy - diamond_energy - ref.energy_above_diamond
+    lo, hi = GPAW_ENERGY_MISS.get(name, (-ENERGY_TOL, ENERGY_TOL))
+    assert lo < delta < hi, (name, delta)
+
+
+def test_energy_ordering_matches_gpaw(relaxed):
+    """Our PBE orders diamond < bct4 < R8 < Cmca; the MTP keeps that order (bct4 and its BC8
+    from R8 only 3 meV/atom apart)."""
+    names = sorted(DFT_GPAW, key=lambda n: DFT_GPAW[n].energy_above_diamond)
+    assert names[:4] == ["diamond", "bct", "R8", "Cmca"], names
+    mtp = [relaxed(n)[2] for n in names]
+    assert mtp == sorted(mtp), dict(zip(names, mtp, strict=True))
