@@ -19,5 +19,11 @@ TABLE_I = {
     "GAP-18": {"N3": 0.70, "N5": 0.95, "fsdp_inverse_height": 0.564, "theta_mean_deg": 109.17,
                "theta_std_deg": 9.99, "delta_E_eV_per_atom": 0.145},
 }
+#: How close a student's Table-I metrics must be to its teacher's to count as reproducing the
+#: paper's finding (issue 18's medium-config target; about the paper's own M''_16 − GAP-18
+#: differences, rounded up): N3, N5 in percentage points, θ̄ and Δθ in degrees, ΔE in eV/atom.
+#: H⁻¹ has no tolerance (the paper's FSDP differs by 0.004 at 10⁵ atoms; ours come from 216).
+TABLE_I_TOLERANCE = {"N3": 1.0, "N5": 1.0, "theta_mean_deg": 0.5, "theta_std_deg": 1.0,
+                     "delta_E_eV_per_atom": 0.02}
 TABLE_I_SOURCE = ("paper Table I: 100,000 atoms, quench at 1e11 K/s, LAMMPS; GAP-18 is the "
                   "paper's teacher")

@@ -505,7 +505,41 @@ def table_i_section(table: dict) -> list[str]:
                     + [diff(TABLE_I[label], TABLE_I["GAP-18"], k, f) for k, _, f in cols])
     lines += ["Absolute differences to the teacher:", "",
               _table(["difference"] + [h for _, h, _ in cols], rows), ""]
+    if teacher:
+        lines += table_i_verdict(table)
     return lines
+
+
+def within_tolerance(row: dict, teacher: dict) -> dict[str, bool | None]:
+    """{metric: |student − teacher| ≤ TABLE_I_TOLERANCE[metric]} (None where a value is
+    missing) for the metrics that have a tolerance."""
+    from distill.paper_values import TABLE_I_TOLERANCE
+
+    out = {}
+    for key, tol in TABLE_I_TOLERANCE.items():
+        a, b = row.get(key), teacher.get(key)
+        ok = a is not None and b is not None and math.isfinite(a) and math.isfinite(b)
+        out[key] = bool(abs(a - b) <= tol + 1e-9) if ok else None  # 1e-9: float rounding
+    return out
+
+
+def table_i_verdict(table: dict) -> list[str]:
+    """Per student: is each Table-I metric within TABLE_I_TOLERANCE of our teacher's, and are
+    all of them (the paper's M''_16 reproduces GAP-18 that closely)."""
+    from distill.paper_values import TABLE_I_TOLERANCE
+
+    heads = {k: h for k, h, _ in _columns()}
+    keys = list(TABLE_I_TOLERANCE)
+    rows = []
+    for label, row in table.items():
+        if label == "teacher":
+            continue
+        ok = within_tolerance(row, table["teacher"])
+        cells = ["-" if ok[k] is None else ("yes" if ok[k] else "no") for k in keys]
+        rows.append([label, *cells, "yes" if all(ok[k] for k in keys) else "no"])
+    tol = ", ".join(f"{heads[k]} {TABLE_I_TOLERANCE[k]:g}" for k in keys)
+    return [f"Within the paper's spread of the teacher ({tol}; issue 18's target for "
+            "M''):", "", _table(["model", *(heads[k] for k in keys), "all"], rows), ""]
 
 
 def similarity_section(crystal: str, runs: dict) -> list[str]:

@@ -108,7 +108,7 @@ def test_shipped_configs_validate():
     cfg = validate(raw, base=root)
     assert cfg["fit"]["levels"] == [12, 14, 16, 18, 20, 22, 24]
     assert cfg["sample"]["n_atoms"] == 1000
-    medium = load(root / "distill/configs/medium.toml")  # not yet run end to end (its header)
+    medium = load(root / "distill/configs/medium.toml")  # its measured run: docs/medium/
     assert medium["fit"]["levels"] == [8, 12, 16]  # level 20 at this scale needs a GPU
     s = medium["sample"]
     snapshots = s["runs"] * (s["nvt_steps"] + s["ramp_steps"]) // s["snapshot_every"]

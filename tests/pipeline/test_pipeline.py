@@ -48,6 +48,7 @@ def test_pipeline_killed_resumed_and_reported(tmp_path):
     resumed = resumed_run(tmp_path)
     check_only_unfinished_redone(resumed)
     check_report_numbers_are_stage_outputs(resumed)
+    check_published(resumed[0], tmp_path / "published")
 
 
 def resumed_run(tmp: Path):
@@ -166,6 +167,7 @@ def check_physical_validation(run_dir: Path, report: str) -> None:
     teacher = quench["table"]["teacher"]
     n5 = abs(quench["table"]["M''_2"]["N5"] - teacher["N5"])
     assert "| M''_2 − teacher (ours) | " in report and f" {n5:.2f} |" in report
+    check_table_i_verdict(quench["table"], report)
     sims = compress["similarity"]["sh"]
     assert set(sims) == {"teacher", "M'_2", "M''_2"}
     assert sum(w["n"] for w in sims["teacher"]) > 0
@@ -174,3 +176,35 @@ def check_physical_validation(run_dir: Path, report: str) -> None:
         cells = " | ".join("-" if w["mean"] is None else f"{w['mean']:.3f} ({w['n']})"
                            for w in windows)
         assert f"| {label} | {cells} |" in report, label
+
+
+def check_table_i_verdict(table: dict, report: str) -> None:
+    """The report's "within the paper's spread" rows, recomputed from the analysis table."""
+    from distill.paper_values import TABLE_I_TOLERANCE
+
+    teacher = table["teacher"]
+    for label in ("M'_2", "M''_2"):
+        ok = [abs(table[label][k] - teacher[k]) <= tol + 1e-9
+              for k, tol in TABLE_I_TOLERANCE.items()]
+        cells = " | ".join("yes" if x else "no" for x in ok)
+        assert f"| {label} | {cells} | {'yes' if all(ok) else 'no'} |" in report, label
+
+
+def check_published(run_dir: Path, out: Path) -> None:
+    """benchmarks/publish_report.py: the report under its provenance block, every figure it
+    links copied next to it, the run's timing record beside it."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "publish_report.py"),
+                           str(run_dir), str(out), "--title", "Tiny run"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = (out / "report.md").read_text()
+    assert text.startswith("# Tiny run\n\nPublished by `python") and "load [" in text
+    original = (run_dir / "report" / "report.md").read_text()
+    assert original.split("## Config")[1] in text  # the run's report, not rewritten
+    links = re.findall(r"\]\(([^)]+\.png)\)", text)
+    assert any(name.startswith("analysis_") for name in links), links
+    for name in links:
+        assert (out / name).stat().st_size > 1000, name
+    timing = json.loads((out / "timing.json").read_text())
+    assert timing == json.loads((run_dir / "report" / "timing.json").read_text())
+    assert json.loads((out / "provenance.json").read_text())["run_timing"] == timing
