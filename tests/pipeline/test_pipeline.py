@@ -208,3 +208,10 @@ def check_published(run_dir: Path, out: Path) -> None:
     timing = json.loads((out / "timing.json").read_text())
     assert timing == json.loads((run_dir / "report" / "timing.json").read_text())
     assert json.loads((out / "provenance.json").read_text())["run_timing"] == timing
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "publish_report.py"),
+                            str(run_dir), str(out), "--rerender"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    rerendered = (out / "report.md").read_text()
+    assert "rendered again now from its stage outputs" in rerendered
+    assert rerendered.split("## Teacher")[1] == text.split("## Teacher")[1]  # same code: same
