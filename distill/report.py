@@ -463,7 +463,8 @@ def _md_section(run_dir: Path, st: dict) -> list[str]:
                            f"{rate:.2g} K/s (paper: 1e11 K/s); " if rate else "Melt-quench; ")
                           + "Table-I metrics of the last frame relaxed at 0 GPa by each run's "
                           "own model (ΔE above that model's relaxed diamond).", ""]
-                lines += table_i_section(res["table"])
+                lines += replica_section(res)
+                lines += table_i_section(res["table"], res.get("spread"))
             for crystal, runs_ in res.get("similarity", {}).items():
                 lines += similarity_section(crystal, runs_)
             for fig in ("sq.png", "bond_angles.png", "pv.png", "similarity_pressure.png"):
@@ -480,9 +481,26 @@ def _columns():
     return TABLE_COLUMNS
 
 
-def table_i_section(table: dict) -> list[str]:
+def replica_section(res: dict) -> list[str]:
+    """With replicas: how many runs each Table-I row averages, their seeds, and the sample
+    standard deviation across them (same units as the table)."""
+    from md.analysis.summary import format_table
+
+    spread = res.get("spread")
+    if not spread:
+        return []
+    counts = ", ".join(f"{label} {row.get('n_replicas', 1)} (seeds "
+                       f"{', '.join(str(s) for s in res.get('seeds', {}).get(label, []))})"
+                       for label, row in res["table"].items())
+    return [f"Each row is the mean over independent runs (replicas: {counts}); figures show "
+            "each model's first run. Sample standard deviation across the runs:", "",
+            format_table(spread, markdown=True), ""]
+
+
+def table_i_section(table: dict, spread: dict | None = None) -> list[str]:
     """The paper's Table I beside ours, and each student's difference to our teacher beside
-    the paper's differences to GAP-18 (its teacher)."""
+    the paper's differences to GAP-18 (its teacher); with replicas (``spread``: sample
+    standard deviations per model) whether each verdict is resolved by them."""
     from distill.paper_values import TABLE_I, TABLE_I_SOURCE
     from md.analysis.summary import format_table
 
@@ -507,7 +525,48 @@ def table_i_section(table: dict) -> list[str]:
               _table(["difference"] + [h for _, h, _ in cols], rows), ""]
     if teacher:
         lines += table_i_verdict(table)
+        if spread:
+            lines += table_i_resolution(table, spread)
     return lines
+
+
+def difference_standard_error(table: dict, spread: dict, label: str, key: str) -> float | None:
+    """Standard error (same units) of the difference of the replica means of ``label`` and
+    the teacher for one metric, √(s²/n + s_t²/n_t); None without a spread for both."""
+    a, b = spread.get(label, {}).get(key), spread.get("teacher", {}).get(key)
+    if a is None or b is None:
+        return None
+    n, nt = table[label].get("n_replicas", 1), table["teacher"].get("n_replicas", 1)
+    return math.sqrt(a * a / n + b * b / nt)
+
+
+def table_i_resolution(table: dict, spread: dict) -> list[str]:
+    """Per student and metric: the difference to the teacher's mean ± its standard error,
+    and whether the replicas resolve the verdict (the tolerance lies outside |Δ| ± 2 SE)."""
+    from distill.paper_values import TABLE_I_TOLERANCE
+
+    heads = {k: (h, f) for k, h, f in _columns()}
+    keys = list(TABLE_I_TOLERANCE)
+    rows = []
+    for label, row in table.items():
+        if label == "teacher":
+            continue
+        cells = []
+        for key in keys:
+            a, b = row.get(key), table["teacher"].get(key)
+            se = difference_standard_error(table, spread, label, key)
+            if a is None or b is None or se is None:
+                cells.append("-")
+                continue
+            d, tol, fmt = abs(a - b), TABLE_I_TOLERANCE[key], heads[key][1]
+            resolved = d + 2 * se <= tol or d - 2 * se > tol
+            cells.append(f"{fmt.format(d)} ± {fmt.format(se)} "
+                         f"({'resolved' if resolved else 'unresolved'})")
+        rows.append([label, *cells])
+    return ["|student − teacher| of the means ± its standard error; *resolved*: the "
+            "tolerance lies outside ±2 standard errors (the verdict above holds at about "
+            "95 % confidence); *unresolved*: more replicas are needed to tell:", "",
+            _table(["model", *(heads[k][0] for k in keys)], rows), ""]
 
 
 def within_tolerance(row: dict, teacher: dict) -> dict[str, bool | None]:

@@ -205,7 +205,11 @@ RANGES: dict[tuple[str, str], dict] = {
 #: tests/pipeline/test_config.py keeps the two equal)
 OPTIMIZERS = ("varpro", "lbfgs", "bfgs", "adam", "lm")
 # md protocol tables ([md.protocol.NAME]) follow md/config.py's format: structure, run, stage
-PROTOCOL_KEYS = {"structure", "run", "neighbors", "stage", "teacher_structure"}
+#: ... plus the pipeline's own: ``teacher_structure`` (the teacher's cell, default the same
+#: structure) and ``replicas`` (independent runs per model, run seeds seed … seed + n − 1)
+PIPELINE_PROTOCOL_KEYS = ("teacher_structure", "replicas")
+PROTOCOL_KEYS = {"structure", "run", "neighbors", "stage", *PIPELINE_PROTOCOL_KEYS}
+MAX_REPLICAS = 32
 MODELS = ("indirect", "direct")
 #: [labels] executors: the spawned local pool, in-process, Dask (a scheduler or a LocalCluster)
 EXECUTORS = ("local", "serial", "dask")
@@ -477,9 +481,12 @@ def _check_md_protocol(name: str, table: dict, checker: Checker, base: Path | No
     the species of ``run.species``). Errors name ``md.protocol.NAME.key`` and its line."""
     from md.config import ConfigError, parse_config
 
-    doc = {k: v for k, v in table.items() if k != "teacher_structure"}
+    doc = {k: v for k, v in table.items() if k not in PIPELINE_PROTOCOL_KEYS}
     doc["potential"] = {"file": __file__, "species": list(species)}
     prefix = f"md.protocol.{name}"
+    if "replicas" in table:
+        checker.value(table["replicas"], f"{prefix}.replicas", integer=True, low=1,
+                      high=MAX_REPLICAS)
     try:
         parse_config(doc, source=checker.source, base=base, text=checker.text, prefix=prefix)
         if "teacher_structure" in table:

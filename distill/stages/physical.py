@@ -3,7 +3,9 @@
 md: each protocol of ``[md.protocol.NAME]`` (the `mtpjax md` TOML format: structure, run,
 neighbors, stage) is run with M''_L and/or M'_L through `md.runner` at the demo size, and with the
 teacher on the same stages through ASE (`distill.sampling`) at ``teacher_structure`` (default:
-the same structure). Every run is a sub-task with its own stamp. A run that fails physically —
+the same structure). With ``replicas`` = n > 1 in a protocol table each model runs n times,
+with run seeds seed … seed + n − 1 (independent initial velocities and thermostat noise), in
+sub-folders r0 … r(n−1). Every run is a sub-task with its own stamp. A run that fails physically —
 a non-finite energy (the MD runner's ``FloatingPointError``, or a non-finite value in the thermo
 log) or a volume outside 8–60 Å³/atom — is stamped ``failed`` and the pipeline goes on (the paper
 marks failed runs the same way). A run that raises any other exception (a bug, a missing file, an
@@ -12,17 +14,22 @@ under ``incomplete``: the next ``distill run`` retries it (and redoes the analys
 
 analysis: :func:`md.analysis.runs.analyse_run` on the finished runs of each protocol (labels =
 model names), giving a Table-I-style comparison (N3, N5, H⁻¹, θ̄, Δθ, ΔE) against the teacher
-run, and the SOAP similarity to reference crystals along the run (Fig. 4's measure).
+run, and the SOAP similarity to reference crystals along the run (Fig. 4's measure). With
+replicas, a model's Table-I row is the mean over its successful replicas and the sample
+standard deviation is kept beside it (``spread``); figures and the similarity series are those
+of each model's first replica.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import traceback
 from pathlib import Path
 
 from distill.stages.cache import is_done, read_json, read_stamp, stage_key, write_stamp
+from distill.stages.config import PIPELINE_PROTOCOL_KEYS
 from distill.stages.data import load_teacher
 from distill.stages.fits import NAMES, potential_path
 
@@ -32,13 +39,24 @@ def md_level(cfg: dict) -> int:
     return cfg["md"]["level"] or max(cfg["fit"]["levels"])
 
 
-def _md_doc(table: dict, pot: Path, species, out: Path, teacher: bool) -> dict:
-    doc = {k: v for k, v in table.items() if k != "teacher_structure"}
+def _md_doc(table: dict, pot: Path, species, out: Path, teacher: bool, replica: int = 0) -> dict:
+    """The `mtpjax md` document of one run; replica r runs with ``run.seed`` + r (initial
+    velocities and thermostat noise; replica 0 is the protocol as written)."""
+    doc = {k: v for k, v in table.items() if k not in PIPELINE_PROTOCOL_KEYS}
     if teacher and "teacher_structure" in table:
         doc["structure"] = table["teacher_structure"]
     doc["potential"] = {"file": str(pot), "species": list(species)}
     doc["run"] = {**doc.get("run", {}), "output_dir": str(out), "progress": False}
+    if replica:
+        doc["run"]["seed"] = doc["run"].get("seed", 0) + replica
     return doc
+
+
+def replica_runs(table: dict) -> list[tuple[int, str]]:
+    """[(replica, sub-folder)] of a protocol: one run in the model's folder, or with
+    ``replicas`` = n > 1 the runs r0 … r(n−1) in sub-folders."""
+    n = int(table.get("replicas", 1))
+    return [(0, "")] if n == 1 else [(r, f"r{r}") for r in range(n)]
 
 
 VOLUME_PER_ATOM_A3 = (8.0, 60.0)  # outside: the cell collapsed or exploded
@@ -174,7 +192,7 @@ def md_stage(ctx) -> dict:
     n spawned worker processes while the students run here, at the same time."""
     m, level = ctx.cfg["md"], md_level(ctx.cfg)
     runs, incomplete = {}, []
-    todo = []  # (name, label, proto, out, doc, key, is_teacher)
+    todo = []  # (name, label, proto, out, doc, key, is_teacher, replica sub-folder)
     order = []  # every run's name, in the config's order
     for proto in m["protocols"]:
         table = m["protocol"][proto]
@@ -184,9 +202,10 @@ def md_stage(ctx) -> dict:
         ]
         if m["teacher"]:
             jobs.append(("teacher", potential_path(ctx.run_dir, level, m["models"][0]), True))
-        for label, pot, is_teacher in jobs:
-            out = ctx.folder / proto / label.replace("'", "p")
-            doc = _md_doc(table, pot, ctx.species, out, is_teacher)
+        for (label, pot, is_teacher), (replica, sub) in itertools.product(
+                jobs, replica_runs(table)):
+            out = ctx.folder / proto / label.replace("'", "p") / sub
+            doc = _md_doc(table, pot, ctx.species, out, is_teacher, replica)
             key = stage_key(
                 doc=doc,
                 pot=None if is_teacher else _sha(pot),
@@ -194,17 +213,18 @@ def md_stage(ctx) -> dict:
                 if is_teacher
                 else None,
             )
-            name = f"{proto}/{label}"
+            name = f"{proto}/{label}" + (f"/{sub}" if sub else "")
             order.append(name)
             if is_done(out, key):
                 runs[name] = read_stamp(out)["summary"]
                 ctx.log(f"md {name}: up to date")
                 continue
-            todo.append((name, label, proto, out, doc, key, is_teacher))
+            todo.append((name, label, proto, out, doc, key, is_teacher, sub))
 
     def finish(job, res, seconds):
-        name, label, proto, out, _, key, _ = job
-        res.update({"model": label, "protocol": proto, "dir": str(out)})
+        name, label, proto, out, doc, key, _, sub = job
+        res.update({"model": label, "protocol": proto, "dir": str(out),
+                    "seed": doc["run"].get("seed", 0), "replica": sub})
         if res["status"] == "error":
             incomplete.append(name)
         else:
@@ -288,6 +308,7 @@ def analysis_stage(ctx) -> dict:
     (``analysis.relax_final_steps``) by the run's own model before its Table-I metrics."""
     from md.analysis.references import pressure_adjusted_references, pressure_grid
     from md.analysis.runs import analyse_run, write_comparison
+    from md.analysis.summary import replica_statistics
 
     runs = read_json(ctx.run_dir / "md" / "stamp.json")["summary"]["runs"]
     a = ctx.cfg["analysis"]
@@ -312,22 +333,31 @@ def analysis_stage(ctx) -> dict:
                                                 cell_filter="unit")
             names["reference_mode"] = (f"pressure-adjusted, relaxed by the teacher every "
                                        f"{a['p_step_GPa']:g} GPa up to {grid[-1]:g} GPa")
-        results = {}
+        results: dict[str, list[dict]] = {}  # model → its replicas' analyses, in run order
         for r in ok:
             label = r["model"]
-            results[label] = analyse_run(
-                Path(r["dir"]) / "trajectory.extxyz", label,
-                ctx.folder / proto / label.replace("'", "p"),
+            folder = ctx.folder / proto / label.replace("'", "p") / r.get("replica", "")
+            results.setdefault(label, []).append(analyse_run(
+                Path(r["dir"]) / "trajectory.extxyz", label, folder,
                 thermo=Path(r["dir"]) / "thermo.csv", reference_calc=calcs[label],
                 references=refs, crystals=crystals, soap=bool(crystals), cell_filter="unit",
                 symbol=ctx.species[0], relax_final_steps=a["relax_final_steps"] if quench else 0,
                 names={**names, "reference_calc": label,
-                       "relax_with": "teacher" if refs is not None else None})
-        write_comparison(results, ctx.folder / proto)
+                       "relax_with": "teacher" if refs is not None else None}))
+        stats = {label: replica_statistics([x["metrics"] for x in res])
+                 for label, res in results.items()}
+        # figures and similarity: each model's first replica; Table I: the mean over replicas
+        first = {label: res[0] for label, res in results.items()}
+        write_comparison(first, ctx.folder / proto,
+                         rows={label: mean for label, (mean, _) in stats.items()})
         out[proto] = {"table": read_json(ctx.folder / proto / "table.json"), "quench": quench,
                       "cooling_rate_K_per_s": cooling_rate(ctx.cfg["md"]["protocol"][proto],
                                                            ctx.species),
-                      "similarity": similarity_summary(results, a["similarity_edges_GPa"])}
+                      "similarity": similarity_summary(first, a["similarity_edges_GPa"])}
+        if any(len(res) > 1 for res in results.values()):
+            out[proto]["spread"] = {label: spread for label, (_, spread) in stats.items()}
+            out[proto]["seeds"] = {label: [r.get("seed") for r in ok if r["model"] == label]
+                                   for label in results}
     return out
 
 
@@ -336,7 +366,7 @@ def cooling_rate(table: dict, species) -> float | None:
     None when no stage cools."""
     from md.config import parse_config
 
-    doc = {k: v for k, v in table.items() if k != "teacher_structure"}
+    doc = {k: v for k, v in table.items() if k not in PIPELINE_PROTOCOL_KEYS}
     doc["potential"] = {"file": __file__, "species": list(species)}
     cfg = parse_config(doc, source="protocol")
     rates = [(st.temperature_K - st.temperature_end_K) / (st.steps * cfg.timestep_fs * 1e-15)

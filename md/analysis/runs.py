@@ -138,12 +138,15 @@ def write_figures(results: Mapping[str, dict], out: Path) -> None:
             plots.plot_similarity_pressure(with_similarity, out / "similarity_pressure.png")
 
 
-def write_comparison(results: Mapping[str, dict], out: Path) -> dict:
-    """``out/table.md`` and ``out/table.json`` (Table-I rows {label: metrics}) and the joint
-    figures; returns the rows."""
+def write_comparison(results: Mapping[str, dict], out: Path,
+                     rows: Mapping[str, Mapping] | None = None) -> dict:
+    """``out/table.md`` and ``out/table.json`` (Table-I rows {label: metrics}: ``rows``, by
+    default each result's own metrics) and the joint figures of ``results``; returns the
+    rows."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = {label: r["metrics"] for label, r in results.items()}
+    if rows is None:
+        rows = {label: r["metrics"] for label, r in results.items()}
     (out / "table.md").write_text(format_table(rows, markdown=True) + "\n")
     (out / "table.json").write_text(json.dumps(json_ready(rows), indent=1))
     write_figures(results, out)

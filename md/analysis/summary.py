@@ -168,6 +168,37 @@ TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def replica_statistics(rows: Sequence[Mapping[str, float]]) -> tuple[dict, dict]:
+    """Mean and spread of one model's Table-I metrics over independent runs (replicas).
+
+    Args:
+        rows: the metrics of each replica (``structure_metrics``' keys; None or NaN: missing).
+    Returns:
+        (mean, spread): ``mean`` has every key of the first row — the mean over the replicas
+        that have a finite value where the values differ, the common value where they agree
+        (frame indices, relaxation steps) — and ``n_replicas``; ``spread`` has, per numeric
+        key with ≥ 2 finite values, the sample standard deviation (ddof 1; same units).
+    """
+    if not rows:
+        raise ValueError("no replicas")
+    mean: dict = {}
+    spread: dict = {}
+    for key, first in rows[0].items():
+        values = [r.get(key) for r in rows]
+        if all(v == first for v in values) or not isinstance(first, int | float | type(None)):
+            mean[key] = first
+            continue
+        finite = np.array([v for v in values if v is not None and np.isfinite(v)], float)
+        mean[key] = float(finite.mean()) if finite.size else None
+        if finite.size >= 2:
+            spread[key] = float(finite.std(ddof=1))
+    for key in rows[0]:
+        if key not in spread and isinstance(rows[0][key], float) and len(rows) >= 2:
+            spread[key] = 0.0  # every replica gave the same value
+    mean["n_replicas"] = len(rows)
+    return mean, spread
+
+
 def format_table(rows: Mapping[str, Mapping[str, float]], markdown: bool = False) -> str:
     """Table-I-style text (or Markdown) table: one row per model, columns of
     :data:`TABLE_COLUMNS`; missing values print as ``-``."""

@@ -66,6 +66,9 @@ def test_tiny_config_is_valid():
         ("fit", "valid_fraction = 0.0", "fit.patience"),  # tiny.toml has patience = 1
         ("fit", "patience = -2", "fit.patience"),
         ("md", "workers = 0", "md.workers"),
+        ("md.protocol.quench", "replicas = 0", "md.protocol.quench.replicas"),
+        ("md.protocol.quench", "replicas = 2.5", "md.protocol.quench.replicas"),
+        ("md.protocol.quench", "replicas = 33", "md.protocol.quench.replicas"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, section, line, key):
@@ -83,6 +86,14 @@ def test_unknown_section_and_md_protocol_errors(tmp_path):
     path.write_text(bad)
     with pytest.raises(PipelineConfigError, match=r"md\.protocol\.compress"):
         load(path)
+
+
+def test_replicas_error_names_the_line(tmp_path):
+    path = _with(tmp_path, "md.protocol.quench", "replicas = 0")
+    line = path.read_text().splitlines().index("replicas = 0") + 1
+    with pytest.raises(PipelineConfigError) as err:
+        load(path)
+    assert f"{path}:{line}" in str(err.value), str(err.value)
 
 
 def test_cli_fails_before_compute(tmp_path, capsys):

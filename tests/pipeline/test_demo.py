@@ -50,8 +50,16 @@ def check_demo_run(run_dir: Path, config: dict) -> None:
     table = analysis["melt_quench"]["table"]
     assert "teacher" in table
     level = config["md"]["level"]
-    for model in (f"M'_{level}", f"M''_{level}"):  # in Table I, or failed (a result too)
-        assert model in table or runs[f"melt_quench/{model}"]["status"] == "failed", model
+    replicas = config["md"]["protocol"]["melt_quench"].get("replicas", 1)
+    for model in (f"M'_{level}", f"M''_{level}", "teacher"):  # in Table I, or every run failed
+        own = [r for name, r in runs.items() if name.startswith(f"melt_quench/{model}")
+               and r["model"] == model]
+        assert len(own) == replicas, (model, len(own))
+        ok = sum(r["status"] == "ok" for r in own)
+        if ok:  # the row is the mean over the successful runs
+            assert table[model].get("n_replicas", 1) == ok, model
+        else:
+            assert model not in table and {r["status"] for r in own} == {"failed"}, model
     assert "sh" in analysis["compress"]["similarity"]
     timing = json.loads((run_dir / "report" / "timing.json").read_text())
     assert {v["status"] for v in timing["stages"].values()} == {"ran"}  # a fresh run directory

@@ -162,6 +162,7 @@ def check_physical_validation(run_dir: Path, report: str) -> None:
     for label, row in quench["table"].items():
         assert row["final_frame_relaxed_steps"] == 10, label
         assert row["delta_E_eV_per_atom"] is not None, label
+    check_replicas(run_dir, quench, report)
     assert format_table(quench["table"], markdown=True) in report
     assert format_table(TABLE_I, markdown=True) in report  # the paper's values beside ours
     teacher = quench["table"]["teacher"]
@@ -176,6 +177,28 @@ def check_physical_validation(run_dir: Path, report: str) -> None:
         cells = " | ".join("-" if w["mean"] is None else f"{w['mean']:.3f} ({w['n']})"
                            for w in windows)
         assert f"| {label} | {cells} |" in report, label
+
+
+def check_replicas(run_dir: Path, quench: dict, report: str) -> None:
+    """``replicas = 2``: two runs per model with seeds 0 and 1, each analysed; the table is
+    their mean, the report shows their spread and whether each verdict is resolved."""
+    from md.analysis.summary import format_table
+
+    runs = json.loads((run_dir / "md" / "stamp.json").read_text())["summary"]["runs"]
+    for label, row in quench["table"].items():
+        assert row["n_replicas"] == 2, label
+        assert quench["seeds"][label] == [0, 1], label
+        folder = label.replace("'", "p")
+        pair = [json.loads((run_dir / "analysis" / "quench" / folder / f"r{r}" /
+                            "analysis.json").read_text())["metrics"] for r in (0, 1)]
+        for key in ("N5", "theta_mean_deg", "delta_E_eV_per_atom"):
+            assert row[key] == pytest.approx((pair[0][key] + pair[1][key]) / 2), (label, key)
+            spread = abs(pair[0][key] - pair[1][key]) / 2 ** 0.5  # ddof 1 of two values
+            assert quench["spread"][label][key] == pytest.approx(spread, abs=1e-12)
+        assert {runs[f"quench/{label}/r{r}"]["seed"] for r in (0, 1)} == {0, 1}
+    assert format_table(quench["spread"], markdown=True) in report
+    assert "Sample standard deviation across the runs" in report
+    assert re.search(r"\| M''_2 \| [0-9.]+ ± [0-9.]+ \((un)?resolved\) \|", report)
 
 
 def check_table_i_verdict(table: dict, report: str) -> None:
