@@ -24,6 +24,11 @@ D0 are the same for every seed):
   steps, optionally stopped at γ > ``--gamma-break``), its graded snapshots are the
   candidates, ``--per-round`` are picked as above and labelled by the teacher, the student is
   refitted. Teacher calls: the labels only.
+* ``grade_hybrid``: the sample stage's default grade mode (``grade_proposer = "teacher"`` with
+  ``grade_iterations``): round 0 grades a teacher MD run of its own (``--pool-nvt`` +
+  ``--pool-ramp`` steps, else the full protocol) and the teacher labels ``--per-round`` of its
+  snapshots; then ``--rounds`` − 1 rounds in which the refitted student's own MD proposes, as
+  in ``grade_student``. Teacher calls: the MD's force calls + the labels.
 * Every student: level ``--level``, the demo's ``[fit]`` weights, VarPro to its own
   convergence (at most ``--max-iter`` iterations; the iterations used are recorded). Test
   errors against the teacher on the demo's RSS and compression sets.
@@ -64,6 +69,7 @@ FIT = {"min_dist_A": 1.5, "max_dist_A": 5.0, "radial_basis_size": 8, "energy_wei
        # VarPro's own convergence stops the fit (no validation split)
        "valid_fraction": 0.0, "valid_seed": 0, "patience": 0, "valid_rtol": 0.0}
 METRICS = ("energy_mae_meV_per_atom", "force_mae_eV_per_A")
+GRADE_ARMS = ("grade_pool", "grade_student", "grade_hybrid")
 
 
 class Teacher:
@@ -197,23 +203,43 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher,
             seconds=round(time.perf_counter() - t0, 1))
 
     # grade_student: the student's MD proposes, the teacher only labels: the sample stage's
-    # rounds (distill.active.grade_rounds) without a teacher MD; a round's row is written as
-    # soon as the student refitted on its picks is scored (a run stopped early keeps them)
-    if "grade_student" not in args.arms:
-        return
+    # rounds (distill.active.grade_rounds) without a teacher MD; grade_hybrid: the same rounds
+    # after a round 0 that grades a short teacher run of its own (the pipeline's default
+    # grade_proposer = "teacher" with grade_iterations), paying for its force calls
+    if "grade_student" in args.arms:
+        student_rounds(args, "grade_student", None, 0, seed, d0, tests, stages, tmp, teacher,
+                       pot0, row)
+    if "grade_hybrid" in args.arms:
+        hybrid = pool_stages(args) or stages
+        pool, _ = sampling.run_protocol(random_structure(64, 2.3, "Si", 2.0, seed), teacher.calc,
+                                        hybrid, 1.0, seed, args.pool_every)
+        row(arm="grade_hybrid", round=0, d1_labels=0, teacher_calls=sum(s.steps for s in hybrid),
+            fit_iterations=its, errors=err0, seconds=0.0)
+        student_rounds(args, "grade_hybrid", pool, sum(s.steps for s in hybrid), seed, d0,
+                       tests, stages, tmp, teacher, pot0, row)
+
+
+def student_rounds(args, arm: str, candidates, md_calls: int, seed: int, d0, tests, stages,
+                   tmp: Path, teacher: Teacher, pot0: Path, row) -> None:
+    """`distill.active.grade_rounds` for ``arm``: round 0 grades ``candidates`` (teacher MD
+    snapshots; None: none), then student-MD rounds, ``--rounds`` labelled rounds in all. A row
+    per labelled round (its number: rounds labelled so far), written as soon as the student
+    refitted on its picks is scored (a run stopped early keeps them); teacher calls:
+    ``md_calls`` + the labels."""
     done, labelled = [], []
 
     def fit_round(train, name):
         if not labelled:
             return pot0
         r = done[-1]  # the round whose picks were just labelled
-        pot, its = fit(train, tmp / f"s{seed}_student_{len(labelled)}", args.level,
+        pot, its = fit(train, tmp / f"s{seed}_{arm}_{len(labelled)}", args.level,
                        args.max_iter, seed)
-        row(arm="grade_student", round=r["round"], d1_labels=len(labelled),
-            teacher_calls=len(labelled), fit_iterations=its,
-            student_md={k: r[k] for k in ("steps", "stop", "found", "max_gamma",
-                                          "volume_A3_per_atom")},
-            errors=test_errors(pot, tests),
+        extra = ({"student_md": {k: r[k] for k in ("steps", "stop", "found", "max_gamma",
+                                                    "volume_A3_per_atom")}}
+                 if r["source"] == "student_md" else {"candidates": r["candidates"]})
+        row(arm=arm, round=len(done) if candidates is not None else r["round"],
+            d1_labels=len(labelled), teacher_calls=md_calls + len(labelled),
+            fit_iterations=its, **extra, errors=test_errors(pot, tests),
             seconds_since_arm_start=round(time.perf_counter() - t0, 1))
         return pot
 
@@ -221,9 +247,11 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher,
         labelled.extend(teacher.label(new))
         return list(labelled)
 
+    sample = {**student_sample(args),
+              "grade_iterations": args.rounds - (candidates is not None)}
     t0 = time.perf_counter()
-    d1, _ = active.grade_rounds(d0, None, stages, SPECIES, student_sample(args), seed,
-                                fit_round, label, on_round=done.append)
+    d1, _ = active.grade_rounds(d0, candidates, stages, SPECIES, sample, seed, fit_round, label,
+                                on_round=done.append)
     if len(d1) > len(labelled):  # the last round's picks: labelled, then a student fitted
         fit_round(d0 + label(d1[len(labelled):]), "final")
 
@@ -245,7 +273,7 @@ def summarize(rows: list[dict]) -> list[dict]:
                     "teacher_calls": float(np.mean([x["teacher_calls"] for x in rs])),
                     "fit_iterations": [x["fit_iterations"] for x in rs],
                     "errors": errs, "errors_std": std})
-    order = ("uniform", "grade_pool", "grade_student")
+    order = ("uniform", *GRADE_ARMS)
     return sorted(out, key=lambda s: (order.index(s["arm"]), -(s["every_steps"] or 0),
                                       s["round"] or 0))
 
@@ -256,7 +284,7 @@ def verdict(summary: list[dict]) -> dict:
     out = {"uniform_reference": {"every_steps": ref["every_steps"],
                                  "d1_labels": ref["d1_labels"],
                                  "teacher_calls": ref["teacher_calls"]}}
-    for arm in ("grade_pool", "grade_student"):
+    for arm in GRADE_ARMS:
         if not any(s["arm"] == arm for s in summary):
             continue
         # a row counts only when measured on as many seeds as the reference
@@ -308,7 +336,7 @@ def main(argv=None) -> int:
                    help="compression set: a snapshot every N steps of its teacher run (those "
                         "at 5-20 GPa are the set; smaller N: more snapshots, same protocol)")
     p.add_argument("--arms", nargs="+", default=["grade_pool", "grade_student"],
-                   choices=["grade_pool", "grade_student"],
+                   choices=list(GRADE_ARMS),
                    help="grade arms to run (uniform always runs: the reference)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -435,13 +463,15 @@ def render(res: dict) -> str:
         f"(at most {st['max_iter']} iterations; iterations used per fit in the JSON); D0 = the "
         f"first {st['d0']} mlearn cells relabelled by the teacher ({res['d0_relabels']} calls, "
         f"every arm, not in the counts below). Protocol (teacher MD for `uniform` and "
-        f"`grade_pool`, student MD for `grade_student`): 64 atoms, 500 K, 0 → 20 GPa, "
+        f"`grade_pool`, student MD for `grade_student`, round 0 of `grade_hybrid` on a teacher "
+        f"run and its later rounds on student MD): 64 atoms, 500 K, 0 → 20 GPa, "
         f"{st['nvt_steps']} + {st['ramp_steps']} steps = {res['teacher_md_steps_per_run']} "
         f"teacher force calls per teacher run"
         + ("" if st.get("pool_nvt") is None and st.get("pool_ramp") is None else
-           f"; `grade_pool` grades a teacher run of its own, {st['pool_nvt']} + "
+           f"; `grade_pool` and `grade_hybrid` grade a teacher run of their own, "
+           f"{st['pool_nvt']} + "
            f"{st['pool_ramp']} steps (τ_P 100 fs), a candidate every {st['pool_every']} steps, "
-           "and pays for its force calls") + f". Grade rounds: {st['per_round']} labels each "
+           "and pay for its force calls") + f". Grade rounds: {st['per_round']} labels each "
         f"(MaxVol at threshold {st['threshold']}, then filled by γ). Seeds "
         f"{res['seeds_completed']} of {st['seeds']} "
         "(MD run and fit seed; mean ± std over seeds). Errors vs the teacher: energy MAE "
@@ -471,7 +501,7 @@ def render(res: dict) -> str:
         lines.append(f"- **Incomplete**: only seeds {res['seeds_completed']} ran every round; "
                      "the others stopped early (their rows as far as they got; see the seeds "
                      "column).")
-    for arm in ("grade_pool", "grade_student"):
+    for arm in GRADE_ARMS:
         if arm not in v:
             continue
         h = v[arm]
