@@ -467,7 +467,8 @@ def _md_section(run_dir: Path, st: dict) -> list[str]:
                 lines += table_i_section(res["table"], res.get("spread"))
             for crystal, runs_ in res.get("similarity", {}).items():
                 lines += similarity_section(crystal, runs_)
-            for fig in ("sq.png", "bond_angles.png", "pv.png", "similarity_pressure.png"):
+            for fig in ("replicas.png", "sq.png", "bond_angles.png", "pv.png",
+                        "similarity_pressure.png"):
                 if (run_dir / "analysis" / proto / fig).is_file():
                     lines.append(f"![{proto} {fig}](../analysis/{proto}/{fig})")
             lines.append("")

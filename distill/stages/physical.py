@@ -355,6 +355,13 @@ def analysis_stage(ctx) -> dict:
                                                            ctx.species),
                       "similarity": similarity_summary(first, a["similarity_edges_GPa"])}
         if any(len(res) > 1 for res in results.values()):
+            from distill.paper_values import TABLE_I_TOLERANCE
+            from md.analysis.plots import plot_replicas
+            from md.analysis.summary import TABLE_COLUMNS
+
+            plot_replicas({label: [x["metrics"] for x in res] for label, res in results.items()},
+                          TABLE_COLUMNS, ctx.folder / proto / "replicas.png",
+                          tolerance=TABLE_I_TOLERANCE if quench else None)
             out[proto]["spread"] = {label: spread for label, (_, spread) in stats.items()}
             out[proto]["seeds"] = {label: [r.get("seed") for r in ok if r["model"] == label]
                                    for label in results}

@@ -89,3 +89,42 @@ def plot_pressure_volume(series: Mapping[str, Mapping], path: Path) -> Path:
     ax.set_ylabel("volume per atom (Å$^3$)")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_replicas(metrics: Mapping[str, list[Mapping]], columns, path: Path,
+                  reference: str | None = "teacher",
+                  tolerance: Mapping[str, float] | None = None) -> Path:
+    """Table-I metrics of every independent run (replica) of each model, one panel per metric.
+
+    Args:
+        metrics: {label: [metrics of each replica]} (``structure_metrics`` keys).
+        columns: (key, header, format) of the metrics to show (e.g. ``TABLE_COLUMNS``).
+        reference: the label whose mean is drawn across every panel (None: none).
+        tolerance: {key: half-width} of a band around the reference's mean (same units).
+    """
+    tolerance = dict(tolerance or {})
+    labels = list(metrics)
+    ncols = min(3, len(columns))
+    nrows = -(-len(columns) // ncols)
+    fig = Figure(figsize=(3.0 * ncols, 2.9 * nrows))
+    for k, (key, header, _) in enumerate(columns):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        for x, label in enumerate(labels):
+            values = [m.get(key) for m in metrics[label]]
+            values = np.array([v for v in values if v is not None and np.isfinite(v)], float)
+            if values.size:
+                ax.plot(np.full(values.size, x), values, "o", ms=5, alpha=0.7)
+                ax.plot([x - 0.25, x + 0.25], [values.mean()] * 2, "k-", lw=1.5)
+        ref = [m.get(key) for m in metrics.get(reference, [])] if reference else []
+        ref = np.array([v for v in ref if v is not None and np.isfinite(v)], float)
+        if ref.size:
+            ax.axhline(ref.mean(), color="0.5", lw=0.8, ls="--")
+            if key in tolerance:
+                ax.axhspan(ref.mean() - tolerance[key], ref.mean() + tolerance[key],
+                           color="0.85", zorder=0)
+        ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=8)
+        ax.set_xlim(-0.6, len(labels) - 0.4)
+        ax.set_title(header, fontsize=9)
+    fig.suptitle("each run (dots), mean (bar); grey: the reference's mean"
+                 + (" ± tolerance" if tolerance else ""), fontsize=9)
+    return _save(fig, path)

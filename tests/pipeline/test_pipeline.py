@@ -197,6 +197,8 @@ def check_replicas(run_dir: Path, quench: dict, report: str) -> None:
             assert quench["spread"][label][key] == pytest.approx(spread, abs=1e-12)
         assert {runs[f"quench/{label}/r{r}"]["seed"] for r in (0, 1)} == {0, 1}
     assert format_table(quench["spread"], markdown=True) in report
+    figure = run_dir / "analysis" / "quench" / "replicas.png"  # every run's metrics, plotted
+    assert figure.stat().st_size > 1000 and "](../analysis/quench/replicas.png)" in report
     assert "Sample standard deviation across the runs" in report
     assert re.search(r"\| M''_2 \| [0-9.]+ ± [0-9.]+ \((un)?resolved\) \|", report)
 
