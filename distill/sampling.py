@@ -38,6 +38,34 @@ class MDRecord:
     E: float
 
 
+@dataclasses.dataclass(frozen=True)
+class ProtocolState:
+    """Where a :func:`run_protocol` run stands after `step` steps: positions (N, 3) Å, momenta
+    (N, 3) in ASE units (amu·Å/(ASE time)), cell (3, 3) Å, and the random generator's state
+    (NumPy ``bit_generator.state``, a JSON-able dict)."""
+
+    step: int
+    positions: np.ndarray
+    momenta: np.ndarray
+    cell: np.ndarray
+    rng_state: dict
+
+    @classmethod
+    def of(cls, atoms: Atoms, step: int, rng: np.random.Generator) -> ProtocolState:
+        return cls(int(step), atoms.get_positions(), atoms.get_momenta(),
+                   np.array(atoms.cell.array), rng.bit_generator.state)
+
+    def apply(self, atoms: Atoms, rng: np.random.Generator) -> None:
+        """Put `atoms` and `rng` where the run stood (the cell first: positions are absolute)."""
+        if len(atoms) != len(self.positions):
+            raise ValueError(f"the saved state has {len(self.positions)} atoms, the structure "
+                             f"{len(atoms)}")
+        atoms.set_cell(self.cell, scale_atoms=False)
+        atoms.set_positions(self.positions)
+        atoms.set_momenta(self.momenta)
+        rng.bit_generator.state = self.rng_state
+
+
 def sampling_stages(
     nvt_steps: int,
     ramp_steps: int,
@@ -101,26 +129,44 @@ def run_protocol(
     snapshot_every: int = 0,
     thermo_every: int = 10,
     on_snapshot: Callable[[Atoms], None] | None = None,
+    on_thermo: Callable[[MDRecord], None] | None = None,
+    start: ProtocolState | None = None,
+    state_every: int = 0,
+    on_state: Callable[[ProtocolState], None] | None = None,
 ) -> tuple[list[Atoms], list[MDRecord]]:
     """Run `stages` on `atoms` (modified in place) with `calc`; return (snapshots, thermo).
 
     Velocities start from Maxwell–Boltzmann at the first stage's temperature. NVT: Langevin
     (friction 1/τ_T); NPT: Langevin plus isotropic Berendsen rescaling every step. Temperature
     and pressure targets move linearly over each stage. A snapshot (positions, cell, step and
-    pressure in ``info``) is taken every `snapshot_every` steps (0: only the final structure).
+    pressure in ``info``) is taken every `snapshot_every` steps (0: only the final structure);
+    `on_snapshot` / `on_thermo` see each snapshot / thermo record as it is made.
     Raises `FloatingPointError` when the energy or the cell becomes non-finite (an unstable run).
+
+    Resuming: every `state_every` steps (and after the last) `on_state` receives the run's
+    :class:`ProtocolState`; a run given that state as `start` continues after its step with the
+    same random stream and returns only what it makes from there — the trajectory is the one an
+    uninterrupted run makes (tested bit for bit with a deterministic calculator).
     """
     if hasattr(calc, "set_default_properties"):  # quippy: virial in the same call as forces
         calc.set_default_properties(["energy", "forces", "stress"])
     atoms.calc = calc
     rng = np.random.default_rng(seed)
-    first = stages[0]
-    MaxwellBoltzmannDistribution(atoms, temperature_K=first.temperature_K, rng=rng)
-    Stationary(atoms)
+    if start is None:
+        MaxwellBoltzmannDistribution(atoms, temperature_K=stages[0].temperature_K, rng=rng)
+        Stationary(atoms)
+        step = 0
+    else:
+        start.apply(atoms, rng)
+        step = start.step
+    total = sum(s.steps for s in stages)
     snapshots: list[Atoms] = []
     thermo: list[MDRecord] = []
-    step = 0
+    offset = 0  # steps before the current stage
     for stage in stages:
+        first, offset = step - offset, offset + stage.steps
+        if first >= stage.steps:
+            continue  # done before `start`
         dyn = Langevin(
             atoms,
             timestep_fs * units.fs,
@@ -129,7 +175,7 @@ def run_protocol(
             fixcm=False,
             rng=rng,
         )
-        for i in range(stage.steps):
+        for i in range(first, stage.steps):
             frac = (i + 1) / stage.steps
             dyn.set_temperature(
                 temperature_K=stage.temperature_K
@@ -149,14 +195,19 @@ def run_protocol(
                     stage.compressibility_per_GPa,
                 )
                 atoms.set_cell(atoms.cell.array * mu, scale_atoms=True)
-            last = step == sum(s.steps for s in stages)
+            last = step == total
             if step % thermo_every == 0 or last:
                 thermo.append(_record(atoms, step, timestep_fs))
+                if on_thermo is not None:
+                    on_thermo(thermo[-1])
             if (snapshot_every and step % snapshot_every == 0) or (last and not snapshot_every):
-                snap = _snapshot(atoms, step, thermo[-1].P if thermo else pressure_GPa(atoms))
+                now = thermo[-1].P if thermo and thermo[-1].step == step else None
+                snap = _snapshot(atoms, step, pressure_GPa(atoms) if now is None else now)
                 snapshots.append(snap)
                 if on_snapshot is not None:
                     on_snapshot(snap)
+            if on_state is not None and ((state_every and step % state_every == 0) or last):
+                on_state(ProtocolState.of(atoms, step, rng))
     return snapshots, thermo
 
 
@@ -181,14 +232,29 @@ def _snapshot(atoms: Atoms, step: int, p_gpa: float) -> Atoms:
     return snap
 
 
+THERMO_HEADER = "step,time_ps,T,P_GPa,V,E,N"  # the thermo CSV's columns (N: atoms)
+
+
+def thermo_line(record: MDRecord, n_atoms: int) -> str:
+    """One row of the thermo CSV (:data:`THERMO_HEADER`)."""
+    r = record
+    return f"{r.step},{r.time_ps:.6g},{r.T:.6g},{r.P:.8g},{r.V:.10g},{r.E:.12g},{n_atoms}"
+
+
 def write_thermo(path: Path, thermo: Sequence[MDRecord], n_atoms: int) -> None:
     """CSV thermo log in the columns `mtpjax analyze --thermo` reads (step,time_ps,T,P_GPa,…)."""
-    lines = ["step,time_ps,T,P_GPa,V,E,N"]
-    lines += [
-        f"{r.step},{r.time_ps:.6g},{r.T:.6g},{r.P:.8g},{r.V:.10g},{r.E:.12g},{n_atoms}"
-        for r in thermo
-    ]
+    lines = [THERMO_HEADER] + [thermo_line(r, n_atoms) for r in thermo]
     Path(path).write_text("\n".join(lines) + "\n")
+
+
+def read_thermo(path: Path) -> list[MDRecord]:
+    """The records of a thermo CSV (:func:`write_thermo`'s, or one written row by row)."""
+    rows = Path(path).read_text().splitlines()[1:] if Path(path).is_file() else []
+    out = []
+    for row in rows:
+        step, t, temp, p, v, e, _ = row.split(",")
+        out.append(MDRecord(int(step), float(t), float(temp), float(p), float(v), float(e)))
+    return out
 
 
 # ------------------------------------------------------------------ grade-driven selection

@@ -18,6 +18,7 @@ from ase import Atoms
 
 from distill import sampling, testsets
 from distill.stages.cache import read_frames, read_json, write_extxyz, write_json, write_text
+from distill.teacher_run import run_to_files
 from distill.teachers import TeacherSpec, build_calculator, teacher_identity
 
 TEACHER_JSON = "teacher.json"
@@ -64,7 +65,8 @@ def sample_stage(ctx) -> dict:
     """Teacher MD: random cell → NVT → NPT pressure ramp; a snapshot every k steps → d1.xyz.
 
     Each run is a sub-task with its own stamp (``run_<r>.json``, beside its snapshots
-    ``run_<r>.xyz`` and ``thermo_<r>.csv``): a killed stage keeps its finished runs. With
+    ``run_<r>.xyz`` and ``thermo_<r>.csv``): a killed stage keeps its finished runs, and a
+    killed run goes on from its last thermo record (``restart_<r>.npz``). With
     ``sample.workers`` = n > 1 the runs go to n spawned worker processes at once. D1 is the
     runs' snapshots as written (so a resumed stage gives the same d1.xyz as a fresh one)."""
     s = ctx.cfg["sample"]
@@ -137,23 +139,6 @@ def d1_run_key(ctx, r: int) -> str:
                      teacher=teacher_id(ctx.run_dir), run=r)
 
 
-def _progress_line(r: int, steps: int, every: int):
-    """An ``on_snapshot`` callback printing a line on stderr at every tenth of D1 run r's
-    steps (its worker's stderr is the pipeline's)."""
-    import sys
-
-    tenth = max(every, steps // 10)
-
-    def log(snap: Atoms) -> None:
-        step = snap.info["step"]
-        if step // tenth != (step - every) // tenth or step == steps:
-            print(f"  sample: D1 run {r + 1}: step {step}/{steps}, "
-                  f"{snap.info['pressure_GPa']:.1f} GPa, "
-                  f"{snap.get_volume() / len(snap):.2f} Å³/atom", file=sys.stderr, flush=True)
-
-    return log
-
-
 def _d1_run_done(folder: Path, r: int, key: str) -> dict | None:
     """The summary of D1 run r when its stamp holds `key` (and its snapshots are there)."""
     stamp = folder / f"run_{r}.json"
@@ -168,8 +153,9 @@ def _d1_run_done(folder: Path, r: int, key: str) -> dict | None:
 
 def d1_run(run_dir: Path, folder: Path, cfg: dict, r: int, key: str) -> dict:
     """Teacher MD run r of D1 (here or in a worker process): writes ``run_<r>.xyz`` (its
-    snapshots, ``info['run'] = r``), ``thermo_<r>.csv`` and, last, the stamp ``run_<r>.json``;
-    returns its summary (final pressure in GPa, volume in Å³/atom)."""
+    snapshots, ``info['run'] = r``) and ``thermo_<r>.csv`` as it runs, resumable from
+    ``restart_<r>.npz`` after a crash (`distill.teacher_run`), and, last, the stamp
+    ``run_<r>.json``; returns its summary (final pressure in GPa, volume in Å³/atom)."""
     from md.structures import random_structure
 
     s = cfg["sample"]
@@ -178,14 +164,12 @@ def d1_run(run_dir: Path, folder: Path, cfg: dict, r: int, key: str) -> dict:
                              s["min_distance_A"], seed)
     calc = build_calculator(load_teacher(run_dir))
     protocol = sample_protocol(s)
-    snaps, thermo = sampling.run_protocol(
-        atoms, calc, protocol, s["timestep_fs"], seed, s["snapshot_every"], thermo_every=10,
-        on_snapshot=_progress_line(r, sum(st.steps for st in protocol), s["snapshot_every"]),
-    )
-    for a in snaps:
-        a.info["run"] = r
-    write_extxyz(folder / f"run_{r}.xyz", snaps)
-    sampling.write_thermo(folder / f"thermo_{r}.csv", thermo, len(atoms))
+    run = run_to_files(
+        atoms, calc, protocol, trajectory=folder / f"run_{r}.xyz",
+        thermo=folder / f"thermo_{r}.csv", restart=folder / f"restart_{r}.npz", key=key,
+        timestep_fs=s["timestep_fs"], seed=seed, snapshot_every=s["snapshot_every"],
+        thermo_every=10, snapshot_info={"run": r}, progress=f"sample: D1 run {r + 1}")
+    thermo = run.thermo
     summary = {"final_pressure_GPa": thermo[-1].P,
                "final_volume_A3_per_atom": thermo[-1].V / len(atoms)}
     write_json(folder / f"run_{r}.json", {"key": key, "summary": summary})

@@ -5,7 +5,8 @@ neighbors, stage) is run with M''_L and/or M'_L through `md.runner` at the demo 
 teacher on the same stages through ASE (`distill.sampling`) at ``teacher_structure`` (default:
 the same structure). With ``replicas`` = n > 1 in a protocol table each model runs n times,
 with run seeds seed … seed + n − 1 (independent initial velocities and thermostat noise), in
-sub-folders r0 … r(n−1). Every run is a sub-task with its own stamp. A run that fails physically —
+sub-folders r0 … r(n−1). Every run is a sub-task with its own stamp; a killed teacher run
+resumes from its last thermo row (`distill.teacher_run`). A run that fails physically —
 a non-finite energy (the MD runner's ``FloatingPointError``, or a non-finite value in the thermo
 log) or a volume outside 8–60 Å³/atom — is stamped ``failed`` and the pipeline goes on (the paper
 marks failed runs the same way). A run that raises any other exception (a bug, a missing file, an
@@ -128,52 +129,59 @@ def run_student(doc: dict, source: str, out: Path) -> dict:
     }
 
 
-def run_teacher(doc: dict, source: str, out: Path, run_dir: Path) -> dict:
-    """The same stages with the teacher through ASE (Langevin + Berendsen, `distill.sampling`)."""
-    from distill import sampling
-    from distill.stages.cache import write_extxyz
+def run_teacher(doc: dict, source: str, out: Path, run_dir: Path, key: str = "") -> dict:
+    """The same stages with the teacher through ASE (Langevin + Berendsen, `distill.sampling`),
+    written as it runs and resumed after a crash (`distill.teacher_run`: ``thermo.csv``,
+    ``trajectory.extxyz``, ``teacher_restart.npz`` stamped with the run's `key`)."""
+    from distill.teacher_run import run_to_files
     from distill.teachers import build_calculator
     from md.config import parse_config
     from md.structures import build_structure
 
     cfg = parse_config(doc, source=source, base=Path.cwd())
     atoms = build_structure(cfg)
-    start = time.perf_counter()
-    snaps, thermo = sampling.run_protocol(
+    run = run_to_files(
         atoms,
         build_calculator(load_teacher(run_dir)),
         cfg.stages,
-        cfg.timestep_fs,
-        cfg.seed,
+        trajectory=out / "trajectory.extxyz",
+        thermo=out / "thermo.csv",
+        restart=out / "teacher_restart.npz",
+        key=key,
+        timestep_fs=cfg.timestep_fs,
+        seed=cfg.seed,
         snapshot_every=cfg.trajectory_every,
         thermo_every=cfg.thermo_every,
+        progress=f"md: {source}",
     )
-    wall = time.perf_counter() - start
-    out.mkdir(parents=True, exist_ok=True)
-    write_extxyz(out / "trajectory.extxyz", snaps)
-    sampling.write_thermo(out / "thermo.csv", thermo, len(atoms))
     ok, reason = check_run(out / "thermo.csv", len(atoms))
-    steps = thermo[-1].step
     return {
         "status": "ok" if ok else "failed",
         "reason": reason,
         "n_atoms": len(atoms),
-        "steps": steps,
-        "wall_s": round(wall, 2),
-        "atom_steps_per_s": steps * len(atoms) / max(wall, 1e-9),
+        "steps": run.thermo[-1].step if run.thermo else 0,
+        "resumed_from_step": run.resumed_from,
+        "wall_s": round(run.wall_s, 2),
+        # over the steps of this call (a resumed run's earlier part ran in another process)
+        "atom_steps_per_s": run.steps_run * len(atoms) / max(run.wall_s, 1e-9),
     }
 
 
-def run_job(doc: dict, name: str, out: Path, run_dir: Path, is_teacher: bool) -> dict:
+def run_job(doc: dict, name: str, out: Path, run_dir: Path, is_teacher: bool,
+            key: str = "") -> dict:
     """One MD run (teacher or student) → its summary; a physical failure is ``failed``, any
     other exception ``error`` (its traceback in ``out/error.txt``). Runs in this process or in
-    a spawned worker (:func:`md_stage` with ``md.workers`` > 1)."""
+    a spawned worker (:func:`md_stage` with ``md.workers`` > 1). A student run starts over; a
+    teacher run resumes from its restart file when that carries `key` (the run's stamp key)."""
     out.mkdir(parents=True, exist_ok=True)
-    for old in ("thermo.csv", "thermo.jsonl", "trajectory.extxyz", "restart.npz",
-                "trajectory.traj", "error.txt"):
+    student_files = ("thermo.csv", "thermo.jsonl", "trajectory.extxyz", "restart.npz",
+                     "trajectory.traj")
+    for old in ("error.txt",) + (() if is_teacher else student_files):
         (out / old).unlink(missing_ok=True)
     try:
-        return run_teacher(doc, name, out, run_dir) if is_teacher else run_student(doc, name, out)
+        if is_teacher:
+            return run_teacher(doc, name, out, run_dir, key)
+        return run_student(doc, name, out)
     except PHYSICAL_FAILURES as exc:  # an unstable run is a result, not a crash
         (out / "error.txt").write_text(traceback.format_exc())
         return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
@@ -240,7 +248,7 @@ def md_stage(ctx) -> dict:
         pool = process_pool(min(m["workers"], len(remote)))
         for job in remote:
             ctx.log(f"md {job[0]} (worker process)")
-            futures[pool.submit(run_job, job[4], job[0], job[3], ctx.run_dir, True)] = (
+            futures[pool.submit(run_job, job[4], job[0], job[3], ctx.run_dir, True, job[5])] = (
                 job, time.perf_counter())
     try:
         for job in todo:
@@ -248,7 +256,7 @@ def md_stage(ctx) -> dict:
                 continue
             ctx.log(f"md {job[0]}")
             start = time.perf_counter()
-            finish(job, run_job(job[4], job[0], job[3], ctx.run_dir, job[6]),
+            finish(job, run_job(job[4], job[0], job[3], ctx.run_dir, job[6], job[5]),
                    time.perf_counter() - start)
         if futures:
             from concurrent.futures import as_completed
