@@ -330,7 +330,10 @@ TEST_SETS = ("rss", "compression", "dft_test")
 
 def tests_stage(ctx) -> dict:
     """RSS cells and compression snapshots made and labelled by the teacher; the DFT test cells
-    labelled by the teacher too (their DFT labels are kept in dft_test_m0.xyz)."""
+    labelled by the teacher too (their DFT labels are kept in dft_test_m0.xyz). The teacher's
+    compression runs are written as they run (``compression_run_<k>.xyz``, thermo and restart
+    files beside it) and resume after a kill (`distill.teacher_run`)."""
+    from distill.stages.cache import stage_key
     from md.structures import random_structure
 
     cfg, seed = ctx.cfg, ctx.cfg["run"]["seed"]
@@ -361,10 +364,15 @@ def tests_stage(ctx) -> dict:
             c["n_atoms"], c["density_g_cm3"], ctx.species[0], 2.0, seed + 17 + k
         )
         ctx.log(f"compression run {k + 1}/{c['runs']}: {len(atoms)} atoms")
-        snaps, _ = sampling.run_protocol(
-            atoms, calc, stages, c["timestep_fs"], seed + 17 + k, c["snapshot_every"]
-        )
-        comp += testsets.in_pressure_window(snaps, *c["window_GPa"])
+        key = stage_key(compression=c, seed=seed, species=ctx.species,
+                        teacher=teacher_id(ctx.run_dir), run=k)
+        run = run_to_files(  # written as it runs; a killed stage resumes it
+            atoms, calc, stages, trajectory=ctx.folder / f"compression_run_{k}.xyz",
+            thermo=ctx.folder / f"compression_thermo_{k}.csv",
+            restart=ctx.folder / f"compression_restart_{k}.npz", key=key,
+            timestep_fs=c["timestep_fs"], seed=seed + 17 + k, snapshot_every=c["snapshot_every"],
+            progress=f"tests: compression run {k + 1}")
+        comp += testsets.in_pressure_window(run.snapshots, *c["window_GPa"])
     dft = ase.io.read(cfg["d0"]["test"], index=":")
     store = ctx.folder / "store.db"
     labels = _label_sets(ctx, {"rss": rss, "compression": comp, "dft_test": dft}, store)
