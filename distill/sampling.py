@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms, units
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
 from md.config import StageConfig
 
@@ -153,7 +153,7 @@ def run_protocol(
     atoms.calc = calc
     rng = np.random.default_rng(seed)
     if start is None:
-        MaxwellBoltzmannDistribution(atoms, temperature_K=stages[0].temperature_K, rng=rng)
+        thermalize_momenta(atoms, stages[0].temperature_K, rng=rng)
         Stationary(atoms)
         step = 0
     else:
