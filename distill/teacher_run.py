@@ -14,6 +14,10 @@ runs half an hour and a D1 run at the paper's size days. :func:`run_to_files` ru
   with another key (a changed protocol, structure, seed or teacher), or none, starts the run
   over and removes the old files.
 
+The teacher's RSS relaxations (a test set of ~10² cells relaxed one after the other) are
+journalled the same way by :func:`rss_to_file`: each cell's outcome is appended as it is known,
+and a restarted set relaxes only the cells that are missing.
+
 Units as in `distill.sampling`: Å, fs, K, GPa, eV.
 """
 
@@ -31,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from distill import sampling
+from distill import sampling, testsets
 
 _STEP = re.compile(r"\bstep=(\d+)")
 
@@ -185,3 +189,75 @@ def run_to_files(
     frames = (ase.io.read(trajectory, index=":", format="extxyz")
               if trajectory.is_file() and trajectory.stat().st_size else [])
     return TeacherRun(frames, sampling.read_thermo(thermo), done_from, total - done_from, wall)
+
+
+def _outcome_line(i: int, outcome) -> str:
+    if isinstance(outcome, Atoms):
+        return json.dumps({"i": i, "outcome": "relaxed", "numbers": outcome.numbers.tolist(),
+                           "positions": outcome.positions.tolist(),
+                           "cell": outcome.cell.array.tolist(), "info": outcome.info})
+    return json.dumps({"i": i, "outcome": outcome})
+
+
+def _outcome(record: dict):
+    if record["outcome"] != "relaxed":
+        return record["outcome"]
+    atoms = Atoms(numbers=record["numbers"], positions=record["positions"],
+                  cell=record["cell"], pbc=True)
+    atoms.info.update(record["info"])
+    return atoms
+
+
+def read_rss_journal(path: Path, key: str) -> list:
+    """The outcomes (relaxed Atoms, "failed" or "unbuilt") of the attempts recorded in the RSS
+    journal `path` in order, if it belongs to `key`; [] when there is none, it is another
+    run's, or it is unreadable. A half-written last line (a killed process) is left out."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = path.read_text().split("\n")[:-1]  # after the last newline: half-written or ""
+    try:
+        if not lines or json.loads(lines[0]).get("key") != key:
+            return []
+    except json.JSONDecodeError:
+        return []
+    outcomes = []
+    for n, line in enumerate(lines[1:]):
+        try:
+            record = json.loads(line)
+            if record["i"] != n:
+                break
+            outcomes.append(_outcome(record))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            break
+    return outcomes
+
+
+def rss_to_file(calc, settings, *, journal: Path, key: str, seed: int = 0,
+                progress: str | None = None) -> tuple[list[Atoms], dict]:
+    """:func:`distill.testsets.rss_set` with every attempt's outcome appended to the JSON-lines
+    `journal` as soon as it is known (first line: the run's key; floats written exactly).
+    Started again with the same key, the recorded attempts are taken from the journal and the
+    set goes on from the first missing one: the cells, statistics and journal equal those of an
+    uninterrupted call. Another key, or none, starts over. `progress` labels a line on stderr
+    per attempt. Returns what :func:`~distill.testsets.rss_set` returns."""
+    journal = Path(journal)
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    done = read_rss_journal(journal, key)
+    _write_atomic(journal, "".join(ln + "\n" for ln in [json.dumps({"key": key})] + [
+        _outcome_line(i, o) for i, o in enumerate(done)]))
+    if done and progress:
+        print(f"  {progress}: {len(done)}/{settings.n_structures} cells taken from {journal.name}",
+              file=sys.stderr, flush=True)
+
+    def on_result(i: int, outcome) -> None:
+        with open(journal, "a") as fh:
+            fh.write(_outcome_line(i, outcome) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if progress:
+            what = "relaxed" if isinstance(outcome, Atoms) else outcome
+            print(f"  {progress}: cell {i + 1}/{settings.n_structures} {what}",
+                  file=sys.stderr, flush=True)
+
+    return testsets.rss_set(calc, settings, seed=seed, done=done, on_result=on_result)

@@ -16,6 +16,7 @@ Units: Å, Å³/atom, GPa, eV.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 from ase import Atoms, units
@@ -149,32 +150,46 @@ def relax(atoms: Atoms, calc, pressure_GPa: float, fmax: float, steps: int) -> A
     return out
 
 
-def rss_set(calc, s: RSSSettings, seed: int = 0, progress=None) -> tuple[list[Atoms], dict]:
+def rss_set(calc, s: RSSSettings, seed: int = 0, progress=None, done: Sequence = (),
+            on_result=None) -> tuple[list[Atoms], dict]:
     """`s.n_structures` random cells relaxed by `calc`; returns (cells, statistics).
 
-    Each cell carries ``info``: rss_group, rss_pressure_GPa (target), rss_relaxed (bool). A cell
-    whose relaxation raises is dropped and counted in statistics["failed"].
+    Each cell carries ``info``: rss_group, rss_pressure_GPa (target). A cell whose relaxation
+    raises is dropped and counted in statistics["failed"]; a cell that could not be built within
+    `s.max_tries` in statistics["unbuilt"].
+
+    Attempt i's outcome is its relaxed cell, "failed" or "unbuilt". Resuming: `done` holds the
+    outcomes of the first ``len(done)`` attempts of an earlier call with the same `calc`, `s`
+    and `seed`; those are not relaxed again (their random cells are still drawn, so the later
+    attempts get the cells an uninterrupted call would). `on_result(i, outcome)` receives every
+    new attempt's outcome as soon as it is known; `progress(i)` is called after it.
     """
     rng = np.random.default_rng(seed)
-    cells, failed, unbuilt = [], 0, 0
-    for _ in range(s.n_structures):
+    outcomes: list = list(done)[: s.n_structures]
+    for i in range(s.n_structures):
         made = random_symmetric_cell(s, rng)
+        p = None if made is None else float(rng.exponential(s.pressure_scale_GPa))
+        if i < len(outcomes):
+            continue  # known from `done`
         if made is None:
-            unbuilt += 1
-            continue
-        atoms, _ = made
-        p = float(rng.exponential(s.pressure_scale_GPa))
-        atoms.info["rss_pressure_GPa"] = p
-        try:
-            cells.append(relax(atoms, calc, p, s.fmax, s.relax_steps))
-        except Exception:  # noqa: BLE001 - a teacher failure drops one cell, not the set
-            failed += 1
+            outcome = "unbuilt"
+        else:
+            atoms, _ = made
+            atoms.info["rss_pressure_GPa"] = p
+            try:
+                outcome = relax(atoms, calc, p, s.fmax, s.relax_steps)
+            except Exception:  # noqa: BLE001 - a teacher failure drops one cell, not the set
+                outcome = "failed"
+        outcomes.append(outcome)
+        if on_result is not None:
+            on_result(i, outcome)
         if progress is not None:
-            progress()
+            progress(i)
+    cells = [o for o in outcomes if isinstance(o, Atoms)]
     stats = {
         "n": len(cells),
-        "failed": failed,
-        "unbuilt": unbuilt,
+        "failed": sum(1 for o in outcomes if isinstance(o, str) and o == "failed"),
+        "unbuilt": sum(1 for o in outcomes if isinstance(o, str) and o == "unbuilt"),
         "atoms": int(sum(len(a) for a in cells)),
     }
     return cells, stats

@@ -18,7 +18,7 @@ from ase import Atoms
 
 from distill import sampling, testsets
 from distill.stages.cache import read_frames, read_json, write_extxyz, write_json, write_text
-from distill.teacher_run import run_to_files
+from distill.teacher_run import rss_to_file, run_to_files
 from distill.teachers import TeacherSpec, build_calculator, teacher_identity
 
 TEACHER_JSON = "teacher.json"
@@ -331,8 +331,9 @@ TEST_SETS = ("rss", "compression", "dft_test")
 def tests_stage(ctx) -> dict:
     """RSS cells and compression snapshots made and labelled by the teacher; the DFT test cells
     labelled by the teacher too (their DFT labels are kept in dft_test_m0.xyz). The teacher's
-    compression runs are written as they run (``compression_run_<k>.xyz``, thermo and restart
-    files beside it) and resume after a kill (`distill.teacher_run`)."""
+    RSS relaxations are journalled cell by cell (``rss_journal.jsonl``) and its compression
+    runs written as they run (``compression_run_<k>.xyz``, thermo and restart files beside
+    it): a killed stage resumes both (`distill.teacher_run`)."""
     from distill.stages.cache import stage_key
     from md.structures import random_structure
 
@@ -352,7 +353,10 @@ def tests_stage(ctx) -> dict:
         r["fmax"],
     )
     ctx.log(f"RSS: {r['n_structures']} random cells of {r['min_atoms']}-{r['max_atoms']} atoms")
-    rss, rss_stats = testsets.rss_set(calc, settings, seed=seed + 7)
+    rss_key = stage_key(rss=r, seed=seed, teacher=teacher_id(ctx.run_dir))
+    rss, rss_stats = rss_to_file(  # journalled: a killed stage relaxes only the missing cells
+        calc, settings, journal=ctx.folder / "rss_journal.jsonl", key=rss_key, seed=seed + 7,
+        progress="tests: RSS")
     c = cfg["compression"]
     stages = sampling.sampling_stages(
         c["nvt_steps"], c["ramp_steps"], c["temperature_K"], 0.0, c["pressure_end_GPa"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from distill import sampling, teacher_run
+from distill import sampling, teacher_run, testsets
 from md.analysis.calculators import stillinger_weber_si
 from md.structures import random_structure
 
@@ -116,3 +116,73 @@ def test_progress_lines(tmp_path, capsys):
     assert err[0].startswith("  md: quench: step 10/70, ") and err[-1].startswith(
         "  md: quench: step 70/70, ")
     assert all("K, " in line and "Å³/atom" in line for line in err)
+
+
+# ------------------------------------------------------------ RSS relaxations, journalled
+RSS = testsets.RSSSettings(n_structures=4, max_atoms=6, relax_steps=5)
+
+
+class ProcessKilled(BaseException):
+    """A kill: not an ``Exception``, so the RSS loop cannot count it as a failed cell."""
+
+
+def rss(folder, key="k", **extra):
+    return teacher_run.rss_to_file(stillinger_weber_si(), RSS, journal=folder / "rss.jsonl",
+                                   key=key, seed=5, **extra)
+
+
+@pytest.fixture(scope="module")
+def rss_straight(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("rss")
+    return folder, rss(folder)
+
+
+def same_cells(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert (x.numbers == y.numbers).all() and (x.positions == y.positions).all()
+        assert (x.cell.array == y.cell.array).all() and x.info == y.info
+
+
+def test_rss_journal_holds_the_set_exactly(rss_straight):
+    folder, (cells, stats) = rss_straight
+    plain = testsets.rss_set(stillinger_weber_si(), RSS, seed=5)
+    same_cells(cells, plain[0])
+    assert stats == plain[1] and stats["n"] >= 2
+    same_cells(teacher_run.read_rss_journal(folder / "rss.jsonl", "k"), cells)  # all relaxed
+    assert teacher_run.read_rss_journal(folder / "rss.jsonl", "other") == []
+
+
+def test_killed_rss_relaxes_only_the_missing_cells(rss_straight, tmp_path, monkeypatch):
+    relax, calls = testsets.relax, []
+
+    def dying(atoms, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise ProcessKilled
+        return relax(atoms, *args)
+
+    with monkeypatch.context() as m:
+        m.setattr(testsets, "relax", dying)
+        with pytest.raises(ProcessKilled):
+            rss(tmp_path)
+    assert len(teacher_run.read_rss_journal(tmp_path / "rss.jsonl", "k")) == 2  # kept
+    with open(tmp_path / "rss.jsonl", "a") as fh:
+        fh.write('{"i": 2, "outcome": "rel')  # half-written as the process died
+    calls.clear()
+    with monkeypatch.context() as m:
+        m.setattr(testsets, "relax", lambda *a: (calls.append(1), relax(*a))[1])
+        cells, stats = rss(tmp_path)
+    assert len(calls) == 2  # cells 3 and 4 only
+    same_cells(cells, rss_straight[1][0])
+    assert stats == rss_straight[1][1]
+    assert (tmp_path / "rss.jsonl").read_bytes() == (rss_straight[0] / "rss.jsonl").read_bytes()
+
+
+def test_rss_of_another_key_starts_over(rss_straight, tmp_path, capsys):
+    rss(tmp_path, key="old settings")
+    cells, _ = rss(tmp_path, progress="tests: RSS")
+    same_cells(cells, rss_straight[1][0])
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"  tests: RSS: cell {i}/4 relaxed" for i in range(1, 5)]
+    assert (tmp_path / "rss.jsonl").read_bytes() == (rss_straight[0] / "rss.jsonl").read_bytes()
