@@ -122,7 +122,7 @@ def student_sample(args) -> dict:
             "grade_threshold": args.threshold, "grade_budget": args.per_round,
             "grade_iterations": args.rounds, "grade_runs": args.grade_runs,
             "grade_proposer": "student", "gamma_break": args.gamma_break,
-            "grade_skip_steps": args.grade_skip}
+            "grade_skip_steps": args.grade_skip, "grade_pick": args.grade_pick}
 
 
 def pool_stages(args):
@@ -315,6 +315,10 @@ def main(argv=None) -> int:
     p.add_argument("--grade-skip", type=int, default=0,
                    help="grade_student: the first N steps of each student run propose nothing "
                         "(sample.grade_skip_steps; e.g. the NVT thermalisation)")
+    p.add_argument("--grade-pick", choices=["gamma", "strata"], default="gamma",
+                   help="student rounds: how the --per-round labels are picked "
+                        "(sample.grade_pick: 'gamma' MaxVol then highest γ; 'strata' the "
+                        "candidates cut by MD step into --per-round stretches, highest γ in each)")
     p.add_argument("--threshold", type=float, default=1.1, help="MaxVol select threshold")
     p.add_argument("--gamma-break", type=float, default=0.0,
                    help="student MD: stop at γ above this (0: never; with D0 smaller than the "
@@ -472,7 +476,10 @@ def render(res: dict) -> str:
            f"{st['pool_nvt']} + "
            f"{st['pool_ramp']} steps (τ_P 100 fs), a candidate every {st['pool_every']} steps, "
            "and pay for its force calls") + f". Grade rounds: {st['per_round']} labels each "
-        f"(MaxVol at threshold {st['threshold']}, then filled by γ). Seeds "
+        + (f"(MaxVol at threshold {st['threshold']}, then filled by γ)"
+           if st.get("grade_pick", "gamma") == "gamma" else
+           "(student rounds: the candidates in MD-step order cut into that many stretches, the "
+           "highest γ of each; `--grade-pick strata`)") + ". Seeds "
         f"{res['seeds_completed']} of {st['seeds']} "
         "(MD run and fit seed; mean ± std over seeds). Errors vs the teacher: energy MAE "
         f"(meV/atom) / force MAE (eV/Å) on the RSS ({res['test_sets']['rss']} cells) and "

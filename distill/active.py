@@ -6,7 +6,7 @@ run the same code: the caller supplies how a student is fitted and how the teach
 (``fit``, ``label``), everything else follows the ``[sample]`` table ``s`` (a dict with its keys:
 ``n_atoms``, ``density_g_cm3``, ``min_distance_A``, ``timestep_fs``, ``temperature_K``,
 ``grade_every``, ``grade_threshold``, ``grade_limit``, ``grade_budget``, ``grade_iterations``,
-``grade_runs``, ``grade_skip_steps``, ``gamma_break``).
+``grade_runs``, ``grade_skip_steps``, ``grade_pick``, ``gamma_break``).
 
 Units: Å, fs, K, GPa.
 """
@@ -52,7 +52,8 @@ def student_md(pot: Path, grader, stages, species: Sequence[str], s: dict,
     except (FloatingPointError, RuntimeError) as exc:  # an unstable student: keep what it made
         stop = f"failed: {exc}"
     numbers = np.array([ase.data.atomic_numbers[e] for e in species])
-    found = [Atoms(numbers=numbers[c.types], positions=c.positions, cell=c.cell, pbc=True)
+    found = [Atoms(numbers=numbers[c.types], positions=c.positions, cell=c.cell, pbc=True,
+                   info={"step": int(c.features["MD_step"])})
              for c in sim.selected
              if int(c.features["MD_step"]) > s.get("grade_skip_steps", 0)]
     volumes = [h["V_A3"] / len(atoms) for h in sim.history]
@@ -64,10 +65,14 @@ def student_md(pot: Path, grader, stages, species: Sequence[str], s: dict,
 
 def pick(pot, train: Sequence[Atoms], candidates: Sequence[Atoms], species: Sequence[str],
          s: dict) -> sampling.GradeSelection:
-    """The candidates to label: ``grade_budget`` of them (`sampling.grade_budget_select`), or
-    MaxVol's picks above ``grade_threshold`` (at most ``grade_limit``) without a budget."""
+    """The candidates to label: ``grade_budget`` of them (`sampling.grade_budget_select`, or
+    with ``grade_pick = "strata"`` one per stretch of the protocol,
+    `sampling.grade_strata_select`), or MaxVol's picks above ``grade_threshold`` (at most
+    ``grade_limit``) without a budget."""
     from mtpjax.grade import SWAP_THRESHOLD
 
+    if s.get("grade_pick", "gamma") == "strata":
+        return sampling.grade_strata_select(pot, train, candidates, species, s["grade_budget"])
     if s["grade_budget"]:
         return sampling.grade_budget_select(pot, train, candidates, species, s["grade_budget"],
                                             s["grade_threshold"], SWAP_THRESHOLD)

@@ -320,3 +320,30 @@ def grade_budget_select(potential, train: Sequence[Atoms], candidates: Sequence[
         order = np.argsort(-np.asarray(after), kind="stable")
         chosen += [rest[i] for i in order[:budget - len(chosen)]]
     return GradeSelection(chosen, sel.grades, sel.grader)
+
+
+def grade_strata_select(potential, train: Sequence[Atoms], candidates: Sequence[Atoms],
+                        species: Sequence[str], budget: int) -> GradeSelection:
+    """``budget`` candidates spread along the sampling protocol: the candidates, in the order
+    of their MD step (``info["step"]``; along the ramp the target pressure; runs of several
+    seeds interleave), cut into ``budget`` consecutive strata of equal count (±1), and in each
+    stratum the candidate of largest γ against the active set of ``train``. Where
+    :func:`grade_budget_select` gathers its picks where γ is largest (the least typical
+    frames), these cover the protocol as uniform sampling of a run does, each the least well
+    represented of its stretch. ``grades``: every candidate's γ; picks in stratum order."""
+    from mtpjax.grade import SWAP_THRESHOLD, Grader
+
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    missing = [k for k, a in enumerate(candidates) if "step" not in a.info]
+    if missing:
+        raise ValueError(f"candidate {missing[0]} has no info['step'] (its MD step): strata "
+                         "need the step of every candidate")
+    grader = Grader(potential)
+    grader.select(atoms_views(train, species), SWAP_THRESHOLD, SWAP_THRESHOLD, tag="train")
+    views = atoms_views(candidates, species)
+    grades = np.asarray(grader.grade(views)) if views else np.zeros(0)
+    order = np.argsort([int(a.info["step"]) for a in candidates], kind="stable")
+    strata = np.array_split(order, min(budget, len(order))) if budget and len(order) else []
+    chosen = [int(s[np.argmax(grades[s])]) for s in strata]
+    return GradeSelection(chosen, grades, grader)

@@ -73,6 +73,9 @@ SCHEMA: dict[str, dict] = {
         # labels per round filled even when MaxVol saturates: its picks, then the highest γ
         # against the updated active set (0: only MaxVol's picks above grade_threshold)
         "grade_budget": 0,
+        # how a budget is spent: "gamma" (MaxVol's picks, then the highest γ) or "strata" (the
+        # candidates cut by MD step into grade_budget stretches, the highest γ in each)
+        "grade_pick": "gamma",
         "grade_iterations": 0,      # rounds of refit → student MD → grade → teacher labels
         "grade_every": 10,          # student MD: steps between grades
         "grade_runs": 1,            # student MD runs per round (other seeds)
@@ -397,6 +400,11 @@ def _check_relations(cfg: dict, fail, species: list[str]) -> None:
     if s["grade_proposer"] not in ("teacher", "student"):
         fail("sample.grade_proposer",
              f"expected 'teacher' or 'student', got {s['grade_proposer']!r}")
+    if s["grade_pick"] not in ("gamma", "strata"):
+        fail("sample.grade_pick", f"expected 'gamma' or 'strata', got {s['grade_pick']!r}")
+    if s["grade_pick"] == "strata" and s["grade_budget"] < 1:
+        fail("sample.grade_budget", "grade_pick = 'strata' needs a budget (≥ 1 label per "
+             "round), got 0")
     if s["selection"] == "grade" and s["grade_proposer"] == "student" \
             and s["grade_iterations"] < 1:
         fail("sample.grade_iterations", "grade_proposer = 'student' needs at least 1 round, "

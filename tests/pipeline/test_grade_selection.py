@@ -88,6 +88,46 @@ def test_grade_budget_select_fills_the_budget():
     assert grade_budget_select(ref / "pot.mtp", train, new, ["Si"], 0).chosen == []
 
 
+def test_grade_strata_select_one_pick_per_stretch():
+    """``grade_strata_select``: the candidates in MD-step order (shuffled here) cut into
+    ``budget`` stretches of equal count, the highest γ of each; the grades are those against
+    the active set of the training set; a candidate without a step is refused."""
+    from ase import Atoms
+
+    from distill.sampling import grade_select, grade_strata_select
+    from mtpjax.io.cfg import read_cfg
+    from tests.conftest import DATA
+
+    ref = DATA / "grade" / "si_L08"
+
+    def frames(path):
+        return [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
+                for c in read_cfg(path)]
+
+    train, new = frames(ref / "train.cfg"), frames(ref / "in.cfg")
+    grades = grade_select(ref / "pot.mtp", train, new, ["Si"]).grades
+    # the run's early steps hold the highest γ (as a run from a random cell does)
+    steps = np.empty(len(new), int)
+    steps[np.argsort(-grades, kind="stable")] = 10 * np.arange(1, len(new) + 1)
+    for a, step in zip(new, steps, strict=True):
+        a.info["step"] = int(step)
+    sel = grade_strata_select(ref / "pot.mtp", train, new, ["Si"], 5)
+    np.testing.assert_allclose(sel.grades, grades)
+    by_step = np.argsort(steps)
+    strata = np.array_split(by_step, 5)  # 7, 7, 7, 7, 6 candidates
+    assert [len(x) for x in strata] == [7, 7, 7, 7, 6]
+    assert sel.chosen == [int(x[np.argmax(grades[x])]) for x in strata]
+    # not the 5 highest γ overall (all in the first stretch) but one per stretch of the run
+    assert sorted(grades[sel.chosen]) != sorted(np.sort(grades)[-5:])
+    assert [int(steps[k]) for k in sel.chosen] == [10, 80, 150, 220, 290]
+    assert sorted(grade_strata_select(ref / "pot.mtp", train, new, ["Si"], 99).chosen) == \
+        list(range(34))
+    assert grade_strata_select(ref / "pot.mtp", train, new, ["Si"], 0).chosen == []
+    del new[3].info["step"]
+    with pytest.raises(ValueError, match="candidate 3 has no info"):
+        grade_strata_select(ref / "pot.mtp", train, new, ["Si"], 5)
+
+
 @pytest.mark.slow
 def test_grade_driven_sampling(tmp_path):
     run_dir = tmp_path / "run"
@@ -210,6 +250,7 @@ def test_student_md_skips_thermalisation():
     assert len(found[0]) == 3 and len(found[5]) == 2  # graded at steps 5, 10, 15
     for a, b in zip(found[0][1:], found[5], strict=True):  # the same run (same seed)
         np.testing.assert_allclose(a.positions, b.positions)
+    assert [a.info["step"] for a in found[0]] == [5, 10, 15]  # for grade_pick = "strata"
 
 
 @pytest.mark.parametrize("line, key", [
@@ -222,6 +263,8 @@ def test_student_md_skips_thermalisation():
     ("grade_iterations = -1", "sample.grade_iterations"),
     ("grade_budget = -2", "sample.grade_budget"),
     ("grade_skip_steps = -1", "sample.grade_skip_steps"),
+    ('grade_pick = "random"', "sample.grade_pick"),
+    ('grade_pick = "strata"', "sample.grade_budget"),
 ])
 def test_grade_config_errors(tmp_path, line, key):
     from distill.stages.config import PipelineConfigError, load
