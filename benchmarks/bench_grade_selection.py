@@ -122,7 +122,8 @@ def student_sample(args) -> dict:
             "grade_threshold": args.threshold, "grade_budget": args.per_round,
             "grade_iterations": args.rounds, "grade_runs": args.grade_runs,
             "grade_proposer": "student", "gamma_break": args.gamma_break,
-            "grade_skip_steps": args.grade_skip, "grade_pick": args.grade_pick}
+            "grade_skip_steps": args.grade_skip, "grade_pick": args.grade_pick,
+            "grade_md": args.grade_md}
 
 
 def pool_stages(args):
@@ -319,6 +320,10 @@ def main(argv=None) -> int:
                    help="student rounds: how the --per-round labels are picked "
                         "(sample.grade_pick: 'gamma' MaxVol then highest γ; 'strata' the "
                         "candidates cut by MD step into --per-round stretches, highest γ in each)")
+    p.add_argument("--grade-md", choices=["mtpjax", "protocol"], default="mtpjax",
+                   help="student rounds: the student's MD (sample.grade_md: 'mtpjax' md.runner "
+                        "Nosé–Hoover/MTK; 'protocol' the teacher's Langevin/Berendsen protocol "
+                        "with the student as ASE calculator)")
     p.add_argument("--threshold", type=float, default=1.1, help="MaxVol select threshold")
     p.add_argument("--gamma-break", type=float, default=0.0,
                    help="student MD: stop at γ above this (0: never; with D0 smaller than the "
@@ -479,7 +484,10 @@ def render(res: dict) -> str:
         + (f"(MaxVol at threshold {st['threshold']}, then filled by γ)"
            if st.get("grade_pick", "gamma") == "gamma" else
            "(student rounds: the candidates in MD-step order cut into that many stretches, the "
-           "highest γ of each; `--grade-pick strata`)") + ". Seeds "
+           "highest γ of each; `--grade-pick strata`)")
+        + ("" if st.get("grade_md", "mtpjax") == "mtpjax" else
+           "; the student's MD runs the teacher's Langevin/Berendsen protocol "
+           "(`--grade-md protocol`)") + ". Seeds "
         f"{res['seeds_completed']} of {st['seeds']} "
         "(MD run and fit seed; mean ± std over seeds). Errors vs the teacher: energy MAE "
         f"(meV/atom) / force MAE (eV/Å) on the RSS ({res['test_sets']['rss']} cells) and "

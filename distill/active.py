@@ -6,7 +6,7 @@ run the same code: the caller supplies how a student is fitted and how the teach
 (``fit``, ``label``), everything else follows the ``[sample]`` table ``s`` (a dict with its keys:
 ``n_atoms``, ``density_g_cm3``, ``min_distance_A``, ``timestep_fs``, ``temperature_K``,
 ``grade_every``, ``grade_threshold``, ``grade_limit``, ``grade_budget``, ``grade_iterations``,
-``grade_runs``, ``grade_skip_steps``, ``grade_pick``, ``gamma_break``).
+``grade_runs``, ``grade_skip_steps``, ``grade_pick``, ``grade_md``, ``gamma_break``).
 
 Units: Å, fs, K, GPa.
 """
@@ -59,6 +59,38 @@ def student_md(pot: Path, grader, stages, species: Sequence[str], s: dict,
     volumes = [h["V_A3"] / len(atoms) for h in sim.history]
     return found, {"steps": int(sim.step), "stop": stop, "found": len(found),
                    "max_gamma": max((g for _, g in sim.grades), default=0.0),
+                   "volume_A3_per_atom": [min(volumes, default=0.0),
+                                          max(volumes, default=0.0)]}
+
+
+def student_protocol_md(pot: Path, grader, stages, species: Sequence[str], s: dict,
+                        seed: int) -> tuple[list[Atoms], dict]:
+    """As :func:`student_md`, but the student runs the teacher's own protocol
+    (`sampling.run_protocol`: Langevin, Berendsen every few steps — not `mtpjax md`'s
+    Nosé–Hoover/MTK) through its ASE calculator; a snapshot every ``grade_every`` steps after
+    the first ``grade_skip_steps`` is a candidate (γ is applied by :func:`pick`, so
+    ``gamma_break`` does not stop these runs). A run that blows up keeps what it made."""
+    from md.structures import random_structure
+    from mtpjax.calculator import MTPCalculator
+
+    atoms = random_structure(s["n_atoms"], s["density_g_cm3"], species[0],
+                             s["min_distance_A"], seed)
+    n = len(atoms)
+    snaps: list[Atoms] = []
+    thermo: list = []
+    stop = "end"
+    try:
+        sampling.run_protocol(atoms, MTPCalculator(pot, species=list(species)), stages,
+                              timestep_fs=s["timestep_fs"], seed=seed,
+                              snapshot_every=s["grade_every"], on_snapshot=snaps.append,
+                              on_thermo=thermo.append)
+    except (FloatingPointError, RuntimeError) as exc:  # an unstable student
+        stop = f"failed: {exc}"
+    found = [a for a in snaps if a.info["step"] > s.get("grade_skip_steps", 0)]
+    grades = grader.grade(sampling.atoms_views(found, species)) if found else [0.0]
+    volumes = [t.V / n for t in thermo]
+    return found, {"steps": int(thermo[-1].step) if thermo else 0, "stop": stop,
+                   "found": len(found), "max_gamma": float(max(grades)),
                    "volume_A3_per_atom": [min(volumes, default=0.0),
                                           max(volumes, default=0.0)]}
 
@@ -121,8 +153,10 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
             pot = fit(train, f"round_{it}")
         grader = sampling.grade_select(pot, train, [], species).grader
         found, runs = [], []
+        run_md = student_protocol_md if s.get("grade_md", "mtpjax") == "protocol" \
+            else student_md
         for k in range(s["grade_runs"]):
-            f, md = student_md(pot, grader, stages, species, s, seed + 500 * it + k)
+            f, md = run_md(pot, grader, stages, species, s, seed + 500 * it + k)
             found += f
             runs.append(md)
         sel = pick(pot, train, found, species, s)

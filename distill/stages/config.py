@@ -76,6 +76,10 @@ SCHEMA: dict[str, dict] = {
         # how a budget is spent: "gamma" (MaxVol's picks, then the highest γ) or "strata" (the
         # candidates cut by MD step into grade_budget stretches, the highest γ in each)
         "grade_pick": "gamma",
+        # the student's MD in the grade rounds: "mtpjax" (md.runner, Nosé–Hoover/MTK, γ in
+        # the run, gamma_break) or "protocol" (the teacher's Langevin/Berendsen protocol run
+        # with the student's ASE calculator)
+        "grade_md": "mtpjax",
         "grade_iterations": 0,      # rounds of refit → student MD → grade → teacher labels
         "grade_every": 10,          # student MD: steps between grades
         "grade_runs": 1,            # student MD runs per round (other seeds)
@@ -402,6 +406,8 @@ def _check_relations(cfg: dict, fail, species: list[str]) -> None:
              f"expected 'teacher' or 'student', got {s['grade_proposer']!r}")
     if s["grade_pick"] not in ("gamma", "strata"):
         fail("sample.grade_pick", f"expected 'gamma' or 'strata', got {s['grade_pick']!r}")
+    if s["grade_md"] not in ("mtpjax", "protocol"):
+        fail("sample.grade_md", f"expected 'mtpjax' or 'protocol', got {s['grade_md']!r}")
     if s["grade_pick"] == "strata" and s["grade_budget"] < 1:
         fail("sample.grade_budget", "grade_pick = 'strata' needs a budget (≥ 1 label per "
              "round), got 0")

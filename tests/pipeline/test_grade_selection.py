@@ -253,6 +253,30 @@ def test_student_md_skips_thermalisation():
     assert [a.info["step"] for a in found[0]] == [5, 10, 15]  # for grade_pick = "strata"
 
 
+def test_student_protocol_md_runs_the_teachers_protocol():
+    """``grade_md = "protocol"``: the student runs `sampling.run_protocol` (the teacher's
+    Langevin/Berendsen MD) through its ASE calculator; snapshots every ``grade_every`` steps
+    after ``grade_skip_steps`` are the candidates, with their steps; the same seed gives the
+    same run."""
+    from distill.active import student_protocol_md
+    from distill.sampling import grade_select, sampling_stages
+    from distill.stages.config import SCHEMA
+    from tests.conftest import DATA
+
+    pot = DATA / "grade" / "si_L08" / "pot.mtp"
+    grader = grade_select(pot, [], [], ["Si"]).grader
+    s = {**SCHEMA["sample"], "n_atoms": 8, "grade_every": 5, "grade_budget": 2,
+         "grade_md": "protocol", "grade_skip_steps": 5}
+    stages = sampling_stages(10, 5)  # NVT, then an NPT ramp (the barostat acts)
+    a, md = student_protocol_md(pot, grader, stages, ["Si"], s, 3)
+    b, _ = student_protocol_md(pot, grader, stages, ["Si"], s, 3)
+    assert md["steps"] == 15 and md["stop"] == "end" and md["found"] == len(a) == 2
+    assert [x.info["step"] for x in a] == [10, 15]
+    assert md["max_gamma"] > 0 and md["volume_A3_per_atom"][0] > 0
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.positions, y.positions)
+
+
 @pytest.mark.parametrize("line, key", [
     ('selection = "maxvol"', "sample.selection"),
     ('grade_proposer = "lammps"', "sample.grade_proposer"),
@@ -265,6 +289,7 @@ def test_student_md_skips_thermalisation():
     ("grade_skip_steps = -1", "sample.grade_skip_steps"),
     ('grade_pick = "random"', "sample.grade_pick"),
     ('grade_pick = "strata"', "sample.grade_budget"),
+    ('grade_md = "lammps"', "sample.grade_md"),
 ])
 def test_grade_config_errors(tmp_path, line, key):
     from distill.stages.config import PipelineConfigError, load
