@@ -331,16 +331,13 @@ def grade_strata_select(potential, train: Sequence[Atoms], candidates: Sequence[
     :func:`grade_budget_select` gathers its picks where γ is largest (the least typical
     frames), these cover the protocol as uniform sampling of a run does, each the least well
     represented of its stretch. ``grades``: every candidate's γ; picks in stratum order."""
-    from mtpjax.grade import SWAP_THRESHOLD, Grader
-
     if budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
     missing = [k for k, a in enumerate(candidates) if "step" not in a.info]
     if missing:
         raise ValueError(f"candidate {missing[0]} has no info['step'] (its MD step): strata "
                          "need the step of every candidate")
-    grader = Grader(potential)
-    grader.select(atoms_views(train, species), SWAP_THRESHOLD, SWAP_THRESHOLD, tag="train")
+    grader = grade_select(potential, train, [], species).grader  # the active set of train
     views = atoms_views(candidates, species)
     grades = np.asarray(grader.grade(views)) if views else np.zeros(0)
     order = np.argsort([int(a.info["step"]) for a in candidates], kind="stable")
