@@ -183,7 +183,7 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher,
     # when --pool-nvt/--pool-ramp are given: its force calls are what the arm pays for)
     if "grade_pool" in args.arms and pool_stages(args) is not None:
         pool, _ = sampling.run_protocol(random_structure(64, 2.3, "Si", 2.0, seed), teacher.calc,
-                                        pool_stages(args), 1.0, seed, args.pool_every)
+                                        pool_stages(args), args.pool_dt, seed, args.pool_every)
         steps = [a.info["step"] for a in pool]
     pot, labelled, left = pot0, [], list(range(len(pool)))
     for r in range(1, args.rounds + 1 if "grade_pool" in args.arms else 1):
@@ -213,7 +213,8 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher,
     if "grade_hybrid" in args.arms:
         hybrid = pool_stages(args) or stages
         pool, _ = sampling.run_protocol(random_structure(64, 2.3, "Si", 2.0, seed), teacher.calc,
-                                        hybrid, 1.0, seed, args.pool_every)
+                                        hybrid, args.pool_dt if pool_stages(args) else 1.0,
+                                        seed, args.pool_every)
         row(arm="grade_hybrid", round=0, d1_labels=0, teacher_calls=sum(s.steps for s in hybrid),
             fit_iterations=its, errors=err0, seconds=0.0)
         student_rounds(args, "grade_hybrid", pool, sum(s.steps for s in hybrid), seed, d0,
@@ -335,6 +336,10 @@ def main(argv=None) -> int:
                         "uniform arm's run)")
     p.add_argument("--pool-ramp", type=int, default=None,
                    help="grade_pool: its own teacher run's ramp steps (with --pool-nvt)")
+    p.add_argument("--pool-dt", type=float, default=1.0,
+                   help="grade_pool/grade_hybrid: their own teacher run's time step (fs; the "
+                        "uniform arm's run is at 1 fs): a larger step covers more of the ramp "
+                        "per force call")
     p.add_argument("--stress-weight", type=float, default=0.0,
                    help="stress weight of every fit (the teacher's stress is labelled with its "
                         "energy and forces; the paper's weights 1 : 0.1 : 0.001)")
@@ -479,7 +484,8 @@ def render(res: dict) -> str:
         + ("" if st.get("pool_nvt") is None and st.get("pool_ramp") is None else
            f"; `grade_pool` and `grade_hybrid` grade a teacher run of their own, "
            f"{st['pool_nvt']} + "
-           f"{st['pool_ramp']} steps (τ_P 100 fs), a candidate every {st['pool_every']} steps, "
+           f"{st['pool_ramp']} steps of {st.get('pool_dt', 1.0):g} fs (τ_P 100 fs), a candidate "
+           f"every {st['pool_every']} steps, "
            "and pay for its force calls") + f". Grade rounds: {st['per_round']} labels each "
         + (f"(MaxVol at threshold {st['threshold']}, then filled by γ)"
            if st.get("grade_pick", "gamma") == "gamma" else
