@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,23 @@ INNER_SKIN_A = 0.1
 PACK_MARGIN_A = 1e-4
 
 
+@lru_cache(maxsize=32)
+def compiled_functions(spec: ModelSpec):
+    """Jit-compiled ``(efv, sites)`` of a model, once per spec in a process (every evaluator
+    and calculator of the same model shares their compilations).
+
+    ``efv(params, positions, cell, types, neighbors, atom_mask) -> (E, F, V)`` and
+    ``sites(params, positions, cell, types, neighbors) -> site energies`` (eV, eV/Å, eV).
+    """
+    efv = jax.jit(
+        lambda p, x, c, t, n, m: energy_forces_virial(spec, p, x, c, t, n, atom_mask=m)
+    )
+    sites = jax.jit(
+        lambda p, x, c, t, n: site_energies(spec, p, pair_vectors(x, c, n), t, t[n.idx], n.mask)
+    )
+    return efv, sites
+
+
 class MTPEvaluator:
     """Jit-compiled energy/forces/virial for one potential, with cached neighbour lists.
 
@@ -118,13 +136,7 @@ class MTPEvaluator:
         self._params_dev: dict[str, dict] = {}
         self._nbrs_dev = None  # (NeighborList, n_pad, packed positions, cell, device Neighbors)
         self._types_dev = None  # (types, n_pad, device types, device atom mask)
-        spec = self.spec
-        self._efv = jax.jit(
-            lambda p, x, c, t, n, m: energy_forces_virial(spec, p, x, c, t, n, atom_mask=m)
-        )
-        self._sites = jax.jit(
-            lambda p, x, c, t, n: site_energies(spec, p, pair_vectors(x, c, n), t, t[n.idx], n.mask)
-        )
+        self._efv, self._sites = compiled_functions(self.spec)
 
     def _x64(self):
         return jax.enable_x64(self.dtype == "float64")

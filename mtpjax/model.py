@@ -7,6 +7,7 @@ once from an :class:`~mtpjax.potential_data.MTPotential` and is hashable by iden
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,6 +125,20 @@ def _row_tables(basis: BasisSpec) -> dict:
     return {"row_waves": plan, "scalar_rows": scalar_rows, "moment_rows": rows}
 
 
+def _model_key(pot: MTPotential) -> tuple:
+    """Everything :meth:`ModelSpec.from_potential` reads from ``pot``, as a hashable value."""
+    b = pot.basis
+    arrays = (b.alpha_index_basic, b.alpha_index_times, b.alpha_moment_mapping)
+    return (tuple((a.shape, a.tobytes()) for a in arrays), b.alpha_moments_count, b.level,
+            int(pot.species_count), float(pot.min_dist), float(pot.max_dist),
+            int(pot.radial_basis_size), int(pot.radial_funcs_count), float(pot.scaling),
+            pot.radial_basis_type)
+
+
+# the live specs by model (entries go when no potential, calculator or cache holds them)
+_SPECS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
 @dataclass(frozen=True, eq=False)
 class ModelSpec:
     """Hyper-parameters and basis index arrays (numpy, static under ``jit``).
@@ -160,19 +175,30 @@ class ModelSpec:
 
     @classmethod
     def from_potential(cls, pot: MTPotential) -> ModelSpec:
-        basis = pot.basis
-        return cls(
-            basis=basis,
-            species_count=pot.species_count,
-            min_dist=float(pot.min_dist),
-            max_dist=float(pot.max_dist),
-            radial_basis_size=int(pot.radial_basis_size),
-            radial_funcs_count=int(pot.radial_funcs_count),
-            scaling=float(pot.scaling),
-            repulsive=pot.radial_basis_type == "RBChebyshev_repuls",
-            **_layer_tables(basis.alpha_index_basic),
-            **_row_tables(basis),
-        )
+        """The spec of ``pot``'s model: one instance per distinct model in a process.
+
+        Potentials with the same basis and hyper-parameters (whatever their coefficients) get
+        the same object. A spec is static under ``jit`` and hashed by identity, so everything
+        compiled for it (fits, calculators, grades) is reused by every later potential of the
+        same model instead of being compiled again."""
+        key = _model_key(pot)
+        spec = _SPECS.get(key)
+        if spec is None:
+            basis = pot.basis
+            spec = cls(
+                basis=basis,
+                species_count=pot.species_count,
+                min_dist=float(pot.min_dist),
+                max_dist=float(pot.max_dist),
+                radial_basis_size=int(pot.radial_basis_size),
+                radial_funcs_count=int(pot.radial_funcs_count),
+                scaling=float(pot.scaling),
+                repulsive=pot.radial_basis_type == "RBChebyshev_repuls",
+                **_layer_tables(basis.alpha_index_basic),
+                **_row_tables(basis),
+            )
+            _SPECS[key] = spec
+        return spec
 
     @property
     def cutoff(self) -> float:

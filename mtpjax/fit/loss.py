@@ -31,6 +31,7 @@ along the atom axis, so one energy/force/virial pass evaluates a whole group (fa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import jax
 import jax.numpy as jnp
@@ -211,6 +212,7 @@ def summarize(terms: dict) -> dict:
     return out
 
 
+@lru_cache(maxsize=32)  # one set of compiled functions per (model, weights, mesh)
 def make_loss_fn(spec: ModelSpec, weights: LossWeights, mesh=None, axis: str = "data"):
     """``(loss_fn, terms_fn)`` over a tuple of batches, optionally data-parallel.
 

@@ -20,6 +20,8 @@ jit-compiled program (``lax.scan``), data-parallel with one ``psum``: the radial
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +32,7 @@ from mtpjax.fit.varpro import host_value, jacobian_block_size, make_normal_eq_fn
 from mtpjax.model import ModelSpec
 
 
+@lru_cache(maxsize=32)  # one set of compiled functions per (model, weights, mesh)
 def make_linear_qr(spec: ModelSpec, weights: LossWeights, mesh=None):
     """Jit-compiled ``qr(radial, batches) -> R [P+1, P+1]``: the triangular factor of
     [A | r₀] over all groups (the linear pass of :func:`mtpjax.fit.varpro.make_normal_eq_fns`
@@ -188,6 +191,12 @@ def radial_rows(spec: ModelSpec, weights: LossWeights):
     return rows
 
 
+@lru_cache(maxsize=32)  # compiled once per (model, weights, mesh)
+def radial_norm_sums(spec: ModelSpec, weights: LossWeights, mesh=None):
+    """The :func:`make_group_sums` of :func:`radial_rows`: Σ over groups of (∂r/∂c)²."""
+    return make_group_sums(radial_rows(spec, weights), mesh)
+
+
 def radial_column_norms(spec: ModelSpec, weights: LossWeights, params: dict, batches,
                         w=None, sums_fn=None, mesh=None) -> np.ndarray:
     """‖∂r/∂c_radial‖ per radial coefficient (shape of ``radial_coeffs``): the Gauss–Newton
@@ -195,7 +204,7 @@ def radial_column_norms(spec: ModelSpec, weights: LossWeights, params: dict, bat
     groups on the device(s) (:func:`make_group_sums`; ``batches`` placed as for
     :func:`solve_linear`, ``w`` their :func:`group_weights`, computed here when None and
     there is no mesh)."""
-    sums_fn = sums_fn or make_group_sums(radial_rows(spec, weights), mesh)
+    sums_fn = sums_fn or radial_norm_sums(spec, weights, mesh)
     if w is None:
         w = group_weights(batches, mesh)
     if mesh is None:

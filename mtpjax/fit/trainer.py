@@ -33,6 +33,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 from pathlib import Path
 
 import jax
@@ -401,39 +402,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ optimisers
     def _make_lbfgs(self, scaling: Scaling):
-        if self.config.optimizer == "bfgs":
-            opt = bfgs(self.config.max_linesearch_steps)
-        else:
-            opt = lbfgs(self.config.memory_size, self.config.max_linesearch_steps)
-        loss_fn = self.loss_fn
-
-        def step(u, state, scales, batches):
-            sc = Scaling(scales)
-
-            def f(v):
-                return loss_fn(sc.to_params(v), batches)
-
-            value, grad = optax.value_and_grad_from_state(f)(u, state=state)
-            updates, state = opt.update(grad, state, u, value=value, grad=grad, value_fn=f)
-            u = optax.apply_updates(u, updates)
-            new_value = optax.tree_utils.tree_get(state, "value")
-            return u, state, new_value, optax.tree_utils.tree_norm(grad)
-
-        return opt, jax.jit(step)
+        return quasi_newton_step(self.loss_fn, self.config.optimizer, self.config.memory_size,
+                                 self.config.max_linesearch_steps)
 
     def _make_adam(self, params):
         cfg = self.config
-        opt = adamw(cfg.learning_rate, cfg.max_iter, cfg.warmup_steps, cfg.schedule,
-                    cfg.weight_decay, params)
-        loss_fn = self.loss_fn
-
-        def step(u, state, scales, batch):
-            sc = Scaling(scales)
-            value, grad = jax.value_and_grad(lambda v: loss_fn(sc.to_params(v), (batch,)))(u)
-            updates, state = opt.update(grad, state, u)
-            return optax.apply_updates(u, updates), state, value, optax.tree_utils.tree_norm(grad)
-
-        return opt, jax.jit(step)
+        return adam_step(self.loss_fn, cfg.learning_rate, cfg.max_iter, cfg.warmup_steps,
+                         cfg.schedule, cfg.weight_decay, tuple(sorted(params)))
 
     def _varpro(self):
         """The :class:`mtpjax.fit.varpro.VarPro` iteration over groups of ``jac_atoms``."""
@@ -484,33 +459,13 @@ class Trainer:
         all-reduce), the damped solve (:func:`mtpjax.fit.varpro.damped_solve`) replicated;
         the host only reads the trial losses.
         """
-        from mtpjax.fit.lstsq import group_normal_eq, make_group_sums
         from mtpjax.fit.varpro import host_value
 
         cfg = self.config
         lm_batches, atoms = self._lm_groups()
         if getattr(self, "_neq_fn", None) is None:
-            from jax.flatten_util import ravel_pytree
-
-            from mtpjax.fit.varpro import damped_solve
-
-            neq = group_normal_eq(self.spec, self.weights)
-            self._neq_fn = make_group_sums(lambda u, s, g: neq(u, s, g)[0], self.mesh)
-            loss_fn = self.loss_fn
-            self._loss_jit = jax.jit(lambda v, sc, b: loss_fn(Scaling(sc).to_params(v), b))
-
-            def value_grad(v, sc, b):
-                value, grad = jax.value_and_grad(
-                    lambda x: loss_fn(Scaling(sc).to_params(x), b))(v)
-                g = 0.5 * ravel_pytree(grad)[0]  # Jᵀr: loss = rᵀr
-                return value, g, 2.0 * jnp.linalg.norm(g)
-
-            def trial(v, H, g, lam):
-                flat, unravel = ravel_pytree(v)
-                return unravel(flat + damped_solve(H, g, lam))
-
-            self._value_grad_u = jax.jit(value_grad)
-            self._lm_trial = jax.jit(trial)
+            self._neq_fn, self._loss_jit, self._value_grad_u, self._lm_trial = lm_functions(
+                self.spec, self.weights, self.mesh, self.loss_fn)
         k_iter = int(opt_state.get("k", 0))
         flat_atoms = np.concatenate(atoms)
         full = np.flatnonzero(flat_atoms > 0)  # the non-empty groups, in order
@@ -831,6 +786,78 @@ class Trainer:
         if self.log_path is not None and is_main_process():
             with open(self.log_path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
+
+
+@lru_cache(maxsize=32)
+def quasi_newton_step(loss_fn, optimizer: str, memory_size: int, max_linesearch_steps: int):
+    """(optax transform, jit-compiled step) of BFGS (``optimizer == "bfgs"``) or L-BFGS on
+    ``loss_fn`` in the scaled variables u = θ / s.
+
+    ``step(u, state, scales, batches) -> (u, state, loss, |grad|)``. Built once per loss
+    function and settings in a process (``loss_fn`` comes from the cached
+    :func:`mtpjax.fit.loss.make_loss_fn`), so a later fit of the same model compiles nothing.
+    """
+    if optimizer == "bfgs":
+        opt = bfgs(max_linesearch_steps)
+    else:
+        opt = lbfgs(memory_size, max_linesearch_steps)
+
+    def step(u, state, scales, batches):
+        sc = Scaling(scales)
+
+        def f(v):
+            return loss_fn(sc.to_params(v), batches)
+
+        value, grad = optax.value_and_grad_from_state(f)(u, state=state)
+        updates, state = opt.update(grad, state, u, value=value, grad=grad, value_fn=f)
+        u = optax.apply_updates(u, updates)
+        new_value = optax.tree_utils.tree_get(state, "value")
+        return u, state, new_value, optax.tree_utils.tree_norm(grad)
+
+    return opt, jax.jit(step)
+
+
+@lru_cache(maxsize=32)
+def adam_step(loss_fn, learning_rate: float, total_steps: int, warmup_steps: int,
+              schedule: str, weight_decay: float, param_keys: tuple):
+    """(optax AdamW, jit-compiled minibatch step) on ``loss_fn``, weight decay on the radial
+    coefficients only; ``step(u, state, scales, batch) -> (u, state, loss, |grad|)``. Cached
+    like :func:`quasi_newton_step`."""
+    opt = adamw(learning_rate, total_steps, warmup_steps, schedule, weight_decay,
+                dict.fromkeys(param_keys))
+
+    def step(u, state, scales, batch):
+        sc = Scaling(scales)
+        value, grad = jax.value_and_grad(lambda v: loss_fn(sc.to_params(v), (batch,)))(u)
+        updates, state = opt.update(grad, state, u)
+        return optax.apply_updates(u, updates), state, value, optax.tree_utils.tree_norm(grad)
+
+    return opt, jax.jit(step)
+
+
+@lru_cache(maxsize=32)
+def lm_functions(spec: ModelSpec, weights: LossWeights, mesh, loss_fn):
+    """The jit-compiled pieces of the Levenberg–Marquardt step, once per model, weights and
+    mesh: (Gauss–Newton sums over groups, loss, (loss, Jᵀr, |∇loss|), damped trial point)."""
+    from jax.flatten_util import ravel_pytree
+
+    from mtpjax.fit.lstsq import group_normal_eq, make_group_sums
+    from mtpjax.fit.varpro import damped_solve
+
+    neq = group_normal_eq(spec, weights)
+    neq_fn = make_group_sums(lambda u, s, g: neq(u, s, g)[0], mesh)
+    loss_jit = jax.jit(lambda v, sc, b: loss_fn(Scaling(sc).to_params(v), b))
+
+    def value_grad(v, sc, b):
+        value, grad = jax.value_and_grad(lambda x: loss_fn(Scaling(sc).to_params(x), b))(v)
+        g = 0.5 * ravel_pytree(grad)[0]  # Jᵀr: loss = rᵀr
+        return value, g, 2.0 * jnp.linalg.norm(g)
+
+    def trial(v, H, g, lam):
+        flat, unravel = ravel_pytree(v)
+        return unravel(flat + damped_solve(H, g, lam))
+
+    return neq_fn, loss_jit, jax.jit(value_grad), jax.jit(trial)
 
 
 def _shapes(spec: ModelSpec):

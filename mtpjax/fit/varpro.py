@@ -29,7 +29,7 @@ on the device too; the host only reads the accepted loss to decide the next λ.
 from __future__ import annotations
 
 import math
-from functools import partial
+from functools import lru_cache, partial
 
 import jax
 import jax.numpy as jnp
@@ -191,6 +191,7 @@ def linear_rows_chain(spec: ModelSpec, weights: LossWeights, radial, g, block_si
     return jnp.concatenate([A, r0[:, None]], axis=1)
 
 
+@lru_cache(maxsize=32)  # one set of compiled functions per (model, weights, mesh)
 def make_normal_eq_fns(spec: ModelSpec, weights: LossWeights, mesh=None, axis: str = "data"):
     """``(linear_qr, full_neq)``, both jit-compiled, over a tuple of :class:`Batch` es.
 
