@@ -463,8 +463,9 @@ def render(res: dict) -> str:
                 f"load average (1/5/15 min) {r['load_before']} before, {r['load_after']} after")
 
     if "parts" in res:
-        written = (f"Merged by `{res['command']}` ({res['finished_utc']}) from runs made side "
-                   "by side: " + "; ".join(made(r) for r in res["parts"]) + ".")
+        written = (f"Merged by `{res['command']}` ({res['finished_utc']}) from runs of other "
+                   "seeds with the same settings (their times: side by side or one after "
+                   "another): " + "; ".join(made(r) for r in res["parts"]) + ".")
     else:
         written = f"Written by {made(res)}."
     lines = [
