@@ -78,8 +78,8 @@ print("RESULT " + json.dumps(out))
 def test_second_run_on_other_data_does_not_compile(tmp_path):
     """Two processes fit one after the other, on two different data sets of the same size,
     sharing a cache folder: the second loads the fit's programs from the persistent cache
-    (hits; no compilation as long as a second; the ~500 small op-by-op programs of eager code
-    are still compiled, ~30 ms each on this machine). Separate
+    (hits; no compilation as long as a second — the worker's labelling, op-by-op eager code,
+    still compiles ~500 tiny programs, which the persistent cache does not keep). Separate
     processes: inside one process a second fit of the same model reuses the compiled
     functions from memory (tests/fit/test_compile_once.py)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
