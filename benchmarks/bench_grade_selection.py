@@ -137,6 +137,17 @@ def pool_stages(args):
                                     else args.ramp_steps, 500.0, 0.0, 20.0, tau_p_fs=100.0)
 
 
+def positive_fs(text: str) -> float:
+    """argparse type: a time step in fs, finite and > 0 (else argparse's one-line error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of fs, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a time step > 0 fs, got {text}")
+    return value
+
+
 def reaches(errs: dict, target: dict) -> bool:
     """Energy and force MAE on every test set at most the target's."""
     return all(errs[s][k] <= target[s][k] for s in target for k in METRICS)
@@ -336,7 +347,7 @@ def main(argv=None) -> int:
                         "uniform arm's run)")
     p.add_argument("--pool-ramp", type=int, default=None,
                    help="grade_pool: its own teacher run's ramp steps (with --pool-nvt)")
-    p.add_argument("--pool-dt", type=float, default=1.0,
+    p.add_argument("--pool-dt", type=positive_fs, default=1.0,
                    help="grade_pool/grade_hybrid: their own teacher run's time step (fs; the "
                         "uniform arm's run is at 1 fs): a larger step covers more of the ramp "
                         "per force call")
