@@ -137,6 +137,25 @@ def pool_stages(args):
                                     else args.ramp_steps, 500.0, 0.0, 20.0, tau_p_fs=100.0)
 
 
+def rss_settings(relax_steps: int = 0) -> testsets.RSSSettings:
+    """The demo's ``[rss]`` random cells at this benchmark's scale: 1-16 atoms, 20 ± 5 Å³/atom,
+    atoms ≥ 2 Å apart, groups of order ≤ 4, pressures drawn with scale 5 GPa."""
+    return testsets.RSSSettings(16, 1, 16, 20.0, 5.0, 2.0, 4, 5.0, relax_steps, 0.1)
+
+
+def random_cells(n: int, seed: int) -> list:
+    """``n`` unrelaxed random cells of :func:`rss_settings` (seeded by ``seed``; the RSS test
+    set uses seed 7 and relaxes its cells with the teacher, these are never relaxed and cost no
+    teacher call until labelled); ``info["cell_index"]`` numbers them."""
+    rng, out = np.random.default_rng(seed), []
+    while len(out) < n:
+        made = testsets.random_symmetric_cell(rss_settings(), rng)
+        if made is not None:
+            made[0].info["cell_index"] = len(out)
+            out.append(made[0])
+    return out
+
+
 def positive_fs(text: str) -> float:
     """argparse type: a time step in fs, finite and > 0 (else argparse's one-line error)."""
     try:
@@ -197,22 +216,39 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher,
                                         pool_stages(args), args.pool_dt, seed, args.pool_every)
         steps = [a.info["step"] for a in pool]
     pot, labelled, left = pot0, [], list(range(len(pool)))
+    # --rss-candidates: random cells (no teacher call until labelled) offered beside the MD
+    # snapshots; --rss-per-round of each round's labels are picked among them
+    cells = random_cells(args.rss_candidates, 1000 + seed)
+    cells_left = list(range(len(cells)))
     for r in range(1, args.rounds + 1 if "grade_pool" in args.arms else 1):
         t0 = time.perf_counter()
+        n_md = args.per_round - (args.rss_per_round if cells else 0)
         sel = sampling.grade_budget_select(pot, d0 + labelled, [pool[k] for k in left], SPECIES,
-                                           args.per_round, args.threshold)
+                                           n_md, args.threshold)
         picked = [left[k] for k in sel.chosen]
         maxvol = len(sampling.grade_select(pot, d0 + labelled, [pool[k] for k in left],
                                            SPECIES, args.threshold).chosen)
-        labelled += teacher.label([pool[k] for k in picked])
+        new = [pool[k] for k in picked]
+        cell_picks, extra = [], {}
+        if cells:  # graded against the active set with this round's MD picks in it
+            csel = sampling.grade_budget_select(pot, d0 + labelled + new,
+                                                [cells[k] for k in cells_left], SPECIES,
+                                                args.rss_per_round, args.threshold)
+            cell_picks = [cells_left[k] for k in csel.chosen]
+            cells_left = [k for k in cells_left if k not in cell_picks]
+            new += [cells[k] for k in cell_picks]
+            extra = {"picked_cells": cell_picks,
+                     "picked_cell_atoms": [len(cells[k]) for k in cell_picks],
+                     "max_gamma_cells": float(csel.grades.max(initial=0))}
+        labelled += teacher.label(new)
         left = [k for k in left if k not in picked]
         pot, its = fit(d0 + labelled, tmp / f"s{seed}_pool_{r}", args.level, args.max_iter,
                        seed)
         row(arm="grade_pool", round=r, d1_labels=len(labelled),
             teacher_calls=pool_md_steps + len(labelled), fit_iterations=its,
             above_threshold_maxvol=maxvol, picked_steps=[steps[k] for k in picked],
-            max_gamma=float(sel.grades.max(initial=0)), errors=test_errors(pot, tests),
-            seconds=round(time.perf_counter() - t0, 1))
+            max_gamma=float(sel.grades.max(initial=0)), **extra,
+            errors=test_errors(pot, tests), seconds=round(time.perf_counter() - t0, 1))
 
     # grade_student: the student's MD proposes, the teacher only labels: the sample stage's
     # rounds (distill.active.grade_rounds) without a teacher MD; grade_hybrid: the same rounds
@@ -351,6 +387,13 @@ def main(argv=None) -> int:
                    help="grade_pool/grade_hybrid: their own teacher run's time step (fs; the "
                         "uniform arm's run is at 1 fs): a larger step covers more of the ramp "
                         "per force call")
+    p.add_argument("--rss-candidates", type=int, default=0,
+                   help="grade_pool: N unrelaxed random cells (the RSS set's generator, other "
+                        "seeds; no teacher call until labelled) offered as candidates too")
+    p.add_argument("--rss-per-round", type=int, default=0,
+                   help="grade_pool with --rss-candidates: of each round's --per-round labels, "
+                        "this many are picked among the random cells (graded against the "
+                        "active set with the round's MD picks), the rest among the MD snapshots")
     p.add_argument("--stress-weight", type=float, default=0.0,
                    help="stress weight of every fit (the teacher's stress is labelled with its "
                         "energy and forces; the paper's weights 1 : 0.1 : 0.001)")
@@ -370,6 +413,10 @@ def main(argv=None) -> int:
                    help="only merge result files of this script (the same settings, other "
                         "seeds: runs made side by side) into one, rows and means over all")
     args = p.parse_args(argv)
+    if args.rss_candidates < 0 or not 0 <= args.rss_per_round <= args.per_round:
+        p.error("--rss-candidates must be >= 0 and --rss-per-round in [0, --per-round]")
+    if (args.rss_candidates > 0) != (args.rss_per_round > 0):
+        p.error("--rss-candidates and --rss-per-round go together (both > 0 or both 0)")
     if args.merge:
         return merge(args)
     FIT["stress_weight"] = args.stress_weight  # every arm's fits
@@ -385,8 +432,7 @@ def main(argv=None) -> int:
     d0_labels = teacher.labels
 
     # test sets (the demo's [rss] and [compression]), labelled by the teacher (not counted)
-    rss, _ = testsets.rss_set(teacher.calc, testsets.RSSSettings(
-        16, 1, 16, 20.0, 5.0, 2.0, 4, 5.0, args.rss_relax, 0.1), seed=7)
+    rss, _ = testsets.rss_set(teacher.calc, rss_settings(args.rss_relax), seed=7)
     comp_stages = sampling.sampling_stages(args.comp_nvt, args.comp_ramp, 500.0, 0.0, 20.0,
                                            tau_p_fs=100.0)
     snaps, _ = sampling.run_protocol(random_structure(64, 2.3, "Si", 2.0, 17), teacher.calc,
@@ -498,7 +544,12 @@ def render(res: dict) -> str:
            f"{st['pool_nvt']} + "
            f"{st['pool_ramp']} steps of {st.get('pool_dt', 1.0):g} fs (τ_P 100 fs), a candidate "
            f"every {st['pool_every']} steps, "
-           "and pay for its force calls") + f". Grade rounds: {st['per_round']} labels each "
+           "and pay for its force calls")
+        + ("" if not st.get("rss_candidates") else
+           f"; `grade_pool` is also offered {st['rss_candidates']} unrelaxed random cells (the "
+           f"RSS set's generator, other seeds; a teacher call only when labelled), "
+           f"{st['rss_per_round']} of each round's labels picked among them")
+        + f". Grade rounds: {st['per_round']} labels each "
         + (f"(MaxVol at threshold {st['threshold']}, then filled by γ)"
            if st.get("grade_pick", "gamma") == "gamma" else
            "(student rounds: the candidates in MD-step order cut into that many stretches, the "
