@@ -1,0 +1,107 @@
+"""benchmarks/bench_grade_selection.py (issue #16): its random-cell candidates, its verdict on
+teacher calls at equal test error, its argument checks, and (slow) a tiny run end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "bench_grade_selection.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_grade_selection", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_random_cells_are_seeded_and_keep_the_minimum_distance(bench):
+    from distill.testsets import min_distance
+
+    a, b, c = bench.random_cells(12, 3), bench.random_cells(12, 3), bench.random_cells(12, 4)
+    assert len(a) == 12 and [x.info["cell_index"] for x in a] == list(range(12))
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.positions, y.positions)
+    assert any(len(x) != len(y) or not np.allclose(x.positions, y.positions)
+               for x, y in zip(a, c, strict=True))
+    for x in a:
+        assert 1 <= len(x) <= 16 and x.pbc.all()
+        assert min_distance(x) >= 2.0 - 1e-9
+        assert 15.0 - 1e-6 <= x.get_volume() / len(x) <= 25.0 + 1e-6
+
+
+def _row(arm, seed, calls, labels, rss_e, comp_e, rnd=None, every=None):
+    errs = {"rss": {"energy_mae_meV_per_atom": rss_e, "force_mae_eV_per_A": 0.15},
+            "compression": {"energy_mae_meV_per_atom": comp_e, "force_mae_eV_per_A": 0.18}}
+    return {"arm": arm, "seed": seed, "round": rnd, "every_steps": every, "d1_labels": labels,
+            "teacher_calls": calls, "fit_iterations": 5, "errors": errs}
+
+
+def test_verdict_needs_every_error_and_half_the_calls(bench):
+    rows = []
+    for seed in (0, 1):
+        rows.append(_row("uniform", seed, 800, 40, 17.0, 5.0, every=20))
+        rows.append(_row("grade_pool", seed, 350, 50, 18.0, 4.0, rnd=1))  # RSS worse
+        rows.append(_row("grade_pool", seed, 390, 90, 16.9, 4.9, rnd=2))  # all better, ≤ ½
+        rows.append(_row("grade_pool", seed, 450, 120, 16.0, 4.0, rnd=3))  # better, > ½
+    v = bench.verdict(bench.summarize(rows))
+    assert v["uniform_reference"]["teacher_calls"] == 800
+    assert v["grade_pool"]["round"] == 2 and v["grade_pool"]["target_met"]
+    assert v["grade_pool"]["calls_ratio"] == pytest.approx(390 / 800)
+    # the same arm, but the first round reaching the error costs more than half the calls
+    late = [r for r in rows if r["round"] != 2]
+    assert not bench.verdict(bench.summarize(late))["grade_pool"]["target_met"]
+    # a row measured on fewer seeds than the reference does not count
+    few = [r for r in rows if not (r["arm"] == "grade_pool" and r["seed"] == 1)]
+    assert bench.verdict(bench.summarize(few))["grade_pool"] is None
+
+
+@pytest.mark.parametrize("argv", [
+    ["--rss-candidates", "10"],                                       # share missing
+    ["--rss-candidates", "10", "--rss-per-round", "7", "--per-round", "6"],  # share > round
+    ["--rss-candidates", "-1", "--rss-per-round", "0"],
+    ["--pool-dt", "0"],
+    ["--pool-dt", "nan"],
+])
+def test_bad_arguments_are_one_line_errors(bench, argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert ": error: " in err[-1] and "Traceback" not in "".join(err)
+
+
+@pytest.mark.slow
+def test_tiny_run_end_to_end(tmp_path):
+    """Every arm's rows, random cells among grade_pool's picks, and the teacher-call counts
+    (MD force calls + labels) in the result files of a tiny run."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--seeds", "0", "--arms", "grade_pool", "--d0", "6",
+         "--max-iter", "3", "--nvt-steps", "10", "--ramp-steps", "30", "--uniform-every", "10",
+         "--pool-nvt", "6", "--pool-ramp", "14", "--pool-dt", "2", "--pool-every", "2",
+         "--rounds", "2", "--per-round", "3", "--rss-candidates", "5", "--rss-per-round", "1",
+         "--rss-relax", "2", "--comp-nvt", "10", "--comp-ramp", "200", "--comp-every", "20",
+         "--tag", "tiny", "--out", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "bench_grade_selection_tiny.json").read_text())
+    rows = {(r["arm"], r["round"]): r for r in doc["rows"]}
+    assert rows[("uniform", None)]["teacher_calls"] == 40 + rows[("uniform", None)]["d1_labels"]
+    for r in (1, 2):
+        row = rows[("grade_pool", r)]
+        assert row["d1_labels"] == 3 * r and row["teacher_calls"] == 20 + 3 * r
+        assert len(row["picked_cells"]) == 1 and len(row["picked_steps"]) == 2
+    assert rows[("grade_pool", 1)]["picked_cells"] != rows[("grade_pool", 2)]["picked_cells"]
+    md = (tmp_path / "bench_grade_selection_tiny.md").read_text()
+    assert "5 unrelaxed random cells" in md and "grade_pool" in md
