@@ -137,23 +137,10 @@ def pool_stages(args):
                                     else args.ramp_steps, 500.0, 0.0, 20.0, tau_p_fs=100.0)
 
 
-def rss_settings(relax_steps: int = 0) -> testsets.RSSSettings:
+def rss_settings(relax_steps: int) -> testsets.RSSSettings:
     """The demo's ``[rss]`` random cells at this benchmark's scale: 1-16 atoms, 20 ± 5 Å³/atom,
     atoms ≥ 2 Å apart, groups of order ≤ 4, pressures drawn with scale 5 GPa."""
     return testsets.RSSSettings(16, 1, 16, 20.0, 5.0, 2.0, 4, 5.0, relax_steps, 0.1)
-
-
-def random_cells(n: int, seed: int) -> list:
-    """``n`` unrelaxed random cells of :func:`rss_settings` (seeded by ``seed``; the RSS test
-    set uses seed 7 and relaxes its cells with the teacher, these are never relaxed and cost no
-    teacher call until labelled); ``info["cell_index"]`` numbers them."""
-    rng, out = np.random.default_rng(seed), []
-    while len(out) < n:
-        made = testsets.random_symmetric_cell(rss_settings(), rng)
-        if made is not None:
-            made[0].info["cell_index"] = len(out)
-            out.append(made[0])
-    return out
 
 
 def positive_fs(text: str) -> float:
@@ -210,45 +197,16 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher,
             errors=err0, seconds=round(time.perf_counter() - t0, 1))
 
     # grade_pool: the teacher's MD proposes (the uniform arm's run, or a shorter run of its own
-    # when --pool-nvt/--pool-ramp are given: its force calls are what the arm pays for)
-    if "grade_pool" in args.arms and pool_stages(args) is not None:
-        pool, _ = sampling.run_protocol(random_structure(64, 2.3, "Si", 2.0, seed), teacher.calc,
-                                        pool_stages(args), args.pool_dt, seed, args.pool_every)
-        steps = [a.info["step"] for a in pool]
-    pot, labelled, left = pot0, [], list(range(len(pool)))
-    # --rss-candidates: random cells (no teacher call until labelled) offered beside the MD
-    # snapshots; --rss-per-round of each round's labels are picked among them
-    cells = random_cells(args.rss_candidates, 1000 + seed)
-    cells_left = list(range(len(cells)))
-    for r in range(1, args.rounds + 1 if "grade_pool" in args.arms else 1):
-        t0 = time.perf_counter()
-        n_md = args.per_round - (args.rss_per_round if cells else 0)
-        sel = sampling.grade_budget_select(pot, d0 + labelled, [pool[k] for k in left], SPECIES,
-                                           n_md, args.threshold)
-        picked = [left[k] for k in sel.chosen]
-        maxvol = len(sampling.grade_select(pot, d0 + labelled, [pool[k] for k in left],
-                                           SPECIES, args.threshold).chosen)
-        new = [pool[k] for k in picked]
-        cell_picks, extra = [], {}
-        if cells:  # graded against the active set with this round's MD picks in it
-            csel = sampling.grade_budget_select(pot, d0 + labelled + new,
-                                                [cells[k] for k in cells_left], SPECIES,
-                                                args.rss_per_round, args.threshold)
-            cell_picks = [cells_left[k] for k in csel.chosen]
-            cells_left = [k for k in cells_left if k not in cell_picks]
-            new += [cells[k] for k in cell_picks]
-            extra = {"picked_cells": cell_picks,
-                     "picked_cell_atoms": [len(cells[k]) for k in cell_picks],
-                     "max_gamma_cells": float(csel.grades.max(initial=0))}
-        labelled += teacher.label(new)
-        left = [k for k in left if k not in picked]
-        pot, its = fit(d0 + labelled, tmp / f"s{seed}_pool_{r}", args.level, args.max_iter,
-                       seed)
-        row(arm="grade_pool", round=r, d1_labels=len(labelled),
-            teacher_calls=pool_md_steps + len(labelled), fit_iterations=its,
-            above_threshold_maxvol=maxvol, picked_steps=[steps[k] for k in picked],
-            max_gamma=float(sel.grades.max(initial=0)), **extra,
-            errors=test_errors(pot, tests), seconds=round(time.perf_counter() - t0, 1))
+    # when --pool-nvt/--pool-ramp are given: its force calls are what the arm pays for); its
+    # --rounds are the sample stage's rounds over the teacher's snapshots
+    # (distill.active.grade_rounds with grade_pool_rounds, no student MD)
+    if "grade_pool" in args.arms:
+        if pool_stages(args) is not None:
+            pool, _ = sampling.run_protocol(random_structure(64, 2.3, "Si", 2.0, seed),
+                                            teacher.calc, pool_stages(args), args.pool_dt, seed,
+                                            args.pool_every)
+        student_rounds(args, "grade_pool", pool, pool_md_steps, seed, d0, tests, stages, tmp,
+                       teacher, pot0, row)
 
     # grade_student: the student's MD proposes, the teacher only labels: the sample stage's
     # rounds (distill.active.grade_rounds) without a teacher MD; grade_hybrid: the same rounds
@@ -285,7 +243,8 @@ def student_rounds(args, arm: str, candidates, md_calls: int, seed: int, d0, tes
                        args.max_iter, seed)
         extra = ({"student_md": {k: r[k] for k in ("steps", "stop", "found", "max_gamma",
                                                     "volume_A3_per_atom")}}
-                 if r["source"] == "student_md" else {"candidates": r["candidates"]})
+                 if r["source"] == "student_md" else
+                 {k: r[k] for k in ("candidates", "picked_steps", "max_gamma")})
         row(arm=arm, round=len(done) if candidates is not None else r["round"],
             d1_labels=len(labelled), teacher_calls=md_calls + len(labelled),
             fit_iterations=its, **extra, errors=test_errors(pot, tests),
@@ -298,6 +257,9 @@ def student_rounds(args, arm: str, candidates, md_calls: int, seed: int, d0, tes
 
     sample = {**student_sample(args),
               "grade_iterations": args.rounds - (candidates is not None)}
+    if arm == "grade_pool":  # every round over the teacher's snapshots, no student MD
+        sample.update(grade_pool_rounds=args.rounds, grade_iterations=0,
+                      grade_proposer="teacher")
     t0 = time.perf_counter()
     d1, _ = active.grade_rounds(d0, candidates, stages, SPECIES, sample, seed, fit_round, label,
                                 on_round=done.append)
@@ -387,13 +349,6 @@ def main(argv=None) -> int:
                    help="grade_pool/grade_hybrid: their own teacher run's time step (fs; the "
                         "uniform arm's run is at 1 fs): a larger step covers more of the ramp "
                         "per force call")
-    p.add_argument("--rss-candidates", type=int, default=0,
-                   help="grade_pool: N unrelaxed random cells (the RSS set's generator, other "
-                        "seeds; no teacher call until labelled) offered as candidates too")
-    p.add_argument("--rss-per-round", type=int, default=0,
-                   help="grade_pool with --rss-candidates: of each round's --per-round labels, "
-                        "this many are picked among the random cells (graded against the "
-                        "active set with the round's MD picks), the rest among the MD snapshots")
     p.add_argument("--stress-weight", type=float, default=0.0,
                    help="stress weight of every fit (the teacher's stress is labelled with its "
                         "energy and forces; the paper's weights 1 : 0.1 : 0.001)")
@@ -413,10 +368,6 @@ def main(argv=None) -> int:
                    help="only merge result files of this script (the same settings, other "
                         "seeds: runs made side by side) into one, rows and means over all")
     args = p.parse_args(argv)
-    if args.rss_candidates < 0 or not 0 <= args.rss_per_round <= args.per_round:
-        p.error("--rss-candidates must be >= 0 and --rss-per-round in [0, --per-round]")
-    if (args.rss_candidates > 0) != (args.rss_per_round > 0):
-        p.error("--rss-candidates and --rss-per-round go together (both > 0 or both 0)")
     if args.merge:
         return merge(args)
     FIT["stress_weight"] = args.stress_weight  # every arm's fits
@@ -548,7 +499,8 @@ def render(res: dict) -> str:
         + ("" if not st.get("rss_candidates") else
            f"; `grade_pool` is also offered {st['rss_candidates']} unrelaxed random cells (the "
            f"RSS set's generator, other seeds; a teacher call only when labelled), "
-           f"{st['rss_per_round']} of each round's labels picked among them")
+           f"{st['rss_per_round']} of each round's labels picked among them (`--rss-candidates`,"
+           f" an option of this script at commit 819a9d8, since removed)")
         + f". Grade rounds: {st['per_round']} labels each "
         + (f"(MaxVol at threshold {st['threshold']}, then filled by γ)"
            if st.get("grade_pick", "gamma") == "gamma" else

@@ -5,8 +5,9 @@ sample stage (`distill.stages.data.grade_driven_d1`) and `benchmarks/bench_grade
 run the same code: the caller supplies how a student is fitted and how the teacher labels
 (``fit``, ``label``), everything else follows the ``[sample]`` table ``s`` (a dict with its keys:
 ``n_atoms``, ``density_g_cm3``, ``min_distance_A``, ``timestep_fs``, ``temperature_K``,
-``grade_every``, ``grade_threshold``, ``grade_limit``, ``grade_budget``, ``grade_iterations``,
-``grade_runs``, ``grade_skip_steps``, ``grade_pick``, ``grade_md``, ``gamma_break``).
+``grade_every``, ``grade_threshold``, ``grade_limit``, ``grade_budget``, ``grade_pool_rounds``,
+``grade_iterations``, ``grade_runs``, ``grade_skip_steps``, ``grade_pick``, ``grade_md``,
+``gamma_break``).
 
 Units: Å, fs, K, GPa.
 """
@@ -123,10 +124,15 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
     """D1 by grades → (D1 frames, one summary per round).
 
     Round 0 (``candidates`` given: the teacher's MD snapshots): a student fitted on ``d0``
-    picks among them. Then ``grade_iterations`` rounds: the teacher labels what is picked so
+    picks among them. With ``grade_pool_rounds`` = p > 1, p − 1 more rounds over the same
+    snapshots follow: the teacher labels the last picks, the student is refitted on ``d0`` +
+    every label so far and picks again among the snapshots not yet picked. Then
+    ``grade_iterations`` rounds: the teacher labels what is picked so
     far, a student is refitted on ``d0`` + those labels (not before the first round when
     nothing is picked yet), runs the protocol ``grade_runs`` times itself (seeds ``seed`` +
-    500·round + run) and picks among the configurations of its runs (:func:`pick`).
+    500·i + run for its i-th student round) and picks among the configurations of its runs
+    (:func:`pick`). Rounds are numbered in order: 0 … p − 1 over the teacher's snapshots, then
+    p, p + 1, … for the student's MD (1, 2, … with no candidates).
 
     ``fit(train, name)``: a student's ``.mtp`` fitted on ``train`` (frames with REF_*
     labels). ``label(frames)``: teacher-labels ``frames`` (the new picks) and returns every
@@ -138,19 +144,33 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
     keep = keep or (lambda frames, _r: frames)
     pot, train = fit(d0, "round_0"), list(d0)
     d1, new, rounds = [], [], []
+    first = 1  # the number of the first student-MD round
     if candidates is not None:
-        sel = pick(pot, train, candidates, species, s)
-        new = keep([candidates[k] for k in sel.chosen], 0)
-        log(f"grade round 0: {len(new)} of {len(candidates)} teacher snapshots selected "
-            f"(max γ {float(sel.grades.max(initial=0)):.3g})")
-        rounds.append({"round": 0, "source": "teacher_md", "candidates": len(candidates),
-                       "selected": len(new), "max_gamma": float(sel.grades.max(initial=0))})
-        on_round(rounds[-1])
-        d1 += new
+        left = list(range(len(candidates)))  # snapshots not picked yet
+        for r in range(s.get("grade_pool_rounds", 1)):
+            if r:  # the last picks labelled, the student refitted, then a new pick
+                if not new or not left:
+                    break
+                train = list(d0) + label(new)
+                pot = fit(train, f"round_{r}")
+            sel = pick(pot, train, [candidates[k] for k in left], species, s)
+            chosen = [left[k] for k in sel.chosen]
+            new = keep([candidates[k] for k in chosen], r)
+            log(f"grade round {r}: {len(new)} of {len(left)} teacher snapshots selected "
+                f"(max γ {float(sel.grades.max(initial=0)):.3g})")
+            rounds.append({"round": r, "source": "teacher_md", "candidates": len(left),
+                           "selected": len(new), "max_gamma": float(sel.grades.max(initial=0)),
+                           "picked_steps": [candidates[k].info.get("step") for k in chosen]})
+            on_round(rounds[-1])
+            d1 += new
+            picked = set(chosen)
+            left = [k for k in left if k not in picked]
+            first = r + 1
     for it in range(1, s["grade_iterations"] + 1):
+        number = first + it - 1
         if new:
             train = list(d0) + label(new)
-            pot = fit(train, f"round_{it}")
+            pot = fit(train, f"round_{number}")
         grader = sampling.grade_select(pot, train, [], species).grader
         found, runs = [], []
         run_md = student_protocol_md if s.get("grade_md", "mtpjax") == "protocol" \
@@ -160,13 +180,13 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
             found += f
             runs.append(md)
         sel = pick(pot, train, found, species, s)
-        new = keep([found[k] for k in sel.chosen], it)
+        new = keep([found[k] for k in sel.chosen], number)
         md = {"steps": sum(m["steps"] for m in runs), "stop": [m["stop"] for m in runs],
               "found": len(found), "max_gamma": max(m["max_gamma"] for m in runs),
               "volume_A3_per_atom": [m["volume_A3_per_atom"] for m in runs]}
-        log(f"grade round {it}: student MD {md['steps']} steps ({', '.join(md['stop'])}), "
+        log(f"grade round {number}: student MD {md['steps']} steps ({', '.join(md['stop'])}), "
             f"{md['found']} candidates, {len(new)} selected")
-        rounds.append({"round": it, "source": "student_md", **md, "selected": len(new),
+        rounds.append({"round": number, "source": "student_md", **md, "selected": len(new),
                        "train": len(train)})
         on_round(rounds[-1])
         d1 += new

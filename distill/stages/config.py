@@ -80,6 +80,9 @@ SCHEMA: dict[str, dict] = {
         # the run, gamma_break) or "protocol" (the teacher's Langevin/Berendsen protocol run
         # with the student's ASE calculator)
         "grade_md": "mtpjax",
+        # rounds over the teacher MD's snapshots (grade_proposer = "teacher"): after the first
+        # pick, each labels the picks, refits the student and picks again among the rest
+        "grade_pool_rounds": 1,
         "grade_iterations": 0,      # rounds of refit → student MD → grade → teacher labels
         "grade_every": 10,          # student MD: steps between grades
         "grade_runs": 1,            # student MD runs per round (other seeds)
@@ -178,6 +181,7 @@ RANGES: dict[tuple[str, str], dict] = {
     ("sample", "grade_threshold"): dict(low=1.0000001, high=1e6),
     ("sample", "grade_iterations"): dict(integer=True, nonneg=True, high=100),
     ("sample", "grade_every"): _COUNT, ("sample", "grade_runs"): _COUNT,
+    ("sample", "grade_pool_rounds"): dict(integer=True, low=1, high=100),
     ("sample", "gamma_break"): dict(low=1.0000001),
     ("labels", "workers"): _STEPS, ("labels", "chunk_size"): _COUNT,
     ("fit", "min_dist_A"): dict(nonneg=True, high=20.0, unit="Å"),
@@ -415,6 +419,9 @@ def _check_relations(cfg: dict, fail, species: list[str]) -> None:
             and s["grade_iterations"] < 1:
         fail("sample.grade_iterations", "grade_proposer = 'student' needs at least 1 round, "
              "got 0")
+    if s["grade_proposer"] == "student" and s["grade_pool_rounds"] != 1:
+        fail("sample.grade_pool_rounds", "rounds over the teacher's snapshots need "
+             f"grade_proposer = 'teacher' (there is no teacher MD), got {s['grade_pool_rounds']}")
     if s["grade_level"] % 2:
         fail("sample.grade_level", f"levels are even, got {s['grade_level']}")
     if s["gamma_break"] < s["grade_threshold"]:

@@ -131,10 +131,13 @@ def _d1_run_text(s: dict, stages) -> str:
 
 
 def d1_run_key(ctx, r: int) -> str:
-    """Key of D1 run r: the ``[sample]`` table (not ``workers``), seed, species, teacher."""
+    """Key of D1 run r: the ``[sample]`` table's protocol (not ``workers`` nor the selection
+    settings ``selection``, ``grade_*``, ``gamma_break``, which do not change the run), seed,
+    species, teacher."""
     from distill.stages.cache import stage_key
 
-    s = {k: v for k, v in ctx.cfg["sample"].items() if k != "workers"}
+    s = {k: v for k, v in ctx.cfg["sample"].items()
+         if k not in ("workers", "selection", "gamma_break") and not k.startswith("grade_")}
     return stage_key(sample=s, seed=ctx.cfg["run"]["seed"], species=ctx.species,
                      teacher=teacher_id(ctx.run_dir), run=r)
 

@@ -1,5 +1,5 @@
-"""benchmarks/bench_grade_selection.py (issue #16): its random-cell candidates, its verdict on
-teacher calls at equal test error, its argument checks, and (slow) a tiny run end to end."""
+"""benchmarks/bench_grade_selection.py (issue #16): its verdict on teacher calls at equal test
+error, its argument checks, and (slow) a tiny run end to end."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,21 +22,6 @@ def bench():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def test_random_cells_are_seeded_and_keep_the_minimum_distance(bench):
-    from distill.testsets import min_distance
-
-    a, b, c = bench.random_cells(12, 3), bench.random_cells(12, 3), bench.random_cells(12, 4)
-    assert len(a) == 12 and [x.info["cell_index"] for x in a] == list(range(12))
-    for x, y in zip(a, b, strict=True):
-        np.testing.assert_array_equal(x.positions, y.positions)
-    assert any(len(x) != len(y) or not np.allclose(x.positions, y.positions)
-               for x, y in zip(a, c, strict=True))
-    for x in a:
-        assert 1 <= len(x) <= 16 and x.pbc.all()
-        assert min_distance(x) >= 2.0 - 1e-9
-        assert 15.0 - 1e-6 <= x.get_volume() / len(x) <= 25.0 + 1e-6
 
 
 def _row(arm, seed, calls, labels, rss_e, comp_e, rnd=None, every=None):
@@ -67,9 +51,7 @@ def test_verdict_needs_every_error_and_half_the_calls(bench):
 
 
 @pytest.mark.parametrize("argv", [
-    ["--rss-candidates", "10"],                                       # share missing
-    ["--rss-candidates", "10", "--rss-per-round", "7", "--per-round", "6"],  # share > round
-    ["--rss-candidates", "-1", "--rss-per-round", "0"],
+    ["--grade-pick", "random"],
     ["--pool-dt", "0"],
     ["--pool-dt", "nan"],
 ])
@@ -83,25 +65,28 @@ def test_bad_arguments_are_one_line_errors(bench, argv, capsys):
 
 @pytest.mark.slow
 def test_tiny_run_end_to_end(tmp_path):
-    """Every arm's rows, random cells among grade_pool's picks, and the teacher-call counts
-    (MD force calls + labels) in the result files of a tiny run."""
+    """The uniform and grade_pool rows of a tiny run: grade_pool's rounds (the sample stage's
+    rounds over a teacher run of its own) pick distinct snapshots, and the teacher calls are
+    the MD's force calls + the labels."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--seeds", "0", "--arms", "grade_pool", "--d0", "6",
          "--max-iter", "3", "--nvt-steps", "10", "--ramp-steps", "30", "--uniform-every", "10",
          "--pool-nvt", "6", "--pool-ramp", "14", "--pool-dt", "2", "--pool-every", "2",
-         "--rounds", "2", "--per-round", "3", "--rss-candidates", "5", "--rss-per-round", "1",
-         "--rss-relax", "2", "--comp-nvt", "10", "--comp-ramp", "200", "--comp-every", "20",
+         "--rounds", "2", "--per-round", "3", "--rss-relax", "2", "--comp-nvt", "10",
+         "--comp-ramp", "200", "--comp-every", "20",
          "--tag", "tiny", "--out", str(tmp_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads((tmp_path / "bench_grade_selection_tiny.json").read_text())
     rows = {(r["arm"], r["round"]): r for r in doc["rows"]}
     assert rows[("uniform", None)]["teacher_calls"] == 40 + rows[("uniform", None)]["d1_labels"]
+    assert rows[("grade_pool", 0)]["d1_labels"] == 0
     for r in (1, 2):
         row = rows[("grade_pool", r)]
         assert row["d1_labels"] == 3 * r and row["teacher_calls"] == 20 + 3 * r
-        assert len(row["picked_cells"]) == 1 and len(row["picked_steps"]) == 2
-    assert rows[("grade_pool", 1)]["picked_cells"] != rows[("grade_pool", 2)]["picked_cells"]
+        assert len(row["picked_steps"]) == 3 and row["candidates"] == 10 - 3 * (r - 1)
+    assert not set(rows[("grade_pool", 1)]["picked_steps"]) & set(
+        rows[("grade_pool", 2)]["picked_steps"])
     md = (tmp_path / "bench_grade_selection_tiny.md").read_text()
-    assert "5 unrelaxed random cells" in md and "grade_pool" in md
+    assert "| grade_pool | 2 | 1 | 6 | 26 |" in md

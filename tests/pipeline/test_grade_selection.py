@@ -229,6 +229,68 @@ def test_grade_rounds_student_proposer():
     np.testing.assert_allclose(labelled[0].positions, d1[0].positions)
 
 
+def test_grade_rounds_over_the_teacher_snapshots():
+    """``grade_pool_rounds`` = 3: the D0 student picks among the teacher's snapshots, then twice
+    the picks are labelled, the student refitted on D0 + every label and a new pick made among
+    the snapshots not picked yet (never one twice); a student-MD round follows, numbered 3.
+    Round 0 equals the single pick of ``grade_pool_rounds`` = 1."""
+    from ase import Atoms
+
+    from distill.active import grade_rounds
+    from distill.sampling import grade_budget_select, sampling_stages
+    from distill.stages.config import SCHEMA
+    from mtpjax.io.cfg import read_cfg
+    from tests.conftest import DATA
+
+    ref = DATA / "grade" / "si_L08"
+
+    def frames(path):
+        return [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
+                for c in read_cfg(path)]
+
+    d0, pool = frames(ref / "train.cfg"), frames(ref / "in.cfg")
+    for k, a in enumerate(pool):
+        a.info["step"] = 10 * k
+
+    def run(pool_rounds, iterations):
+        fits, labelled = [], []
+
+        def fit(train, name):
+            fits.append((name, len(train)))
+            return ref / "pot.mtp"
+
+        def label(new):  # labels stand in (the stand-in fit does not read them)
+            for a in new:
+                b = a.copy()
+                b.info["REF_energy"] = 0.0
+                b.arrays["REF_forces"] = np.zeros((len(b), 3))
+                labelled.append(b)
+            return list(labelled)
+
+        s = {**SCHEMA["sample"], "n_atoms": 8, "grade_every": 5, "grade_budget": 4,
+             "grade_pool_rounds": pool_rounds, "grade_iterations": iterations,
+             "gamma_break": 0.0}
+        d1, rounds = grade_rounds(d0, pool, sampling_stages(10, 0), ["Si"], s, 3, fit, label)
+        return d1, rounds, fits, labelled
+
+    d1, rounds, fits, labelled = run(3, 1)
+    assert [r["round"] for r in rounds] == [0, 1, 2, 3]
+    assert [r["source"] for r in rounds] == ["teacher_md"] * 3 + ["student_md"]
+    assert [r["candidates"] for r in rounds[:3]] == [34, 30, 26]
+    assert all(r["selected"] == 4 for r in rounds[:3])
+    assert rounds[3]["found"] == 2 and rounds[3]["selected"] == 2  # 10 steps, γ every 5
+    steps = [x for r in rounds[:3] for x in r["picked_steps"]]
+    assert len(set(steps)) == 12  # no snapshot picked twice
+    assert fits == [("round_0", len(d0)), ("round_1", len(d0) + 4), ("round_2", len(d0) + 8),
+                    ("round_3", len(d0) + 12)]
+    assert len(d1) == 14 and len(labelled) == 12  # the student round's picks: unlabelled
+    # round 0 is the single pick over the snapshots
+    once = grade_budget_select(ref / "pot.mtp", d0, pool, ["Si"], 4)
+    assert rounds[0]["picked_steps"] == [10 * k for k in once.chosen]
+    d1_one, rounds_one, _, _ = run(1, 0)
+    assert len(rounds_one) == 1 and rounds_one[0]["picked_steps"] == rounds[0]["picked_steps"]
+
+
 def test_student_md_skips_thermalisation():
     """``grade_skip_steps``: the student MD's configurations of its first N steps are not
     proposed; the later ones are, as without it."""
@@ -290,6 +352,9 @@ def test_student_protocol_md_runs_the_teachers_protocol():
     ('grade_pick = "random"', "sample.grade_pick"),
     ('grade_pick = "strata"', "sample.grade_budget"),
     ('grade_md = "lammps"', "sample.grade_md"),
+    ("grade_pool_rounds = 0", "sample.grade_pool_rounds"),
+    ('grade_proposer = "student"\ngrade_iterations = 1\ngrade_pool_rounds = 2',
+     "sample.grade_pool_rounds"),
 ])
 def test_grade_config_errors(tmp_path, line, key):
     from distill.stages.config import PipelineConfigError, load
@@ -335,3 +400,25 @@ def test_grade_student_proposer_sampling(tmp_path):
     assert lab["d1"]["labelled"] == 3 and len(ase.io.read(run_dir / "sample" / "d1.xyz",
                                                          index=":")) == 6
     assert "no teacher MD" in teacher_calls_lines(smp, lab)[0]
+
+
+@pytest.mark.slow
+def test_grade_pool_rounds_sampling(tmp_path):
+    """``grade_pool_rounds = 2``: two labelled rounds over the teacher's snapshots (no snapshot
+    picked twice), then the student's MD round; each D1 configuration labelled once."""
+    run_dir = tmp_path / "run"
+    pipeline.run(_config(tmp_path, "grade_budget = 3\ngrade_pool_rounds = 2\n"), run_dir,
+                 progress=False)
+    smp = read_stamp(run_dir / "sample")["summary"]
+    g = smp["grading"]
+    r0, r1, r2 = g["rounds"]
+    assert (r0["source"], r1["source"], r2["source"]) == ("teacher_md", "teacher_md",
+                                                          "student_md")
+    assert r0["candidates"] == 12 and r1["candidates"] == 9
+    assert r0["selected"] == r1["selected"] == 3
+    assert not set(r0["picked_steps"]) & set(r1["picked_steps"])
+    assert g["teacher_labels_in_sample"] == 6  # rounds 0 and 1, before the refits
+    lab = read_stamp(run_dir / "labels")["summary"]
+    d1 = ase.io.read(run_dir / "sample" / "d1.xyz", index=":")
+    assert len(d1) == 6 + r2["selected"] == lab["d1"]["labelled"] + 6
+    assert (run_dir / "sample" / "grade" / "round_1" / "pot.mtp").is_file()
