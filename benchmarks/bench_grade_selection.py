@@ -69,7 +69,7 @@ FIT = {"min_dist_A": 1.5, "max_dist_A": 5.0, "radial_basis_size": 8, "energy_wei
        # VarPro's own convergence stops the fit (no validation split)
        "valid_fraction": 0.0, "valid_seed": 0, "patience": 0, "valid_rtol": 0.0}
 METRICS = ("energy_mae_meV_per_atom", "force_mae_eV_per_A")
-GRADE_ARMS = ("grade_pool", "grade_student", "grade_hybrid")
+GRADE_ARMS = ("grade_pool", "grade_pool_rss", "grade_student", "grade_hybrid")
 
 
 class Teacher:
@@ -189,24 +189,26 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher,
     t0 = time.perf_counter()
     pot0, its = fit(d0, tmp / f"s{seed}_grade_0", args.level, args.max_iter, seed)
     err0 = test_errors(pot0, tests)
-    for arm in ("grade_pool", "grade_student"):
+    for arm in ("grade_pool", "grade_pool_rss", "grade_student"):
         if arm not in args.arms:
             continue
         row(arm=arm, round=0, d1_labels=0,
-            teacher_calls=pool_md_steps if arm == "grade_pool" else 0, fit_iterations=its,
+            teacher_calls=0 if arm == "grade_student" else pool_md_steps, fit_iterations=its,
             errors=err0, seconds=round(time.perf_counter() - t0, 1))
 
     # grade_pool: the teacher's MD proposes (the uniform arm's run, or a shorter run of its own
     # when --pool-nvt/--pool-ramp are given: its force calls are what the arm pays for); its
     # --rounds are the sample stage's rounds over the teacher's snapshots
     # (distill.active.grade_rounds with grade_pool_rounds, no student MD)
+    if {"grade_pool", "grade_pool_rss"} & set(args.arms) and pool_stages(args) is not None:
+        pool, _ = sampling.run_protocol(random_structure(64, 2.3, "Si", 2.0, seed), teacher.calc,
+                                        pool_stages(args), args.pool_dt, seed, args.pool_every)
     if "grade_pool" in args.arms:
-        if pool_stages(args) is not None:
-            pool, _ = sampling.run_protocol(random_structure(64, 2.3, "Si", 2.0, seed),
-                                            teacher.calc, pool_stages(args), args.pool_dt, seed,
-                                            args.pool_every)
         student_rounds(args, "grade_pool", pool, pool_md_steps, seed, d0, tests, stages, tmp,
                        teacher, pot0, row)
+
+    if "grade_pool_rss" in args.arms:
+        pool_rss_rounds(args, pool, pool_md_steps, seed, d0, tests, tmp, teacher, pot0, row)
 
     # grade_student: the student's MD proposes, the teacher only labels: the sample stage's
     # rounds (distill.active.grade_rounds) without a teacher MD; grade_hybrid: the same rounds
@@ -224,6 +226,51 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher,
             fit_iterations=its, errors=err0, seconds=0.0)
         student_rounds(args, "grade_hybrid", pool, sum(s.steps for s in hybrid), seed, d0,
                        tests, stages, tmp, teacher, pot0, row)
+
+
+def pool_rss_rounds(args, pool, md_calls: int, seed: int, d0, tests, tmp: Path,
+                    teacher: Teacher, pot0: Path, row) -> None:
+    """The ``grade_pool_rss`` arm (an experiment, not a pipeline mode): ``grade_pool``'s rounds
+    over the teacher's snapshots, plus ``--rss-candidates`` random cells of the RSS set's
+    generator (other seeds) relaxed by the D0 student as the RSS set is by the teacher (no
+    teacher call until labelled). Each round ``--per-round`` − ``--rss-per-round`` snapshots
+    are picked (`grade_budget_select`), then ``--rss-per-round`` cells graded against the active
+    set with those picks in it; the teacher labels both, the student is refitted. A row per
+    round; teacher calls: ``md_calls`` + the labels."""
+    from dataclasses import replace
+
+    from mtpjax.calculator import MTPCalculator
+
+    t0 = time.perf_counter()
+    cells, made = testsets.rss_set(MTPCalculator(pot0, species=SPECIES),
+                                   replace(rss_settings(args.rss_relax),
+                                           n_structures=args.rss_candidates), seed=1000 + seed)
+    relax_s = round(time.perf_counter() - t0, 1)
+    pot, labelled = pot0, []
+    left, cells_left = list(range(len(pool))), list(range(len(cells)))
+    for r in range(1, args.rounds + 1):
+        t0 = time.perf_counter()
+        sel = sampling.grade_budget_select(pot, d0 + labelled, [pool[k] for k in left], SPECIES,
+                                           args.per_round - args.rss_per_round, args.threshold)
+        picked = [left[k] for k in sel.chosen]
+        new = [pool[k] for k in picked]
+        csel = sampling.grade_budget_select(pot, d0 + labelled + new,
+                                            [cells[k] for k in cells_left], SPECIES,
+                                            args.rss_per_round, args.threshold)
+        cell_picks = [cells_left[k] for k in csel.chosen]
+        labelled += teacher.label(new + [cells[k] for k in cell_picks])
+        left = [k for k in left if k not in set(picked)]
+        cells_left = [k for k in cells_left if k not in set(cell_picks)]
+        pot, its = fit(d0 + labelled, tmp / f"s{seed}_pool_rss_{r}", args.level, args.max_iter,
+                       seed)
+        row(arm="grade_pool_rss", round=r, d1_labels=len(labelled),
+            teacher_calls=md_calls + len(labelled), fit_iterations=its,
+            picked_steps=[pool[k].info["step"] for k in picked],
+            picked_cell_atoms=[len(cells[k]) for k in cell_picks],
+            max_gamma=float(sel.grades.max(initial=0)),
+            max_gamma_cells=float(csel.grades.max(initial=0)),
+            relaxed_cells=made, relax_seconds=relax_s, errors=test_errors(pot, tests),
+            seconds=round(time.perf_counter() - t0, 1))
 
 
 def student_rounds(args, arm: str, candidates, md_calls: int, seed: int, d0, tests, stages,
@@ -349,6 +396,12 @@ def main(argv=None) -> int:
                    help="grade_pool/grade_hybrid: their own teacher run's time step (fs; the "
                         "uniform arm's run is at 1 fs): a larger step covers more of the ramp "
                         "per force call")
+    p.add_argument("--rss-candidates", type=int, default=0,
+                   help="grade_pool_rss: N random cells (the RSS set's generator, other seeds) "
+                        "relaxed by the D0 student (--rss-relax steps), offered as candidates")
+    p.add_argument("--rss-per-round", type=int, default=0,
+                   help="grade_pool_rss: of each round's --per-round labels, this many are "
+                        "picked among the relaxed random cells, the rest among the snapshots")
     p.add_argument("--stress-weight", type=float, default=0.0,
                    help="stress weight of every fit (the teacher's stress is labelled with its "
                         "energy and forces; the paper's weights 1 : 0.1 : 0.001)")
@@ -368,6 +421,12 @@ def main(argv=None) -> int:
                    help="only merge result files of this script (the same settings, other "
                         "seeds: runs made side by side) into one, rows and means over all")
     args = p.parse_args(argv)
+    if "grade_pool_rss" in args.arms and not (
+            args.rss_candidates > 0 and 0 < args.rss_per_round < args.per_round):
+        p.error("grade_pool_rss needs --rss-candidates > 0 and 0 < --rss-per-round < "
+                "--per-round")
+    if args.rss_candidates < 0 or args.rss_per_round < 0:
+        p.error("--rss-candidates and --rss-per-round must be >= 0")
     if args.merge:
         return merge(args)
     FIT["stress_weight"] = args.stress_weight  # every arm's fits
@@ -497,10 +556,13 @@ def render(res: dict) -> str:
            f"every {st['pool_every']} steps, "
            "and pay for its force calls")
         + ("" if not st.get("rss_candidates") else
-           f"; `grade_pool` is also offered {st['rss_candidates']} unrelaxed random cells (the "
-           f"RSS set's generator, other seeds; a teacher call only when labelled), "
-           f"{st['rss_per_round']} of each round's labels picked among them (`--rss-candidates`,"
-           f" an option of this script at commit 819a9d8, since removed)")
+           (f"; `grade_pool_rss` is also offered {st['rss_candidates']} random cells (the RSS "
+            f"set's generator, other seeds) relaxed by the D0 student ({st['rss_relax']} steps, "
+            "as the RSS set by the teacher)" if "grade_pool_rss" in st["arms"] else
+            f"; `grade_pool` is also offered {st['rss_candidates']} unrelaxed random cells (the "
+            "RSS set's generator, other seeds; the script at commit 819a9d8)")
+           + f", a teacher call only when labelled, {st['rss_per_round']} of each round's "
+           "labels picked among them")
         + f". Grade rounds: {st['per_round']} labels each "
         + (f"(MaxVol at threshold {st['threshold']}, then filled by γ)"
            if st.get("grade_pick", "gamma") == "gamma" else
