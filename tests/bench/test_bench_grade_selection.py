@@ -52,6 +52,8 @@ def test_verdict_needs_every_error_and_half_the_calls(bench):
 
 @pytest.mark.parametrize("argv", [
     ["--grade-pick", "random"],
+    ["--arms", "grade_pool_rss"],                                   # no random cells
+    ["--arms", "grade_pool_rss", "--rss-candidates", "9", "--rss-per-round", "6"],  # ≥ round
     ["--pool-dt", "0"],
     ["--pool-dt", "nan"],
 ])
@@ -65,12 +67,14 @@ def test_bad_arguments_are_one_line_errors(bench, argv, capsys):
 
 @pytest.mark.slow
 def test_tiny_run_end_to_end(tmp_path):
-    """The uniform and grade_pool rows of a tiny run: grade_pool's rounds (the sample stage's
-    rounds over a teacher run of its own) pick distinct snapshots, and the teacher calls are
+    """The uniform, grade_pool and grade_pool_rss rows of a tiny run: grade_pool's rounds (the
+    sample stage's rounds over a teacher run of its own) pick distinct snapshots,
+    grade_pool_rss adds its share of student-relaxed random cells, and the teacher calls are
     the MD's force calls + the labels."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--seeds", "0", "--arms", "grade_pool", "--d0", "6",
+        [sys.executable, str(SCRIPT), "--seeds", "0", "--arms", "grade_pool", "grade_pool_rss",
+         "--rss-candidates", "5", "--rss-per-round", "1", "--d0", "6",
          "--max-iter", "3", "--nvt-steps", "10", "--ramp-steps", "30", "--uniform-every", "10",
          "--pool-nvt", "6", "--pool-ramp", "14", "--pool-dt", "2", "--pool-every", "2",
          "--rounds", "2", "--per-round", "3", "--rss-relax", "2", "--comp-nvt", "10",
@@ -88,5 +92,10 @@ def test_tiny_run_end_to_end(tmp_path):
         assert len(row["picked_steps"]) == 3 and row["candidates"] == 10 - 3 * (r - 1)
     assert not set(rows[("grade_pool", 1)]["picked_steps"]) & set(
         rows[("grade_pool", 2)]["picked_steps"])
+    for r in (1, 2):  # the experiment arm: 2 snapshots + 1 student-relaxed random cell a round
+        row = rows[("grade_pool_rss", r)]
+        assert row["d1_labels"] == 3 * r and row["teacher_calls"] == 20 + 3 * r
+        assert len(row["picked_steps"]) == 2 and len(row["picked_cell_atoms"]) == 1
+        assert row["relaxed_cells"]["n"] + row["relaxed_cells"]["failed"] == 5
     md = (tmp_path / "bench_grade_selection_tiny.md").read_text()
     assert "| grade_pool | 2 | 1 | 6 | 26 |" in md

@@ -232,8 +232,9 @@ def test_grade_rounds_student_proposer():
 def test_grade_rounds_over_the_teacher_snapshots():
     """``grade_pool_rounds`` = 3: the D0 student picks among the teacher's snapshots, then twice
     the picks are labelled, the student refitted on D0 + every label and a new pick made among
-    the snapshots not picked yet (never one twice); a student-MD round follows, numbered 3.
-    Round 0 equals the single pick of ``grade_pool_rounds`` = 1."""
+    the snapshots not picked yet (never one twice); the last picks come back unlabelled.
+    Round 0 equals the single pick of ``grade_pool_rounds`` = 1. (A student-MD round after
+    them: ``test_grade_pool_rounds_sampling``.)"""
     from ase import Atoms
 
     from distill.active import grade_rounds
@@ -273,17 +274,16 @@ def test_grade_rounds_over_the_teacher_snapshots():
         d1, rounds = grade_rounds(d0, pool, sampling_stages(10, 0), ["Si"], s, 3, fit, label)
         return d1, rounds, fits, labelled
 
-    d1, rounds, fits, labelled = run(3, 1)
-    assert [r["round"] for r in rounds] == [0, 1, 2, 3]
-    assert [r["source"] for r in rounds] == ["teacher_md"] * 3 + ["student_md"]
-    assert [r["candidates"] for r in rounds[:3]] == [34, 30, 26]
-    assert all(r["selected"] == 4 for r in rounds[:3])
-    assert rounds[3]["found"] == 2 and rounds[3]["selected"] == 2  # 10 steps, γ every 5
-    steps = [x for r in rounds[:3] for x in r["picked_steps"]]
+    d1, rounds, fits, labelled = run(3, 0)
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert all(r["source"] == "teacher_md" for r in rounds)
+    assert [r["candidates"] for r in rounds] == [34, 30, 26]
+    assert all(r["selected"] == 4 for r in rounds)
+    steps = [x for r in rounds for x in r["picked_steps"]]
     assert len(set(steps)) == 12  # no snapshot picked twice
-    assert fits == [("round_0", len(d0)), ("round_1", len(d0) + 4), ("round_2", len(d0) + 8),
-                    ("round_3", len(d0) + 12)]
-    assert len(d1) == 14 and len(labelled) == 12  # the student round's picks: unlabelled
+    assert fits == [("round_0", len(d0)), ("round_1", len(d0) + 4), ("round_2", len(d0) + 8)]
+    assert len(d1) == 12 and len(labelled) == 8  # round 2's picks: for the labels stage
+    assert [a.info["step"] for a in d1] == steps
     # round 0 is the single pick over the snapshots
     once = grade_budget_select(ref / "pot.mtp", d0, pool, ["Si"], 4)
     assert rounds[0]["picked_steps"] == [10 * k for k in once.chosen]
