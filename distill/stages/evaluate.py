@@ -16,6 +16,7 @@ Langevin MD, a few steps after a warm-up step) on the same cell of ``8·md_repea
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import ase.io
@@ -50,47 +51,30 @@ def mae(pred_e, ref_e, n_atoms, pred_f, ref_f) -> dict:
     }
 
 
-def predictor(pot):
+@lru_cache(maxsize=16)
+def predictor(spec):
     """A jit-compiled ``(params, group) -> (energies [C] eV, forces [A, 3] eV/Å)`` for MTPs of
-    ``pot``'s template (the same model structure: only the coefficients differ). It compiles
-    once per group shape, so M'_L and M''_L (one template) and every test set of the same
-    shapes share the compilations."""
+    the model ``spec`` (`ModelSpec.from_potential` gives one spec per model structure, so
+    M'_L and M''_L of one template, and every later call in the process, share the function
+    and its compilations: it compiles once per group shape)."""
     import jax
 
     from mtpjax.fit.loss import predict_group
-    from mtpjax.model import ModelSpec
 
-    spec = ModelSpec.from_potential(pot)
     return jax.jit(lambda p, g: predict_group(spec, p, g, virials=False)[:2])
 
 
-def template_signature(pot) -> tuple:
-    """What a :func:`predictor` depends on: the potential's structure, not its coefficients."""
-    basis = pot.basis
-    return (pot.species_count, float(pot.min_dist), float(pot.max_dist),
-            int(pot.radial_basis_size), int(pot.radial_funcs_count), float(pot.scaling),
-            pot.radial_basis_type,
-            *(np.asarray(getattr(basis, k)).tobytes() for k in (
-                "alpha_index_basic", "alpha_index_times", "alpha_moment_mapping")))
-
-
-def predict(pot_path: Path, frames, species, predictors: dict | None = None
-            ) -> tuple[list[float], list[np.ndarray]]:
+def predict(pot_path: Path, frames, species) -> tuple[list[float], list[np.ndarray]]:
     """Energies (eV) and forces (eV/Å) of an MTP on `frames`, in order (batched, float64).
-
-    ``predictors``: a dict shared between calls, {template signature: :func:`predictor`}, so
-    that potentials of one template reuse the compiled programs."""
+    Potentials of one model structure share the compiled programs (:func:`predictor`)."""
     import jax
 
     from mtpjax.fit.data import Sample, pack_buckets, precompute_neighbors
     from mtpjax.io.mtp_file import read_mtp
+    from mtpjax.model import ModelSpec
 
     pot = read_mtp(pot_path)
-    predictors = {} if predictors is None else predictors
-    key = template_signature(pot)
-    if key not in predictors:
-        predictors[key] = predictor(pot)
-    fn = predictors[key]
+    fn = predictor(ModelSpec.from_potential(pot))
     params = pot.params()
     index = {s: i for i, s in enumerate(species)}
     samples = [
@@ -140,7 +124,6 @@ def errors(run_dir: Path, cfg: dict, species) -> dict:
     out = {"teacher": {"dft_test_m0.xyz:M0": mae(te, de, n, tf, df)}}
     # the DFT test cells are the same structures under both references: predicted once
     m0_order = [structure_key(a) for a in sets["dft_test_m0.xyz"]]
-    predictors: dict = {}
     for level in cfg["fit"]["levels"]:
         for model in ("direct", "indirect"):
             pot = potential_path(run_dir, level, model)
@@ -155,7 +138,7 @@ def errors(run_dir: Path, cfg: dict, species) -> dict:
                     e = [e0[at[k]] for k in m0_order]
                     f = [f0[at[k]] for k in m0_order]
                 else:
-                    e, f = predict(pot, frames, species, predictors)
+                    e, f = predict(pot, frames, species)
                     done[name] = (e, f)
                 ref_e, ref_f, n = refs(frames)
                 row[f"{name}:{ref}"] = mae(e, ref_e, n, f, ref_f)

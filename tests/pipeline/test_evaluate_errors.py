@@ -1,15 +1,17 @@
-"""The evaluate stage's errors: one compilation per template shared by M'_L and M''_L, the DFT
-test cells predicted once for both references — the same numbers as evaluating every
-(model, set) pair on its own."""
+"""The evaluate stage's errors: one compiled predictor per model structure shared by M'_L and
+M''_L, the DFT test cells predicted once for both references — the same numbers as the ASE
+calculator gives for every (model, set) pair on its own."""
 
 from __future__ import annotations
 
 import ase.io
 import numpy as np
 
-from distill.stages.evaluate import TARGETS, errors, mae, predict, refs
+from distill.stages.evaluate import TARGETS, errors, mae, predictor, refs
 from distill.stages.fits import potential_path
+from mtpjax.calculator import MTPCalculator
 from mtpjax.io.mtp_file import read_mtp, write_mtp
+from mtpjax.model import ModelSpec
 from mtpjax.params import perturb
 from tests.fit.conftest import si_cells
 
@@ -48,7 +50,14 @@ def test_errors_equal_independent_predictions(tmp_path):
             if file == "compression.xyz":
                 continue
             frames = ase.io.read(run / "tests" / file, index=":")
-            e, f = predict(potential_path(run, 8, model), frames, ["Si"])  # its own compile
+            # another path to the same numbers: the ASE calculator, frame by frame
+            calc = MTPCalculator(potential_path(run, 8, model), species=["Si"])
+            e, f = [], []
+            for a in frames:
+                b = a.copy()
+                b.calc = calc
+                e.append(b.get_potential_energy())
+                f.append(b.get_forces())
             ref_e, ref_f, n = refs(frames)
             expect = mae(e, ref_e, n, f, ref_f)
             row = got[name][f"{file}:{ref}"]
@@ -59,3 +68,7 @@ def test_errors_equal_independent_predictions(tmp_path):
                                        rtol=1e-10)
     # the two models differ, so a shared compilation did not reuse one model's coefficients
     assert got["M'_8"]["rss.xyz:M1"] != got["M''_8"]["rss.xyz:M1"]
+    # one compiled predictor for both (one model structure)
+    fns = {predictor(ModelSpec.from_potential(read_mtp(potential_path(run, 8, m))))
+           for m in ("direct", "indirect")}
+    assert len(fns) == 1
