@@ -13,11 +13,16 @@ D0 are the same for every seed):
 * ``uniform``: one teacher MD run of the demo's D1 protocol (random 64-atom cell, NVT at
   500 K, then 0 → 20 GPa), every snapshot ``--uniform-every`` steps apart labelled. Teacher
   calls: the MD's force calls + the labels.
-* ``grade_pool``: the same teacher MD run, a snapshot every ``--pool-every`` steps; each round
-  the current student (fitted on D0 + what is labelled so far) picks ``--per-round`` of them
+* ``grade_pool``: the same teacher MD run (or, with ``--pool-nvt``/``--pool-ramp``, a shorter
+  run of its own), a snapshot every ``--pool-every`` steps; each round the current student
+  (fitted on D0 + what is labelled so far) picks ``--per-round`` of them
   (:func:`distill.sampling.grade_budget_select`: MaxVol as ``mlp select-add``, the budget then
   filled by γ against the updated active set), the teacher labels those, the student is
-  refitted. Teacher calls: the MD's force calls + the labels.
+  refitted — the sample stage's ``grade_pool_rounds`` (:func:`distill.active.grade_rounds`).
+  Teacher calls: the MD's force calls + the labels.
+* ``grade_pool_rss`` (an experiment, no pipeline mode): ``grade_pool`` plus
+  ``--rss-candidates`` random cells of the RSS set's generator relaxed by the D0 student;
+  ``--rss-per-round`` of each round's labels are picked among them.
 * ``grade_student``: no teacher MD: the sample stage's rounds with ``grade_proposer =
   "student"`` (:func:`distill.active.grade_rounds`). Each round the current student runs the
   protocol itself ``--grade-runs`` times (``md.runner.Simulation``, γ every ``--pool-every``
