@@ -20,9 +20,9 @@ D0 are the same for every seed):
   filled by γ against the updated active set), the teacher labels those, the student is
   refitted — the sample stage's ``grade_pool_rounds`` (:func:`distill.active.grade_rounds`).
   Teacher calls: the MD's force calls + the labels.
-* ``grade_pool_rss`` (an experiment, no pipeline mode): ``grade_pool`` plus
-  ``--rss-candidates`` random cells of the RSS set's generator relaxed by the D0 student;
-  ``--rss-per-round`` of each round's labels are picked among them.
+* ``grade_pool_rss``: ``grade_pool`` plus ``--rss-candidates`` random cells of the RSS set's
+  generator relaxed by the D0 student; ``--rss-per-round`` of each round's labels are picked
+  among them (the sample stage's ``grade_cells``, ``grade_cells_per_round``).
 * ``grade_student``: no teacher MD: the sample stage's rounds with ``grade_proposer =
   "student"`` (:func:`distill.active.grade_rounds`). Each round the current student runs the
   protocol itself ``--grade-runs`` times (``md.runner.Simulation``, γ every ``--pool-every``
@@ -51,6 +51,7 @@ import math
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -212,8 +213,9 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher,
         student_rounds(args, "grade_pool", pool, pool_md_steps, seed, d0, tests, stages, tmp,
                        teacher, pot0, row)
 
-    if "grade_pool_rss" in args.arms:
-        pool_rss_rounds(args, pool, pool_md_steps, seed, d0, tests, tmp, teacher, pot0, row)
+    if "grade_pool_rss" in args.arms:  # the same rounds with student-relaxed random cells
+        student_rounds(args, "grade_pool_rss", pool, pool_md_steps, seed, d0, tests, stages,
+                       tmp, teacher, pot0, row)
 
     # grade_student: the student's MD proposes, the teacher only labels: the sample stage's
     # rounds (distill.active.grade_rounds) without a teacher MD; grade_hybrid: the same rounds
@@ -231,51 +233,6 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher,
             fit_iterations=its, errors=err0, seconds=0.0)
         student_rounds(args, "grade_hybrid", pool, sum(s.steps for s in hybrid), seed, d0,
                        tests, stages, tmp, teacher, pot0, row)
-
-
-def pool_rss_rounds(args, pool, md_calls: int, seed: int, d0, tests, tmp: Path,
-                    teacher: Teacher, pot0: Path, row) -> None:
-    """The ``grade_pool_rss`` arm (an experiment, not a pipeline mode): ``grade_pool``'s rounds
-    over the teacher's snapshots, plus ``--rss-candidates`` random cells of the RSS set's
-    generator (other seeds) relaxed by the D0 student as the RSS set is by the teacher (no
-    teacher call until labelled). Each round ``--per-round`` − ``--rss-per-round`` snapshots
-    are picked (`grade_budget_select`), then ``--rss-per-round`` cells graded against the active
-    set with those picks in it; the teacher labels both, the student is refitted. A row per
-    round; teacher calls: ``md_calls`` + the labels."""
-    from dataclasses import replace
-
-    from mtpjax.calculator import MTPCalculator
-
-    t0 = time.perf_counter()
-    cells, made = testsets.rss_set(MTPCalculator(pot0, species=SPECIES),
-                                   replace(rss_settings(args.rss_relax),
-                                           n_structures=args.rss_candidates), seed=1000 + seed)
-    relax_s = round(time.perf_counter() - t0, 1)
-    pot, labelled = pot0, []
-    left, cells_left = list(range(len(pool))), list(range(len(cells)))
-    for r in range(1, args.rounds + 1):
-        t0 = time.perf_counter()
-        sel = sampling.grade_budget_select(pot, d0 + labelled, [pool[k] for k in left], SPECIES,
-                                           args.per_round - args.rss_per_round, args.threshold)
-        picked = [left[k] for k in sel.chosen]
-        new = [pool[k] for k in picked]
-        csel = sampling.grade_budget_select(pot, d0 + labelled + new,
-                                            [cells[k] for k in cells_left], SPECIES,
-                                            args.rss_per_round, args.threshold)
-        cell_picks = [cells_left[k] for k in csel.chosen]
-        labelled += teacher.label(new + [cells[k] for k in cell_picks])
-        left = [k for k in left if k not in set(picked)]
-        cells_left = [k for k in cells_left if k not in set(cell_picks)]
-        pot, its = fit(d0 + labelled, tmp / f"s{seed}_pool_rss_{r}", args.level, args.max_iter,
-                       seed)
-        row(arm="grade_pool_rss", round=r, d1_labels=len(labelled),
-            teacher_calls=md_calls + len(labelled), fit_iterations=its,
-            picked_steps=[pool[k].info["step"] for k in picked],
-            picked_cell_atoms=[len(cells[k]) for k in cell_picks],
-            max_gamma=float(sel.grades.max(initial=0)),
-            max_gamma_cells=float(csel.grades.max(initial=0)),
-            relaxed_cells=made, relax_seconds=relax_s, errors=test_errors(pot, tests),
-            seconds=round(time.perf_counter() - t0, 1))
 
 
 def student_rounds(args, arm: str, candidates, md_calls: int, seed: int, d0, tests, stages,
@@ -296,7 +253,9 @@ def student_rounds(args, arm: str, candidates, md_calls: int, seed: int, d0, tes
         extra = ({"student_md": {k: r[k] for k in ("steps", "stop", "found", "max_gamma",
                                                     "volume_A3_per_atom")}}
                  if r["source"] == "student_md" else
-                 {k: r[k] for k in ("candidates", "picked_steps", "max_gamma")})
+                 {k: r[k] for k in ("candidates", "picked_steps", "max_gamma", "cells",
+                                    "cells_selected", "picked_cell_atoms", "max_gamma_cells")
+                  if k in r})
         row(arm=arm, round=len(done) if candidates is not None else r["round"],
             d1_labels=len(labelled), teacher_calls=md_calls + len(labelled),
             fit_iterations=its, **extra, errors=test_errors(pot, tests),
@@ -309,12 +268,20 @@ def student_rounds(args, arm: str, candidates, md_calls: int, seed: int, d0, tes
 
     sample = {**student_sample(args),
               "grade_iterations": args.rounds - (candidates is not None)}
-    if arm == "grade_pool":  # every round over the teacher's snapshots, no student MD
+    cells = None
+    if arm in ("grade_pool", "grade_pool_rss"):  # every round over the teacher's snapshots
         sample.update(grade_pool_rounds=args.rounds, grade_iterations=0,
                       grade_proposer="teacher")
+    if arm == "grade_pool_rss":  # [sample] grade_cells, grade_cells_per_round
+        sample.update(grade_cells=args.rss_candidates, grade_cells_per_round=args.rss_per_round)
+        settings = replace(rss_settings(args.rss_relax), n_structures=args.rss_candidates)
+
+        def cells(pot):
+            return active.student_cells(pot, settings, SPECIES, 1000 + seed)
+
     t0 = time.perf_counter()
     d1, _ = active.grade_rounds(d0, candidates, stages, SPECIES, sample, seed, fit_round, label,
-                                on_round=done.append)
+                                on_round=done.append, cells=cells)
     if len(d1) > len(labelled):  # the last round's picks: labelled, then a student fitted
         fit_round(d0 + label(d1[len(labelled):]), "final")
 

@@ -7,7 +7,7 @@ run the same code: the caller supplies how a student is fitted and how the teach
 ``n_atoms``, ``density_g_cm3``, ``min_distance_A``, ``timestep_fs``, ``temperature_K``,
 ``grade_every``, ``grade_threshold``, ``grade_limit``, ``grade_budget``, ``grade_pool_rounds``,
 ``grade_iterations``, ``grade_runs``, ``grade_skip_steps``, ``grade_pick``, ``grade_md``,
-``gamma_break``).
+``gamma_break``, ``grade_cells_per_round``).
 
 Units: Å, fs, K, GPa.
 """
@@ -96,6 +96,18 @@ def student_protocol_md(pot: Path, grader, stages, species: Sequence[str], s: di
                                           max(volumes, default=0.0)]}
 
 
+def student_cells(pot: Path, settings, species: Sequence[str], seed: int) -> list[Atoms]:
+    """Random cells (`testsets.RSSSettings` ``settings``, seeded by ``seed``) relaxed by the
+    student ``pot`` exactly as the RSS test set's cells are by the teacher
+    (`testsets.rss_set`: FIRE on positions and cell at a drawn pressure); a cell whose
+    relaxation fails is dropped. No teacher call. Single-species (the generator's)."""
+    from distill import testsets
+    from mtpjax.calculator import MTPCalculator
+
+    cells, _ = testsets.rss_set(MTPCalculator(pot, species=list(species)), settings, seed=seed)
+    return cells
+
+
 def pick(pot, train: Sequence[Atoms], candidates: Sequence[Atoms], species: Sequence[str],
          s: dict) -> sampling.GradeSelection:
     """The candidates to label: ``grade_budget`` of them (`sampling.grade_budget_select`, or
@@ -120,6 +132,7 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
                  keep: Callable[[list[Atoms], int], list[Atoms]] | None = None,
                  log: Callable[[str], None] = lambda _: None,
                  on_round: Callable[[dict], None] | None = None,
+                 cells: Callable[[Path], list[Atoms]] | None = None,
                  ) -> tuple[list[Atoms], list[dict]]:
     """D1 by grades → (D1 frames, one summary per round).
 
@@ -134,6 +147,13 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
     (:func:`pick`). Rounds are numbered in order: 0 … p − 1 over the teacher's snapshots, then
     p, p + 1, … for the student's MD (1, 2, … with no candidates).
 
+    ``cells(pot)`` (with ``candidates``): more candidates for the rounds over the teacher's
+    snapshots, made once with the D0 student's ``pot`` (:func:`student_cells`: random cells it
+    relaxed); each of those rounds then picks ``grade_budget`` − ``grade_cells_per_round``
+    snapshots and ``grade_cells_per_round`` cells, the cells graded against the active set
+    with the round's snapshot picks in it (their γ is typically several times the
+    snapshots', so one pool would pick only cells).
+
     ``fit(train, name)``: a student's ``.mtp`` fitted on ``train`` (frames with REF_*
     labels). ``label(frames)``: teacher-labels ``frames`` (the new picks) and returns every
     labelled D1 frame so far. ``keep(frames, round)``: what joins D1 of a round's picks
@@ -147,20 +167,39 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
     first = 1  # the number of the first student-MD round
     if candidates is not None:
         left = list(range(len(candidates)))  # snapshots not picked yet
+        extra = [] if cells is None else cells(pot)
+        extra_left = list(range(len(extra)))  # cells not picked yet
+        share = s.get("grade_cells_per_round", 0) if extra else 0
+        if cells is not None:
+            log(f"grade: {len(extra)} random cells relaxed by the D0 student")
         for r in range(s.get("grade_pool_rounds", 1)):
             if r:  # the last picks labelled, the student refitted, then a new pick
-                if not new or not left:
+                if not new or not (left or extra_left):
                     break
                 train = list(d0) + label(new)
                 pot = fit(train, f"round_{r}")
-            sel = pick(pot, train, [candidates[k] for k in left], species, s)
+            sel = pick(pot, train, [candidates[k] for k in left], species,
+                       {**s, "grade_budget": s["grade_budget"] - share} if share else s)
             chosen = [left[k] for k in sel.chosen]
-            new = keep([candidates[k] for k in chosen], r)
-            log(f"grade round {r}: {len(new)} of {len(left)} teacher snapshots selected "
-                f"(max γ {float(sel.grades.max(initial=0)):.3g})")
+            picks = [candidates[k] for k in chosen]
+            summary = {}
+            if share:
+                csel = pick(pot, train + picks, [extra[k] for k in extra_left], species,
+                            {**s, "grade_budget": share})
+                cell_chosen = [extra_left[k] for k in csel.chosen]
+                picks += [extra[k] for k in cell_chosen]
+                extra_left = [k for k in extra_left if k not in set(cell_chosen)]
+                summary = {"cells": len(extra), "cells_selected": len(cell_chosen),
+                           "picked_cell_atoms": [len(extra[k]) for k in cell_chosen],
+                           "max_gamma_cells": float(csel.grades.max(initial=0))}
+            new = keep(picks, r)
+            log(f"grade round {r}: {len(chosen)} of {len(left)} teacher snapshots selected "
+                f"(max γ {float(sel.grades.max(initial=0)):.3g})"
+                + (f", {summary['cells_selected']} random cells" if summary else ""))
             rounds.append({"round": r, "source": "teacher_md", "candidates": len(left),
                            "selected": len(new), "max_gamma": float(sel.grades.max(initial=0)),
-                           "picked_steps": [candidates[k].info.get("step") for k in chosen]})
+                           "picked_steps": [candidates[k].info.get("step") for k in chosen],
+                           **summary})
             on_round(rounds[-1])
             d1 += new
             picked = set(chosen)

@@ -83,6 +83,11 @@ SCHEMA: dict[str, dict] = {
         # rounds over the teacher MD's snapshots (grade_proposer = "teacher"): after the first
         # pick, each labels the picks, refits the student and picks again among the rest
         "grade_pool_rounds": 1,
+        # random cells ([rss] settings) relaxed by the D0 grading student, offered beside the
+        # teacher's snapshots in those rounds; grade_cells_per_round of each grade_budget go to
+        # them (no teacher call until labelled)
+        "grade_cells": 0,
+        "grade_cells_per_round": 0,
         "grade_iterations": 0,      # rounds of refit → student MD → grade → teacher labels
         "grade_every": 10,          # student MD: steps between grades
         "grade_runs": 1,            # student MD runs per round (other seeds)
@@ -182,6 +187,7 @@ RANGES: dict[tuple[str, str], dict] = {
     ("sample", "grade_iterations"): dict(integer=True, nonneg=True, high=100),
     ("sample", "grade_every"): _COUNT, ("sample", "grade_runs"): _COUNT,
     ("sample", "grade_pool_rounds"): dict(integer=True, low=1, high=100),
+    ("sample", "grade_cells"): _STEPS, ("sample", "grade_cells_per_round"): _STEPS,
     ("sample", "gamma_break"): dict(low=1.0000001),
     ("labels", "workers"): _STEPS, ("labels", "chunk_size"): _COUNT,
     ("fit", "min_dist_A"): dict(nonneg=True, high=20.0, unit="Å"),
@@ -422,6 +428,16 @@ def _check_relations(cfg: dict, fail, species: list[str]) -> None:
     if s["grade_proposer"] == "student" and s["grade_pool_rounds"] != 1:
         fail("sample.grade_pool_rounds", "rounds over the teacher's snapshots need "
              f"grade_proposer = 'teacher' (there is no teacher MD), got {s['grade_pool_rounds']}")
+    if s["grade_cells"] or s["grade_cells_per_round"]:
+        if not 1 <= s["grade_cells_per_round"] < s["grade_budget"]:
+            fail("sample.grade_cells_per_round", "random cells need 1 ≤ grade_cells_per_round < "
+                 f"grade_budget = {s['grade_budget']} (the rest go to the teacher's snapshots), "
+                 f"got {s['grade_cells_per_round']}")
+        if s["grade_cells"] < 1:
+            fail("sample.grade_cells", "grade_cells_per_round needs grade_cells ≥ 1 random cells")
+        if s["grade_proposer"] != "teacher" or s["grade_pick"] != "gamma":
+            fail("sample.grade_cells", "random cells join the rounds over the teacher's "
+                 "snapshots: they need grade_proposer = 'teacher' and grade_pick = 'gamma'")
     if s["grade_level"] % 2:
         fail("sample.grade_level", f"levels are even, got {s['grade_level']}")
     if s["gamma_break"] < s["grade_threshold"]:

@@ -229,9 +229,21 @@ def grade_driven_d1(ctx, candidates: list[Atoms] | None,
     def keep(frames, r):
         return _reread(frames, ctx.folder / "grade" / f"d1_{r}.xyz")
 
+    cells = None
+    if s["grade_cells"] and candidates is not None:
+        from dataclasses import replace
+
+        from distill.active import student_cells
+
+        settings = replace(rss_settings(ctx.cfg["rss"]), n_structures=s["grade_cells"])
+        seed = ctx.cfg["run"]["seed"] + 1000  # the RSS test set's cells use run.seed
+
+        def cells(pot):
+            return student_cells(pot, settings, ctx.species, seed)
+
     d1, rounds = grade_rounds(d0, candidates, stages, ctx.species, s, ctx.cfg["run"]["seed"],
                               lambda train, name: _student(ctx, train, name), label, keep,
-                              ctx.log)
+                              ctx.log, cells=cells)
     return d1, {"selection": "grade", "proposer": s["grade_proposer"],
                 "candidates": 0 if candidates is None else len(candidates),
                 "selected": len(d1),
@@ -331,6 +343,14 @@ def labels_stage(ctx) -> dict:
 TEST_SETS = ("rss", "compression", "dft_test")
 
 
+def rss_settings(r: dict) -> testsets.RSSSettings:
+    """The ``[rss]`` table as `testsets.RSSSettings` (Å³/atom, Å, GPa)."""
+    return testsets.RSSSettings(
+        r["n_structures"], r["min_atoms"], r["max_atoms"], r["volume_per_atom_A3"],
+        r["volume_spread_A3"], r["min_distance_A"], r["max_ops"], r["pressure_scale_GPa"],
+        r["relax_steps"], r["fmax"])
+
+
 def tests_stage(ctx) -> dict:
     """RSS cells and compression snapshots made and labelled by the teacher; the DFT test cells
     labelled by the teacher too (their DFT labels are kept in dft_test_m0.xyz). The teacher's
@@ -343,18 +363,7 @@ def tests_stage(ctx) -> dict:
     cfg, seed = ctx.cfg, ctx.cfg["run"]["seed"]
     calc = build_calculator(load_teacher(ctx.run_dir))
     r = cfg["rss"]
-    settings = testsets.RSSSettings(
-        r["n_structures"],
-        r["min_atoms"],
-        r["max_atoms"],
-        r["volume_per_atom_A3"],
-        r["volume_spread_A3"],
-        r["min_distance_A"],
-        r["max_ops"],
-        r["pressure_scale_GPa"],
-        r["relax_steps"],
-        r["fmax"],
-    )
+    settings = rss_settings(r)
     ctx.log(f"RSS: {r['n_structures']} random cells of {r['min_atoms']}-{r['max_atoms']} atoms")
     rss_key = stage_key(rss=r, seed=seed, teacher=teacher_id(ctx.run_dir))
     rss, rss_stats = rss_to_file(  # journalled: a killed stage relaxes only the missing cells

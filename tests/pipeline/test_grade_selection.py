@@ -291,6 +291,61 @@ def test_grade_rounds_over_the_teacher_snapshots():
     assert len(rounds_one) == 1 and rounds_one[0]["picked_steps"] == rounds[0]["picked_steps"]
 
 
+def test_grade_rounds_with_random_cells():
+    """``cells`` (``grade_cells``): made once from the D0 student's potential; each round over
+    the teacher's snapshots picks ``grade_budget`` − ``grade_cells_per_round`` snapshots, then
+    ``grade_cells_per_round`` cells graded with those picks in the active set; no cell or
+    snapshot is picked twice."""
+    from ase import Atoms
+
+    from distill.active import grade_rounds
+    from distill.sampling import grade_budget_select, sampling_stages
+    from distill.stages.config import SCHEMA
+    from mtpjax.io.cfg import read_cfg
+    from tests.conftest import DATA
+
+    ref = DATA / "grade" / "si_L08"
+    frames = [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
+              for c in read_cfg(ref / "in.cfg")]
+    d0 = [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
+          for c in read_cfg(ref / "train.cfg")]
+    pool, extra = frames[:20], frames[20:]
+    for k, a in enumerate(pool):
+        a.info["step"] = 10 * k
+    asked = []
+
+    def cells(pot):
+        asked.append(pot)
+        return extra
+
+    labelled = []
+
+    def label(new):
+        for a in new:
+            b = a.copy()
+            b.info["REF_energy"] = 0.0
+            b.arrays["REF_forces"] = np.zeros((len(b), 3))
+            labelled.append(b)
+        return list(labelled)
+
+    s = {**SCHEMA["sample"], "grade_budget": 4, "grade_pool_rounds": 2,
+         "grade_cells": len(extra), "grade_cells_per_round": 1}
+    d1, rounds = grade_rounds(d0, pool, sampling_stages(10, 0), ["Si"], s, 3,
+                              lambda train, name: ref / "pot.mtp", label, cells=cells)
+    assert asked == [ref / "pot.mtp"]  # made once, with the D0 student
+    assert [r["cells_selected"] for r in rounds] == [1, 1] and rounds[0]["cells"] == 14
+    assert [len(r["picked_steps"]) for r in rounds] == [3, 3]
+    assert [r["candidates"] for r in rounds] == [20, 17]
+    assert len(d1) == 8 and len(labelled) == 4
+    # round 0: the snapshots as a budget of 3, then the best cell against D0 + those picks
+    snaps = grade_budget_select(ref / "pot.mtp", d0, pool, ["Si"], 3)
+    assert rounds[0]["picked_steps"] == [10 * k for k in snaps.chosen]
+    cell = grade_budget_select(ref / "pot.mtp", d0 + [pool[k] for k in snaps.chosen], extra,
+                               ["Si"], 1)
+    np.testing.assert_array_equal(d1[3].positions, extra[cell.chosen[0]].positions)
+    assert not np.array_equal(d1[3].positions, d1[7].positions)  # another cell in round 1
+
+
 def test_student_md_skips_thermalisation():
     """``grade_skip_steps``: the student MD's configurations of its first N steps are not
     proposed; the later ones are, as without it."""
@@ -355,6 +410,12 @@ def test_student_protocol_md_runs_the_teachers_protocol():
     ("grade_pool_rounds = 0", "sample.grade_pool_rounds"),
     ('grade_proposer = "student"\ngrade_iterations = 1\ngrade_pool_rounds = 2',
      "sample.grade_pool_rounds"),
+    ("grade_cells = 10", "sample.grade_cells_per_round"),
+    ("grade_cells = 10\ngrade_budget = 3\ngrade_cells_per_round = 3",
+     "sample.grade_cells_per_round"),
+    ("grade_cells = 0\ngrade_budget = 3\ngrade_cells_per_round = 1", "sample.grade_cells"),
+    ('grade_cells = 10\ngrade_budget = 3\ngrade_cells_per_round = 1\ngrade_pick = "strata"',
+     "sample.grade_cells"),
 ])
 def test_grade_config_errors(tmp_path, line, key):
     from distill.stages.config import PipelineConfigError, load
@@ -422,3 +483,21 @@ def test_grade_pool_rounds_sampling(tmp_path):
     d1 = ase.io.read(run_dir / "sample" / "d1.xyz", index=":")
     assert len(d1) == 6 + r2["selected"] == lab["d1"]["labelled"] + 6
     assert (run_dir / "sample" / "grade" / "round_1" / "pot.mtp").is_file()
+
+
+@pytest.mark.slow
+def test_grade_cells_sampling(tmp_path):
+    """``grade_cells``: random cells relaxed by the D0 grading student join the rounds over
+    the teacher's snapshots (one per round here) and D1; each labelled once."""
+    run_dir = tmp_path / "run"
+    pipeline.run(_config(tmp_path, "grade_budget = 3\ngrade_pool_rounds = 2\ngrade_cells = 4\n"
+                                   "grade_cells_per_round = 1\n"), run_dir, progress=False)
+    g = read_stamp(run_dir / "sample")["summary"]["grading"]
+    r0, r1, r2 = g["rounds"]
+    assert r0["cells"] >= 2 and r0["cells_selected"] == r1["cells_selected"] == 1
+    assert len(r0["picked_steps"]) == len(r1["picked_steps"]) == 2
+    assert r2["source"] == "student_md"
+    d1 = ase.io.read(run_dir / "sample" / "d1.xyz", index=":")
+    assert len(d1) == 6 + r2["selected"]
+    lab = read_stamp(run_dir / "labels")["summary"]
+    assert lab["d1"]["labelled"] + g["teacher_labels_in_sample"] == len(d1)
