@@ -430,7 +430,9 @@ def _check_relations(cfg: dict, fail, species: list[str]) -> None:
              f"grade_proposer = 'teacher' (there is no teacher MD), got {s['grade_pool_rounds']}")
     if s["grade_cells"] or s["grade_cells_per_round"]:
         if not 1 <= s["grade_cells_per_round"] < s["grade_budget"]:
-            fail("sample.grade_cells_per_round", "random cells need 1 ≤ grade_cells_per_round < "
+            # reported at the key the file sets (grade_cells alone: its line)
+            fail("sample.grade_cells_per_round" if s["grade_cells_per_round"]
+                 else "sample.grade_cells", "random cells need 1 ≤ grade_cells_per_round < "
                  f"grade_budget = {s['grade_budget']} (the rest go to the teacher's snapshots), "
                  f"got {s['grade_cells_per_round']}")
         if s["grade_cells"] < 1:

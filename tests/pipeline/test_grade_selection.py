@@ -30,6 +30,21 @@ def _config(tmp_path: Path, extra: str = "") -> Path:
     return path
 
 
+def _stand_in_labels(labelled: list):
+    """A ``label`` callback for grade_rounds whose fit is a stand-in (it reads no labels):
+    copies of the new frames with zero REF_* labels appended to ``labelled``; all so far."""
+
+    def label(new):
+        for a in new:
+            b = a.copy()
+            b.info["REF_energy"] = 0.0
+            b.arrays["REF_forces"] = np.zeros((len(b), 3))
+            labelled.append(b)
+        return list(labelled)
+
+    return label
+
+
 def test_grade_select_is_mlp_select_add():
     """grade_select on ASE frames picks mlp select-add's configurations, in its order."""
     from ase import Atoms
@@ -260,13 +275,7 @@ def test_grade_rounds_over_the_teacher_snapshots():
             fits.append((name, len(train)))
             return ref / "pot.mtp"
 
-        def label(new):  # labels stand in (the stand-in fit does not read them)
-            for a in new:
-                b = a.copy()
-                b.info["REF_energy"] = 0.0
-                b.arrays["REF_forces"] = np.zeros((len(b), 3))
-                labelled.append(b)
-            return list(labelled)
+        label = _stand_in_labels(labelled)
 
         s = {**SCHEMA["sample"], "n_atoms": 8, "grade_every": 5, "grade_budget": 4,
              "grade_pool_rounds": pool_rounds, "grade_iterations": iterations,
@@ -319,14 +328,7 @@ def test_grade_rounds_with_random_cells():
         return extra
 
     labelled = []
-
-    def label(new):
-        for a in new:
-            b = a.copy()
-            b.info["REF_energy"] = 0.0
-            b.arrays["REF_forces"] = np.zeros((len(b), 3))
-            labelled.append(b)
-        return list(labelled)
+    label = _stand_in_labels(labelled)
 
     s = {**SCHEMA["sample"], "grade_budget": 4, "grade_pool_rounds": 2,
          "grade_cells": len(extra), "grade_cells_per_round": 1}
@@ -410,7 +412,7 @@ def test_student_protocol_md_runs_the_teachers_protocol():
     ("grade_pool_rounds = 0", "sample.grade_pool_rounds"),
     ('grade_proposer = "student"\ngrade_iterations = 1\ngrade_pool_rounds = 2',
      "sample.grade_pool_rounds"),
-    ("grade_cells = 10", "sample.grade_cells_per_round"),
+    ("grade_cells = 10", "sample.grade_cells"),
     ("grade_cells = 10\ngrade_budget = 3\ngrade_cells_per_round = 3",
      "sample.grade_cells_per_round"),
     ("grade_cells = 0\ngrade_budget = 3\ngrade_cells_per_round = 1", "sample.grade_cells"),
