@@ -9,6 +9,11 @@ Run from the repository root on a fresh GPU machine (no network needed)::
 with ``jax_disable_most_optimizations`` unless ``--optimize``: a smoke test of the code
 paths, not a benchmark.)
 
+0. ``parity``: every shared ``mlp`` 2.1.2 case (``tests/data/parity``: levels 8, 16, 20 and
+   two species, 34 configurations each) evaluated on the device in float64; the largest
+   deviations of energy per atom (eV/atom), forces (eV/Å) and virial (eV) from ``mlp calc-efs``,
+   and whether they are within the parity test's tolerances (1e-9, 2e-6, 2e-5).
+
 Measures, each in its own try/except (an OOM or failure becomes an ``error`` entry and the
 rest still runs), under a total wall-time budget (items that no longer fit are recorded as
 ``skipped`` with the reason):
@@ -111,8 +116,29 @@ def parse_args(argv=None):
     p.add_argument("--optimize", action="store_true",
                    help="--small: keep XLA's optimisations (default: jax_disable_most_"
                    "optimizations, a smoke test that compiles ~2x faster)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["ef", "md32", "md64", "fit"],
+    p.add_argument("--skip", nargs="*", default=[],
+                   choices=["parity", "ef", "md32", "md64", "fit"],
                    help="items not to run")
+    p.add_argument("--ef-sizes", type=int, nargs="+", metavar="N",
+                   help="energy+forces system sizes (atoms, rounded to 8·k³; default: 1e4 1e5 "
+                   "1e6, --small: 1e3 4e3)")
+    p.add_argument("--md-atoms", type=int, metavar="N",
+                   help="MD system size (default: 1e6, --small: 2e3)")
+    p.add_argument("--chunk", type=int, metavar="N",
+                   help="central atoms per evaluation chunk (md.energy; default: 65,536 on "
+                   "accelerators, 8,192 on CPUs)")
+    p.add_argument("--xla-flags", default="", metavar="FLAGS",
+                   help="appended to XLA_FLAGS before JAX starts, e.g. "
+                   "'--xla_gpu_autotune_level=0'")
+    p.add_argument("--item-timeout", type=float, metavar="S",
+                   help="wall-time limit of each item, compilation included (default: 150 s, "
+                   "MD 300 s; --small: 300 s); an item that overruns is killed and recorded")
+    p.add_argument("--in-process", action="store_true",
+                   help="run every item in this process (no per-item subprocess and limit)")
+    p.add_argument("--summarize", type=Path, nargs="+", metavar="JSON",
+                   help="write the summary tables of saved reports (to --out, a .md file, or "
+                   "stdout) and exit; nothing is measured")
+    p.add_argument("--only", help=argparse.SUPPRESS)  # one item, in a child process
     return p.parse_args(argv)
 
 
@@ -180,6 +206,55 @@ class Budget:
         return self.total - self.elapsed()
 
 
+# --------------------------------------------------------------------- 0. parity with mlp
+
+#: tests/core/test_parity.py's tolerances: energy per atom (eV/atom), forces (eV/Å),
+#: virial (eV, compared as mlp's PlusStress = stress × volume)
+PARITY_TOL = {"energy_per_atom_eV": 1e-9, "forces_eV_A": 2e-6, "virial_eV": 2e-5}
+
+
+def parity_case(case: str) -> dict:
+    """Largest deviations from ``mlp calc-efs`` of one parity case, through the user's path
+    (``mtpjax calc-efs``: ``MTPEvaluator`` + ``predict``, float64) on the default device."""
+    import numpy as np
+
+    from mtpjax.calculator import MTPEvaluator
+    from mtpjax.commands.evaluate_cfg import predict
+    from mtpjax.io.cfg import read_cfg
+
+    folder = PARITY / case
+    t0 = time.perf_counter()
+    ours = predict(MTPEvaluator(folder / "pot.mtp", dtype="float64"),
+                   read_cfg(folder / "configs.cfg"), progress=False)
+    wall = time.perf_counter() - t0
+    ref = read_cfg(folder / "efs.cfg")
+    de = df = dv = 0.0
+    for mine, theirs in zip(ours, ref, strict=True):
+        de = max(de, abs(mine.energy - theirs.energy) / len(theirs.positions))
+        df = max(df, float(np.abs(mine.forces - theirs.forces).max()))
+        if theirs.plus_stress is not None:
+            dv = max(dv, float(np.abs(mine.plus_stress - theirs.plus_stress).max()))
+    dev = {"energy_per_atom_eV": de, "forces_eV_A": df, "virial_eV": dv}
+    return {"item": "parity", "case": case, "configurations": len(ref),
+            "compile_and_run_s": wall, "max_abs_deviation": dev,
+            "within_tolerance": all(dev[k] <= PARITY_TOL[k] for k in PARITY_TOL)}
+
+
+def run_parity(budget: Budget, report: dict, save) -> None:
+    for case in sorted(d.name for d in PARITY.iterdir() if (d / "efs.cfg").is_file()):
+        try:
+            entry = parity_case(case)
+            d = entry["max_abs_deviation"]
+            log(f"parity {case}: max |dE|/N {d['energy_per_atom_eV']:.2e} eV/atom, |dF| "
+                f"{d['forces_eV_A']:.2e} eV/Å, |dW| {d['virial_eV']:.2e} eV; within "
+                f"tolerance: {entry['within_tolerance']} ({entry['compile_and_run_s']:.1f} s)")
+        except Exception as exc:  # noqa: BLE001 - recorded, the check goes on
+            entry = {"item": "parity", "case": case, **error_entry(exc)}
+            log(f"parity {case}: ERROR {entry['error']}")
+        report["parity"].append(entry)
+        save()
+
+
 # --------------------------------------------------------------------- 1. energy + forces
 
 
@@ -244,7 +319,8 @@ def ef_case(model_spec, params_np, atoms, nb, dtype: str, min_total_s: float = 1
                 "max_abs_force_eV_A": fmax}
 
 
-def run_energy_forces(cfg, pot_path: Path, budget: Budget, report: dict, save) -> None:
+def run_energy_forces(cfg, pot_path: Path, budget: Budget, report: dict, save,
+                      dtypes=("float64", "float32")) -> None:
     import numpy as np
 
     from benchmarks.systems import crystal_si
@@ -254,7 +330,7 @@ def run_energy_forces(cfg, pot_path: Path, budget: Budget, report: dict, save) -
     for n_target in cfg["ef_sizes"]:
         base = {"item": "energy_forces", "level": cfg["level"], "n_target": n_target}
         if budget.left() < cfg["need_ef_s"]:
-            for dtype in ("float64", "float32"):
+            for dtype in dtypes:
                 report["energy_forces"].append({**base, "dtype": dtype, "skipped":
                                                 f"wall budget: {budget.left():.0f} s left"})
             save()
@@ -269,11 +345,11 @@ def run_energy_forces(cfg, pot_path: Path, budget: Budget, report: dict, save) -
                 f"neighbour build {nl_info['build_s']:.3f} s (first {nl_info['build_first_s']:.1f}"
                 f" s)")
         except Exception as exc:  # noqa: BLE001 — recorded, the rest still runs
-            for dtype in ("float64", "float32"):
+            for dtype in dtypes:
                 report["energy_forces"].append({**base, "dtype": dtype, **error_entry(exc)})
             save()
             continue
-        for dtype in ("float64", "float32"):
+        for dtype in dtypes:
             entry = {**base, "dtype": dtype, "atoms": len(atoms), "system_s": t_sys,
                      "neighbor_list": nl_info}
             if budget.left() < cfg["need_ef_s"]:
@@ -524,8 +600,18 @@ def targets(report: dict) -> dict:
                  and e.get("atoms", 0) >= MD_TARGET_MIN_ATOMS and "steps_per_s" in e]
         best = max(rates) if rates else None
         md[dtype] = {"best_steps_per_s": best, "met": best is not None and best >= MD_TARGET}
+    checked = [e for e in report.get("parity", []) if "within_tolerance" in e]
+    parity = {
+        "target": "every shared mlp 2.1.2 case within the parity test's tolerances "
+                  "(float64 on this device)",
+        "tolerances": PARITY_TOL,
+        "cases_checked": [e["case"] for e in checked],
+        "met": bool(checked) and len(checked) == len(report.get("parity", []))
+        and all(e["within_tolerance"] for e in checked),
+    }
     return {
         "device_is_h100_or_h200": on_target_device,
+        "parity": parity,
         "energy_forces": {
             "target": f"≥ {EF_TARGET:.0e} atom-steps/s, L16 energy+forces, ≥ "
                       f"{EF_TARGET_MIN_ATOMS} atoms, one H100/H200",
@@ -577,6 +663,12 @@ def summary(report: dict) -> str:
         return (f"{label + ('' if level is None else f' L{level}'):<10} "
                 f"{e.get('dtype', ''):<8} {'-' if atoms is None else atoms:>9} ")
 
+    for e in report.get("parity", []):
+        d = e.get("max_abs_deviation")
+        dev = (f"max |dE|/N {d['energy_per_atom_eV']:.1e} eV, |dF| {d['forces_eV_A']:.1e} "
+               f"eV/Å, |dW| {d['virial_eV']:.1e} eV; within tolerance "
+               f"{e['within_tolerance']}" if d else _status(e))
+        lines.append(f"{'parity':<10} {e.get('case', ''):<13} {dev}")
     for e in report["energy_forces"]:
         lines.append(head("E+F", e) + " ".join([
             _f(e, "compile_s", ".1f", 10), _f(e, "step_s_median", ".4g", 10),
@@ -597,6 +689,7 @@ def summary(report: dict) -> str:
             f"{'':>13}", f"{'':>8}"]) + "  " + _status(f) + extra)
     t = report.get("targets")
     if t:
+        lines.append(f"target parity: {t['parity']['target']}: met = {t['parity']['met']}")
         for key, label in (("energy_forces", "E+F"), ("md", "MD")):
             lines.append(f"target {label}: {t[key]['target']}: met = {t[key]['met']} "
                          f"{t[key]['met_precisions']}")
@@ -606,47 +699,170 @@ def summary(report: dict) -> str:
 # --------------------------------------------------------------------- main
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    cfg = dict(SMALL if args.small else FULL)
-    budget = Budget(args.budget if args.budget is not None else cfg["budget_s"])
-    argv_list = list(sys.argv[1:] if argv is None else argv)
-    log("importing jax")
+#: environment variables that change what JAX/XLA do, recorded with the results
+ENV_KEYS = ("XLA_FLAGS", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
+            "XLA_PYTHON_CLIENT_ALLOCATOR", "JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES")
+
+def item_plan(cfg, args) -> list[tuple[str, str]]:
+    """Items in running order: (name in --skip, --only spec)."""
+    plan = [("parity", "parity")]
+    plan += [("ef", f"ef:{n}:{dtype}") for n in cfg["ef_sizes"]
+             for dtype in ("float64", "float32")]
+    return plan + [("md32", "md:float32"), ("fit", "fit"), ("md64", "md:float64")]
+
+
+def skipped_entry(spec: str, cfg, reason: str) -> tuple[str, dict]:
+    """(report key, entry) recording item ``spec`` as skipped."""
+    kind, *rest = spec.split(":")
+    if kind == "parity":
+        return "parity", {"item": "parity", "skipped": reason}
+    if kind == "ef":
+        return "energy_forces", {"item": "energy_forces", "level": cfg["level"],
+                                 "n_target": int(rest[0]), "dtype": rest[1], "skipped": reason}
+    if kind == "md":
+        return "md", {"item": "md", "level": cfg["level"], "dtype": rest[0],
+                      "n_target": cfg["md_atoms"], "skipped": reason}
+    return "fit", {"item": "fit", "skipped": reason}
+
+
+def add_entry(report: dict, key: str, entry: dict) -> None:
+    if key == "fit":
+        report["fit"] = entry
+    else:
+        report[key].append(entry)
+
+
+def run_item(spec: str, cfg, pot_path: Path, budget: Budget, report: dict, save) -> None:
+    """Run one item (``parity``, ``ef:N:DTYPE``, ``md:DTYPE``, ``fit``) into ``report``."""
+    kind, *rest = spec.split(":")
+    if kind == "parity":
+        run_parity(budget, report, save)
+    elif kind == "ef":
+        run_energy_forces({**cfg, "ef_sizes": [int(rest[0])]}, pot_path, budget, report, save,
+                          dtypes=(rest[1],))
+    elif kind == "md":
+        run_md(cfg, pot_path, rest[0], budget, report, {}, save)
+    else:
+        run_fit(cfg, pot_path, budget, report, save)
+
+
+def run_isolated(spec: str, args, limit: float, part: Path) -> dict | str:
+    """Run item ``spec`` in a child process (output passed through) killed after ``limit`` s;
+    its report, or the reason it has none."""
+    import signal
+
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--only", spec, "--out", str(part),
+           "--budget", f"{limit:.1f}"]
+    for flag, value in (("--small", args.small), ("--optimize", args.optimize)):
+        if value:
+            cmd.append(flag)
+    if args.chunk:
+        cmd += ["--chunk", str(args.chunk)]
+    if args.md_atoms:
+        cmd += ["--md-atoms", str(args.md_atoms)]
+    part.unlink(missing_ok=True)
+    proc = subprocess.Popen(cmd, start_new_session=True)  # XLA_FLAGS inherited (set in main)
+    try:
+        rc = proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return f"killed after the item's {limit:.3g} s wall-time limit (compilation included)"
+    if not part.exists():
+        return f"child process exited with status {rc} and no report"
+    return json.loads(part.read_text())
+
+
+def start_report(args, cfg, budget: Budget, pot_path: Path, fast_compile: bool) -> dict:
     import jax
     import jaxlib
 
-    fast_compile = args.small and not args.optimize
-    if fast_compile:
-        jax.config.update("jax_disable_most_optimizations", True)
     dev = jax.devices()[0]
-    kind = dev.device_kind
-    name = sanitize(kind)
-    default = ROOT / "benchmarks" / "results" / (
-        f"gpu_check_small_{name}.json" if args.small else f"gpu_check_{name}.json")
-    out = args.out if args.out is not None else default
-    pot_path = PARITY / f"si_L{cfg['level']:02d}" / "pot.mtp"
-    report = {
+    return {
         "command": "python " + " ".join(shlex.quote(a) for a in
-                                        ["benchmarks/gpu_check.py", *argv_list]),
+                                        ["benchmarks/gpu_check.py", *args.argv_list]),
         "mode": "small" if args.small else "full",
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "device": {"kind": kind, "name": str(dev), "platform": dev.platform,
-                   "count": jax.device_count(), "sanitized": name,
+        "device": {"kind": dev.device_kind, "name": str(dev), "platform": dev.platform,
+                   "count": jax.device_count(), "sanitized": sanitize(dev.device_kind),
                    "nvidia_smi": nvidia_smi() if dev.platform == "gpu" else None},
         "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
                      "python": platform.python_version()},
+        "environment": {k: os.environ[k] for k in ENV_KEYS if k in os.environ},
         "host": {"cpu_count": os.cpu_count(),
                  "cpu_affinity": len(os.sched_getaffinity(0))
                  if hasattr(os, "sched_getaffinity") else None,
                  "processor": platform.processor() or platform.machine(),
                  "load_before": [round(x, 2) for x in os.getloadavg()]},
-        "settings": {**cfg, "jax_disable_most_optimizations": fast_compile},
+        "settings": {**cfg, "jax_disable_most_optimizations": fast_compile,
+                     "eval_chunk": args.chunk, "isolated_items": not args.in_process,
+                     "item_timeout_s": args.item_timeout},
         "potential": str(pot_path.relative_to(ROOT)),
         "budget_s": budget.total,
-        "energy_forces": [], "md": [], "fit": None,
+        "parity": [], "energy_forces": [], "md": [], "fit": None,
     }
-    log(f"device {kind} x{jax.device_count()} ({dev.platform}), jax {jax.__version__}; "
-        f"writing {out}")
+
+
+def summarize(paths: list[Path], command: str) -> str:
+    """Markdown: each saved report's provenance and summary table (``--summarize``)."""
+    parts = [f"# gpu_check reports\n\nWritten by `{command}` from the saved JSON reports; "
+             "each table is that run's own summary.\n"]
+    for path in paths:
+        r = json.loads(path.read_text())
+        host = r["host"]
+        parts += [f"## {path.name}\n",
+                  f"- command: `{r['command']}`",
+                  f"- date: {r['date']}; device: {r['device']['kind']} "
+                  f"({r['device'].get('nvidia_smi') or r['device']['platform']}); "
+                  f"jax {r['versions']['jax']}, Python {r['versions']['python']}",
+                  f"- environment: {r.get('environment', 'not recorded (before it was)')}",
+                  f"- host load (1/5/15 min) before {host.get('load_before')}, last "
+                  f"{host.get('load_now')}; wall {r.get('wall_s', 0):.0f} s of a "
+                  f"{r['budget_s']:.0f} s budget", "", "```", summary(r), "```", ""]
+        errors = [e for e in r.get("parity", []) + r["energy_forces"] + r["md"]
+                  + [r.get("fit") or {}] if "error" in e]
+        for e in errors:
+            parts.append(f"- error in {e.get('item')} {e.get('dtype', e.get('case', ''))} "
+                         f"{e.get('atoms', e.get('n_target', ''))}: {e['error'][:400]}")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.argv_list = list(sys.argv[1:] if argv is None else argv)
+    if args.summarize:
+        text = summarize(args.summarize, "python " + " ".join(
+            shlex.quote(a) for a in ["benchmarks/gpu_check.py", *args.argv_list]))
+        if args.out:
+            args.out.write_text(text)
+        else:
+            print(text)
+        return 0
+    cfg = dict(SMALL if args.small else FULL)
+    if args.ef_sizes:
+        cfg["ef_sizes"] = list(args.ef_sizes)
+    if args.md_atoms:
+        cfg["md_atoms"] = args.md_atoms
+    budget = Budget(args.budget if args.budget is not None else cfg["budget_s"])
+    if args.xla_flags:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
+    log("importing jax")
+    import jax
+
+    fast_compile = args.small and not args.optimize
+    if fast_compile:
+        jax.config.update("jax_disable_most_optimizations", True)
+    if args.chunk:
+        import md.energy
+
+        md.energy.EVAL_CHUNK = md.energy.EVAL_CHUNK_ACCELERATOR = args.chunk
+    name = sanitize(jax.devices()[0].device_kind)
+    default = ROOT / "benchmarks" / "results" / (
+        f"gpu_check_small_{name}.json" if args.small else f"gpu_check_{name}.json")
+    out = args.out if args.out is not None else default
+    pot_path = PARITY / f"si_L{cfg['level']:02d}" / "pot.mtp"
+    report = start_report(args, cfg, budget, pot_path, fast_compile)
 
     def save():
         report["wall_s"] = budget.elapsed()
@@ -657,29 +873,51 @@ def main(argv=None) -> int:
         tmp.write_text(json.dumps(report, indent=1, default=str))
         tmp.replace(out)
 
+    if args.only:  # a child: one item (the parent checked the budget), its report to --out
+        cfg.update(need_ef_s=0.0, need_md_s=0.0, need_fit_s=0.0)
+        run_item(args.only, cfg, pot_path, budget, report, save)
+        save()
+        return 0
+    kind = report["device"]["kind"]
+    log(f"device {kind} x{report['device']['count']} ({report['device']['platform']}), jax "
+        f"{jax.__version__}; writing {out}")
     save()
-    state: dict = {}
-    if "ef" in args.skip:
-        report["energy_forces"].append({"item": "energy_forces", "skipped": "--skip ef"})
-    else:
-        log(f"1. energy+forces, level {cfg['level']}, sizes {cfg['ef_sizes']}")
-        run_energy_forces(cfg, pot_path, budget, report, save)
-    log(f"2. MD, level {cfg['level']}, ≈{cfg['md_atoms']} atoms, float32")
-    if "md32" in args.skip:
-        report["md"].append({"item": "md", "dtype": "float32", "skipped": "--skip md32"})
-    else:
-        run_md(cfg, pot_path, "float32", budget, report, state, save)
-    log(f"3. fitting step, level {cfg['level']}")
-    if "fit" in args.skip:
-        report["fit"] = {"item": "fit", "skipped": "--skip fit"}
-    else:
-        run_fit(cfg, pot_path, budget, report, save)
-    log("4. MD float64")
-    if "md64" in args.skip or not cfg["md64"]:
-        reason = "--skip md64" if "md64" in args.skip else "--small: float32 MD only"
-        report["md"].append({"item": "md", "dtype": "float64", "skipped": reason})
-    else:
-        run_md(cfg, pot_path, "float64", budget, report, state, save)
+    limit_default = args.item_timeout or (300.0 if args.small else 150.0)
+    part = out.with_name(out.name + ".item.json")
+    for skip_name, spec in item_plan(cfg, args):
+        key, skipped = skipped_entry(spec, cfg, "")
+        need = cfg["need_md_s" if spec.startswith("md") else "need_fit_s" if spec == "fit"
+                   else "need_ef_s"]
+        if skip_name in args.skip:
+            skipped["skipped"] = f"--skip {skip_name}"
+            add_entry(report, key, skipped)
+        elif skip_name == "md64" and not cfg["md64"]:
+            skipped["skipped"] = "--small: float32 MD only"
+            add_entry(report, key, skipped)
+        elif budget.left() < need:
+            skipped["skipped"] = f"wall budget: {budget.left():.0f} s left"
+            add_entry(report, key, skipped)
+        elif args.in_process:
+            log(f"item {spec}")
+            run_item(spec, cfg, pot_path, budget, report, save)
+        else:
+            limit = min(args.item_timeout or (2 * limit_default if spec.startswith("md")
+                                              else limit_default), budget.left())
+            log(f"item {spec} (child process, limit {limit:.0f} s)")
+            res = run_isolated(spec, args, limit, part)
+            if isinstance(res, str):
+                log(f"item {spec}: {res}")
+                skipped.pop("skipped")
+                add_entry(report, key, {**skipped, "error": res})
+            else:
+                for k in ("parity", "energy_forces", "md"):
+                    report[k] += res[k]
+                if res.get("fit"):
+                    report["fit"] = res["fit"]
+                if res.get("liquid"):
+                    report["liquid"] = res["liquid"]
+        save()
+    part.unlink(missing_ok=True)
     report["host"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     save()
     print(summary(report), flush=True)

@@ -11,17 +11,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_gpu_check_small(tmp_path):
+def run_check(tmp_path, *args):
     out = tmp_path / "x.json"
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
     res = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--small", "--out",
-         str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+         str(out), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    report = json.loads(out.read_text())
+    return json.loads(out.read_text())
 
-    for key in ("command", "date", "device", "versions", "host", "targets"):
+
+def test_gpu_check_small(tmp_path):
+    report = run_check(tmp_path)
+
+    for key in ("command", "date", "device", "versions", "host", "targets", "environment"):
         assert key in report
+    assert report["environment"]["JAX_PLATFORMS"] == "cpu"
+    assert report["settings"]["isolated_items"] is True
+
+    # parity with mlp through `calc-efs`'s path, every shared case
+    parity = report["parity"]
+    assert {e["case"] for e in parity} == {"si_L08", "si_L16", "si_L20", "species2_L16"}
+    for e in parity:
+        assert e["within_tolerance"], e
+        assert e["configurations"] == 34
+        assert 0 <= e["max_abs_deviation"]["forces_eV_A"] <= 2e-6
+    assert report["targets"]["parity"]["met"] is True
     assert report["device"]["count"] >= 1 and report["device"]["kind"]
     assert report["versions"]["jax"] and report["versions"]["python"]
     assert len(report["host"]["load_before"]) == 3 and report["host"]["cpu_count"] >= 1
@@ -52,3 +67,14 @@ def test_gpu_check_small(tmp_path):
     assert t["energy_forces"]["met"] is False and t["md"]["met"] is False
     assert t["energy_forces"]["threshold_atom_steps_per_s"] == 2e7
     assert t["md"]["threshold_steps_per_s"] == 20.0
+
+
+def test_gpu_check_item_over_its_limit_is_killed_and_recorded(tmp_path):
+    """An item that overruns (e.g. a pathological compile) is killed; the next one still runs."""
+    report = run_check(tmp_path, "--skip", "parity", "md32", "fit", "--ef-sizes", "1000",
+                       "--item-timeout", "0.5")
+    ef = report["energy_forces"]
+    assert [e["dtype"] for e in ef] == ["float64", "float32"]
+    for e in ef:
+        assert "killed after the item's 0.5 s wall-time limit" in e["error"], e
+    assert report["targets"]["parity"]["met"] is False  # skipped is not met
