@@ -125,8 +125,8 @@ def parse_args(argv=None):
     p.add_argument("--md-atoms", type=int, metavar="N",
                    help="MD system size (default: 1e6, --small: 2e3)")
     p.add_argument("--chunk", type=int, metavar="N",
-                   help="central atoms per evaluation chunk (md.energy; default: 65,536 on "
-                   "accelerators, 8,192 on CPUs)")
+                   help="central atoms per evaluation chunk (md.energy.EVAL_CHUNK[_ACCELERATOR]; "
+                   "default: 8,192)")
     p.add_argument("--xla-flags", default="", metavar="FLAGS",
                    help="appended to XLA_FLAGS before JAX starts, e.g. "
                    "'--xla_gpu_autotune_level=0'")

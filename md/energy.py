@@ -83,9 +83,11 @@ def local_energy(spec: ModelSpec, params, positions, centers, cell, types, cente
 #: central atoms per chunk of :func:`local_energy_forces_virial` (a multiple of the core's
 #: 32-atom cache block): the [n, J, 3] pair vectors and gradients exist one chunk at a time
 EVAL_CHUNK = 8192
-#: the same on accelerators, where larger chunks keep the device busy (the per-pair
-#: intermediates of 65,536 atoms at level 16 take a few GB)
-EVAL_CHUNK_ACCELERATOR = 65536
+#: the same on accelerators. Larger chunks would keep a GPU busier, but on the one H200
+#: measured (docs/gpu.md, 2026-12-04) the level-16 program over 55,296-atom chunks did not
+#: finish compiling in 7.5 minutes, while 8,000-atom programs compiled in 6-25 s; a larger
+#: value waits for a GPU measurement (``benchmarks/gpu_check.py --chunk``)
+EVAL_CHUNK_ACCELERATOR = 8192
 
 
 def local_energy_forces_virial(spec: ModelSpec, params, positions, centers, cell, types,
