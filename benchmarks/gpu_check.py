@@ -79,6 +79,7 @@ FULL = {
     "fit_configs": None,  # all
     "fit_iters": 4,
     "md64": True,
+    "parity_cases": None,  # all
     "budget_s": 450.0,
     # remaining wall time an item needs to be started (compile included, a guess)
     "need_ef_s": 30.0, "need_md_s": 180.0, "need_fit_s": 90.0,
@@ -96,6 +97,7 @@ SMALL = {
     "fit_configs": 1,
     "fit_iters": 2,
     "md64": False,  # float64 MD only in the full run (the melt already runs float64)
+    "parity_cases": ["si_L08", "species2_L16"],  # the smallest level, and two species
     "budget_s": 240.0,
     "need_ef_s": 5.0, "need_md_s": 20.0, "need_fit_s": 10.0,
 }
@@ -240,8 +242,11 @@ def parity_case(case: str) -> dict:
             "within_tolerance": all(dev[k] <= PARITY_TOL[k] for k in PARITY_TOL)}
 
 
-def run_parity(budget: Budget, report: dict, save) -> None:
-    for case in sorted(d.name for d in PARITY.iterdir() if (d / "efs.cfg").is_file()):
+def run_parity(cases, budget: Budget, report: dict, save) -> None:
+    """Parity items for ``cases`` (names under tests/data/parity; None: every case)."""
+    if cases is None:
+        cases = sorted(d.name for d in PARITY.iterdir() if (d / "efs.cfg").is_file())
+    for case in cases:
         try:
             entry = parity_case(case)
             d = entry["max_abs_deviation"]
@@ -736,7 +741,7 @@ def run_item(spec: str, cfg, pot_path: Path, budget: Budget, report: dict, save)
     """Run one item (``parity``, ``ef:N:DTYPE``, ``md:DTYPE``, ``fit``) into ``report``."""
     kind, *rest = spec.split(":")
     if kind == "parity":
-        run_parity(budget, report, save)
+        run_parity(cfg["parity_cases"], budget, report, save)
     elif kind == "ef":
         run_energy_forces({**cfg, "ef_sizes": [int(rest[0])]}, pot_path, budget, report, save,
                           dtypes=(rest[1],))
