@@ -125,6 +125,28 @@ def pick(pot, train: Sequence[Atoms], candidates: Sequence[Atoms], species: Sequ
                                  SWAP_THRESHOLD, s["grade_limit"])
 
 
+def _pool_pick(pot, train, candidates, left, extra, extra_left, share: int,
+               species: Sequence[str], s: dict):
+    """One round's picks over the teacher's snapshots ``left`` (indices into ``candidates``)
+    and, with ``share`` > 0, ``share`` of the cells ``extra_left`` (indices into ``extra``),
+    graded with the round's snapshot picks in the active set.
+
+    Returns (the snapshots' GradeSelection, chosen snapshot indices, chosen cell indices, the
+    round summary's cell entries)."""
+    sel = pick(pot, train, [candidates[k] for k in left], species,
+               {**s, "grade_budget": s["grade_budget"] - share} if share else s)
+    chosen = [left[k] for k in sel.chosen]
+    if not share:
+        return sel, chosen, [], {}
+    csel = pick(pot, train + [candidates[k] for k in chosen],
+                [extra[k] for k in extra_left], species, {**s, "grade_budget": share})
+    cell_chosen = [extra_left[k] for k in csel.chosen]
+    summary = {"cells": len(extra), "cells_selected": len(cell_chosen),
+               "picked_cell_atoms": [len(extra[k]) for k in cell_chosen],
+               "max_gamma_cells": float(csel.grades.max(initial=0))}
+    return sel, chosen, cell_chosen, summary
+
+
 def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
                  species: Sequence[str], s: dict, seed: int,
                  fit: Callable[[list[Atoms], str], Path],
@@ -178,21 +200,10 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
                     break
                 train = list(d0) + label(new)
                 pot = fit(train, f"round_{r}")
-            sel = pick(pot, train, [candidates[k] for k in left], species,
-                       {**s, "grade_budget": s["grade_budget"] - share} if share else s)
-            chosen = [left[k] for k in sel.chosen]
-            picks = [candidates[k] for k in chosen]
-            summary = {}
-            if share:
-                csel = pick(pot, train + picks, [extra[k] for k in extra_left], species,
-                            {**s, "grade_budget": share})
-                cell_chosen = [extra_left[k] for k in csel.chosen]
-                picks += [extra[k] for k in cell_chosen]
-                extra_left = [k for k in extra_left if k not in set(cell_chosen)]
-                summary = {"cells": len(extra), "cells_selected": len(cell_chosen),
-                           "picked_cell_atoms": [len(extra[k]) for k in cell_chosen],
-                           "max_gamma_cells": float(csel.grades.max(initial=0))}
-            new = keep(picks, r)
+            sel, chosen, cell_chosen, summary = _pool_pick(
+                pot, train, candidates, left, extra, extra_left, share, species, s)
+            extra_left = [k for k in extra_left if k not in set(cell_chosen)]
+            new = keep([candidates[k] for k in chosen] + [extra[k] for k in cell_chosen], r)
             log(f"grade round {r}: {len(chosen)} of {len(left)} teacher snapshots selected "
                 f"(max γ {float(sel.grades.max(initial=0)):.3g})"
                 + (f", {summary['cells_selected']} random cells" if summary else ""))
