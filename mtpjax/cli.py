@@ -60,6 +60,24 @@ def error_exit(exc: BaseException) -> int:
     return 2
 
 
+def device_out_of_memory(exc: BaseException) -> bool:
+    """True for XLA's out-of-memory error (``RESOURCE_EXHAUSTED``) on any device."""
+    return (type(exc).__name__ in ("JaxRuntimeError", "XlaRuntimeError")
+            and "RESOURCE_EXHAUSTED" in str(exc))
+
+
+def out_of_memory_exit(exc: BaseException) -> int:
+    """One line naming the device's out-of-memory error and what to try (traceback with
+    ``--debug``); status 1 (not bad input)."""
+    if DEBUG:
+        traceback.print_exception(exc)
+    first = " ".join(str(exc).split())[:300]
+    print("mtpjax: error: the device ran out of memory (" + first + "). Try fewer atoms per "
+          "device or float32; on a GPU, XLA_PYTHON_CLIENT_PREALLOCATE=false and, for CUDA-graph "
+          "errors, XLA_FLAGS=--xla_gpu_enable_command_buffer= (docs/gpu.md)", file=sys.stderr)
+    return 1
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtpjax", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true",
@@ -73,7 +91,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; 0 on success, 2 on bad input (one line on stderr), 130 if stopped."""
+    """Run one command; 0 on success, 2 on bad input (one line on stderr), 1 when a device
+    runs out of memory (one line with what to try), 130 if stopped."""
     global DEBUG
     argv = list(sys.argv[1:] if argv is None else argv)
     DEBUG = "--debug" in argv
@@ -88,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(_load(args.command).run(args) or 0)
     except InputError as exc:
         return error_exit(exc)
+    except Exception as exc:
+        if device_out_of_memory(exc):
+            return out_of_memory_exit(exc)
+        raise
 
 
 if __name__ == "__main__":

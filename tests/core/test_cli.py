@@ -47,3 +47,36 @@ def test_calc_errors_reports_zero_against_own_output(tmp_path, capsys):
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["energy_per_atom"]["mae"] < 1e-11 and report["forces"]["rmse"] < 1e-11
     assert report["forces"]["count"] == sum(len(c) for c in read_cfg(out))
+
+
+def test_device_out_of_memory_is_one_line_with_what_to_try(monkeypatch, capsys):
+    """XLA's RESOURCE_EXHAUSTED (seen on an H200 in float64, docs/gpu.md) is not a traceback."""
+    import jax
+
+    import mtpjax.commands.calc_efs as calc_efs
+
+    def run(_args):
+        raise jax.errors.JaxRuntimeError(
+            "RESOURCE_EXHAUSTED: Underlying backend ran out of memory trying to instantiate\n"
+            "command buffer with 70 (total of 0 alive graphs in the process).")
+
+    monkeypatch.setattr(calc_efs, "run", run)
+    assert main(["calc-efs", "pot.mtp", "in.cfg", "out.cfg"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("mtpjax: error: the device ran out of memory (RESOURCE_EXHAUSTED")
+    assert "XLA_PYTHON_CLIENT_PREALLOCATE=false" in err[0]
+
+
+def test_other_runtime_errors_are_not_disguised(monkeypatch):
+    import jax
+    import pytest
+
+    import mtpjax.commands.calc_efs as calc_efs
+
+    def run(_args):
+        raise jax.errors.JaxRuntimeError("INTERNAL: something else")
+
+    monkeypatch.setattr(calc_efs, "run", run)
+    with pytest.raises(jax.errors.JaxRuntimeError):
+        main(["calc-efs", "pot.mtp", "in.cfg", "out.cfg"])
