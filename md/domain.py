@@ -93,6 +93,7 @@ from md.sharded import (
 )
 from mtpjax import cell_list
 from mtpjax.cell_list import CellList, CellListSpec
+from mtpjax.precision import highest_precision
 
 #: domains must be this much thicker than the halo width at setup (room for NPT compression)
 SLACK = 0.05
@@ -654,6 +655,7 @@ class DomainEngine:
         return self.mesh.size
 
     def _wrap(self, fn, in_specs, out_specs):
+        fn = highest_precision(fn)  # no TF32 in float32 MD on GPUs (mtpjax.precision)
         return jax.jit(jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs,
                                      out_specs=out_specs, check_vma=False))
 

@@ -41,6 +41,7 @@ from mtpjax.potential import (
     virial_from_pair_gradients,
 )
 from mtpjax.potential_data import MTPotential
+from mtpjax.precision import highest_precision
 
 
 def load_model(potential) -> tuple[MTPotential, ModelSpec, dict]:
@@ -211,6 +212,7 @@ def mtp_energy_fn(potential, types=None, fractional_coordinates: bool = False,
     _, spec, params_np = load_model(potential)
     default_types = None if types is None else np.asarray(types, dtype=np.int32)
 
+    @highest_precision
     def energy_fn(R, neighbor: CellList, box=None, perturbation=None, types=None, **unused):
         if box is None:
             raise ValueError("energy_fn needs box= (the cell, jax-md convention)")
@@ -269,6 +271,7 @@ def neighbor_list_fn(cutoff: float, skin: float = 0.5, fractional_coordinates: b
     the overflow, as with jax-md's own lists. Units: Å (or fractional R).
     """
 
+    @highest_precision
     def _real(R, box):
         cell = _cell_from_box(jnp.asarray(box, R.dtype), R.shape[-1])
         return (R @ cell if fractional_coordinates else R), cell

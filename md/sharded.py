@@ -61,6 +61,7 @@ from md.ensembles import (
 from md.units import EV_A3_TO_GPA, KB
 from mtpjax import cell_list
 from mtpjax.cell_list import CellList, CellListSpec
+from mtpjax.precision import highest_precision
 
 AXIS = "atoms"
 
@@ -166,6 +167,7 @@ def make_mesh(n_devices: int | None = None) -> Mesh | None:
 
 
 def _wrap(fn, mesh: Mesh | None, in_specs, out_specs):
+    fn = highest_precision(fn)  # no TF32 in float32 MD on GPUs (mtpjax.precision)
     if mesh is None:
         return jax.jit(fn)
     # check_vma off: the list's counters are pmax-ed (replicated) but come out of a lax.cond

@@ -26,6 +26,7 @@ from mtpjax.neighbors import allocate, compact, in_range, needs_rebuild, update
 from mtpjax.padding import bucket_size, pad_atoms
 from mtpjax.potential import Neighbors, energy_forces_virial, pair_vectors, site_energies
 from mtpjax.potential_data import MTPotential
+from mtpjax.precision import highest_precision
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
@@ -84,12 +85,12 @@ def compiled_functions(spec: ModelSpec):
     ``efv(params, positions, cell, types, neighbors, atom_mask) -> (E, F, V)`` and
     ``sites(params, positions, cell, types, neighbors) -> site energies`` (eV, eV/Å, eV).
     """
-    efv = jax.jit(
+    efv = jax.jit(highest_precision(
         lambda p, x, c, t, n, m: energy_forces_virial(spec, p, x, c, t, n, atom_mask=m)
-    )
-    sites = jax.jit(
+    ))
+    sites = jax.jit(highest_precision(
         lambda p, x, c, t, n: site_energies(spec, p, pair_vectors(x, c, n), t, t[n.idx], n.mask)
-    )
+    ))
     return efv, sites
 
 

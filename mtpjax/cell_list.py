@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtpjax.potential import Neighbors
+from mtpjax.precision import highest_precision
 
 #: central atoms per chunk of a build (temporaries ≈ chunk · K · B · 40 B): small chunks
 #: keep the candidates in cache on CPUs (128: 2.5x faster than 4096 here), large ones fill
@@ -284,6 +285,7 @@ def _rows_chunk(centers, wrapped, wrap, bins, table, ptable, cell, spec: CellLis
     return idx, shifts.astype(jnp.int8), mask, counts, shift_ok
 
 
+@highest_precision
 def build(spec: CellListSpec, positions, cell, start=0, count: int | None = None,
           rebuilds=0, n_real: int | None = None, valid=None, window=None) -> CellList:
     """Rows of central atoms ``start … start + count − 1`` (default: all) against all atoms.
@@ -350,6 +352,7 @@ def build(spec: CellListSpec, positions, cell, start=0, count: int | None = None
                     rebuilds=jnp.asarray(rebuilds, jnp.int32), spec=spec)
 
 
+@highest_precision
 def is_stale(nl: CellList, positions, cell, max_displacement=None):
     """True when the list may miss a pair within ``cutoff`` at ``positions``/``cell``.
 
@@ -374,6 +377,7 @@ def is_stale(nl: CellList, positions, cell, max_displacement=None):
     return sigma_min * spec.reach - 2.0 * dmax < spec.cutoff
 
 
+@highest_precision
 def wrap_corrected(nl: CellList, positions, cell) -> Neighbors:
     """Rows valid for ``positions`` in which atoms may have been wrapped into the cell since
     the build (as jax-md's ``shift_fn`` does): S ← S + k_i − k_j with the integer jumps
@@ -395,6 +399,7 @@ def _build_jit(spec, positions, cell, centers):
     return build(spec, positions, cell, 0, centers)
 
 
+@highest_precision
 def update(nl: CellList, positions, cell, force: bool = False) -> CellList:
     """The list if still valid at ``positions``/``cell``, else a rebuild (jit-able,
     ``lax.cond``; the rebuild may set ``did_buffer_overflow``: check it)."""

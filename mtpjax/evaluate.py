@@ -24,6 +24,7 @@ import numpy as np
 from mtpjax.model import ModelSpec
 from mtpjax.neighbors import pair_list, validate_geometry
 from mtpjax.potential import site_energies_and_gradients
+from mtpjax.precision import highest_precision
 
 
 class ChunkedNeighbors(NamedTuple):
@@ -85,6 +86,7 @@ def balanced_chunk(n_atoms: int, chunk_size: int, multiple: int = 64) -> int:
 
 
 @partial(jax.jit, static_argnums=(0,), donate_argnums=(2,))
+@highest_precision
 def _chunk_step(spec: ModelSpec, params, acc, positions, cell, types, start, idx, shifts, mask,
                 atom_mask):
     """Add one chunk's energy, forces and virial to ``acc`` = (E, F [N, 3], virial [3, 3])."""
