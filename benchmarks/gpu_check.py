@@ -677,7 +677,8 @@ def summary(report: dict) -> str:
     for e in report["energy_forces"]:
         lines.append(head("E+F", e) + " ".join([
             _f(e, "compile_s", ".1f", 10), _f(e, "step_s_median", ".4g", 10),
-            _f(e, "atom_steps_per_s", ".3g", 13), f"{'':>8}"]) + "  " + _status(e))
+            _f(e, "atom_steps_per_s", ".3g", 13), f"{'':>8}"]) + "  " + _status(e)
+            + (f"; E/N {e['energy_per_atom_eV']:.10f} eV" if "energy_per_atom_eV" in e else ""))
     for e in report["md"]:
         extra = (f"; {e['rebuilds_timed']} rebuilds / {e['timed_steps']} steps"
                  if "steps_per_s" in e else "")
