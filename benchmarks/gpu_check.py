@@ -455,8 +455,9 @@ def md_case(cfg, pot_path: Path, atoms, dtype: str, budget: Budget) -> dict:
     return out
 
 
-def run_md(cfg, pot_path: Path, dtype: str, budget: Budget, report: dict, state: dict,
-           save) -> None:
+def run_md(cfg, pot_path: Path, dtype: str, budget: Budget, report: dict, save) -> None:
+    """One MD item; the liquid is prepared in the item (deterministic, seed 0), so every MD
+    item (each its own process) runs the same system."""
     entry = {"item": "md", "level": cfg["level"], "dtype": dtype, "n_target": cfg["md_atoms"]}
     if budget.left() < cfg["need_md_s"]:
         entry["skipped"] = f"wall budget: {budget.left():.0f} s left"
@@ -464,9 +465,8 @@ def run_md(cfg, pot_path: Path, dtype: str, budget: Budget, report: dict, state:
         save()
         return
     try:
-        if state.get("liquid") is None:
-            state["liquid"] = prepare_liquid(cfg, pot_path, report)
-        entry.update(md_case(cfg, pot_path, state["liquid"], dtype, budget))
+        liquid = prepare_liquid(cfg, pot_path, report)
+        entry.update(md_case(cfg, pot_path, liquid, dtype, budget))
         log(f"  md {dtype}: {entry['steps_per_s']:.3g} steps/s, "
             f"{entry['atom_steps_per_s']:.3g} atom-steps/s, {entry['rebuilds_timed']} "
             f"rebuilds in {entry['timed_steps']} steps")
@@ -709,7 +709,7 @@ def summary(report: dict) -> str:
 ENV_KEYS = ("XLA_FLAGS", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
             "XLA_PYTHON_CLIENT_ALLOCATOR", "JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES")
 
-def item_plan(cfg, args) -> list[tuple[str, str]]:
+def item_plan(cfg) -> list[tuple[str, str]]:
     """Items in running order: (name in --skip, --only spec)."""
     plan = [("parity", "parity")]
     plan += [("ef", f"ef:{n}:{dtype}") for n in cfg["ef_sizes"]
@@ -747,7 +747,7 @@ def run_item(spec: str, cfg, pot_path: Path, budget: Budget, report: dict, save)
         run_energy_forces({**cfg, "ef_sizes": [int(rest[0])]}, pot_path, budget, report, save,
                           dtypes=(rest[1],))
     elif kind == "md":
-        run_md(cfg, pot_path, rest[0], budget, report, {}, save)
+        run_md(cfg, pot_path, rest[0], budget, report, save)
     else:
         run_fit(cfg, pot_path, budget, report, save)
 
@@ -890,7 +890,7 @@ def main(argv=None) -> int:
     save()
     limit_default = args.item_timeout or (300.0 if args.small else 150.0)
     part = out.with_name(out.name + ".item.json")
-    for skip_name, spec in item_plan(cfg, args):
+    for skip_name, spec in item_plan(cfg):
         key, skipped = skipped_entry(spec, cfg, "")
         need = cfg["need_md_s" if spec.startswith("md") else "need_fit_s" if spec == "fit"
                    else "need_ef_s"]
