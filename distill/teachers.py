@@ -12,12 +12,17 @@ pickled — is built inside each worker by `build_calculator`. Kinds:
 `teacher_identity` records what the labels depend on: the kind, the sha256 of every model file
 (a GAP's XML and its sparse-point files), the factory name, species and keyword arguments.
 Its hash, `teacher_id`, keys the labels in the store; moving a model file to another path
-keeps the id, editing it changes it. Library versions are recorded but not hashed.
+keeps the id, editing it changes it. A GAP's XML is hashed without what `gap_fit` writes into
+it that does not change a prediction — its timestamped label (``GAP_2026_12_4_...``) and the
+``<command_line>`` record of the fit's paths — so refitting the same data with the same
+settings (a fresh clone running the demo) gives the same id and the same labels' keys.
+Library versions are recorded but not hashed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import importlib.metadata
 import json
@@ -76,6 +81,25 @@ def model_files(spec: TeacherSpec) -> list[Path]:
     return [main] + [main.parent / name for name in sparse]
 
 
+_GAP_LABEL = re.compile(rb"<(GAP_[0-9_]+)>")
+_GAP_COMMAND_LINE = re.compile(rb"<command_line>.*?</command_line>", re.S)
+
+
+def model_digest(spec: TeacherSpec, path: Path) -> str:
+    """sha256 of what a model file's predictions depend on (hex).
+
+    A GAP's XML (the spec's model file): its bytes with `gap_fit`'s label replaced by a fixed
+    token everywhere and its ``<command_line>`` element removed; every other file: its bytes.
+    """
+    if spec.kind != "gap" or Path(path) != Path(spec.model):
+        return file_sha256(path)
+    data = Path(path).read_bytes()
+    found = _GAP_LABEL.search(data)
+    if found:
+        data = data.replace(found.group(1), b"GAP_LABEL")
+    return hashlib.sha256(_GAP_COMMAND_LINE.sub(b"", data)).hexdigest()
+
+
 def teacher_identity(spec: TeacherSpec) -> dict:
     """Kind, model, file hashes, species, settings, library version and the `teacher_id`."""
     check_teacher(spec)
@@ -83,7 +107,7 @@ def teacher_identity(spec: TeacherSpec) -> dict:
     hashed = {
         "kind": spec.kind,
         "factory": spec.model if spec.kind == "ase" else None,
-        "files": [f["sha256"] for f in files],
+        "files": [model_digest(spec, p) for p in model_files(spec)],
         "species": list(spec.species),
         "kwargs": spec.kwargs,
     }

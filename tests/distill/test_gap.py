@@ -47,6 +47,15 @@ def test_fit_is_cached_until_inputs_change(tiny_gap, tmp_path):
     assert not fit_gap(train, out, TINY)["cached"]  # a tampered stamp forces a refit
 
 
+def test_refit_keeps_the_teacher_id(tiny_gap, tmp_path):
+    """gap_fit stamps a new label (a timestamp) and its paths into every XML it writes."""
+    train, out, _ = tiny_gap
+    fit_gap(train, tmp_path / "again", TINY)
+    specs = [TeacherSpec("gap", str(folder / "gap.xml")) for folder in (out, tmp_path / "again")]
+    assert (out / "gap.xml").read_bytes() != (tmp_path / "again" / "gap.xml").read_bytes()
+    assert teacher_identity(specs[0])["teacher_id"] == teacher_identity(specs[1])["teacher_id"]
+
+
 def test_fit_errors_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.xyz"):
         fit_gap(tmp_path / "missing.xyz", tmp_path / "out")

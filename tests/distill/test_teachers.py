@@ -91,6 +91,27 @@ def test_gap_identity_covers_sparse_files_and_not_the_path(tmp_path):
         teacher_identity(a)
 
 
+def test_gap_identity_ignores_the_fit_label_and_command_line(tmp_path):
+    def write_model(folder, label, command, value="1.5"):
+        folder.mkdir()
+        (folder / "gap.xml").write_text(
+            f'<{label}>\n<Potential label="{label}" init_args="IP GAP label={label}"/>\n'
+            f'<GAP_params label="{label}"><gpCoordinates label="{label}1" value="{value}" '
+            f'sparseX_filename="gap.xml.sparseX.{label}1"/>\n'
+            f"<command_line><![CDATA[ at_file={command} rnd_seed=1]]></command_line>\n"
+            f"</GAP_params></{label}>\n"
+        )
+        (folder / f"gap.xml.sparseX.{label}1").write_bytes(b"0.25 0.5")
+        return TeacherSpec("gap", str(folder / "gap.xml"))
+
+    first = write_model(tmp_path / "a", "GAP_2026_12_4_0_10_59_47_582", "/x/train.xyz")
+    refit = write_model(tmp_path / "b", "GAP_2026_12_5_0_9_1_2_77", "/y/train.xyz")
+    edited = write_model(tmp_path / "c", "GAP_2026_12_5_0_9_1_2_77", "/y/train.xyz", "1.6")
+    ids = [teacher_identity(s) for s in (first, refit, edited)]
+    assert ids[0]["files"][0]["sha256"] != ids[1]["files"][0]["sha256"]  # the bytes differ
+    assert ids[0]["teacher_id"] == ids[1]["teacher_id"] != ids[2]["teacher_id"]
+
+
 def test_identity_depends_on_settings_and_spec_pickles():
     lj = TeacherSpec("ase", "ase.calculators.lj:LennardJones", (), {"sigma": 2.0})
     lj2 = TeacherSpec("ase", "ase.calculators.lj:LennardJones", (), {"sigma": 2.1})
