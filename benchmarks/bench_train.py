@@ -46,7 +46,10 @@ Every file this script writes is written entirely by it: ``OUT.json`` (command l
 host, load averages before and after, settings, every run with its trajectory, the summary,
 the time-to-accuracy table), ``OUT.md`` (the same as tables) and the plot. ``--quick``: a tiny
 smoke run (smallest cells, level 2, a few iterations, 2 seeds, no `mlp`) that the test suite
-runs end to end.
+runs end to end. ``--accelerator``: the mtpjax runs compute on JAX's default device (a GPU
+where there is one; the device is recorded), are not pinned and let XLA compile with all
+threads; `mlp` (usually from the cache) stays the one-core reference — the GPU
+time-to-accuracy of issue #14 (``scripts/train_gpu_device.sh``).
 
 Usage:
     MLP_BIN=/path/to/mlp .venv/bin/python benchmarks/bench_train.py --levels 8 12 \\
@@ -153,13 +156,16 @@ PIN = ("import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); "
        "os.execvp(sys.argv[2], sys.argv[2:])")
 
 
-def run_pinned(cmd: list[str], cwd: Path, core: int, env: dict | None, log: Path) -> dict:
-    """Run `cmd` pinned to `core`; wall time, CPU time of the child and load around it."""
+def run_pinned(cmd: list[str], cwd: Path, core: int | None, env: dict | None,
+               log: Path) -> dict:
+    """Run `cmd` pinned to `core` (None: not pinned); wall time, CPU time of the child and
+    load around it."""
     before = load()
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
+    launch = cmd if core is None else [sys.executable, "-c", PIN, str(core), *cmd]
     with open(log, "w") as fh:
-        proc = subprocess.run([sys.executable, "-c", PIN, str(core), *cmd], cwd=cwd, env=env,
+        proc = subprocess.run(launch, cwd=cwd, env=env,
                               stdout=fh, stderr=subprocess.STDOUT, check=False)
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -171,15 +177,29 @@ def run_pinned(cmd: list[str], cwd: Path, core: int, env: dict | None, log: Path
             "core": core, "load_before": before, "load_after": load(), "finished_at": utc()}
 
 
-def mtpjax_env(compile_cache: str | None) -> dict:
-    """Single-threaded XLA; no persistent compilation cache unless asked (--compile-cache)."""
+def mtpjax_env(compile_cache: str | None, accelerator: bool = False) -> dict:
+    """Single-threaded XLA on one CPU core; with `accelerator`, JAX's default backend (a GPU
+    where there is one) and XLA's own threading for compilation. No persistent compilation
+    cache unless asked (--compile-cache)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
     env["MTPJAX_COMPILE_CACHE"] = compile_cache or "off"
-    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(":"),
-               XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
-               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(":")
+    if not accelerator:
+        env.update(XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+                   OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return env
+
+
+DEVICE_PROBE = ("import json, jax; d = jax.devices()[0]; print(json.dumps({'platform': "
+                "d.platform, 'device_kind': d.device_kind, 'device_count': jax.device_count()}))")
+
+
+def probe_device(env: dict) -> dict:
+    """The device the mtpjax runs compute on: platform, kind, count (a child with their env)."""
+    out = subprocess.run([sys.executable, "-c", DEVICE_PROBE], env=env, capture_output=True,
+                         text=True, check=True, timeout=300)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def fit_options(settings: dict) -> dict:
@@ -224,8 +244,8 @@ def run_mtpjax(level: int, seed: int, work: Path, args, tag: str | None = None,
     if init:
         cmd.append("--init-params=same")
     launched = time.time()
-    res = run_pinned(cmd, run_dir, args.core, mtpjax_env(args.compile_cache),
-                     run_dir / "stdout.txt")
+    res = run_pinned(cmd, run_dir, None if args.accelerator else args.core,
+                     mtpjax_env(args.compile_cache, args.accelerator), run_dir / "stdout.txt")
     log = [json.loads(line) for line in (run_dir / "run" / "log.jsonl").read_text().splitlines()]
     iters = [r for r in log if not r.get("final")]
     # the trajectory: test errors of the current coefficients, evaluated inside the run, against
@@ -303,6 +323,19 @@ class MlpCache:
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(doc, indent=1) + "\n")
             os.replace(tmp, self.path)
+
+
+def cached_mlp_binary(path: Path) -> str:
+    """The sha256 of the one `mlp` binary whose runs `path` holds (--mlp-cache-only without
+    the binary on this machine); an error if the cache is missing or mixes binaries."""
+    if not path.is_file():
+        raise SystemExit(f"--mlp-cache-only: no mlp cache at {path}")
+    binaries = {entry["key"]["mlp_sha256"]
+                for entry in json.loads(path.read_text())["runs"].values()}
+    if len(binaries) != 1:
+        raise SystemExit(f"--mlp-cache-only without MLP_BIN: {path} holds runs of "
+                         f"{len(binaries)} mlp binaries; name the binary with --mlp-bin")
+    return binaries.pop()
 
 
 def run_mlp(level: int, seed: int, work: Path, mlp: str, args, cache: MlpCache,
@@ -508,6 +541,14 @@ def _cell(s: dict, fmt: str) -> str:
     return f"{s['mean']:{fmt}} ({s['min']:{fmt}}–{s['max']:{fmt}})"
 
 
+def _device_words(doc: dict) -> str:
+    """'1 × NVIDIA H200 (gpu)' from the result's device probe."""
+    d = doc.get("mtpjax_device") or {}
+    if not d:
+        return "an unrecorded device"
+    return f"{d['device_count']} × {d['device_kind']} ({d['platform']})"
+
+
 def render_md(doc: dict) -> str:
     s = doc["settings"]
     lines = [
@@ -516,6 +557,9 @@ def render_md(doc: dict) -> str:
         f"Written by `benchmarks/bench_train.py` (every line of this file and of "
         f"`{Path(doc['out_json']).name}`). Command: `{doc['command']}`.",
         "",
+        *([f"**Partial result**: the job stopped before its end; {len(doc['runs'])} finished "
+           "runs, written after each (training-loss columns are filled only at the end).", ""]
+          if doc.get("complete") is False else []),
         f"Started {doc['started_at']}, finished {doc['finished_at']} on `{doc['host']['hostname']}`"
         f" ({doc['host']['cpu_model']}, {doc['host']['cpus']} CPUs, "
         f"{doc['host']['memory_GiB']} GiB); load average (1/5/15 min) "
@@ -535,8 +579,12 @@ def render_md(doc: dict) -> str:
                                              for r in doc["runs"])) for lv in s["levels"])
            + " (no seed option: random start from std::random_device)." if doc["mlp"]["ran"] else
            f"not run ({doc['mlp']['why_not']}).")
-        + " Each run pinned to one core (column `core`), the runs of one invocation one after "
-        "the other (runs reused from another invocation may have shared the machine with it: "
+        + (" Each run pinned to one core (column `core`), the runs of one invocation one after "
+           "the other" if not s.get("accelerator") else
+           f" **mtpjax on {_device_words(doc)}** (`--accelerator`: not pinned, XLA's own "
+           "threads for compiling; column `core` then names the core `mlp` runs are pinned "
+           "to), `mlp` on one pinned core, the runs of one invocation one after the other")
+        + " (runs reused from another invocation may have shared the machine with it: "
         "see their load); wall and CPU time of the whole process. Test errors: both "
         "programs' potentials scored by the same code "
         "(`mtpjax calc-errors` conventions = `mlp calc-errors`'): energy MAE per atom, force "
@@ -643,7 +691,7 @@ def render_md(doc: dict) -> str:
                      f"{num(r.get('train_energy_mae_meV'), '.3f')} | "
                      f"{num(r.get('train_force_rmse'), '.5f')} | "
                      f"{r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
-                     f"{r['core']} | {r['load_before'][0]:.1f} → {r['load_after'][0]:.1f} | "
+                     f"{'all' if r['core'] is None else r['core']} | {r['load_before'][0]:.1f} → {r['load_after'][0]:.1f} | "
                      f"{'yes, ' + r['recorded_at'] if r.get('cached') else 'no'} |")
     if doc.get("continued_mlp"):
         lines += ["", "## `mlp`'s final potentials continued by mtpjax", "",
@@ -718,6 +766,9 @@ def parse_args(argv):
                         "held-out loss (fitted on the other training cells) is used")
     p.add_argument("--core", type=int, default=None,
                    help="core every run is pinned to (default: the last one this process may use)")
+    p.add_argument("--accelerator", action="store_true",
+                   help="mtpjax runs on JAX's default device (a GPU where there is one), not "
+                        "pinned, XLA's own threads; mlp stays on one pinned core")
     p.add_argument("--programs", nargs="+", default=["mtpjax", "mlp"], choices=["mtpjax", "mlp"])
     p.add_argument("--mlp-bin", default=None,
                    help="mlp binary (default: $MLP_BIN, except with --quick; without it mlp is "
@@ -805,16 +856,23 @@ def main(argv=None) -> int:
         (work / f"init_L{level:02d}.mtp").write_text(text)
         template_sha[level] = hashlib.sha256(text.encode()).hexdigest()
     mlp = args.mlp_bin if "mlp" in args.programs else None
+    cached_binary = None
+    if mlp is None and args.mlp_cache_only and "mlp" in args.programs:
+        # a machine without the binary (a lent GPU): the cache's runs, of its one binary
+        cached_binary = cached_mlp_binary(Path(args.mlp_cache))
+        mlp = "mlp"
     cache = MlpCache(Path(args.mlp_cache) if mlp else None)
     mlp_info = {"ran": bool(mlp), "why_not": None if mlp else (
         "MLP_BIN not set" if "mlp" in args.programs else "--programs without mlp")}
     if mlp:
-        mlp_info.update(binary=mlp, binary_sha256=hashlib.sha256(Path(mlp).read_bytes())
-                        .hexdigest(), cache=str(Path(args.mlp_cache).relative_to(ROOT))
-                        if Path(args.mlp_cache).resolve().is_relative_to(ROOT)
-                        else args.mlp_cache)
+        mlp_info.update(
+            binary=mlp if cached_binary is None else "not on this machine (--mlp-cache-only)",
+            binary_sha256=cached_binary or hashlib.sha256(Path(mlp).read_bytes()).hexdigest(),
+            cache=str(Path(args.mlp_cache).relative_to(ROOT))
+            if Path(args.mlp_cache).resolve().is_relative_to(ROOT) else args.mlp_cache)
     runs, warmups = [], []
     reused = None
+    mtpjax_device = probe_device(mtpjax_env(None, args.accelerator))
     if args.reuse_mtpjax:  # mtpjax runs of earlier invocations on the same data/templates
         caches = []
         for source in args.reuse_mtpjax:
@@ -835,6 +893,12 @@ def main(argv=None) -> int:
             caches.append(reused["settings"]["compile_cache"])
         args.programs = [p for p in args.programs if p != "mtpjax"]
         args.compile_cache = ", ".join(sorted({c for c in caches if c})) or None
+    continued = []
+
+    def progress() -> None:  # the result so far, in case the job is stopped
+        write_result(args, command, started, load_before, data, mlp_info, mtpjax_device,
+                     work, runs, warmups, continued, complete=False)
+
     for level in args.levels:
         if "mtpjax" in args.programs and args.compile_cache:
             print(f"L{level} mtpjax warm-up (fills the compilation cache)", flush=True)
@@ -848,11 +912,13 @@ def main(argv=None) -> int:
             if args.only_seeds is not None and seed not in args.only_seeds:
                 continue
             if "mtpjax" in args.programs and seed < args.seeds:
-                print(f"L{level} mtpjax seed {seed} (core {args.core})", flush=True)
+                where = mtpjax_device["device_kind"] if args.accelerator else f"core {args.core}"
+                print(f"L{level} mtpjax seed {seed} ({where})", flush=True)
                 runs.append(run_mtpjax(level, seed, work, args))
                 runs[-1].update(score(runs[-1]["potential"], work / "test.cfg"))
                 print(f"  {runs[-1]['wall_s']:.1f} s, E {runs[-1]['test_energy_mae_meV']:.2f} "
                       f"meV/atom, F {runs[-1]['test_force_rmse']:.4f} eV/Å", flush=True)
+                progress()
             if mlp and seed < args.mlp_seeds.get(level, args.seeds):
                 print(f"L{level} mlp repetition {seed} (core {args.core})", flush=True)
                 key_fields = {"template_sha256": template_sha[level],
@@ -863,10 +929,10 @@ def main(argv=None) -> int:
                 print(f"  {runs[-1]['wall_s']:.1f} s{' (cached)' if runs[-1]['cached'] else ''}"
                       f", E {runs[-1]['test_energy_mae_meV']:.2f} meV/atom, "
                       f"F {runs[-1]['test_force_rmse']:.4f} eV/Å", flush=True)
+                progress()
     for r in runs:  # training loss and errors of every final potential, the same code
         if "train_loss" not in r and Path(r["potential"]).is_file():
             r.update(train_score(r["potential"], work / "train.cfg"))
-    continued = []
     for r in runs if args.continue_mlp else ():  # mlp's final point, continued by mtpjax
         if r["program"] == "mlp":
             print(f"L{r['level']} mlp repetition {r['seed']} continued by mtpjax "
@@ -877,24 +943,37 @@ def main(argv=None) -> int:
             c.update(train_score(c["potential"], work / "train.cfg"))
             continued.append({**c, "program": "mlp+mtpjax", "from_mlp_seed": r["seed"],
                               "from_mlp_train_loss": r.get("train_loss")})
+    write_result(args, command, started, load_before, data, mlp_info, mtpjax_device, work,
+                 runs, warmups, continued, complete=True)
+    args.out.with_suffix(".md").write_text(render_md(json.loads(args.out.read_text())))
+    plot(json.loads(args.out.read_text()), args.plot)
+    print(f"wrote {args.out}, {args.out.with_suffix('.md')} and {args.plot}")
+    return 0
+
+
+def write_result(args, command, started, load_before, data, mlp_info, mtpjax_device, work,
+                 runs, warmups, continued, complete: bool) -> None:
+    """OUT.json (atomically): after every run with ``complete: false`` (a run stopped by a
+    time limit keeps what it measured; ``--render-md OUT.json`` renders it), at the end whole."""
     settings = {k: getattr(args, k) for k in (
         "levels", "seeds", "optimizer", "max_iter", "mlp_max_iter", "time_limit",
         "monitor_every", "memory_size", "lstsq_atoms", "lstsq_configs", "relinearize_every",
         "valid_fraction", "patience", "valid_rtol", "refit_linear", "refit_ridge_grid",
-        "core", "programs", "quick", "compile_cache", "mlp_seeds", "continue_mlp")}
+        "core", "programs", "quick", "compile_cache", "mlp_seeds", "continue_mlp",
+        "accelerator")}
+    done = [r for r in runs if "test_energy_mae_meV" in r]
     doc = {"script": "benchmarks/bench_train.py", "command": command, "started_at": started,
-           "finished_at": utc(), "load_before": load_before, "load_after": load(),
-           "versions": versions(), "host": host(), "settings": settings,
-           "weights": WEIGHTS, "data": data, "mlp": mlp_info, "work_dir": str(work),
-           "out_json": str(args.out), "summary": summarize(runs),
-           "time_to_accuracy": time_to_accuracy(runs), "warmups": warmups,
-           "plot": str(args.plot), "runs": runs, "continued_mlp": continued}
+           "finished_at": utc(), "complete": complete, "load_before": load_before,
+           "load_after": load(), "versions": versions(), "host": host(), "settings": settings,
+           "weights": WEIGHTS, "data": data, "mlp": mlp_info, "mtpjax_device": mtpjax_device,
+           "work_dir": str(work),
+           "out_json": str(args.out), "summary": summarize(done),
+           "time_to_accuracy": time_to_accuracy(done), "warmups": warmups,
+           "plot": str(args.plot), "runs": done, "continued_mlp": continued}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(render_md(doc))
-    plot(doc, args.plot)
-    print(f"wrote {args.out}, {args.out.with_suffix('.md')} and {args.plot}")
-    return 0
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, args.out)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,22 @@ def test_mlp_runs_cached_and_reused(tmp_path):
         bench.main([*common, "--mlp-cache", str(tmp_path / "empty.json"), "--mlp-cache-only",
                     "--out", str(tmp_path / "e.json"), "--work", str(tmp_path / "we")])
     assert sum(c.startswith("train ") for c in log.read_text().splitlines()) == 4
+    # a machine without the binary (a lent GPU): the cache's runs of its one binary
+    no_binary = ["--quick", "--programs", "mlp", "--mlp-cache-only",
+                 "--mlp-cache", str(tmp_path / "cache.json")]
+    assert bench.main([*no_binary, "--out", str(tmp_path / "f.json"),
+                       "--work", str(tmp_path / "wf")]) == 0
+    without = json.loads((tmp_path / "f.json").read_text())
+    assert [r["cached"] for r in without["runs"]] == [True, True]
+    assert without["mlp"]["binary_sha256"] == first["mlp"]["binary_sha256"]
+    assert "not on this machine" in without["mlp"]["binary"]
+    mixed = json.loads((tmp_path / "cache.json").read_text())
+    entry = next(iter(mixed["runs"].values()))
+    mixed["runs"]["other"] = {**entry, "key": {**entry["key"], "mlp_sha256": "0" * 64}}
+    (tmp_path / "mixed.json").write_text(json.dumps(mixed))
+    with pytest.raises(SystemExit, match="2 mlp binaries"):
+        bench.main([*no_binary[:-1], str(tmp_path / "mixed.json"), "--out",
+                    str(tmp_path / "g.json"), "--work", str(tmp_path / "wg")])
 
 
 @pytest.mark.slow
@@ -150,3 +166,16 @@ def test_continue_mlp(tmp_path):
         assert c["train_loss"] < r["train_loss"]
         assert math.isfinite(c["test_energy_mae_meV"]) and c["test_force_rmse"] > 0
     assert "continued by mtpjax" in (tmp_path / "b.md").read_text()
+
+
+def test_quick_accelerator_mode_is_unpinned_and_records_the_device(tmp_path):
+    bench = _load_script()
+    out = tmp_path / "acc.json"
+    assert bench.main(["--quick", "--accelerator", "--programs", "mtpjax", "--out", str(out),
+                       "--work", str(tmp_path / "work")]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["settings"]["accelerator"] is True
+    assert doc["mtpjax_device"]["platform"] == "cpu" and doc["mtpjax_device"]["device_count"] >= 1
+    assert all(r["core"] is None for r in doc["runs"]) and len(doc["runs"]) == 2
+    md = out.with_suffix(".md").read_text()
+    assert "**mtpjax on 1 × cpu (cpu)**" in md and "| all |" in md
