@@ -137,6 +137,24 @@ def test_mlp_runs_cached_and_reused(tmp_path):
     assert [r["cached"] for r in without["runs"]] == [True, True]
     assert without["mlp"]["binary_sha256"] == first["mlp"]["binary_sha256"]
     assert "not on this machine" in without["mlp"]["binary"]
+    assert without["complete"] is True
+    # the result so far is on disk after every run: a job stopped at its second run keeps one
+    real_score, calls = bench.score, []
+
+    def score_then_stop(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("stopped by a time limit")
+        return real_score(*a, **k)
+
+    bench.score = score_then_stop
+    with pytest.raises(KeyboardInterrupt):
+        bench.main([*no_binary, "--out", str(tmp_path / "h.json"), "--work", str(tmp_path / "wh")])
+    bench.score = real_score
+    partial = json.loads((tmp_path / "h.json").read_text())
+    assert partial["complete"] is False and len(partial["runs"]) == 1
+    assert bench.main(["--render-md", str(tmp_path / "h.json")]) == 0
+    assert "**Partial result**" in (tmp_path / "h.md").read_text()
     mixed = json.loads((tmp_path / "cache.json").read_text())
     entry = next(iter(mixed["runs"].values()))
     mixed["runs"]["other"] = {**entry, "key": {**entry["key"], "mlp_sha256": "0" * 64}}
