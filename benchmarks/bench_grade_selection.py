@@ -1,7 +1,7 @@
 """Uniform vs grade-driven selection of D1: teacher calls at equal test error (issue #16).
 
     nice -n 10 .venv/bin/python benchmarks/bench_grade_selection.py [--seeds 0 1 2] [--tag T]
-        # -> benchmarks/results/bench_grade_selection[_T].{json,md}
+        # -> benchmarks/results/bench_grade_selection[_T].{json,md,png}
 
 Teacher: Stillinger–Weber Si (ASE; the demo's GAP teacher is too slow for this 2-core
 machine; the tiny pipeline's teacher). Everything else is the demo's scale or smaller. Per
@@ -389,6 +389,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--tag", default="", help="result files bench_grade_selection[_TAG].*")
+    p.add_argument("--plot-only", metavar="JSON",
+                   help="only draw JSON's plot (JSON.png) from an existing result file")
     p.add_argument("--merge", nargs="+", metavar="JSON",
                    help="only merge result files of this script (the same settings, other "
                         "seeds: runs made side by side) into one, rows and means over all")
@@ -399,6 +401,11 @@ def main(argv=None) -> int:
                 "--per-round")
     if args.rss_candidates < 0 or args.rss_per_round < 0:
         p.error("--rss-candidates and --rss-per-round must be >= 0")
+    if args.plot_only:
+        path = Path(args.plot_only)
+        plot(json.loads(path.read_text()), path.with_suffix(".png"))
+        print(f"wrote {path.with_suffix('.png')}")
+        return 0
     if args.merge:
         return merge(args)
     FIT["stress_weight"] = args.stress_weight  # every arm's fits
@@ -455,7 +462,56 @@ def _write(args, result: dict) -> None:
     stem = "bench_grade_selection" + (f"_{args.tag}" if args.tag else "")
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / f"{stem}.md").write_text(render(result))
+    plot(result, out / f"{stem}.png")
     print(render(result), flush=True)
+
+
+PANELS = (("rss", METRICS[0], "RSS energy MAE (meV/atom)"),
+          ("rss", METRICS[1], "RSS force MAE (eV/Å)"),
+          ("compression", METRICS[0], "compression energy MAE (meV/atom)"),
+          ("compression", METRICS[1], "compression force MAE (eV/Å)"))
+
+
+def plot(res: dict, path: Path) -> None:
+    """Test errors against teacher calls: each grade arm's rounds (mean ± std over seeds,
+    rows on fewer seeds than the reference hollow), the uniform reference as a line with its
+    ± std band, and ½ the reference's calls (the target) as a dashed vertical line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = res["summary"]
+    ref = max((s for s in summary if s["arm"] == "uniform"), key=lambda s: s["d1_labels"])
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    for ax, (test, metric, title) in zip(axes.flat, PANELS, strict=True):
+        mean, std = ref["errors"][test][metric], ref["errors_std"][test][metric]
+        ax.axhspan(mean - std, mean + std, color="0.85")
+        ax.axhline(mean, color="k", lw=1.2,
+                   label=f"uniform ({ref['teacher_calls']:.0f} calls, {ref['seeds']} seeds)")
+        ax.axvline(ref["teacher_calls"] / 2, color="k", ls="--", lw=0.8, label="½ its calls")
+        for arm in GRADE_ARMS:
+            rows = [s for s in summary if s["arm"] == arm]
+            if not rows:
+                continue
+            x = [s["teacher_calls"] for s in rows]
+            y = [s["errors"][test][metric] for s in rows]
+            dy = [s["errors_std"][test][metric] for s in rows]
+            line = ax.errorbar(x, y, yerr=dy, marker="o", ms=4, capsize=2, label=arm)
+            thin = [i for i, s in enumerate(rows) if s["seeds"] < ref["seeds"]]
+            if thin:
+                ax.plot([x[i] for i in thin], [y[i] for i in thin], "o", ms=7, mfc="white",
+                        color=line[0].get_color())
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("teacher calls (MD force calls + labels)")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(f"Grade-driven vs uniform D1 selection, {len(res['seeds_completed'])} seeds "
+                 "(mean ± std; hollow: fewer seeds)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 PART_KEYS = ("command", "started_utc", "finished_utc", "load_before", "load_after",

@@ -691,7 +691,8 @@ def render_md(doc: dict) -> str:
                      f"{num(r.get('train_energy_mae_meV'), '.3f')} | "
                      f"{num(r.get('train_force_rmse'), '.5f')} | "
                      f"{r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
-                     f"{'all' if r['core'] is None else r['core']} | {r['load_before'][0]:.1f} → {r['load_after'][0]:.1f} | "
+                     f"{'all' if r['core'] is None else r['core']} | "
+                     f"{r['load_before'][0]:.1f} → {r['load_after'][0]:.1f} | "
                      f"{'yes, ' + r['recorded_at'] if r.get('cached') else 'no'} |")
     if doc.get("continued_mlp"):
         lines += ["", "## `mlp`'s final potentials continued by mtpjax", "",

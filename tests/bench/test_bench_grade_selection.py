@@ -100,3 +100,5 @@ def test_tiny_run_end_to_end(tmp_path):
         assert 1 <= row["cells"] <= 5 and len(row["picked_cell_atoms"]) == 1
     md = (tmp_path / "bench_grade_selection_tiny.md").read_text()
     assert "| grade_pool | 2 | 1 | 6 | 26 |" in md
+    png = tmp_path / "bench_grade_selection_tiny.png"  # errors against teacher calls
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
