@@ -522,7 +522,7 @@ def merge(args) -> int:
     """One result from several of this script's result files (side-by-side runs of other
     seeds with otherwise equal settings); each part's provenance is kept under ``parts``."""
     parts = [json.loads(Path(f).read_text()) for f in args.merge]
-    ignore = ("seeds", "tag", "out", "merge")
+    ignore = ("seeds", "tag", "out", "merge", "plot_only")  # output options, not settings
     first = {k: v for k, v in parts[0]["settings"].items() if k not in ignore}
     for f, res in zip(args.merge, parts, strict=True):
         other = {k: v for k, v in res["settings"].items() if k not in ignore}
