@@ -12,13 +12,6 @@ set -euo pipefail
 name=${1:?usage: gpu_check_device.sh NAME [gpu_check.py options...]}
 shift
 out=${OUT:-benchmarks/results}
-if compgen -G ".whl/*.whl" > /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site:.
-fi
-export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}
-export PYTHONUNBUFFERED=1
-nvidia-smi -L || true
+source "$(dirname "$0")/device_setup.sh"
 python3 benchmarks/gpu_check.py --out "$out/gpu_check_$name.json" "$@" 2>&1 \
     | tee "$out/gpu_check_$name.log"

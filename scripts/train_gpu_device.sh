@@ -16,15 +16,8 @@ set -euo pipefail
 name=${1:?usage: train_gpu_device.sh NAME [bench_train.py options...]}
 shift
 out=${OUT:-benchmarks/results}
-if compgen -G ".whl/*.whl" > /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site:.
-fi
-export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}
+source "$(dirname "$0")/device_setup.sh"
 export XLA_FLAGS=${XLA_FLAGS:---xla_gpu_enable_command_buffer=}
-export PYTHONUNBUFFERED=1
-nvidia-smi -L || true
 python3 benchmarks/bench_train.py --accelerator --programs mtpjax mlp --mlp-cache-only \
     --levels 16 --seeds 3 --time-limit 90 --compile-cache /tmp/bench_train_jax_cache \
     --work /tmp/bench_train_gpu --out "$out/bench_train_gpu_$name.json" \
