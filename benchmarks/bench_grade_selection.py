@@ -345,10 +345,11 @@ def main(argv=None) -> int:
     p.add_argument("--grade-skip", type=int, default=0,
                    help="grade_student: the first N steps of each student run propose nothing "
                         "(sample.grade_skip_steps; e.g. the NVT thermalisation)")
-    p.add_argument("--grade-pick", choices=["gamma", "strata"], default="gamma",
+    p.add_argument("--grade-pick", choices=["gamma", "strata", "random"], default="gamma",
                    help="student rounds: how the --per-round labels are picked "
                         "(sample.grade_pick: 'gamma' MaxVol then highest γ; 'strata' the "
-                        "candidates cut by MD step into --per-round stretches, highest γ in each)")
+                        "candidates cut by MD step into --per-round stretches, highest γ in each; "
+                        "'random' drawn at random, the control without grades)")
     p.add_argument("--grade-md", choices=["mtpjax", "protocol"], default="mtpjax",
                    help="student rounds: the student's MD (sample.grade_md: 'mtpjax' md.runner "
                         "Nosé–Hoover/MTK; 'protocol' the teacher's Langevin/Berendsen protocol "
@@ -594,6 +595,8 @@ def render(res: dict) -> str:
         + f". Grade rounds: {st['per_round']} labels each "
         + (f"(MaxVol at threshold {st['threshold']}, then filled by γ)"
            if st.get("grade_pick", "gamma") == "gamma" else
+           "(drawn at random among the same candidates, grades unused: the control; "
+           "`--grade-pick random`)" if st["grade_pick"] == "random" else
            "(student rounds: the candidates in MD-step order cut into that many stretches, the "
            "highest γ of each; `--grade-pick strata`)")
         + ("" if st.get("grade_md", "mtpjax") == "mtpjax" else

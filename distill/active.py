@@ -109,13 +109,18 @@ def student_cells(pot: Path, settings, species: Sequence[str], seed: int) -> lis
 
 
 def pick(pot, train: Sequence[Atoms], candidates: Sequence[Atoms], species: Sequence[str],
-         s: dict) -> sampling.GradeSelection:
+         s: dict, rng: np.random.Generator | None = None) -> sampling.GradeSelection:
     """The candidates to label: ``grade_budget`` of them (`sampling.grade_budget_select`, or
     with ``grade_pick = "strata"`` one per stretch of the protocol,
-    `sampling.grade_strata_select`), or MaxVol's picks above ``grade_threshold`` (at most
-    ``grade_limit``) without a budget."""
+    `sampling.grade_strata_select`, or with ``grade_pick = "random"`` drawn at random by
+    ``rng``, `sampling.random_select`: the control without grades), or MaxVol's picks above
+    ``grade_threshold`` (at most ``grade_limit``) without a budget."""
     from mtpjax.grade import SWAP_THRESHOLD
 
+    if s.get("grade_pick", "gamma") == "random":
+        if rng is None:
+            raise ValueError("grade_pick = 'random' needs a random generator (rng)")
+        return sampling.random_select(pot, train, candidates, species, s["grade_budget"], rng)
     if s.get("grade_pick", "gamma") == "strata":
         return sampling.grade_strata_select(pot, train, candidates, species, s["grade_budget"])
     if s["grade_budget"]:
@@ -126,7 +131,7 @@ def pick(pot, train: Sequence[Atoms], candidates: Sequence[Atoms], species: Sequ
 
 
 def _pool_pick(pot, train, candidates, left, extra, extra_left, share: int,
-               species: Sequence[str], s: dict):
+               species: Sequence[str], s: dict, rng: np.random.Generator):
     """One round's picks over the teacher's snapshots ``left`` (indices into ``candidates``)
     and, with ``share`` > 0, ``share`` of the cells ``extra_left`` (indices into ``extra``),
     graded with the round's snapshot picks in the active set.
@@ -134,12 +139,12 @@ def _pool_pick(pot, train, candidates, left, extra, extra_left, share: int,
     Returns (the snapshots' GradeSelection, chosen snapshot indices, chosen cell indices, the
     round summary's cell entries)."""
     sel = pick(pot, train, [candidates[k] for k in left], species,
-               {**s, "grade_budget": s["grade_budget"] - share} if share else s)
+               {**s, "grade_budget": s["grade_budget"] - share} if share else s, rng)
     chosen = [left[k] for k in sel.chosen]
     if not share:
         return sel, chosen, [], {}
     csel = pick(pot, train + [candidates[k] for k in chosen],
-                [extra[k] for k in extra_left], species, {**s, "grade_budget": share})
+                [extra[k] for k in extra_left], species, {**s, "grade_budget": share}, rng)
     cell_chosen = [extra_left[k] for k in csel.chosen]
     summary = {"cells": len(extra), "cells_selected": len(cell_chosen),
                "picked_cell_atoms": [len(extra[k]) for k in cell_chosen],
@@ -184,6 +189,7 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
     unlabelled."""
     on_round = on_round or (lambda _summary: None)
     keep = keep or (lambda frames, _r: frames)
+    rng = np.random.default_rng([seed, 16])  # grade_pick = "random" only
     pot, train = fit(d0, "round_0"), list(d0)
     d1, new, rounds = [], [], []
     first = 1  # the number of the first student-MD round
@@ -201,7 +207,7 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
                 train = list(d0) + label(new)
                 pot = fit(train, f"round_{r}")
             sel, chosen, cell_chosen, summary = _pool_pick(
-                pot, train, candidates, left, extra, extra_left, share, species, s)
+                pot, train, candidates, left, extra, extra_left, share, species, s, rng)
             extra_left = [k for k in extra_left if k not in set(cell_chosen)]
             new = keep([candidates[k] for k in chosen] + [extra[k] for k in cell_chosen], r)
             log(f"grade round {r}: {len(chosen)} of {len(left)} teacher snapshots selected "
@@ -229,7 +235,7 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
             f, md = run_md(pot, grader, stages, species, s, seed + 500 * it + k)
             found += f
             runs.append(md)
-        sel = pick(pot, train, found, species, s)
+        sel = pick(pot, train, found, species, s, rng)
         new = keep([found[k] for k in sel.chosen], number)
         md = {"steps": sum(m["steps"] for m in runs), "stop": [m["stop"] for m in runs],
               "found": len(found), "max_gamma": max(m["max_gamma"] for m in runs),

@@ -344,3 +344,20 @@ def grade_strata_select(potential, train: Sequence[Atoms], candidates: Sequence[
     strata = np.array_split(order, min(budget, len(order))) if budget and len(order) else []
     chosen = [int(s[np.argmax(grades[s])]) for s in strata]
     return GradeSelection(chosen, grades, grader)
+
+
+def random_select(potential, train: Sequence[Atoms], candidates: Sequence[Atoms],
+                  species: Sequence[str], budget: int,
+                  rng: np.random.Generator) -> GradeSelection:
+    """``budget`` candidates drawn uniformly at random (without replacement, by ``rng``): the
+    control for the γ-driven picks (same candidates, same budget, no grades in the choice).
+    ``grades`` (every candidate's γ against the active set of ``train``) are computed only to
+    be reported beside the grade-picked rounds; picks in the order drawn."""
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    grader = grade_select(potential, train, [], species).grader
+    views = atoms_views(candidates, species)
+    grades = np.asarray(grader.grade(views)) if views else np.zeros(0)
+    n = min(budget, len(candidates))
+    chosen = [int(k) for k in rng.choice(len(candidates), size=n, replace=False)] if n else []
+    return GradeSelection(chosen, grades, grader)

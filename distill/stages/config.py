@@ -414,13 +414,14 @@ def _check_relations(cfg: dict, fail, species: list[str]) -> None:
     if s["grade_proposer"] not in ("teacher", "student"):
         fail("sample.grade_proposer",
              f"expected 'teacher' or 'student', got {s['grade_proposer']!r}")
-    if s["grade_pick"] not in ("gamma", "strata"):
-        fail("sample.grade_pick", f"expected 'gamma' or 'strata', got {s['grade_pick']!r}")
+    if s["grade_pick"] not in ("gamma", "strata", "random"):
+        fail("sample.grade_pick",
+             f"expected 'gamma', 'strata' or 'random', got {s['grade_pick']!r}")
     if s["grade_md"] not in ("mtpjax", "protocol"):
         fail("sample.grade_md", f"expected 'mtpjax' or 'protocol', got {s['grade_md']!r}")
-    if s["grade_pick"] == "strata" and s["grade_budget"] < 1:
-        fail("sample.grade_budget", "grade_pick = 'strata' needs a budget (≥ 1 label per "
-             "round), got 0")
+    if s["grade_pick"] in ("strata", "random") and s["grade_budget"] < 1:
+        fail("sample.grade_budget", f"grade_pick = '{s['grade_pick']}' needs a budget (≥ 1 "
+             "label per round), got 0")
     if s["selection"] == "grade" and s["grade_proposer"] == "student" \
             and s["grade_iterations"] < 1:
         fail("sample.grade_iterations", "grade_proposer = 'student' needs at least 1 round, "
@@ -437,9 +438,10 @@ def _check_relations(cfg: dict, fail, species: list[str]) -> None:
                  f"got {s['grade_cells_per_round']}")
         if s["grade_cells"] < 1:
             fail("sample.grade_cells", "grade_cells_per_round needs grade_cells ≥ 1 random cells")
-        if s["grade_proposer"] != "teacher" or s["grade_pick"] != "gamma":
+        if s["grade_proposer"] != "teacher" or s["grade_pick"] == "strata":
             fail("sample.grade_cells", "random cells join the rounds over the teacher's "
-                 "snapshots: they need grade_proposer = 'teacher' and grade_pick = 'gamma'")
+                 "snapshots: they need grade_proposer = 'teacher' and grade_pick = 'gamma' "
+                 "(or the control 'random')")
     if s["grade_level"] % 2:
         fail("sample.grade_level", f"levels are even, got {s['grade_level']}")
     if s["gamma_break"] < s["grade_threshold"]:

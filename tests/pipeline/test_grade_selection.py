@@ -143,6 +143,33 @@ def test_grade_strata_select_one_pick_per_stretch():
         grade_strata_select(ref / "pot.mtp", train, new, ["Si"], 5)
 
 
+def test_random_select_is_a_seeded_draw_without_grades():
+    """``random_select`` (``grade_pick = "random"``, the control): ``budget`` distinct
+    candidates drawn by the generator — the same draw for the same seed, whatever the grades —
+    and the grades against the active set of the training set reported beside them."""
+    from ase import Atoms
+
+    from distill.sampling import grade_select, random_select
+    from mtpjax.io.cfg import read_cfg
+    from tests.conftest import DATA
+
+    ref = DATA / "grade" / "si_L08"
+    train, new = ([Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
+                   for c in read_cfg(ref / name)] for name in ("train.cfg", "in.cfg"))
+    sel = random_select(ref / "pot.mtp", train, new, ["Si"], 5, np.random.default_rng(7))
+    np.testing.assert_allclose(sel.grades, grade_select(ref / "pot.mtp", train, new,
+                                                        ["Si"]).grades)
+    assert sel.chosen == [int(k) for k in np.random.default_rng(7).choice(34, 5,
+                                                                           replace=False)]
+    assert len(set(sel.chosen)) == 5
+    # not what the grades would pick: the five highest γ
+    assert sorted(sel.chosen) != sorted(np.argsort(-sel.grades)[:5].tolist())
+    assert sorted(random_select(ref / "pot.mtp", train, new, ["Si"], 99,
+                                np.random.default_rng(0)).chosen) == list(range(34))
+    assert random_select(ref / "pot.mtp", train, new, ["Si"], 0,
+                         np.random.default_rng(0)).chosen == []
+
+
 @pytest.mark.slow
 def test_grade_driven_sampling(tmp_path):
     run_dir = tmp_path / "run"
@@ -406,8 +433,9 @@ def test_student_protocol_md_runs_the_teachers_protocol():
     ("grade_iterations = -1", "sample.grade_iterations"),
     ("grade_budget = -2", "sample.grade_budget"),
     ("grade_skip_steps = -1", "sample.grade_skip_steps"),
-    ('grade_pick = "random"', "sample.grade_pick"),
+    ('grade_pick = "maxvol"', "sample.grade_pick"),
     ('grade_pick = "strata"', "sample.grade_budget"),
+    ('grade_pick = "random"', "sample.grade_budget"),
     ('grade_md = "lammps"', "sample.grade_md"),
     ("grade_pool_rounds = 0", "sample.grade_pool_rounds"),
     ('grade_proposer = "student"\ngrade_iterations = 1\ngrade_pool_rounds = 2',
@@ -426,6 +454,45 @@ def test_grade_config_errors(tmp_path, line, key):
     with pytest.raises(PipelineConfigError, match=key) as info:
         load(_with(tmp_path, "sample", line))
     assert info.value.line is not None
+
+
+def test_grade_rounds_random_pick_with_random_cells():
+    """``grade_pick = "random"`` in the rounds over the teacher's snapshots with random cells:
+    the same budget split (snapshots, then cells), drawn by a generator seeded with the run's
+    seed — the same picks for the same seed, other picks for another; nothing picked twice."""
+    from ase import Atoms
+
+    from distill.active import grade_rounds
+    from distill.sampling import sampling_stages
+    from distill.stages.config import SCHEMA
+    from mtpjax.io.cfg import read_cfg
+    from tests.conftest import DATA
+
+    ref = DATA / "grade" / "si_L08"
+    frames = [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
+              for c in read_cfg(ref / "in.cfg")]
+    d0 = [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
+          for c in read_cfg(ref / "train.cfg")]
+    pool, extra = frames[:20], frames[20:]
+    for k, a in enumerate(pool):
+        a.info["step"] = 10 * k
+    s = {**SCHEMA["sample"], "grade_budget": 4, "grade_pool_rounds": 3, "grade_pick": "random",
+         "grade_cells": len(extra), "grade_cells_per_round": 1}
+
+    def run(seed):
+        d1, rounds = grade_rounds(d0, pool, sampling_stages(10, 0), ["Si"], s, seed,
+                                  lambda train, name: ref / "pot.mtp", _stand_in_labels([]),
+                                  cells=lambda pot: extra)
+        return d1, rounds
+
+    d1, rounds = run(3)
+    assert [len(r["picked_steps"]) for r in rounds] == [3, 3, 3]
+    assert [r["cells_selected"] for r in rounds] == [1, 1, 1]
+    steps = [x for r in rounds for x in r["picked_steps"]]
+    assert len(set(steps)) == 9
+    assert len({a.positions.tobytes() for a in d1}) == 12
+    assert run(3)[1] == rounds
+    assert [r["picked_steps"] for r in run(4)[1]] != [r["picked_steps"] for r in rounds]
 
 
 def test_grade_config_accepted(tmp_path):
