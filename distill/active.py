@@ -15,6 +15,7 @@ Units: Å, fs, K, GPa.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ase.data
@@ -187,65 +188,106 @@ def grade_rounds(d0: list[Atoms], candidates: list[Atoms] | None, stages,
     (default: the frames). ``on_round(summary)``: called with each round's summary as soon as
     the round is over (before its picks are labelled). The last round's picks are returned
     unlabelled."""
-    on_round = on_round or (lambda _summary: None)
-    keep = keep or (lambda frames, _r: frames)
-    rng = np.random.default_rng([seed, 16])  # grade_pick = "random" only
-    pot, train = fit(d0, "round_0"), list(d0)
-    d1, new, rounds = [], [], []
+    state = _Rounds(d0, fit, label, keep or (lambda frames, _r: frames),
+                    on_round or (lambda _summary: None), log,
+                    np.random.default_rng([seed, 16]))  # the rng: grade_pick = "random" only
+    state.pot = fit(d0, "round_0")
     first = 1  # the number of the first student-MD round
     if candidates is not None:
-        left = list(range(len(candidates)))  # snapshots not picked yet
-        extra = [] if cells is None else cells(pot)
-        extra_left = list(range(len(extra)))  # cells not picked yet
-        share = s.get("grade_cells_per_round", 0) if extra else 0
-        if cells is not None:
-            log(f"grade: {len(extra)} random cells relaxed by the D0 student")
-        for r in range(s.get("grade_pool_rounds", 1)):
-            if r:  # the last picks labelled, the student refitted, then a new pick
-                if not new or not (left or extra_left):
-                    break
-                train = list(d0) + label(new)
-                pot = fit(train, f"round_{r}")
-            sel, chosen, cell_chosen, summary = _pool_pick(
-                pot, train, candidates, left, extra, extra_left, share, species, s, rng)
-            extra_left = [k for k in extra_left if k not in set(cell_chosen)]
-            new = keep([candidates[k] for k in chosen] + [extra[k] for k in cell_chosen], r)
-            log(f"grade round {r}: {len(chosen)} of {len(left)} teacher snapshots selected "
-                f"(max γ {float(sel.grades.max(initial=0)):.3g})"
-                + (f", {summary['cells_selected']} random cells" if summary else ""))
-            rounds.append({"round": r, "source": "teacher_md", "candidates": len(left),
-                           "selected": len(new), "max_gamma": float(sel.grades.max(initial=0)),
-                           "picked_steps": [candidates[k].info.get("step") for k in chosen],
-                           **summary})
-            on_round(rounds[-1])
-            d1 += new
-            picked = set(chosen)
-            left = [k for k in left if k not in picked]
-            first = r + 1
+        first = _snapshot_rounds(state, candidates, cells, species, s)
+    _student_md_rounds(state, first, stages, species, s, seed)
+    return state.d1, state.rounds
+
+
+@dataclass
+class _Rounds:
+    """What the rounds of :func:`grade_rounds` share: its callbacks, the current student
+    (``pot``, fitted on ``train``), the last round's picks (``new``, not labelled yet), D1 so
+    far and the round summaries."""
+
+    d0: list[Atoms]
+    fit: Callable[[list[Atoms], str], Path]
+    label: Callable[[list[Atoms]], list[Atoms]]
+    keep: Callable[[list[Atoms], int], list[Atoms]]
+    on_round: Callable[[dict], None]
+    log: Callable[[str], None]
+    rng: np.random.Generator
+    pot: Path | None = None
+    train: list[Atoms] = field(default_factory=list)
+    new: list[Atoms] = field(default_factory=list)
+    d1: list[Atoms] = field(default_factory=list)
+    rounds: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.train = list(self.d0)
+
+    def refit(self, name: str) -> None:
+        """The last picks labelled, the student refitted on D0 + every label so far."""
+        self.train = list(self.d0) + self.label(self.new)
+        self.pot = self.fit(self.train, name)
+
+    def close(self, summary: dict, new: list[Atoms]) -> None:
+        """A round over: its summary out, its picks (``new``) joined to D1."""
+        self.rounds.append(summary)
+        self.on_round(summary)
+        self.new = new
+        self.d1 += new
+
+
+def _snapshot_rounds(state: _Rounds, candidates: list[Atoms], cells, species, s: dict) -> int:
+    """The ``grade_pool_rounds`` rounds over the teacher's snapshots ``candidates`` (and the
+    random cells ``cells(pot)`` made with the D0 student) → the number of the next round."""
+    left = list(range(len(candidates)))  # snapshots not picked yet
+    extra = [] if cells is None else cells(state.pot)
+    extra_left = list(range(len(extra)))  # cells not picked yet
+    share = s.get("grade_cells_per_round", 0) if extra else 0
+    if cells is not None:
+        state.log(f"grade: {len(extra)} random cells relaxed by the D0 student")
+    r = 0
+    for r in range(s.get("grade_pool_rounds", 1)):
+        if r:  # the last picks labelled, the student refitted, then a new pick
+            if not state.new or not (left or extra_left):
+                return r
+            state.refit(f"round_{r}")
+        sel, chosen, cell_chosen, summary = _pool_pick(
+            state.pot, state.train, candidates, left, extra, extra_left, share, species, s,
+            state.rng)
+        extra_left = [k for k in extra_left if k not in set(cell_chosen)]
+        new = state.keep([candidates[k] for k in chosen] + [extra[k] for k in cell_chosen], r)
+        max_gamma = float(sel.grades.max(initial=0))
+        state.log(f"grade round {r}: {len(chosen)} of {len(left)} teacher snapshots selected "
+                  f"(max γ {max_gamma:.3g})"
+                  + (f", {summary['cells_selected']} random cells" if summary else ""))
+        state.close({"round": r, "source": "teacher_md", "candidates": len(left),
+                     "selected": len(new), "max_gamma": max_gamma,
+                     "picked_steps": [candidates[k].info.get("step") for k in chosen],
+                     **summary}, new)
+        left = [k for k in left if k not in set(chosen)]
+    return r + 1
+
+
+def _student_md_rounds(state: _Rounds, first: int, stages, species, s: dict, seed: int) -> None:
+    """The ``grade_iterations`` rounds over the student's own MD, numbered from ``first``;
+    they stop early when a round picks nothing."""
+    run_md = student_protocol_md if s.get("grade_md", "mtpjax") == "protocol" else student_md
     for it in range(1, s["grade_iterations"] + 1):
         number = first + it - 1
-        if new:
-            train = list(d0) + label(new)
-            pot = fit(train, f"round_{number}")
-        grader = sampling.grade_select(pot, train, [], species).grader
+        if state.new:
+            state.refit(f"round_{number}")
+        grader = sampling.grade_select(state.pot, state.train, [], species).grader
         found, runs = [], []
-        run_md = student_protocol_md if s.get("grade_md", "mtpjax") == "protocol" \
-            else student_md
         for k in range(s["grade_runs"]):
-            f, md = run_md(pot, grader, stages, species, s, seed + 500 * it + k)
+            f, md = run_md(state.pot, grader, stages, species, s, seed + 500 * it + k)
             found += f
             runs.append(md)
-        sel = pick(pot, train, found, species, s, rng)
-        new = keep([found[k] for k in sel.chosen], number)
+        sel = pick(state.pot, state.train, found, species, s, state.rng)
+        new = state.keep([found[k] for k in sel.chosen], number)
         md = {"steps": sum(m["steps"] for m in runs), "stop": [m["stop"] for m in runs],
               "found": len(found), "max_gamma": max(m["max_gamma"] for m in runs),
               "volume_A3_per_atom": [m["volume_A3_per_atom"] for m in runs]}
-        log(f"grade round {number}: student MD {md['steps']} steps ({', '.join(md['stop'])}), "
-            f"{md['found']} candidates, {len(new)} selected")
-        rounds.append({"round": number, "source": "student_md", **md, "selected": len(new),
-                       "train": len(train)})
-        on_round(rounds[-1])
-        d1 += new
+        state.log(f"grade round {number}: student MD {md['steps']} steps "
+                  f"({', '.join(md['stop'])}), {md['found']} candidates, {len(new)} selected")
+        state.close({"round": number, "source": "student_md", **md, "selected": len(new),
+                     "train": len(state.train)}, new)
         if not new:
-            break
-    return d1, rounds
+            return
