@@ -644,6 +644,10 @@ def render(res: dict) -> str:
                          f"and {h['teacher_calls']:.0f} teacher calls "
                          f"({h['calls_ratio']:.2f} of uniform): target (≤ ½ the teacher calls) "
                          f"**{'met' if h['target_met'] else 'missed'}**.")
+    if st.get("grade_pick") == "random":
+        lines.append("- These picks were drawn at random (`--grade-pick random`): the control "
+                     "for the grades, not grade-driven selection — what it reaches, the pool "
+                     "reaches without the grades.")
     return "\n".join(lines) + "\n"
 
 

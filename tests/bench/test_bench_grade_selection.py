@@ -50,8 +50,20 @@ def test_verdict_needs_every_error_and_half_the_calls(bench):
     assert bench.verdict(bench.summarize(few))["grade_pool"] is None
 
 
+def test_random_picks_are_reported_as_the_control(bench):
+    """A result whose picks were drawn at random says so beside its verdict (it is the control
+    for the grades, not grade-driven selection); a γ-picked one does not."""
+    res = json.loads((ROOT / "benchmarks" / "results"
+                      / "bench_grade_selection_pool_rss5_s0to5.json").read_text())
+    control = "drawn at random (`--grade-pick random`): the control"
+    assert control not in bench.render(res)
+    res["settings"]["grade_pick"] = "random"
+    md = bench.render(res)
+    assert control in md and "grades unused: the control" in md
+
+
 @pytest.mark.parametrize("argv", [
-    ["--grade-pick", "random"],
+    ["--grade-pick", "maxvol"],
     ["--arms", "grade_pool_rss"],                                   # no random cells
     ["--arms", "grade_pool_rss", "--rss-candidates", "9", "--rss-per-round", "6"],  # ≥ round
     ["--pool-dt", "0"],
