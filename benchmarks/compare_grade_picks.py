@@ -2,7 +2,7 @@
 are picked (issue #16: do the grades matter?).
 
     .venv/bin/python benchmarks/compare_grade_picks.py A.json B.json --arm grade_pool_rss \\
-        --round 5 --tag T   # -> benchmarks/results/compare_grade_picks_T.{json,md}
+        --round 5 --tag T   # -> benchmarks/results/compare_grade_picks_T.{json,md,png}
 
 ``A`` and ``B`` must hold the same settings except ``--grade-pick`` (and seeds, tag, output);
 the seeds both hold are paired. For each test set and metric (energy MAE in meV/atom, force
@@ -104,13 +104,45 @@ def render(res: dict) -> str:
     return "\n".join(lines)
 
 
+def plot(res: dict, path: Path) -> None:
+    """One panel per test set and metric: the per-seed differences A − B (labelled by seed),
+    their mean with a ± 2 SE band, and zero."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = res["comparison"]
+    fig, axes = plt.subplots(1, len(c["metrics"]), figsize=(3.2 * len(c["metrics"]), 3.6))
+    for ax, (key, v) in zip(axes, c["metrics"].items(), strict=True):
+        test, m = key.split("/")
+        seeds, d = list(v["per_seed"]), list(v["per_seed"].values())
+        ax.axhspan(v["mean_diff"] - 2 * v["se_diff"], v["mean_diff"] + 2 * v["se_diff"],
+                   color="C0", alpha=0.2, label="mean ± 2 SE")
+        ax.axhline(v["mean_diff"], color="C0")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.plot(range(len(d)), d, "o", color="C1", label="per seed")
+        ax.set_xticks(range(len(d)), seeds)
+        ax.set_xlabel("seed")
+        ax.set_title(f"{test} {METRICS[m]}\n{v['reading']}", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"{c['pick_a']} − {c['pick_b']}")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Arm {res['arm']}, round {res['round']}: paired differences "
+                 f"({c['pick_a']} − {c['pick_b']} picks; below 0: {c['pick_a']} better)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("a", type=Path, help="result JSON, picks A (e.g. gamma)")
     p.add_argument("b", type=Path, help="result JSON, picks B (e.g. random)")
     p.add_argument("--arm", default="grade_pool_rss")
     p.add_argument("--round", type=int, required=True)
-    p.add_argument("--tag", required=True, help="writes compare_grade_picks_TAG.{json,md}")
+    p.add_argument("--tag", required=True, help="writes compare_grade_picks_TAG.{json,md,png}")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args(argv)
     head = provenance.header()
@@ -125,6 +157,7 @@ def main(argv=None) -> int:
     stem = args.out / f"compare_grade_picks_{args.tag}"
     stem.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
     stem.with_suffix(".md").write_text(render(res))
+    plot(res, stem.with_suffix(".png"))
     print(render(res))
     return 0
 

@@ -59,6 +59,8 @@ def test_paired_differences_and_reading(tmp_path, capsys):
     assert comp["mean_diff"] == 0 and comp["reading"] == "no detectable difference"
     md = (tmp_path / "compare_grade_picks_t.md").read_text()
     assert "| rss E (meV/atom) |" in md and "A better" in md and "Command:" in md
+    png = tmp_path / "compare_grade_picks_t.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("change, message", [
@@ -81,4 +83,4 @@ def test_inputs_that_cannot_be_compared(tmp_path, capsys, change, message):
     err = capsys.readouterr().err.strip()
     assert err.startswith("compare_grade_picks: error: ") and message in err
     assert len(err.splitlines()) == 1
-    assert not (tmp_path / "compare_grade_picks_t.json").exists()
+    assert not list(tmp_path.glob("compare_grade_picks_t.*"))
