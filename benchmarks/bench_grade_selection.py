@@ -36,7 +36,9 @@ D0 are the same for every seed):
   in ``grade_student``. Teacher calls: the MD's force calls + the labels.
 * Every student: level ``--level``, the demo's ``[fit]`` weights, VarPro to its own
   convergence (at most ``--max-iter`` iterations; the iterations used are recorded). Test
-  errors against the teacher on the demo's RSS and compression sets.
+  errors against the teacher on the demo's RSS and compression sets. With ``--grade-level L``
+  the students that grade (and relax the random cells) are fitted at level L on the same data
+  beside the scored ones (the sample stage's ``grade_level``).
 
 Target (issue #16): grade-driven reaches the test error of uniform sampling (the densest
 uniform arm, mean over seeds, energy and force MAE on both sets) with ≤ ½ the teacher calls.
@@ -195,6 +197,9 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher,
     t0 = time.perf_counter()
     pot0, its = fit(d0, tmp / f"s{seed}_grade_0", args.level, args.max_iter, seed)
     err0 = test_errors(pot0, tests)
+    if args.grade_level:  # the D0 grading student at its own level (sample.grade_level)
+        pot0 = fit(d0, tmp / f"s{seed}_grade_0_L{args.grade_level}", args.grade_level,
+                   args.max_iter, seed)[0]
     for arm in ("grade_pool", "grade_pool_rss", "grade_student"):
         if arm not in args.arms:
             continue
@@ -236,17 +241,19 @@ def one_seed(seed: int, args, d0, tests, stages, tmp: Path, teacher: Teacher,
 
 
 def student_rounds(args, arm: str, candidates, md_calls: int, seed: int, d0, tests, stages,
-                   tmp: Path, teacher: Teacher, pot0: Path, row) -> None:
+                   tmp: Path, teacher: Teacher, grader0: Path, row) -> None:
     """`distill.active.grade_rounds` for ``arm``: round 0 grades ``candidates`` (teacher MD
     snapshots; None: none), then student-MD rounds, ``--rounds`` labelled rounds in all. A row
     per labelled round (its number: rounds labelled so far), written as soon as the student
     refitted on its picks is scored (a run stopped early keeps them); teacher calls:
-    ``md_calls`` + the labels."""
+    ``md_calls`` + the labels. ``grader0``: the D0 student that grades round 0; with
+    ``--grade-level`` every round's grading student is fitted at that level beside the scored
+    student at ``--level`` (the sample stage's ``grade_level``)."""
     done, labelled = [], []
 
     def fit_round(train, name):
         if not labelled:
-            return pot0
+            return grader0
         r = done[-1]  # the round whose picks were just labelled
         pot, its = fit(train, tmp / f"s{seed}_{arm}_{len(labelled)}", args.level,
                        args.max_iter, seed)
@@ -260,6 +267,9 @@ def student_rounds(args, arm: str, candidates, md_calls: int, seed: int, d0, tes
             d1_labels=len(labelled), teacher_calls=md_calls + len(labelled),
             fit_iterations=its, **extra, errors=test_errors(pot, tests),
             seconds_since_arm_start=round(time.perf_counter() - t0, 1))
+        if args.grade_level and name != "final":  # no round after the final one grades
+            return fit(train, tmp / f"s{seed}_{arm}_{len(labelled)}_L{args.grade_level}",
+                       args.grade_level, args.max_iter, seed)[0]
         return pot
 
     def label(new):
@@ -354,6 +364,9 @@ def main(argv=None) -> int:
                    help="student rounds: the student's MD (sample.grade_md: 'mtpjax' md.runner "
                         "Nosé–Hoover/MTK; 'protocol' the teacher's Langevin/Berendsen protocol "
                         "with the student as ASE calculator)")
+    p.add_argument("--grade-level", type=int, default=0,
+                   help="level of the grading students (sample.grade_level; 0: --level); "
+                        "the scored students stay at --level")
     p.add_argument("--threshold", type=float, default=1.1, help="MaxVol select threshold")
     p.add_argument("--gamma-break", type=float, default=0.0,
                    help="student MD: stop at γ above this (0: never; with D0 smaller than the "
@@ -400,6 +413,8 @@ def main(argv=None) -> int:
             args.rss_candidates > 0 and 0 < args.rss_per_round < args.per_round):
         p.error("grade_pool_rss needs --rss-candidates > 0 and 0 < --rss-per-round < "
                 "--per-round")
+    if args.grade_level < 0 or args.grade_level % 2:
+        p.error(f"--grade-level must be an even level >= 2 (0: --level), got {args.grade_level}")
     if args.rss_candidates < 0 or args.rss_per_round < 0:
         p.error("--rss-candidates and --rss-per-round must be >= 0")
     if args.plot_only:
@@ -568,7 +583,10 @@ def render(res: dict) -> str:
         "# Uniform vs grade-driven D1 selection: teacher calls at equal test error", "",
         f"{written} Python {v['python']}, jax {v['jax']}, jaxlib "
         f"{v['jaxlib']}, numpy {v['numpy']}, ase {v['ase']}, mtpjax {v['mtpjax_git']}.", "",
-        f"Teacher: {res['teacher']}. Students: level {st['level']}, weights E : F : S = "
+        f"Teacher: {res['teacher']}. Students: level {st['level']}"
+        + (f" (grading students: level {st['grade_level']}, fitted beside them on the same "
+           "data)" if st.get("grade_level") else "")
+        + ", weights E : F : S = "
         f"{res['fit']['energy_weight']} : {res['fit']['force_weight']} : "
         f"{res['fit']['stress_weight']}, VarPro to convergence "
         f"(at most {st['max_iter']} iterations; iterations used per fit in the JSON); D0 = the "

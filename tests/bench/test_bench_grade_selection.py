@@ -60,6 +60,9 @@ def test_random_picks_are_reported_as_the_control(bench):
     res["settings"]["grade_pick"] = "random"
     md = bench.render(res)
     assert control in md and "grades unused: the control" in md
+    assert "grading students" not in md
+    res["settings"]["grade_level"] = 16
+    assert "(grading students: level 16, fitted beside them" in bench.render(res)
 
 
 @pytest.mark.parametrize("argv", [
@@ -68,6 +71,8 @@ def test_random_picks_are_reported_as_the_control(bench):
     ["--arms", "grade_pool_rss", "--rss-candidates", "9", "--rss-per-round", "6"],  # ≥ round
     ["--pool-dt", "0"],
     ["--pool-dt", "nan"],
+    ["--grade-level", "7"],
+    ["--grade-level", "-2"],
 ])
 def test_bad_arguments_are_one_line_errors(bench, argv, capsys):
     with pytest.raises(SystemExit) as exc:
