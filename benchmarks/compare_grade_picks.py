@@ -4,12 +4,15 @@ are picked (issue #16: do the grades matter?).
     .venv/bin/python benchmarks/compare_grade_picks.py A.json B.json --arm grade_pool_rss \\
         --round 5 --tag T   # -> benchmarks/results/compare_grade_picks_T.{json,md,png}
 
-``A`` and ``B`` must hold the same settings except ``--grade-pick`` (and seeds, tag, output);
-the seeds both hold are paired. For each test set and metric (energy MAE in meV/atom, force
-MAE in eV/Å) at round ``--round`` of ``--arm``: the per-seed difference A − B, its mean, its
-standard deviation (ddof = 1) and standard error. Reading (fixed before the comparison was
-run): A is better on a metric where the mean difference is below zero by more than two
-standard errors, worse where above by more than two, otherwise "no detectable difference".
+``A`` and ``B`` must hold the same settings except ``--grade-pick`` (and seeds, tag, output)
+and the settings named by ``--may-differ`` (e.g. ``--may-differ grade_level``: grades from a
+level-16 student against a level-8 one); a setting an older result lacks counts as its default
+(``grade_level`` 0, ``grade_pick`` "gamma"). The seeds both hold are paired. For each test set
+and metric (energy MAE in meV/atom, force MAE in eV/Å) at round ``--round`` of ``--arm``: the
+per-seed difference A − B, its mean, its standard deviation (ddof = 1) and standard error.
+Reading (fixed before the comparison was run): A is better on a metric where the mean
+difference is below zero by more than two standard errors, worse where above by more than two,
+otherwise "no detectable difference".
 Nothing is measured here: the provenance block is this comparison's, the inputs' own are
 named by their files.
 """
@@ -31,6 +34,8 @@ import provenance  # noqa: E402
 METRICS = {"energy_mae_meV_per_atom": "E (meV/atom)", "force_mae_eV_per_A": "F (eV/Å)"}
 #: settings that may differ between the two results
 FREE = {"grade_pick", "seeds", "tag", "out", "merge", "plot_only"}
+#: the values of settings that results written before the setting existed lack
+DEFAULTS = {"grade_pick": "gamma", "grade_level": 0}
 
 
 class CompareError(ValueError):
@@ -53,14 +58,25 @@ def errors_by_seed(res: dict, path: Path, arm: str, rnd: int) -> dict[int, dict]
     return rows
 
 
-def compare(a: dict, b: dict, path_a: Path, path_b: Path, arm: str, rnd: int) -> dict:
-    """The paired differences A − B (see the module docstring)."""
-    sa, sb = a.get("settings", {}), b.get("settings", {})
-    differ = sorted(k for k in set(sa) | set(sb) if k not in FREE and sa.get(k) != sb.get(k))
+def _label(settings: dict) -> str:
+    """How a result picks its labels: ``gamma``, ``random``, ``gamma (L16 grades)``, ..."""
+    level = settings["grade_level"]
+    return settings["grade_pick"] + (f" (L{level} grades)" if level else "")
+
+
+def compare(a: dict, b: dict, path_a: Path, path_b: Path, arm: str, rnd: int,
+            may_differ: tuple[str, ...] = ()) -> dict:
+    """The paired differences A − B (see the module docstring); ``may_differ``: settings
+    besides ``FREE`` that may differ."""
+    sa = {**DEFAULTS, **a.get("settings", {})}
+    sb = {**DEFAULTS, **b.get("settings", {})}
+    free = FREE | set(may_differ)
+    differ = sorted(k for k in set(sa) | set(sb) if k not in free and sa.get(k) != sb.get(k))
     if differ:
         k = differ[0]
         raise CompareError(f"{path_b}: setting {k} = {sb.get(k)!r} differs from {path_a} "
-                           f"({sa.get(k)!r}): only grade_pick may differ")
+                           f"({sa.get(k)!r}): only grade_pick may differ (and what "
+                           "--may-differ names)")
     ea, eb = errors_by_seed(a, path_a, arm, rnd), errors_by_seed(b, path_b, arm, rnd)
     seeds = sorted(set(ea) & set(eb))
     if len(seeds) < 2:
@@ -79,15 +95,17 @@ def compare(a: dict, b: dict, path_a: Path, path_b: Path, arm: str, rnd: int) ->
                 "mean_a": float(np.mean([ea[s][test][m] for s in seeds])),
                 "mean_b": float(np.mean([eb[s][test][m] for s in seeds])),
                 "mean_diff": mean, "std_diff": std, "se_diff": float(se), "reading": reading}
-    return {"seeds": seeds, "metrics": out,
-            "pick_a": sa.get("grade_pick", "gamma"), "pick_b": sb.get("grade_pick", "gamma")}
+    return {"seeds": seeds, "metrics": out, "pick_a": _label(sa), "pick_b": _label(sb),
+            "may_differ": sorted(may_differ)}
 
 
 def render(res: dict) -> str:
     c = res["comparison"]
     lines = [f"# Paired comparison: `{c['pick_a']}` (A) vs `{c['pick_b']}` (B) picks",
              "", f"Arm `{res['arm']}`, round {res['round']}; seeds {c['seeds']} (paired). "
-             f"A: `{res['a']}`; B: `{res['b']}`.", "",
+             f"A: `{res['a']}`; B: `{res['b']}`."
+             + (f" Settings also allowed to differ: {', '.join(c['may_differ'])}."
+                if c.get("may_differ") else ""), "",
              "A − B per seed; A is better where the mean difference is below zero by more "
              "than two standard errors (fixed before the run).", "",
              "| test set / metric | mean A | mean B | mean A − B | SE | per seed A − B | "
@@ -144,10 +162,14 @@ def main(argv=None) -> int:
     p.add_argument("--round", type=int, required=True)
     p.add_argument("--tag", required=True, help="writes compare_grade_picks_TAG.{json,md,png}")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--may-differ", action="append", default=[], metavar="SETTING",
+                   help="a setting besides grade_pick that may differ (repeatable), e.g. "
+                        "grade_level")
     args = p.parse_args(argv)
     head = provenance.header()
     try:
-        comparison = compare(load(args.a), load(args.b), args.a, args.b, args.arm, args.round)
+        comparison = compare(load(args.a), load(args.b), args.a, args.b, args.arm, args.round,
+                             tuple(args.may_differ))
     except CompareError as exc:
         print(f"compare_grade_picks: error: {exc}", file=sys.stderr)
         return 2

@@ -65,6 +65,7 @@ def test_paired_differences_and_reading(tmp_path, capsys):
 
 @pytest.mark.parametrize("change, message", [
     ({"level": 12}, "setting level = 12 differs"),
+    ({"grade_level": 16}, "setting grade_level = 16 differs"),
     ("round", "no row of arm 'grade_pool_rss' at round 6"),
     ("seeds", "1 seed(s) in common"),
     ("broken", "cannot read a result"),
@@ -84,3 +85,25 @@ def test_inputs_that_cannot_be_compared(tmp_path, capsys, change, message):
     assert err.startswith("compare_grade_picks: error: ") and message in err
     assert len(err.splitlines()) == 1
     assert not list(tmp_path.glob("compare_grade_picks_t.*"))
+
+
+def test_grade_level_may_differ_when_named(tmp_path):
+    """Grades of a level-16 student against an older result without the setting (level 0,
+    i.e. the scored level): compared only with --may-differ grade_level, and labelled."""
+    mod = _script()
+    a = _result(tmp_path / "a.json", "gamma", {0: (10.0, 0.15), 1: (11.0, 0.15)},
+                grade_level=16)
+    b = _result(tmp_path / "b.json", "random", {0: (10.5, 0.15), 1: (11.2, 0.15)})
+    argv = [str(a), str(b), "--round", "5", "--tag", "t", "--out", str(tmp_path)]
+    assert mod.main(argv) == 2
+    assert mod.main(argv + ["--may-differ", "grade_level"]) == 0
+    c = json.loads((tmp_path / "compare_grade_picks_t.json").read_text())["comparison"]
+    assert (c["pick_a"], c["pick_b"]) == ("gamma (L16 grades)", "random")
+    assert c["may_differ"] == ["grade_level"]
+    md = (tmp_path / "compare_grade_picks_t.md").read_text()
+    assert "also allowed to differ: grade_level" in md
+    # an explicit grade_level 0 equals an older result's missing one
+    a0 = _result(tmp_path / "a0.json", "gamma", {0: (10.0, 0.15), 1: (11.0, 0.15)},
+                 grade_level=0)
+    assert mod.main([str(a0), str(b), "--round", "5", "--tag", "u", "--out",
+                     str(tmp_path)]) == 0
