@@ -30,6 +30,24 @@ def _config(tmp_path: Path, extra: str = "") -> Path:
     return path
 
 
+def _si_ref() -> Path:
+    """The shared reference case ``grade/si_L08`` (``mlp`` 2.1.2: pot.mtp, train.cfg, in.cfg,
+    selected.cfg)."""
+    from tests.conftest import DATA
+
+    return DATA / "grade" / "si_L08"
+
+
+def _si_frames(name: str) -> list:
+    """The configurations of ``si_L08/name`` as ASE Atoms (Si, no labels)."""
+    from ase import Atoms
+
+    from mtpjax.io.cfg import read_cfg
+
+    return [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
+            for c in read_cfg(_si_ref() / name)]
+
+
 def _stand_in_labels(labelled: list):
     """A ``label`` callback for grade_rounds whose fit is a stand-in (it reads no labels):
     copies of the new frames with zero REF_* labels appended to ``labelled``; all so far."""
@@ -47,21 +65,13 @@ def _stand_in_labels(labelled: list):
 
 def test_grade_select_is_mlp_select_add():
     """grade_select on ASE frames picks mlp select-add's configurations, in its order."""
-    from ase import Atoms
-
     from distill.sampling import grade_select
-    from mtpjax.io.cfg import read_cfg
-    from tests.conftest import DATA
 
-    ref = DATA / "grade" / "si_L08"
+    ref = _si_ref()
 
-    def frames(path):
-        return [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
-                for c in read_cfg(path)]
-
-    new = frames(ref / "in.cfg")
-    sel = grade_select(ref / "pot.mtp", frames(ref / "train.cfg"), new, ["Si"])
-    mlp = frames(ref / "selected.cfg")
+    new = _si_frames("in.cfg")
+    sel = grade_select(ref / "pot.mtp", _si_frames("train.cfg"), new, ["Si"])
+    mlp = _si_frames("selected.cfg")
     assert len(sel.chosen) == len(mlp) == 9
     for k, a in zip(sel.chosen, mlp, strict=True):
         np.testing.assert_allclose(new[k].positions, a.positions, atol=2e-6)
@@ -71,19 +81,11 @@ def test_grade_select_is_mlp_select_add():
 def test_grade_budget_select_fills_the_budget():
     """A label budget larger than what MaxVol picks is filled with the remaining candidates
     of highest γ against the active set after the picks; a smaller one is not exceeded."""
-    from ase import Atoms
-
     from distill.sampling import atoms_views, grade_budget_select, grade_select
-    from mtpjax.io.cfg import read_cfg
-    from tests.conftest import DATA
 
-    ref = DATA / "grade" / "si_L08"
+    ref = _si_ref()
 
-    def frames(path):
-        return [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
-                for c in read_cfg(path)]
-
-    train, new = frames(ref / "train.cfg"), frames(ref / "in.cfg")
+    train, new = _si_frames("train.cfg"), _si_frames("in.cfg")
     maxvol = grade_select(ref / "pot.mtp", train, new, ["Si"])
     assert len(maxvol.chosen) == 9  # then every other candidate has γ ≤ the swap threshold
     sel = grade_budget_select(ref / "pot.mtp", train, new, ["Si"], 15)
@@ -107,19 +109,11 @@ def test_grade_strata_select_one_pick_per_stretch():
     """``grade_strata_select``: the candidates in MD-step order (shuffled here) cut into
     ``budget`` stretches of equal count, the highest γ of each; the grades are those against
     the active set of the training set; a candidate without a step is refused."""
-    from ase import Atoms
-
     from distill.sampling import grade_select, grade_strata_select
-    from mtpjax.io.cfg import read_cfg
-    from tests.conftest import DATA
 
-    ref = DATA / "grade" / "si_L08"
+    ref = _si_ref()
 
-    def frames(path):
-        return [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
-                for c in read_cfg(path)]
-
-    train, new = frames(ref / "train.cfg"), frames(ref / "in.cfg")
+    train, new = _si_frames("train.cfg"), _si_frames("in.cfg")
     grades = grade_select(ref / "pot.mtp", train, new, ["Si"]).grades
     # the run's early steps hold the highest γ (as a run from a random cell does)
     steps = np.empty(len(new), int)
@@ -147,15 +141,10 @@ def test_random_select_is_a_seeded_draw_without_grades():
     """``random_select`` (``grade_pick = "random"``, the control): ``budget`` distinct
     candidates drawn by the generator — the same draw for the same seed, whatever the grades —
     and the grades against the active set of the training set reported beside them."""
-    from ase import Atoms
-
     from distill.sampling import grade_select, random_select
-    from mtpjax.io.cfg import read_cfg
-    from tests.conftest import DATA
 
-    ref = DATA / "grade" / "si_L08"
-    train, new = ([Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
-                   for c in read_cfg(ref / name)] for name in ("train.cfg", "in.cfg"))
+    ref = _si_ref()
+    train, new = _si_frames("train.cfg"), _si_frames("in.cfg")
     sel = random_select(ref / "pot.mtp", train, new, ["Si"], 5, np.random.default_rng(7))
     np.testing.assert_allclose(sel.grades, grade_select(ref / "pot.mtp", train, new,
                                                         ["Si"]).grades)
@@ -226,18 +215,13 @@ def test_grade_rounds_student_proposer():
     """``grade_rounds`` without teacher snapshots (``grade_proposer = "student"``): no round 0;
     the D0 student's MD (``grade_runs`` runs) proposes first, each later round refits on what
     the teacher labelled, the last round's picks come back unlabelled."""
-    from ase import Atoms
-
     from distill.active import grade_rounds
     from distill.sampling import sampling_stages
     from distill.stages.config import SCHEMA
     from md.analysis.calculators import stillinger_weber_si
-    from mtpjax.io.cfg import read_cfg
-    from tests.conftest import DATA
 
-    ref = DATA / "grade" / "si_L08"
-    d0 = [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
-          for c in read_cfg(ref / "train.cfg")]
+    ref = _si_ref()
+    d0 = _si_frames("train.cfg")
     s = {**SCHEMA["sample"], "n_atoms": 8, "grade_every": 5, "grade_budget": 2,
          "grade_iterations": 2, "grade_runs": 2, "grade_proposer": "student",
          "gamma_break": 0.0}
@@ -277,21 +261,13 @@ def test_grade_rounds_over_the_teacher_snapshots():
     the snapshots not picked yet (never one twice); the last picks come back unlabelled.
     Round 0 equals the single pick of ``grade_pool_rounds`` = 1. (A student-MD round after
     them: ``test_grade_pool_rounds_sampling``.)"""
-    from ase import Atoms
-
     from distill.active import grade_rounds
     from distill.sampling import grade_budget_select, sampling_stages
     from distill.stages.config import SCHEMA
-    from mtpjax.io.cfg import read_cfg
-    from tests.conftest import DATA
 
-    ref = DATA / "grade" / "si_L08"
+    ref = _si_ref()
 
-    def frames(path):
-        return [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
-                for c in read_cfg(path)]
-
-    d0, pool = frames(ref / "train.cfg"), frames(ref / "in.cfg")
+    d0, pool = _si_frames("train.cfg"), _si_frames("in.cfg")
     for k, a in enumerate(pool):
         a.info["step"] = 10 * k
 
@@ -332,19 +308,13 @@ def test_grade_rounds_with_random_cells():
     the teacher's snapshots picks ``grade_budget`` − ``grade_cells_per_round`` snapshots, then
     ``grade_cells_per_round`` cells graded with those picks in the active set; no cell or
     snapshot is picked twice."""
-    from ase import Atoms
-
     from distill.active import grade_rounds
     from distill.sampling import grade_budget_select, sampling_stages
     from distill.stages.config import SCHEMA
-    from mtpjax.io.cfg import read_cfg
-    from tests.conftest import DATA
 
-    ref = DATA / "grade" / "si_L08"
-    frames = [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
-              for c in read_cfg(ref / "in.cfg")]
-    d0 = [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
-          for c in read_cfg(ref / "train.cfg")]
+    ref = _si_ref()
+    frames = _si_frames("in.cfg")
+    d0 = _si_frames("train.cfg")
     pool, extra = frames[:20], frames[20:]
     for k, a in enumerate(pool):
         a.info["step"] = 10 * k
@@ -381,9 +351,8 @@ def test_student_md_skips_thermalisation():
     from distill.active import student_md
     from distill.sampling import grade_select, sampling_stages
     from distill.stages.config import SCHEMA
-    from tests.conftest import DATA
 
-    pot = DATA / "grade" / "si_L08" / "pot.mtp"
+    pot = _si_ref() / "pot.mtp"
     grader = grade_select(pot, [], [], ["Si"]).grader
     s = {**SCHEMA["sample"], "n_atoms": 8, "grade_every": 5, "grade_budget": 2,
          "gamma_break": 0.0}
@@ -407,9 +376,8 @@ def test_student_protocol_md_runs_the_teachers_protocol():
     from distill.active import student_protocol_md
     from distill.sampling import grade_select, sampling_stages
     from distill.stages.config import SCHEMA
-    from tests.conftest import DATA
 
-    pot = DATA / "grade" / "si_L08" / "pot.mtp"
+    pot = _si_ref() / "pot.mtp"
     grader = grade_select(pot, [], [], ["Si"]).grader
     s = {**SCHEMA["sample"], "n_atoms": 8, "grade_every": 5, "grade_budget": 2,
          "grade_md": "protocol", "grade_skip_steps": 5}
@@ -460,19 +428,13 @@ def test_grade_rounds_random_pick_with_random_cells():
     """``grade_pick = "random"`` in the rounds over the teacher's snapshots with random cells:
     the same budget split (snapshots, then cells), drawn by a generator seeded with the run's
     seed — the same picks for the same seed, other picks for another; nothing picked twice."""
-    from ase import Atoms
-
     from distill.active import grade_rounds
     from distill.sampling import sampling_stages
     from distill.stages.config import SCHEMA
-    from mtpjax.io.cfg import read_cfg
-    from tests.conftest import DATA
 
-    ref = DATA / "grade" / "si_L08"
-    frames = [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
-              for c in read_cfg(ref / "in.cfg")]
-    d0 = [Atoms(numbers=[14] * len(c), positions=c.positions, cell=c.cell, pbc=c.pbc)
-          for c in read_cfg(ref / "train.cfg")]
+    ref = _si_ref()
+    frames = _si_frames("in.cfg")
+    d0 = _si_frames("train.cfg")
     pool, extra = frames[:20], frames[20:]
     for k, a in enumerate(pool):
         a.info["step"] = 10 * k
