@@ -3,11 +3,12 @@ exact layout) and renders both programs' rows."""
 
 from __future__ import annotations
 
-import importlib.util
 import stat
 from pathlib import Path
 
 import pytest
+
+from tests.bench.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,11 +42,7 @@ _______________________________________________
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_accuracy",
-                                                  ROOT / "benchmarks/bench_accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_accuracy")
 
 
 def fake_mlp(tmp_path: Path, text: str) -> Path:

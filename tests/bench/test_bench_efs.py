@@ -5,12 +5,13 @@ and load averages."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.bench.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "bench_efs.py"
@@ -42,9 +43,7 @@ def test_calculator_path_end_to_end(tmp_path):
 
 
 def test_versions_record_the_mlp_binary(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_efs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("bench_efs")
     fake = tmp_path / "mlp"
     fake.write_bytes(b"not really mlp")
     got = module.versions(str(fake))

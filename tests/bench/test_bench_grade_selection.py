@@ -3,7 +3,6 @@ error, its argument checks, and (slow) a tiny run end to end."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,16 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "bench_grade_selection.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_grade_selection", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_grade_selection")
 
 
 def _row(arm, seed, calls, labels, rss_e, comp_e, rnd=None, every=None):

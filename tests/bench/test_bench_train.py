@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -14,15 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "bench_train.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("bench_train", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_quick_writes_result_end_to_end(tmp_path):
@@ -94,7 +88,7 @@ def test_mlp_runs_cached_and_reused(tmp_path):
     fake = tmp_path / "mlp"
     fake.write_text(FAKE_MLP.format(python=sys.executable, root=str(ROOT), log=str(log)))
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    bench = _load_script()
+    bench = load_script("bench_train")
     common = ["--quick", "--programs", "mlp", "--mlp-bin", str(fake),
               "--mlp-cache", str(tmp_path / "cache.json")]
     assert bench.main([*common, "--out", str(tmp_path / "a.json"),
@@ -172,7 +166,7 @@ def test_continue_mlp(tmp_path):
     fake = tmp_path / "mlp"
     fake.write_text(FAKE_MLP.format(python=sys.executable, root=str(ROOT), log=str(log)))
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    bench = _load_script()
+    bench = load_script("bench_train")
     assert bench.main(["--quick", "--programs", "mlp", "--mlp-bin", str(fake), "--mlp-cache",
                        str(tmp_path / "cache.json"), "--continue-mlp", "--out",
                        str(tmp_path / "b.json"), "--work", str(tmp_path / "wb")]) == 0
@@ -187,7 +181,7 @@ def test_continue_mlp(tmp_path):
 
 
 def test_quick_accelerator_mode_is_unpinned_and_records_the_device(tmp_path):
-    bench = _load_script()
+    bench = load_script("bench_train")
     out = tmp_path / "acc.json"
     assert bench.main(["--quick", "--accelerator", "--programs", "mtpjax", "--out", str(out),
                        "--work", str(tmp_path / "work")]) == 0

@@ -3,22 +3,19 @@ the two-standard-error reading, and one error line for inputs that cannot be com
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.bench.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "compare_grade_picks.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("compare_grade_picks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("compare_grade_picks")
 
 
 def _result(path: Path, pick: str, errors: dict[int, tuple[float, float]], **settings) -> Path:
