@@ -10,8 +10,6 @@ import pytest
 
 from tests.bench.scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[2]
-
 MLP_OUTPUT = """MTPR from pot.mtp, Database: test.cfg
 
 \t\t* * * TRAIN ERRORS * * *

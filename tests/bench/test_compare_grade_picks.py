@@ -11,8 +11,6 @@ import pytest
 
 from tests.bench.scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _script():
     return load_script("compare_grade_picks")
