@@ -103,9 +103,17 @@ class Teacher:
 
 
 def fit(train, folder: Path, level: int, max_iter: int, seed: int) -> tuple[Path, int]:
-    """Fit a student on ``train`` → (its pot.mtp, iterations used)."""
-    import ase.io
+    """Fit a student on ``train`` → (its pot.mtp, iterations used).
 
+    Every fit starts by dropping jax's in-process compilation caches: each fit, grading and
+    relaxation compiles programs for new data shapes, and on CPU every compiled program holds
+    memory mappings that the kernel caps per process (``vm.max_map_count``, 65,530 by
+    default) — a 3-seed run with level-16 grading students died at ~90 min with "LLVM
+    compilation error: Cannot allocate memory" once it had reached that cap."""
+    import ase.io
+    import jax
+
+    jax.clear_caches()
     folder.mkdir(parents=True, exist_ok=True)
     ase.io.write(folder / "train.xyz", train, format="extxyz")
     out = fit_one(folder / "train.xyz", folder, level, {**FIT, "max_iter": max_iter,
@@ -534,9 +542,26 @@ PART_KEYS = ("command", "started_utc", "finished_utc", "load_before", "load_afte
              "seeds_completed", "wall_s", "versions", "host")
 
 
+def _rows_per_seed(files, parts) -> list[dict]:
+    """Each seed's rows from one part: the part that completed it (a seed completed by two
+    parts is refused), else the part holding most of its rows (a stopped run, rerun for that
+    seed and stopped again) — never rows of the same seed from two runs side by side."""
+    owner = {}
+    for k, res in enumerate(parts):
+        for seed in res["seeds_completed"]:
+            if seed in owner:
+                raise SystemExit(f"{files[k]}: seed {seed} also completed in {files[owner[seed]]}")
+            owner[seed] = k
+    for seed in {r["seed"] for res in parts for r in res["rows"]} - set(owner):
+        counts = [sum(r["seed"] == seed for r in res["rows"]) for res in parts]
+        owner[seed] = int(np.argmax(counts))
+    return [r for k, res in enumerate(parts) for r in res["rows"] if owner[r["seed"]] == k]
+
+
 def merge(args) -> int:
     """One result from several of this script's result files (side-by-side runs of other
-    seeds with otherwise equal settings); each part's provenance is kept under ``parts``."""
+    seeds with otherwise equal settings, or a rerun of a stopped seed); each part's provenance
+    is kept under ``parts``, each seed's rows come from one part (``_rows_per_seed``)."""
     parts = [json.loads(Path(f).read_text()) for f in args.merge]
     ignore = ("seeds", "tag", "out", "merge", "plot_only")  # output options, not settings
     first = {k: v for k, v in parts[0]["settings"].items() if k not in ignore}
@@ -544,7 +569,7 @@ def merge(args) -> int:
         other = {k: v for k, v in res["settings"].items() if k not in ignore}
         if other != first:
             raise SystemExit(f"{f}: settings differ from {args.merge[0]}'s")
-    rows = sorted((r for res in parts for r in res["rows"]), key=lambda r: r["seed"])
+    rows = sorted(_rows_per_seed(args.merge, parts), key=lambda r: r["seed"])
     seeds = sorted({r["seed"] for r in rows})
     summary = summarize(rows)
     _write(args, {

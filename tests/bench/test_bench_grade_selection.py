@@ -117,3 +117,27 @@ def test_tiny_run_end_to_end(tmp_path):
     assert "| grade_pool | 2 | 1 | 6 | 26 |" in md
     png = tmp_path / "bench_grade_selection_tiny.png"  # errors against teacher calls
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_merge_takes_each_seed_from_one_run(bench):
+    """--merge: a seed's rows come from the part that completed it, not also from a run that
+    was stopped part-way through it; a stopped seed from the part holding most of its rows;
+    a seed completed twice is refused."""
+    u = _row("uniform", 4, 787, 37, 17.0, 5.0, every=20)
+    stopped = {"seeds_completed": [3], "rows": [
+        _row("uniform", 3, 787, 37, 17.0, 5.0, every=20), u,
+        _row("grade_pool_rss", 4, 240, 0, 20.0, 9.0, rnd=0),
+        _row("grade_pool_rss", 1, 240, 0, 20.0, 9.0, rnd=0)]}
+    rerun = {"seeds_completed": [4], "rows": [
+        u, *(_row("grade_pool_rss", 4, 240 + 30 * k, 30 * k, 18.0, 5.0, rnd=k)
+             for k in range(3))]}
+    other = {"seeds_completed": [], "rows": [
+        _row("uniform", 1, 787, 37, 17.0, 5.0, every=20),
+        *(_row("grade_pool_rss", 1, 240 + 30 * k, 30 * k, 18.0, 5.0, rnd=k) for k in range(2))]}
+    rows = bench._rows_per_seed(["a", "b", "c"], [stopped, rerun, other])
+    by_seed = {s: [r for r in rows if r["seed"] == s] for s in (1, 3, 4)}
+    assert by_seed[4] == rerun["rows"]  # the completed rerun, not the stopped part's round 0
+    assert by_seed[1] == other["rows"]  # 3 rows against the stopped part's 1
+    assert len(by_seed[3]) == 1
+    with pytest.raises(SystemExit, match="b: seed 4 also completed in a"):
+        bench._rows_per_seed(["a", "b"], [rerun, rerun])
