@@ -431,7 +431,11 @@ def main(argv=None) -> int:
         print(f"wrote {path.with_suffix('.png')}")
         return 0
     if args.merge:
-        return merge(args)
+        try:
+            return merge(args)
+        except MergeError as exc:
+            print(f"bench_grade_selection: error: {exc}", file=sys.stderr)
+            return 2
     FIT["stress_weight"] = args.stress_weight  # every arm's fits
 
     import ase.io
@@ -542,6 +546,10 @@ PART_KEYS = ("command", "started_utc", "finished_utc", "load_before", "load_afte
              "seeds_completed", "wall_s", "versions", "host")
 
 
+class MergeError(ValueError):
+    """Result files that cannot be merged (the message names the file)."""
+
+
 def _rows_per_seed(files, parts) -> list[dict]:
     """Each seed's rows from one part: the part that completed it (a seed completed by two
     parts is refused), else the part holding most of its rows (a stopped run, rerun for that
@@ -550,7 +558,8 @@ def _rows_per_seed(files, parts) -> list[dict]:
     for k, res in enumerate(parts):
         for seed in res["seeds_completed"]:
             if seed in owner:
-                raise SystemExit(f"{files[k]}: seed {seed} also completed in {files[owner[seed]]}")
+                raise MergeError(f"{files[k]}: seed {seed} also completed in "
+                                 f"{files[owner[seed]]}")
             owner[seed] = k
     for seed in {r["seed"] for res in parts for r in res["rows"]} - set(owner):
         counts = [sum(r["seed"] == seed for r in res["rows"]) for res in parts]
@@ -562,13 +571,18 @@ def merge(args) -> int:
     """One result from several of this script's result files (side-by-side runs of other
     seeds with otherwise equal settings, or a rerun of a stopped seed); each part's provenance
     is kept under ``parts``, each seed's rows come from one part (``_rows_per_seed``)."""
-    parts = [json.loads(Path(f).read_text()) for f in args.merge]
+    parts = []
+    for f in args.merge:
+        try:
+            parts.append(json.loads(Path(f).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise MergeError(f"{f}: cannot read a result: {exc}") from None
     ignore = ("seeds", "tag", "out", "merge", "plot_only")  # output options, not settings
     first = {k: v for k, v in parts[0]["settings"].items() if k not in ignore}
     for f, res in zip(args.merge, parts, strict=True):
         other = {k: v for k, v in res["settings"].items() if k not in ignore}
         if other != first:
-            raise SystemExit(f"{f}: settings differ from {args.merge[0]}'s")
+            raise MergeError(f"{f}: settings differ from {args.merge[0]}'s")
     rows = sorted(_rows_per_seed(args.merge, parts), key=lambda r: r["seed"])
     seeds = sorted({r["seed"] for r in rows})
     summary = summarize(rows)

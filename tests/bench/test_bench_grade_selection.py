@@ -139,5 +139,15 @@ def test_merge_takes_each_seed_from_one_run(bench):
     assert by_seed[4] == rerun["rows"]  # the completed rerun, not the stopped part's round 0
     assert by_seed[1] == other["rows"]  # 3 rows against the stopped part's 1
     assert len(by_seed[3]) == 1
-    with pytest.raises(SystemExit, match="b: seed 4 also completed in a"):
+    with pytest.raises(bench.MergeError, match="b: seed 4 also completed in a"):
         bench._rows_per_seed(["a", "b"], [rerun, rerun])
+
+
+def test_merge_errors_are_one_line(bench, tmp_path, capsys):
+    """--merge of a file that is not a result: one error line naming it, exit 2."""
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert bench.main(["--merge", str(bad), str(bad), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"bench_grade_selection: error: {bad}: cannot read a result")
+    assert len(err.splitlines()) == 1
