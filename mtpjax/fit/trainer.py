@@ -247,9 +247,13 @@ class Trainer:
     def __init__(self, pot: MTPotential, train: list[Sample], valid: list[Sample] | None,
                  config: FitConfig, workdir=None, mesh="auto", progress: bool = False,
                  monitor: list[Sample] | None = None):
+        from mtpjax import memory_maps
         from mtpjax.fit import compile_cache
 
         compile_cache.enable(config.compile_cache)
+        # a process that fits many times (grade rounds, sweeps) must not die at the kernel's
+        # cap on memory mappings with every program it ever compiled still held
+        memory_maps.release_if_near_cap()
         if config.valid_fraction > 0:
             if valid:
                 raise ValueError("valid_fraction splits the training set: give it or a "
