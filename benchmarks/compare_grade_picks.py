@@ -10,9 +10,10 @@ level-16 student against a level-8 one); a setting an older result lacks counts 
 (``grade_level`` 0, ``grade_pick`` "gamma"). The seeds both hold are paired. For each test set
 and metric (energy MAE in meV/atom, force MAE in eV/Å) at round ``--round`` of ``--arm``: the
 per-seed difference A − B, its mean, its standard deviation (ddof = 1) and standard error.
-Reading (fixed before the comparison was run): A is better on a metric where the mean
-difference is below zero by more than two standard errors, worse where above by more than two,
-otherwise "no detectable difference".
+Reading (this script's rule, fixed before any comparison was run; ``--post-hoc WHY`` marks
+a comparison whose round, seeds or inputs were chosen after seeing results): A is better on
+a metric where the mean difference is below zero by more than two standard errors, worse where
+above by more than two, otherwise "no detectable difference".
 Nothing is measured here: the provenance block is this comparison's, the inputs' own are
 named by their files.
 """
@@ -107,9 +108,12 @@ def render(res: dict) -> str:
              + (f" Settings also allowed to differ: {', '.join(c['may_differ'])}."
                 if c.get("may_differ") else ""), "",
              "A − B per seed; A is better where the mean difference is below zero by more "
-             "than two standard errors (fixed before the run).", "",
-             "| test set / metric | mean A | mean B | mean A − B | SE | per seed A − B | "
-             "reading |", "|---|---|---|---|---|---|---|"]
+             "than two standard errors (this script's rule, fixed before any comparison was "
+             "run).", ""]
+    if res.get("post_hoc"):
+        lines += [f"**Not pre-registered:** {res['post_hoc']}", ""]
+    lines += ["| test set / metric | mean A | mean B | mean A − B | SE | per seed A − B | "
+              "reading |", "|---|---|---|---|---|---|---|"]
     for key, v in c["metrics"].items():
         test, m = key.split("/")
         lines.append(f"| {test} {METRICS[m]} | {v['mean_a']:.4g} | {v['mean_b']:.4g} | "
@@ -165,6 +169,9 @@ def main(argv=None) -> int:
     p.add_argument("--may-differ", action="append", default=[], metavar="SETTING",
                    help="a setting besides grade_pick that may differ (repeatable), e.g. "
                         "grade_level")
+    p.add_argument("--post-hoc", default="", metavar="WHY",
+                   help="this comparison (its round, seeds or inputs) was chosen after seeing "
+                        "results, not fixed in advance: WHY is printed in the result")
     args = p.parse_args(argv)
     head = provenance.header()
     try:
@@ -174,7 +181,8 @@ def main(argv=None) -> int:
         print(f"compare_grade_picks: error: {exc}", file=sys.stderr)
         return 2
     res = {**head, "finished_utc": provenance.utc(), "a": str(args.a), "b": str(args.b),
-           "arm": args.arm, "round": args.round, "comparison": comparison}
+           "arm": args.arm, "round": args.round, "post_hoc": args.post_hoc,
+           "comparison": comparison}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"compare_grade_picks_{args.tag}"
     stem.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")

@@ -56,6 +56,19 @@ def test_paired_differences_and_reading(tmp_path, capsys):
     assert "| rss E (meV/atom) |" in md and "A better" in md and "Command:" in md
     png = tmp_path / "compare_grade_picks_t.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert res["post_hoc"] == "" and "Not pre-registered" not in md
+
+
+def test_post_hoc_comparison_says_so(tmp_path):
+    mod = _script()
+    a = _result(tmp_path / "a.json", "gamma", {0: (10.0, 0.15), 1: (11.0, 0.15)})
+    b = _result(tmp_path / "b.json", "random", {0: (11.0, 0.15), 1: (12.0, 0.16)})
+    assert mod.main([str(a), str(b), "--round", "5", "--tag", "t", "--out", str(tmp_path),
+                     "--post-hoc", "round chosen after the cut-off"]) == 0
+    res = json.loads((tmp_path / "compare_grade_picks_t.json").read_text())
+    assert res["post_hoc"] == "round chosen after the cut-off"
+    md = (tmp_path / "compare_grade_picks_t.md").read_text()
+    assert "**Not pre-registered:** round chosen after the cut-off" in md
 
 
 @pytest.mark.parametrize("change, message", [
