@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from contextlib import nullcontext
@@ -78,9 +79,14 @@ def _cached_model(potential):
 def _cached_engine(spec, params, dtype: str, n_devices: int, n_atoms: int,
                    domain: bool = False):
     """One :class:`Engine` (or :class:`md.domain.DomainEngine` when ``domain``; its compiled
-    functions) per model, dtype, device count and number of atoms."""
-    key = (id(spec), dtype, n_devices, tuple(d.id for d in jax.devices()[:n_devices]),
-           n_atoms, domain)
+    functions) per model and coefficients, dtype, device count and number of atoms.
+
+    The coefficients are part of the key: an engine's force function holds its ``params``,
+    and potentials of the same template share one ``spec`` (``ModelSpec.from_potential``), so
+    a key without them gave a second potential of the same level the first one's engine —
+    the demo's M'_16 MD ran with M''_16's coefficients."""
+    key = (id(spec), _params_digest(params), dtype, n_devices,
+           tuple(d.id for d in jax.devices()[:n_devices]), n_atoms, domain)
     if key not in _ENGINES or _ENGINES[key][0] is not spec:
         dt = np.float64 if dtype == "float64" else np.float32
         p = {k: jnp.asarray(v, dt) for k, v in params.items()}
@@ -95,6 +101,16 @@ def _cached_engine(spec, params, dtype: str, n_devices: int, n_atoms: int,
             _ENGINES.clear()
         _ENGINES[key] = (spec, engine)
     return _ENGINES[key][1]
+
+
+def _params_digest(params: dict) -> str:
+    """sha256 of a model's coefficients (names, shapes and float64 values)."""
+    h = hashlib.sha256()
+    for name in sorted(params):
+        a = np.ascontiguousarray(np.asarray(params[name], dtype=np.float64))
+        h.update(f"{name}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def types_from_numbers(numbers, species) -> np.ndarray:

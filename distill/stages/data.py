@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import ase.io
@@ -220,11 +221,12 @@ def grade_driven_d1(ctx, candidates: list[Atoms] | None,
     d0 = read_d0(ctx.cfg["d0"]["train"], ctx.cfg["d0"]["max_structures"])
     store = ctx.run_dir / "labels" / "store.db"  # the labels stage then skips these
     store.parent.mkdir(parents=True, exist_ok=True)
-    labelled = [0]
+    labelled, given = [0], []
 
     def label(frames):
         labelled[0] += _label(ctx, frames, store, "d1")["labelled"]
-        return labelled_frames(store, teacher_id(ctx.run_dir), "d1")
+        given.extend(frames)
+        return labelled_frames(store, teacher_id(ctx.run_dir), "d1", given)
 
     def keep(frames, r):
         return _reread(frames, ctx.folder / "grade" / f"d1_{r}.xyz")
@@ -287,10 +289,19 @@ def _label_sets(ctx, sets: dict[str, list[Atoms]], store: Path) -> dict[str, dic
     return out
 
 
-def labelled_frames(store: Path, tid: str, source: str) -> list[Atoms]:
-    """Teacher-labelled rows of `source` as Atoms with REF_energy / REF_forces (/ REF_stress)."""
+def labelled_frames(store: Path, tid: str, source: str,
+                    inputs: Sequence[Atoms]) -> list[Atoms]:
+    """Teacher-labelled rows of `source` as Atoms with REF_energy / REF_forces (/ REF_stress),
+    in the order of ``inputs`` (the frames given to the teacher; rows of other structures
+    last, by structure key). The store holds rows in the order the workers finished them,
+    which varies from run to run; a training set in that order would make the fits, and all
+    that follows them, differ between two runs of the same config."""
+    from distill.hashing import structure_key
     from distill.store import open_store, select_labelled
 
+    first: dict[str, int] = {}  # structure key -> its first place in inputs
+    for i, atoms in enumerate(inputs):
+        first.setdefault(structure_key(atoms), i)
     frames = []
     for row in select_labelled(open_store(store), tid):
         if row.get("source") != source:
@@ -301,8 +312,8 @@ def labelled_frames(store: Path, tid: str, source: str) -> list[Atoms]:
         if row.get("stress") is not None:
             a.info["REF_stress"] = np.array(row.stress, dtype=float)
         a.info.update({"uid": row.uid, "source": source})
-        frames.append(a)
-    return frames
+        frames.append(((first.get(row.skey, len(first)), row.skey), a))
+    return [a for _, a in sorted(frames, key=lambda pair: pair[0])]
 
 
 def read_d0(path: str, max_structures: int) -> list[Atoms]:
@@ -319,8 +330,8 @@ def labels_stage(ctx) -> dict:
     d1 = ase.io.read(ctx.run_dir / "sample" / "d1.xyz", index=":")
     out = _label_sets(ctx, {"d0": d0, "d1": d1}, store)
     tid = teacher_id(ctx.run_dir)
-    d0_teacher = labelled_frames(store, tid, "d0")
-    d1_teacher = labelled_frames(store, tid, "d1")
+    d0_teacher = labelled_frames(store, tid, "d0", d0)
+    d1_teacher = labelled_frames(store, tid, "d1", d1)
     from distill.hashing import structure_key
 
     kept = {structure_key(a) for a in d0_teacher}
@@ -391,11 +402,12 @@ def tests_stage(ctx) -> dict:
         comp += testsets.in_pressure_window(run.snapshots, *c["window_GPa"])
     dft = ase.io.read(cfg["d0"]["test"], index=":")
     store = ctx.folder / "store.db"
-    labels = _label_sets(ctx, {"rss": rss, "compression": comp, "dft_test": dft}, store)
+    inputs = {"rss": rss, "compression": comp, "dft_test": dft}
+    labels = _label_sets(ctx, inputs, store)
     tid = teacher_id(ctx.run_dir)
     counts = {}
     for name in TEST_SETS:
-        frames = labelled_frames(store, tid, name)
+        frames = labelled_frames(store, tid, name, inputs[name])
         write_extxyz(ctx.folder / f"{name}.xyz", frames)
         counts[name] = {"structures": len(frames), "atoms": sum(map(len, frames))}
     shutil.copyfile(cfg["d0"]["test"], ctx.folder / "dft_test_m0.xyz")

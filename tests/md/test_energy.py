@@ -174,3 +174,23 @@ def test_md_device_list_forces_equal_mlp_two_species(k):
     sim = Simulation(root / "pot.mtp", atoms, species=species, temperature_K=0.0, skin_A=0.5)
     assert abs(float(sim.state.energy) - float(ref[f"energy_{k}"])) / len(atoms) < 1e-9
     np.testing.assert_allclose(sim.forces(), ref[f"forces_{k}"], atol=2e-6)
+
+
+def test_two_potentials_of_one_template_in_one_process(pot_path, si64, tmp_path):
+    """Two potentials of the same level and hyper-parameters (one ModelSpec) but different
+    coefficients, run one after the other in one process (the pipeline's M''_L then M'_L
+    students): each MD state holds its own potential's energy and forces. Before the fix the
+    second run reused the first one's compiled engine, coefficients included."""
+    from mtpjax.io.mtp_file import read_mtp, write_mtp
+
+    pot = read_mtp(pot_path)
+    params = pot.params()
+    other = tmp_path / "other.mtp"
+    write_mtp(other, pot.with_params({**params,
+                                      "moment_coeffs": 1.1 * params["moment_coeffs"]}))
+    for path in (pot_path, other, pot_path):
+        sim = Simulation(path, si64, timestep_fs=1.0, temperature_K=0.0, skin_A=1.0)
+        atoms = sim.atoms()
+        atoms.calc = MTPCalculator(str(path), species=["Si"])
+        assert abs(float(sim.state.energy) - atoms.get_potential_energy()) < 1e-8
+        np.testing.assert_allclose(sim.forces(), atoms.get_forces(), atol=1e-9)
